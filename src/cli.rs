@@ -1,0 +1,112 @@
+//! Command-line definitions (clap only): what the user can type, nothing about what it means.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::EXIT_CODES_HELP;
+
+#[derive(Debug, Parser)]
+#[command(name = "esmbench", version, about = "Score antibody sequences with an ONNX ESM model and a classifier head; write predictions and a metrics report.", after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Score a CSV of sequences: predictions.csv, report.json and report.md.
+    /// With neither --model nor --data (nor a config naming them) it runs the embedded demo model on the embedded demo set.
+    Test(TestArgs),
+    /// Write pooled embeddings [rows, hidden] as a float32 .npy, in input order.
+    Embed(EmbedArgs),
+    /// Print a model's inputs, outputs, metadata and what esmbench will do with them.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+    Coreml,
+    Auto,
+}
+
+/// Flags shared by every command that runs the model over a CSV.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ScoringArgs {
+    /// ONNX model (see `esmbench inspect` for the contract).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// CSV with a sequence column (and optionally label and id columns).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Logistic-regression head JSON (coef, intercept, threshold); overrides a head in the model's metadata.
+    #[arg(long)]
+    pub head: Option<PathBuf>,
+    /// YAML run configuration; flags given on the command line win over it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Execution provider: cpu, cuda, coreml, or auto (CUDA, then CoreML, then CPU).
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceArg>,
+    /// Run on CPU (loudly) when the requested provider cannot be registered, instead of failing.
+    #[arg(long)]
+    pub allow_cpu_fallback: bool,
+    /// Token budget per batch: rows x longest row (with <cls> and <eos>), as fair-esm's toks_per_batch.
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// ONNX Runtime intra-op threads (default: physical cores available to this process).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Longest sequence in residues; longer ones are truncated (and counted) unless --no-truncate.
+    #[arg(long)]
+    pub max_residues: Option<usize>,
+    /// Fail on sequences longer than --max-residues instead of truncating them.
+    #[arg(long)]
+    pub no_truncate: bool,
+    /// Name of the sequence column (default: sequence).
+    #[arg(long)]
+    pub sequence_column: Option<String>,
+    /// Name of the 0/1 label column (default: label; absent column means no metrics).
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// Name of the id column (default: id; optional).
+    #[arg(long)]
+    pub id_column: Option<String>,
+    /// Use the deterministic mock backend instead of ONNX Runtime (tests only).
+    #[arg(long, hide = true)]
+    pub mock_backend: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+    /// Output directory (default: results/<model stem>/<data stem>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Probability threshold for the positive class (default: the head's, else 0.5).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+    /// Output .npy file (float32, [rows, hidden]).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// ONNX model to describe.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Head JSON to check against the model's hidden size.
+    #[arg(long)]
+    pub head: Option<PathBuf>,
+}

@@ -1,0 +1,378 @@
+//! Flags plus an optional YAML file resolved into one validated run configuration, before any model loads.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::cli::{DeviceArg, ScoringArgs};
+use crate::embedded;
+use crate::error::Failure;
+
+/// ESM's positional limit: 1024 tokens including <cls> and <eos>.
+pub const DEFAULT_MAX_RESIDUES: usize = 1022;
+/// fair-esm's default toks_per_batch.
+pub const DEFAULT_MAX_TOKENS: usize = 4096;
+
+/// Where the model bytes come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSource {
+    File(PathBuf),
+    Embedded,
+}
+
+/// Where the CSV comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    File(PathBuf),
+    Embedded,
+}
+
+impl ModelSource {
+    pub fn display_name(&self) -> String {
+        match self {
+            ModelSource::File(p) => p.display().to_string(),
+            ModelSource::Embedded => embedded::DEMO_MODEL_NAME.to_string(),
+        }
+    }
+    pub fn stem(&self) -> String {
+        match self {
+            ModelSource::File(p) => file_stem(p),
+            ModelSource::Embedded => embedded::DEMO_MODEL_NAME.to_string(),
+        }
+    }
+}
+
+impl DataSource {
+    pub fn display_name(&self) -> String {
+        match self {
+            DataSource::File(p) => p.display().to_string(),
+            DataSource::Embedded => embedded::DEMO_DATA_NAME.to_string(),
+        }
+    }
+    pub fn stem(&self) -> String {
+        match self {
+            DataSource::File(p) => file_stem(p),
+            DataSource::Embedded => embedded::DEMO_DATA_NAME.to_string(),
+        }
+    }
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into())
+}
+
+/// Column names in the CSV header.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColumnNames {
+    pub sequence: String,
+    pub label: String,
+    pub id: String,
+}
+
+impl Default for ColumnNames {
+    fn default() -> Self {
+        ColumnNames {
+            sequence: "sequence".into(),
+            label: "label".into(),
+            id: "id".into(),
+        }
+    }
+}
+
+/// The device the user asked for and whether CPU may stand in for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceRequest {
+    pub device: DeviceArg,
+    pub allow_cpu_fallback: bool,
+}
+
+/// Everything a scoring run needs, validated.
+#[derive(Debug, Clone)]
+pub struct ScoringConfig {
+    pub model: ModelSource,
+    pub data: DataSource,
+    pub head: Option<PathBuf>,
+    pub device: DeviceRequest,
+    pub max_tokens: usize,
+    pub threads: usize,
+    pub max_residues: usize,
+    pub truncate: bool,
+    pub columns: ColumnNames,
+    pub mock_backend: bool,
+}
+
+/// A validated `esmbench test` run.
+#[derive(Debug, Clone)]
+pub struct TestConfig {
+    pub scoring: ScoringConfig,
+    pub out_dir: PathBuf,
+    /// The threshold and where it was set (flag or config); None defers to the head.
+    pub threshold: Option<(f64, &'static str)>,
+}
+
+/// The YAML file: every key optional, unknown keys rejected so typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub model: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+    pub head: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub device: Option<DeviceArg>,
+    pub allow_cpu_fallback: Option<bool>,
+    pub max_tokens: Option<usize>,
+    pub threads: Option<usize>,
+    pub max_residues: Option<usize>,
+    pub truncate: Option<bool>,
+    pub threshold: Option<f64>,
+    pub columns: Option<ColumnNames>,
+}
+
+impl FileConfig {
+    /// Reads a YAML config; relative paths in it are taken relative to the file's own folder.
+    pub fn load(path: &Path) -> Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::usage(format!("cannot read config {}: {e}", path.display())))?;
+        let mut config: FileConfig = serde_yaml_ng::from_str(&text).map_err(|e| {
+            let place = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
+            Failure::usage(format!(
+                "config {}{place}: {e}\n  fix: keys are model, data, head, out, device, allow_cpu_fallback, max_tokens, threads, max_residues, truncate, threshold, columns {{sequence, label, id}}",
+                path.display()
+            ))
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for slot in [
+            &mut config.model,
+            &mut config.data,
+            &mut config.head,
+            &mut config.out,
+        ] {
+            if let Some(p) = slot.as_mut() {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Threads to give ONNX Runtime by default: physical cores, but never more than this process may use
+/// (a container's CPU quota), so thread pools do not multiply past the container's limits.
+pub fn default_threads() -> usize {
+    let allowed = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let physical = sysinfo::System::physical_core_count().unwrap_or(allowed);
+    physical.min(allowed).max(1)
+}
+
+impl ScoringConfig {
+    pub fn resolve(args: &ScoringArgs, file: &FileConfig) -> Result<ScoringConfig> {
+        let model_path = args.model.clone().or_else(|| file.model.clone());
+        let data_path = args.data.clone().or_else(|| file.data.clone());
+        let (model, data) = match (model_path, data_path) {
+            (None, None) => (ModelSource::Embedded, DataSource::Embedded),
+            (Some(m), Some(d)) => (ModelSource::File(m), DataSource::File(d)),
+            (Some(_), None) => {
+                return Err(Failure::usage("--model was given without --data\n  fix: add --data FILE.csv, or drop both to run the embedded demo").into())
+            }
+            (None, Some(_)) => {
+                return Err(Failure::usage("--data was given without --model\n  fix: add --model FILE.onnx, or drop both to run the embedded demo").into())
+            }
+        };
+        if let ModelSource::File(p) = &model {
+            check_readable(p, "model", "--model")?;
+        }
+        if let DataSource::File(p) = &data {
+            check_readable(p, "data", "--data")?;
+        }
+        let head = args.head.clone().or_else(|| file.head.clone());
+        if let Some(p) = &head {
+            check_readable(p, "head", "--head")?;
+        }
+        let max_tokens = args
+            .max_tokens
+            .or(file.max_tokens)
+            .unwrap_or(DEFAULT_MAX_TOKENS);
+        if max_tokens < 3 {
+            return Err(Failure::usage(format!("--max-tokens {max_tokens} cannot hold one residue with <cls> and <eos>\n  fix: use at least 3 (typical: 4096)")).into());
+        }
+        let threads = args
+            .threads
+            .or(file.threads)
+            .unwrap_or_else(default_threads);
+        if threads == 0 || threads > 1024 {
+            return Err(Failure::usage(format!("--threads {threads} is out of range\n  fix: use 1..=1024 (default: physical cores)")).into());
+        }
+        let max_residues = args
+            .max_residues
+            .or(file.max_residues)
+            .unwrap_or(DEFAULT_MAX_RESIDUES);
+        if max_residues == 0 {
+            return Err(Failure::usage("--max-residues 0 would score nothing\n  fix: use a positive length (ESM's limit is 1022)").into());
+        }
+        let truncate = if args.no_truncate {
+            false
+        } else {
+            file.truncate.unwrap_or(true)
+        };
+        let mut columns = file.columns.clone().unwrap_or_default();
+        if let Some(c) = &args.sequence_column {
+            columns.sequence = c.clone();
+        }
+        if let Some(c) = &args.label_column {
+            columns.label = c.clone();
+        }
+        if let Some(c) = &args.id_column {
+            columns.id = c.clone();
+        }
+        let device = DeviceRequest {
+            device: args.device.or(file.device).unwrap_or(DeviceArg::Cpu),
+            allow_cpu_fallback: args.allow_cpu_fallback || file.allow_cpu_fallback.unwrap_or(false),
+        };
+        Ok(ScoringConfig {
+            model,
+            data,
+            head,
+            device,
+            max_tokens,
+            threads,
+            max_residues,
+            truncate,
+            columns,
+            mock_backend: args.mock_backend,
+        })
+    }
+}
+
+fn check_readable(path: &Path, what: &str, flag: &str) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => std::fs::File::open(path)
+            .map(|_| ())
+            .map_err(|e| Failure::usage(format!("{what} file {} cannot be opened: {e}\n  fix: check its permissions", path.display())).into()),
+        Ok(_) => Err(Failure::usage(format!("{what} path {} is not a file\n  fix: pass a file to {flag}", path.display())).into()),
+        Err(e) => Err(Failure::usage(format!("{what} file {} not found ({e})\n  fix: check the path given to {flag} (relative paths in a config file are relative to that file)", path.display())).into()),
+    }
+}
+
+/// Makes sure `dir` exists and a file can be created in it, so a run never computes for an hour and then fails to write.
+pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Failure::usage(format!(
+            "output directory {} cannot be created: {e}\n  fix: pass a writable --out",
+            dir.display()
+        ))
+    })?;
+    let probe = dir.join(".esmbench-write-check");
+    std::fs::write(&probe, b"").map_err(|e| {
+        Failure::usage(format!(
+            "output directory {} is not writable: {e}\n  fix: pass a writable --out",
+            dir.display()
+        ))
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+impl TestConfig {
+    pub fn resolve(args: &crate::cli::TestArgs) -> Result<TestConfig> {
+        let file = load_file_config(args.scoring.config.as_deref())?;
+        let scoring = ScoringConfig::resolve(&args.scoring, &file)?;
+        let out_dir = args
+            .out
+            .clone()
+            .or_else(|| file.out.clone())
+            .unwrap_or_else(|| {
+                PathBuf::from("results")
+                    .join(scoring.model.stem())
+                    .join(scoring.data.stem())
+            });
+        let threshold = args
+            .threshold
+            .map(|t| (t, "flag"))
+            .or(file.threshold.map(|t| (t, "config")));
+        if let Some((t, _)) = threshold {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(Failure::usage(format!(
+                    "--threshold {t} is not a probability\n  fix: use a value in [0, 1]"
+                ))
+                .into());
+            }
+        }
+        ensure_writable_dir(&out_dir)?;
+        Ok(TestConfig {
+            scoring,
+            out_dir,
+            threshold,
+        })
+    }
+}
+
+pub fn load_file_config(path: Option<&Path>) -> Result<FileConfig> {
+    match path {
+        Some(p) => FileConfig::load(p).with_context(|| format!("loading config {}", p.display())),
+        None => Ok(FileConfig::default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let file = FileConfig {
+            max_tokens: Some(100),
+            threads: Some(3),
+            device: Some(DeviceArg::Cuda),
+            ..Default::default()
+        };
+        let args = ScoringArgs {
+            max_tokens: Some(200),
+            ..Default::default()
+        };
+        let config = ScoringConfig::resolve(&args, &file).unwrap();
+        assert_eq!(config.max_tokens, 200);
+        assert_eq!(config.threads, 3);
+        assert_eq!(config.device.device, DeviceArg::Cuda);
+        assert!(!config.device.allow_cpu_fallback);
+        assert_eq!(config.model, ModelSource::Embedded);
+    }
+
+    #[test]
+    fn model_without_data_is_a_usage_error() {
+        let args = ScoringArgs {
+            model: Some("m.onnx".into()),
+            ..Default::default()
+        };
+        let err = ScoringConfig::resolve(&args, &FileConfig::default()).unwrap_err();
+        assert_eq!(crate::error::exit_code_for(&err), 2);
+        assert!(err.to_string().contains("--data"));
+    }
+
+    #[test]
+    fn unknown_yaml_keys_are_rejected_with_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "max_tokens: 10\nmax_tokns: 5\n").unwrap();
+        let err = FileConfig::load(&path).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("c.yaml:2"), "{text}");
+        assert!(text.contains("max_tokns"), "{text}");
+    }
+
+    #[test]
+    fn relative_paths_in_a_config_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "data: sub/d.csv\nmodel: /abs/m.onnx\n").unwrap();
+        let config = FileConfig::load(&path).unwrap();
+        assert_eq!(config.data.unwrap(), dir.path().join("sub/d.csv"));
+        assert_eq!(config.model.unwrap(), PathBuf::from("/abs/m.onnx"));
+    }
+}

@@ -1,0 +1,496 @@
+//! Streaming CSV reader: finds the columns, checks every row, and yields records with their line numbers.
+
+use std::fmt;
+use std::io::Read;
+
+use anyhow::{Context, Result};
+
+use crate::config::{ColumnNames, DataSource};
+use crate::data::tokenizer::{first_invalid_residue, normalize};
+use crate::embedded;
+use crate::error::Failure;
+
+/// Per-row rules that depend on the run configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct RowRules {
+    pub max_residues: usize,
+    pub truncate: bool,
+}
+
+/// Where the used columns sit in the header.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub headers: Vec<String>,
+    pub sequence: usize,
+    pub label: Option<usize>,
+    pub id: Option<usize>,
+}
+
+/// One valid data row, normalized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// 0-based data row (header excluded): the key predictions are written under.
+    pub row: u64,
+    /// 1-based line in the file where the row starts.
+    pub line: u64,
+    pub id: Option<String>,
+    pub residues: Vec<u8>,
+    pub label: Option<u8>,
+    pub truncated: bool,
+}
+
+/// Why one row cannot be scored, with enough to find and fix it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowProblem {
+    pub row: u64,
+    pub line: u64,
+    pub column: String,
+    /// 1-based field number in the row.
+    pub field: usize,
+    /// 1-based character position inside the field, when one character is at fault.
+    pub position: Option<usize>,
+    pub reason: String,
+    pub fix: &'static str,
+}
+
+impl fmt::Display for RowProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {}, column {} (field {}",
+            self.line, self.column, self.field
+        )?;
+        if let Some(p) = self.position {
+            write!(f, ", character {p}")?;
+        }
+        write!(f, "): {}; fix: {}", self.reason, self.fix)
+    }
+}
+
+pub enum RowOutcome {
+    Valid(Record),
+    Invalid(RowProblem),
+}
+
+/// Opens the data source as a byte stream.
+pub fn open_source(source: &DataSource) -> Result<Box<dyn Read + Send>> {
+    Ok(match source {
+        DataSource::File(path) => Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(path)
+                .with_context(|| format!("opening data {}", path.display()))?,
+        )),
+        DataSource::Embedded => Box::new(embedded::DEMO_DATA),
+    })
+}
+
+pub struct RecordReader {
+    name: String,
+    reader: csv::Reader<Box<dyn Read + Send>>,
+    layout: Layout,
+    rules: RowRules,
+    record: csv::ByteRecord,
+    next_row: u64,
+}
+
+impl RecordReader {
+    pub fn open(
+        source: &DataSource,
+        columns: &ColumnNames,
+        rules: RowRules,
+    ) -> Result<RecordReader> {
+        Self::from_reader(source.display_name(), open_source(source)?, columns, rules)
+    }
+
+    pub fn from_reader(
+        name: String,
+        input: Box<dyn Read + Send>,
+        columns: &ColumnNames,
+        rules: RowRules,
+    ) -> Result<RecordReader> {
+        let input: Box<dyn Read + Send> = Box::new(CrlfToLf::new(input));
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(true)
+            .from_reader(input);
+        let header_record = reader
+            .byte_headers()
+            .map_err(|e| csv_failure(&name, e))?
+            .clone();
+        if header_record.is_empty()
+            || (header_record.len() == 1 && header_record[0].trim_ascii().is_empty())
+        {
+            return Err(Failure::input(format!(
+                "{name}: the file is empty (no header line)\n  fix: write a header such as `id,sequence,label` and one row per sequence"
+            ))
+            .into());
+        }
+        let mut headers = Vec::with_capacity(header_record.len());
+        for (i, field) in header_record.iter().enumerate() {
+            let text = std::str::from_utf8(field).map_err(|_| {
+                Failure::input(format!("{name}: line 1, field {}: the header is not UTF-8\n  fix: save the file as UTF-8", i + 1))
+            })?;
+            headers.push(text.trim_start_matches('\u{feff}').trim().to_string());
+        }
+        let find = |wanted: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(wanted));
+        let sequence = find(&columns.sequence).ok_or_else(|| {
+            Failure::input(format!(
+                "{name}: line 1: no `{}` column (columns: {})\n  fix: rename the sequence column to `{}` or pass --sequence-column NAME",
+                columns.sequence,
+                headers.join(", "),
+                columns.sequence
+            ))
+        })?;
+        let layout = Layout {
+            sequence,
+            label: find(&columns.label),
+            id: find(&columns.id),
+            headers,
+        };
+        Ok(RecordReader {
+            name,
+            reader,
+            layout,
+            rules,
+            record: csv::ByteRecord::new(),
+            next_row: 0,
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The next row, valid or not; `None` at the end of the file. Errors are file-level (I/O, broken quoting).
+    pub fn next_row(&mut self) -> Result<Option<RowOutcome>> {
+        if !self
+            .reader
+            .read_byte_record(&mut self.record)
+            .map_err(|e| csv_failure(&self.name, e))?
+        {
+            return Ok(None);
+        }
+        let row = self.next_row;
+        self.next_row += 1;
+        let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+        Ok(Some(match self.check_row(row, line) {
+            Ok(record) => RowOutcome::Valid(record),
+            Err(problem) => RowOutcome::Invalid(problem),
+        }))
+    }
+
+    fn check_row(&self, row: u64, line: u64) -> std::result::Result<Record, RowProblem> {
+        let layout = &self.layout;
+        let problem =
+            |field: usize, position: Option<usize>, reason: String, fix: &'static str| RowProblem {
+                row,
+                line,
+                column: layout
+                    .headers
+                    .get(field)
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{}", field + 1)),
+                field: field + 1,
+                position,
+                reason,
+                fix,
+            };
+        if self.record.len() != layout.headers.len() {
+            return Err(problem(
+                self.record.len().min(layout.headers.len().saturating_sub(1)),
+                None,
+                format!("the row has {} fields but the header has {}", self.record.len(), layout.headers.len()),
+                "make every row have one field per header column (quote fields that contain commas)",
+            ));
+        }
+        for (i, field) in self.record.iter().enumerate() {
+            if let Err(e) = std::str::from_utf8(field) {
+                return Err(problem(
+                    i,
+                    Some(e.valid_up_to() + 1),
+                    "bytes that are not UTF-8".into(),
+                    "save the file as UTF-8",
+                ));
+            }
+        }
+        let mut residues = normalize(&self.record[layout.sequence]);
+        if residues.is_empty() {
+            return Err(problem(
+                layout.sequence,
+                None,
+                "empty sequence".into(),
+                "remove the row or fill in its sequence",
+            ));
+        }
+        if let Some((at, byte)) = first_invalid_residue(&residues) {
+            let shown = if byte.is_ascii_graphic() {
+                format!("'{}'", byte as char)
+            } else {
+                format!("byte 0x{byte:02x}")
+            };
+            let leading = self.record[layout.sequence].len()
+                - self.record[layout.sequence].trim_ascii_start().len();
+            return Err(problem(
+                layout.sequence,
+                Some(leading + at + 1),
+                format!("{shown} is not in the ESM alphabet"),
+                "use one-letter amino-acid codes (LAGVSERTIDPKQNFYMHWC, or X B U Z O . -)",
+            ));
+        }
+        let label = match layout.label {
+            None => None,
+            Some(col) => parse_label(&self.record[col]).map_err(|text| {
+                problem(
+                    col,
+                    None,
+                    format!("label `{text}` is not 0 or 1"),
+                    "write labels as 0 or 1 (0.0/1.0 also work; leave empty for unlabeled)",
+                )
+            })?,
+        };
+        let mut truncated = false;
+        if residues.len() > self.rules.max_residues {
+            if !self.rules.truncate {
+                return Err(problem(
+                    layout.sequence,
+                    None,
+                    format!(
+                        "{} residues, longer than --max-residues {}",
+                        residues.len(),
+                        self.rules.max_residues
+                    ),
+                    "raise --max-residues, or allow truncation (drop --no-truncate)",
+                ));
+            }
+            residues.truncate(self.rules.max_residues);
+            truncated = true;
+        }
+        let id = layout.id.map(|col| {
+            String::from_utf8_lossy(&self.record[col])
+                .trim()
+                .to_string()
+        });
+        Ok(Record {
+            row,
+            line,
+            id,
+            residues,
+            label,
+            truncated,
+        })
+    }
+}
+
+/// Turns CRLF line ends into LF on the fly. The csv crate counts lines wrongly after a CRLF header
+/// (every line number one short), and error messages must point at the right line.
+pub struct CrlfToLf<R> {
+    inner: R,
+    buffer: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// A '\r' at the end of the last chunk, not yet known to be part of "\r\n".
+    held_cr: bool,
+}
+
+impl<R: Read> CrlfToLf<R> {
+    pub fn new(inner: R) -> CrlfToLf<R> {
+        CrlfToLf {
+            inner,
+            buffer: vec![0u8; 64 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            held_cr: false,
+        }
+    }
+
+    /// Refills the internal buffer with converted bytes; leaves it empty only at the end of the input.
+    fn fill(&mut self) -> std::io::Result<()> {
+        loop {
+            let offset = usize::from(self.held_cr);
+            if self.held_cr {
+                self.buffer[0] = b'\r';
+            }
+            let n = self.inner.read(&mut self.buffer[offset..])?;
+            self.start = 0;
+            if n == 0 {
+                self.held_cr = false;
+                self.end = offset;
+                return Ok(());
+            }
+            let filled = offset + n;
+            let mut out = 0;
+            for i in 0..filled {
+                let b = self.buffer[i];
+                if b == b'\r' && i + 1 < filled && self.buffer[i + 1] == b'\n' {
+                    continue;
+                }
+                self.buffer[out] = b;
+                out += 1;
+            }
+            self.held_cr = self.buffer[out - 1] == b'\r';
+            self.end = out - usize::from(self.held_cr);
+            if self.end > 0 {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for CrlfToLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.start == self.end {
+            self.fill()?;
+        }
+        let n = out.len().min(self.end - self.start);
+        out[..n].copy_from_slice(&self.buffer[self.start..self.start + n]);
+        self.start += n;
+        Ok(n)
+    }
+}
+
+/// Labels are 0/1, also written 0.0/1.0; an empty field means unlabeled.
+pub fn parse_label(field: &[u8]) -> std::result::Result<Option<u8>, String> {
+    let text = String::from_utf8_lossy(field.trim_ascii()).into_owned();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<f64>() {
+        Ok(0.0) => Ok(Some(0)),
+        Ok(1.0) => Ok(Some(1)),
+        _ => Err(text),
+    }
+}
+
+fn csv_failure(name: &str, error: csv::Error) -> anyhow::Error {
+    let place = error
+        .position()
+        .map(|p| format!(": line {}", p.line()))
+        .unwrap_or_default();
+    match error.kind() {
+        csv::ErrorKind::Io(_) => anyhow::Error::new(error).context(format!("reading {name}")),
+        _ => Failure::input(format!(
+            "{name}{place}: {error}\n  fix: check the quoting of that line"
+        ))
+        .into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(text: &'static [u8]) -> Result<RecordReader> {
+        RecordReader::from_reader(
+            "t.csv".into(),
+            Box::new(text),
+            &ColumnNames::default(),
+            RowRules {
+                max_residues: 10,
+                truncate: true,
+            },
+        )
+    }
+
+    fn rows(text: &'static [u8]) -> Vec<std::result::Result<Record, RowProblem>> {
+        let mut r = reader(text).unwrap();
+        let mut out = Vec::new();
+        while let Some(o) = r.next_row().unwrap() {
+            out.push(match o {
+                RowOutcome::Valid(rec) => Ok(rec),
+                RowOutcome::Invalid(p) => Err(p),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn bom_crlf_quotes_case_spaces_and_extra_columns_are_valid() {
+        let out = rows(
+            b"\xef\xbb\xbfextra,Label,Sequence,ID\r\nx,1.0,\" evql \",a\r\ny,0,LAGV,\"b,c\"\r\n",
+        );
+        let recs: Vec<Record> = out.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(recs[0].residues, b"EVQL");
+        assert_eq!(recs[0].label, Some(1));
+        assert_eq!(recs[0].id.as_deref(), Some("a"));
+        assert_eq!(recs[0].line, 2);
+        assert_eq!(recs[1].id.as_deref(), Some("b,c"));
+        assert_eq!(recs[1].label, Some(0));
+        assert_eq!(recs[1].row, 1);
+    }
+
+    #[test]
+    fn invalid_rows_name_line_column_and_fix() {
+        let out = rows(b"id,sequence,label\na,EVQJ,0\nb,,1\nc,EVQL,2\nd,EVQL\ne,EVQL,\n");
+        let p = out[0].clone().unwrap_err();
+        assert_eq!((p.line, p.field, p.position), (2, 2, Some(4)));
+        assert!(
+            p.to_string().contains("'J' is not in the ESM alphabet"),
+            "{p}"
+        );
+        assert!(out[1]
+            .clone()
+            .unwrap_err()
+            .reason
+            .contains("empty sequence"));
+        assert!(out[2].clone().unwrap_err().reason.contains("label `2`"));
+        assert!(out[3].clone().unwrap_err().reason.contains("2 fields"));
+        assert_eq!(out[4].clone().unwrap().label, None);
+    }
+
+    #[test]
+    fn non_utf8_bytes_are_a_row_problem() {
+        let out = rows(b"sequence\nEV\xffQ\n");
+        assert!(out[0].clone().unwrap_err().reason.contains("not UTF-8"));
+    }
+
+    #[test]
+    fn long_sequences_are_truncated_and_flagged() {
+        let out = rows(b"sequence\nAAAAAAAAAAAAAAA\n");
+        let rec = out[0].clone().unwrap();
+        assert_eq!(rec.residues.len(), 10);
+        assert!(rec.truncated);
+    }
+
+    #[test]
+    fn missing_sequence_column_and_empty_file_are_clear_errors() {
+        let err = reader(b"id,seq\na,EVQL\n").err().unwrap();
+        assert!(err.to_string().contains("--sequence-column"), "{err}");
+        assert_eq!(crate::error::exit_code_for(&err), 2);
+        let err = reader(b"").err().unwrap();
+        assert!(err.to_string().contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn crlf_becomes_lf_across_chunk_boundaries() {
+        struct Dribble(&'static [u8]);
+        impl Read for Dribble {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(buf.len()).min(3);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut out = Vec::new();
+        CrlfToLf::new(Dribble(b"ab\r\ncd\r\r\nx\ry\r"))
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"ab\ncd\r\nx\ry\r");
+    }
+
+    #[test]
+    fn crlf_files_report_the_right_line() {
+        let out = rows(b"sequence,label\r\nEVQL,1\r\nEVQL,7\r\n");
+        assert_eq!(out[1].clone().unwrap_err().line, 3);
+    }
+
+    #[test]
+    fn no_label_column_means_unlabeled_rows() {
+        let out = rows(b"sequence\nEVQL\n");
+        assert_eq!(out[0].clone().unwrap().label, None);
+    }
+}

@@ -1,0 +1,111 @@
+//! Error kinds that decide the process exit code, and the documented exit-code table.
+
+use std::fmt;
+
+/// Exit codes, documented in `--help` and the README.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_RUNTIME: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_REGRESSION: u8 = 3;
+pub const EXIT_WATCHDOG: u8 = 4;
+pub const EXIT_SIGINT: u8 = 130;
+pub const EXIT_SIGTERM: u8 = 143;
+
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0    success
+  1    runtime failure (model, runtime library, disk)
+  2    usage error or invalid input data (the message names file, line and fix)
+  3    regression gate failed
+  4    stopped by the memory watchdog (resumable with --resume)
+  130  interrupted by SIGINT (resumable with --resume)
+  143  terminated by SIGTERM (resumable with --resume)";
+
+/// What went wrong, in the terms a caller (or a script reading the exit code) cares about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Bad flags, config or paths: fix the command line.
+    Usage,
+    /// The input data is invalid: fix the file.
+    InputData,
+    /// Something failed while running (runtime library, model, disk).
+    Runtime,
+    /// The regression gate found a metric worse than the baseline.
+    Regression,
+    /// The RSS watchdog stopped the run.
+    Watchdog,
+    /// A signal stopped the run; holds the exit code (130 or 143).
+    Interrupted(u8),
+}
+
+impl FailureKind {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            FailureKind::Usage | FailureKind::InputData => EXIT_USAGE,
+            FailureKind::Runtime => EXIT_RUNTIME,
+            FailureKind::Regression => EXIT_REGRESSION,
+            FailureKind::Watchdog => EXIT_WATCHDOG,
+            FailureKind::Interrupted(code) => code,
+        }
+    }
+}
+
+/// An error whose kind callers match on; the message is complete and says how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            kind: FailureKind::Usage,
+            message: message.into(),
+        }
+    }
+    pub fn input(message: impl Into<String>) -> Self {
+        Failure {
+            kind: FailureKind::InputData,
+            message: message.into(),
+        }
+    }
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Failure {
+            kind: FailureKind::Runtime,
+            message: message.into(),
+        }
+    }
+}
+
+/// The exit code for an error chain: the first [`Failure`] in it decides, anything else is a runtime failure.
+pub fn exit_code_for(error: &anyhow::Error) -> u8 {
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<Failure>())
+        .map(|failure| failure.kind.exit_code())
+        .unwrap_or(EXIT_RUNTIME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn the_first_failure_in_the_chain_decides_the_exit_code() {
+        let err = Err::<(), _>(Failure::input("bad row"))
+            .context("while validating")
+            .unwrap_err();
+        assert_eq!(exit_code_for(&err), EXIT_USAGE);
+        let plain = anyhow::anyhow!("disk full");
+        assert_eq!(exit_code_for(&plain), EXIT_RUNTIME);
+        assert_eq!(FailureKind::Interrupted(143).exit_code(), 143);
+    }
+}

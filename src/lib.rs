@@ -1,0 +1,12 @@
+//! esmbench: score antibody sequences with an ONNX ESM model and a classifier head, at any dataset size.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod data;
+pub mod embedded;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod report;
+pub mod run;

@@ -1,0 +1,162 @@
+//! The logistic-regression head: reading its JSON and turning a pooled embedding into a probability.
+
+use anyhow::Result;
+use serde::Deserialize;
+
+use crate::error::Failure;
+
+/// Logistic regression on the pooled embedding: p = sigmoid(coef . e + intercept).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    pub coef: Vec<f64>,
+    pub intercept: f64,
+    pub threshold: f64,
+}
+
+/// scikit-learn stores coef_ as [[...]] and intercept_ as [x]; the head files store them flat. Both are accepted.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Numbers {
+    Flat(Vec<f64>),
+    Nested(Vec<Vec<f64>>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Number {
+    One(f64),
+    List(Vec<f64>),
+}
+
+#[derive(Deserialize)]
+struct HeadFile {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    pooling: Option<String>,
+    threshold: Option<f64>,
+    coef: Numbers,
+    intercept: Number,
+}
+
+impl Head {
+    /// Parses head JSON; `origin` names the file or metadata key in errors.
+    pub fn from_json(text: &str, origin: &str) -> Result<Head> {
+        let file: HeadFile = serde_json::from_str(text).map_err(|e| {
+            Failure::usage(format!(
+                "{origin}: not a head JSON ({e})\n  fix: expected {{\"type\": \"logistic_regression\", \"coef\": [...], \"intercept\": x, \"threshold\": 0.5}}"
+            ))
+        })?;
+        if let Some(kind) = file.kind.as_deref() {
+            if kind != "logistic_regression" {
+                return Err(Failure::usage(format!("{origin}: head type `{kind}` is not supported\n  fix: use a logistic_regression head")).into());
+            }
+        }
+        if let Some(pooling) = file.pooling.as_deref() {
+            if pooling != "mean_residues" {
+                return Err(Failure::usage(format!(
+                    "{origin}: head pooling `{pooling}` is not supported\n  fix: train the head on mean_residues embeddings (mean over residues, no <cls>/<eos>)"
+                ))
+                .into());
+            }
+        }
+        let coef = match file.coef {
+            Numbers::Flat(v) => v,
+            Numbers::Nested(rows) if rows.len() == 1 => rows.into_iter().next().unwrap_or_default(),
+            Numbers::Nested(rows) => {
+                return Err(Failure::usage(format!("{origin}: coef has {} rows; a binary head has one\n  fix: export a binary classifier", rows.len())).into())
+            }
+        };
+        let intercept = match file.intercept {
+            Number::One(x) => x,
+            Number::List(v) if v.len() == 1 => v[0],
+            Number::List(v) => {
+                return Err(Failure::usage(format!(
+                    "{origin}: intercept has {} values; a binary head has one",
+                    v.len()
+                ))
+                .into())
+            }
+        };
+        let threshold = file.threshold.unwrap_or(0.5);
+        if coef.is_empty()
+            || coef.iter().any(|c| !c.is_finite())
+            || !intercept.is_finite()
+            || !(0.0..=1.0).contains(&threshold)
+        {
+            return Err(Failure::usage(format!(
+                "{origin}: coef must be non-empty and finite, threshold in [0, 1]"
+            ))
+            .into());
+        }
+        Ok(Head {
+            coef,
+            intercept,
+            threshold,
+        })
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.coef.len()
+    }
+
+    pub fn decision(&self, embedding: &[f32]) -> f64 {
+        self.coef
+            .iter()
+            .zip(embedding)
+            .map(|(c, &e)| c * f64::from(e))
+            .sum::<f64>()
+            + self.intercept
+    }
+
+    pub fn probability(&self, embedding: &[f32]) -> f64 {
+        sigmoid(self.decision(embedding))
+    }
+}
+
+pub fn sigmoid(z: f64) -> f64 {
+    // Written in the two halves that keep exp() from overflowing.
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_and_sklearn_shaped_heads_parse_the_same() {
+        let flat = Head::from_json(r#"{"type":"logistic_regression","coef":[1.0,-2.0],"intercept":0.5,"threshold":0.6,"trained_on":"x"}"#, "h").unwrap();
+        let nested = Head::from_json(
+            r#"{"coef":[[1.0,-2.0]],"intercept":[0.5],"threshold":0.6}"#,
+            "h",
+        )
+        .unwrap();
+        assert_eq!(flat, nested);
+        assert_eq!(flat.hidden_size(), 2);
+    }
+
+    #[test]
+    fn probability_is_the_sigmoid_of_the_decision() {
+        let head = Head {
+            coef: vec![1.0, -2.0],
+            intercept: 0.5,
+            threshold: 0.5,
+        };
+        // 1*1 - 2*0.25 + 0.5 = 1.0
+        assert!((head.probability(&[1.0, 0.25]) - 1.0 / (1.0 + (-1.0f64).exp())).abs() < 1e-15);
+        assert!((sigmoid(-800.0)).abs() < 1e-300);
+        assert_eq!(sigmoid(800.0), 1.0);
+    }
+
+    #[test]
+    fn malformed_heads_are_usage_errors() {
+        let err =
+            Head::from_json(r#"{"type":"svm","coef":[1],"intercept":0}"#, "h.json").unwrap_err();
+        assert!(err.to_string().contains("svm"));
+        assert!(Head::from_json("[1,2]", "h.json").is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! Model side: one backend per process (ONNX Runtime or the mock), the contract, pooling and the head.
+
+pub mod contract;
+pub mod head;
+pub mod mock;
+pub mod onnx;
+pub mod pooling;
+pub mod provider;
+pub mod runtime;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Result;
+use ndarray::Array2;
+
+use crate::config::ScoringConfig;
+use crate::data::batcher::TokenBatch;
+use crate::error::Failure;
+use contract::OutputKind;
+use head::{sigmoid, Head};
+
+/// Counts model loads in this process; a report shows it, and it must stay 1.
+static MODEL_LOADS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn model_loads() -> usize {
+    MODEL_LOADS.load(Ordering::Relaxed)
+}
+
+pub(crate) fn count_model_load() {
+    MODEL_LOADS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What the loaded model is and how it runs.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub kind: OutputKind,
+    pub output: String,
+    pub hidden: Option<usize>,
+    pub device_requested: String,
+    pub execution_provider: String,
+    /// Why the requested provider was not used, when CPU stood in for it.
+    pub fallback: Option<String>,
+    pub sha256: String,
+    pub load_seconds: f64,
+    /// The head JSON stored in the model's metadata (`esmbench.head`), if any.
+    pub metadata_head: Option<String>,
+    pub threads: usize,
+}
+
+/// What one batch gave back, per row in batch order.
+#[derive(Debug, Clone)]
+pub enum ModelOutput {
+    /// Pooled embeddings [rows, hidden].
+    Embeddings(Array2<f32>),
+    /// Probabilities of the positive class.
+    Probabilities(Vec<f64>),
+}
+
+/// Anything that turns token batches into model outputs.
+pub trait Backend {
+    fn info(&self) -> &ModelInfo;
+    fn run(&mut self, batch: &TokenBatch) -> Result<ModelOutput>;
+}
+
+/// The metadata key that carries a head JSON inside an ONNX model.
+pub const HEAD_METADATA_KEY: &str = "esmbench.head";
+
+/// The head to apply and where it came from: `--head` wins over the model's metadata.
+pub fn resolve_head(config: &ScoringConfig, info: &ModelInfo) -> Result<Option<(Head, String)>> {
+    let head = if let Some(path) = &config.head {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::usage(format!("cannot read head {}: {e}", path.display())))?;
+        Some((
+            Head::from_json(&text, &path.display().to_string())?,
+            path.display().to_string(),
+        ))
+    } else if let Some(text) = &info.metadata_head {
+        let origin = format!(
+            "{} metadata `{HEAD_METADATA_KEY}`",
+            config.model.display_name()
+        );
+        Some((Head::from_json(text, &origin)?, origin))
+    } else {
+        None
+    };
+    if let (Some((head, origin)), Some(hidden)) = (&head, info.hidden) {
+        if head.hidden_size() != hidden {
+            return Err(Failure::usage(format!(
+                "head {origin} has {} coefficients but the model's hidden size is {hidden}\n  fix: use the head trained on this model's embeddings",
+                head.hidden_size()
+            ))
+            .into());
+        }
+    }
+    Ok(head)
+}
+
+/// A model that needs a head and has none cannot score: say so before any work.
+pub fn require_head_for_scoring(
+    info: &ModelInfo,
+    head: Option<&Head>,
+    model_name: &str,
+) -> Result<()> {
+    if info.kind.needs_head() && head.is_none() {
+        return Err(Failure::usage(format!(
+            "{model_name} outputs {} and needs a classifier head, but none was given and its metadata has no `{HEAD_METADATA_KEY}`\n  \
+fix: pass --head HEAD.json, or embed one with scripts/export_onnx.py --head",
+            info.kind.label()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Probabilities for a batch: the head for embeddings, as given for probability outputs.
+pub fn probabilities(output: &ModelOutput, head: Option<&Head>) -> Result<Vec<f64>> {
+    match output {
+        ModelOutput::Probabilities(p) => Ok(p.clone()),
+        ModelOutput::Embeddings(e) => {
+            let head = head.ok_or_else(|| {
+                Failure::usage("the model outputs embeddings and no head was given")
+            })?;
+            if e.ncols() != head.hidden_size() {
+                return Err(Failure::usage(format!(
+                    "the model's embeddings have {} dimensions but the head has {} coefficients\n  fix: use the head trained on this model",
+                    e.ncols(),
+                    head.hidden_size()
+                ))
+                .into());
+            }
+            Ok(e.rows()
+                .into_iter()
+                .map(|row| head.probability(row.as_slice().unwrap_or(&row.to_vec())))
+                .collect())
+        }
+    }
+}
+
+/// Probabilities from a probability or logits output ([batch] or [batch, 2]).
+pub fn probabilities_from_scores(kind: OutputKind, values: &[f32], rows: usize) -> Vec<f64> {
+    let two_class = matches!(
+        kind,
+        OutputKind::Logits { two_class: true } | OutputKind::Probability { two_class: true }
+    );
+    (0..rows)
+        .map(|i| match (kind, two_class) {
+            (OutputKind::Logits { .. }, true) => {
+                sigmoid(f64::from(values[2 * i + 1]) - f64::from(values[2 * i]))
+            }
+            (OutputKind::Logits { .. }, false) => sigmoid(f64::from(values[i])),
+            (_, true) => f64::from(values[2 * i + 1]),
+            _ => f64::from(values[i]),
+        })
+        .collect()
+}
+
+/// Loads the backend the configuration asks for; this is the only place a model is loaded.
+pub fn load_backend(config: &ScoringConfig) -> Result<Box<dyn Backend>> {
+    if config.mock_backend {
+        Ok(Box::new(mock::MockBackend::new(config)))
+    } else {
+        Ok(Box::new(onnx::OnnxBackend::load(config)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_class_logits_become_softmax_of_the_positive_class() {
+        let p = probabilities_from_scores(
+            OutputKind::Logits { two_class: true },
+            &[0.0, 2.0, 1.0, 1.0],
+            2,
+        );
+        let softmax = 2f64.exp() / (1.0 + 2f64.exp());
+        assert!((p[0] - softmax).abs() < 1e-12);
+        assert!((p[1] - 0.5).abs() < 1e-12);
+        let p =
+            probabilities_from_scores(OutputKind::Probability { two_class: true }, &[0.3, 0.7], 1);
+        assert!((p[0] - 0.7).abs() < 1e-6);
+        let p = probabilities_from_scores(OutputKind::Logits { two_class: false }, &[0.0], 1);
+        assert_eq!(p, vec![0.5]);
+    }
+}

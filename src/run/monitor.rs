@@ -1,0 +1,144 @@
+//! Samples the process's RSS and thread count on its own thread: peaks, start and end, and a timeline.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+use crate::report::Sample;
+
+const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+const TIMELINE_EVERY: Duration = Duration::from_secs(2);
+/// The timeline is thinned to half whenever it reaches this many samples, so hours-long runs stay small.
+const TIMELINE_CAP: usize = 2000;
+
+/// What the sampler shares with the run.
+#[derive(Default)]
+pub struct Shared {
+    pub rows_done: AtomicU64,
+    pub rss_bytes: AtomicU64,
+    pub peak_rss_bytes: AtomicU64,
+    pub peak_threads: AtomicU64,
+    timeline: Mutex<Vec<Sample>>,
+    stop: AtomicBool,
+}
+
+pub struct Monitor {
+    pub shared: Arc<Shared>,
+    pub rss_start_bytes: u64,
+    handle: Option<JoinHandle<()>>,
+}
+
+struct Reader {
+    system: System,
+    pid: Pid,
+}
+
+impl Reader {
+    fn new() -> Reader {
+        Reader {
+            system: System::new(),
+            pid: sysinfo::get_current_pid().unwrap_or(Pid::from_u32(std::process::id())),
+        }
+    }
+
+    /// (RSS bytes, thread count) of this process.
+    fn read(&mut self) -> (u64, u64) {
+        self.system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[self.pid]),
+            false,
+            ProcessRefreshKind::nothing().with_memory().with_tasks(),
+        );
+        match self.system.process(self.pid) {
+            Some(p) => (p.memory(), p.tasks().map(|t| t.len() as u64).unwrap_or(0)),
+            None => (0, 0),
+        }
+    }
+}
+
+impl Monitor {
+    pub fn start() -> Monitor {
+        let shared = Arc::new(Shared::default());
+        let mut reader = Reader::new();
+        let (rss_start, threads) = reader.read();
+        shared.rss_bytes.store(rss_start, Ordering::Relaxed);
+        shared.peak_rss_bytes.store(rss_start, Ordering::Relaxed);
+        shared.peak_threads.store(threads, Ordering::Relaxed);
+        let thread_shared = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("esmbench-monitor".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let mut next_sample = Duration::ZERO;
+                let mut every = TIMELINE_EVERY;
+                while !thread_shared.stop.load(Ordering::Relaxed) {
+                    let (rss, threads) = reader.read();
+                    thread_shared.rss_bytes.store(rss, Ordering::Relaxed);
+                    thread_shared
+                        .peak_rss_bytes
+                        .fetch_max(rss, Ordering::Relaxed);
+                    thread_shared
+                        .peak_threads
+                        .fetch_max(threads, Ordering::Relaxed);
+                    let elapsed = started.elapsed();
+                    if elapsed >= next_sample {
+                        let mut timeline = thread_shared.timeline.lock().expect("monitor lock");
+                        timeline.push(Sample {
+                            seconds: elapsed.as_secs_f64(),
+                            rows_done: thread_shared.rows_done.load(Ordering::Relaxed),
+                            rss_bytes: rss,
+                            threads,
+                        });
+                        if timeline.len() >= TIMELINE_CAP {
+                            let kept: Vec<Sample> = timeline.iter().step_by(2).cloned().collect();
+                            *timeline = kept;
+                            every *= 2;
+                        }
+                        next_sample = elapsed + every;
+                    }
+                    std::thread::sleep(SAMPLE_EVERY);
+                }
+            })
+            .expect("spawning the monitor thread");
+        Monitor {
+            shared,
+            rss_start_bytes: rss_start,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn rss_bytes(&self) -> u64 {
+        self.shared.rss_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn set_rows_done(&self, rows: u64) {
+        self.shared.rows_done.store(rows, Ordering::Relaxed);
+    }
+
+    /// Stops sampling and returns (peak RSS, RSS now, peak threads, timeline).
+    pub fn finish(&mut self) -> (u64, u64, u64, Vec<Sample>) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        let (rss_end, threads) = Reader::new().read();
+        let s = &self.shared;
+        s.peak_rss_bytes.fetch_max(rss_end, Ordering::Relaxed);
+        s.peak_threads.fetch_max(threads, Ordering::Relaxed);
+        let timeline = std::mem::take(&mut *s.timeline.lock().expect("monitor lock"));
+        (
+            s.peak_rss_bytes.load(Ordering::Relaxed),
+            rss_end,
+            s.peak_threads.load(Ordering::Relaxed),
+            timeline,
+        )
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+}
