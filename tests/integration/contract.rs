@@ -1,0 +1,247 @@
+//! Model contract and device rules against real ONNX fixtures and the real runtime.
+
+use crate::harness::*;
+use crate::parity::{micro_csv, micro_probabilities};
+
+fn micro_data(dir: &std::path::Path) -> std::path::PathBuf {
+    micro_csv(dir, &(0..micro_probabilities().len()).collect::<Vec<_>>())
+}
+
+#[test]
+fn models_breaking_the_contract_fail_before_any_work_with_exit_2() {
+    if !runtime_available("models_breaking_the_contract_fail_before_any_work_with_exit_2") {
+        return;
+    }
+    let dir = tempdir();
+    let data = micro_data(dir.path());
+    for (model, expected) in [
+        (
+            "contract/wrong_input_name.onnx",
+            "no input named `input_ids`",
+        ),
+        ("contract/int32_ids.onnx", "must be int64"),
+        ("contract/no_known_output.onnx", "no usable output"),
+    ] {
+        let out = dir.path().join(model.replace('/', "_"));
+        let assert = esmbench()
+            .args(["test", "--model"])
+            .arg(fixture(model))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .code(2);
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+        assert!(stderr.contains(expected), "{model}: {stderr}");
+        assert!(stderr.contains("fix:"), "{model}: {stderr}");
+        assert!(
+            !out.join("predictions.csv").exists(),
+            "{model}: predictions written before the contract check"
+        );
+    }
+}
+
+#[test]
+fn a_model_that_needs_a_head_and_has_none_is_refused() {
+    if !runtime_available("a_model_that_needs_a_head_and_has_none_is_refused") {
+        return;
+    }
+    let dir = tempdir();
+    let data = micro_data(dir.path());
+    let assert = esmbench()
+        .args(["test", "--model"])
+        .arg(fixture("esm2_micro.onnx"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("o"))
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("needs a classifier head") && stderr.contains("--head"),
+        "{stderr}"
+    );
+
+    let head = write(
+        dir.path(),
+        "h.json",
+        r#"{"coef":[1.0,2.0,3.0],"intercept":0.0}"#,
+    );
+    let assert = esmbench()
+        .args(["test", "--model"])
+        .arg(fixture("esm2_micro.onnx"))
+        .arg("--head")
+        .arg(&head)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("o2"))
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("3 coefficients") && stderr.contains("hidden size is 8"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pooled_logits_and_probability_outputs_give_the_reference_probabilities() {
+    if !runtime_available("pooled_logits_and_probability_outputs_give_the_reference_probabilities")
+    {
+        return;
+    }
+    let dir = tempdir();
+    let data = micro_data(dir.path());
+    let expected = micro_probabilities();
+    for (model, head, kind) in [
+        (
+            "contract/pooled_output.onnx",
+            Some("esm2_micro.head.json"),
+            "pooled_embedding",
+        ),
+        ("contract/logits_output.onnx", None, "logits"),
+        ("contract/probability_output.onnx", None, "probability"),
+    ] {
+        let out = dir.path().join(kind);
+        let mut cmd = esmbench();
+        cmd.args(["test", "--model"])
+            .arg(fixture(model))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out);
+        if let Some(h) = head {
+            cmd.arg("--head").arg(fixture(h));
+        }
+        cmd.assert().success();
+        let got = column_f64(&read_csv(&out.join("predictions.csv")), "probability");
+        let diff = max_abs_diff(&got, &expected);
+        assert!(diff < 1e-5, "{model}: probabilities differ by {diff}");
+        assert_eq!(read_json(&out.join("report.json"))["model"]["kind"], kind);
+    }
+}
+
+#[test]
+fn cuda_on_a_cpu_only_runtime_is_an_error_unless_fallback_is_allowed() {
+    if !runtime_available("cuda_on_a_cpu_only_runtime_is_an_error_unless_fallback_is_allowed") {
+        return;
+    }
+    let dir = tempdir();
+    let data = micro_data(dir.path());
+    let model = fixture("esm2_micro_with_head.onnx");
+    let assert = esmbench()
+        .args(["test", "--device", "cuda", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("a"))
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("--device cuda was requested but cannot be used")
+            && stderr.contains("CUDAExecutionProvider"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("a/predictions.csv").exists());
+
+    let config = write(
+        dir.path(),
+        "fallback.yaml",
+        "device: cuda\nallow_cpu_fallback: true\n",
+    );
+    let out = dir.path().join("b");
+    let assert = esmbench()
+        .args(["test", "--config"])
+        .arg(&config)
+        .arg("--model")
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("WARNING: --device cuda is not usable"),
+        "{stderr}"
+    );
+    let report = read_json(&out.join("report.json"));
+    assert_eq!(report["execution"]["device_requested"], "cuda");
+    assert_eq!(
+        report["execution"]["execution_provider"],
+        "CPUExecutionProvider"
+    );
+    assert!(report["execution"]["fallback"]
+        .as_str()
+        .is_some_and(|f| f.contains("CUDA")));
+}
+
+#[test]
+fn auto_picks_what_the_runtime_has_and_reports_it() {
+    if !runtime_available("auto_picks_what_the_runtime_has_and_reports_it") {
+        return;
+    }
+    let dir = tempdir();
+    let data = micro_data(dir.path());
+    esmbench()
+        .args(["test", "--device", "auto", "--model"])
+        .arg(fixture("esm2_micro_with_head.onnx"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path())
+        .assert()
+        .success();
+    let report = read_json(&dir.path().join("report.json"));
+    assert_eq!(report["execution"]["device_requested"], "auto");
+    assert!(report["execution"]["execution_provider"]
+        .as_str()
+        .is_some_and(|p| p.ends_with("ExecutionProvider")));
+}
+
+#[test]
+fn inspect_describes_inputs_outputs_metadata_and_the_plan() {
+    if !runtime_available("inspect_describes_inputs_outputs_metadata_and_the_plan") {
+        return;
+    }
+    let assert = esmbench()
+        .args(["inspect", "--model"])
+        .arg(fixture("esm2_micro_with_head.onnx"))
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    for expected in [
+        "input_ids int64 [?, ?]",
+        "last_hidden_state float32 [?, ?, 8]",
+        "esmbench.head",
+        "mean-pool residue positions",
+        "8 coefficients",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing `{expected}` in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_runtime_library_says_what_to_run() {
+    let dir = tempdir();
+    let assert = esmbench()
+        .env("ORT_DYLIB_PATH", dir.path().join("libonnxruntime.so"))
+        .args(["test", "--out"])
+        .arg(dir.path())
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("ORT_DYLIB_PATH") && stderr.contains("setup_runtime.sh"),
+        "{stderr}"
+    );
+}

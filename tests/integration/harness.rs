@@ -1,0 +1,98 @@
+//! Small helpers shared by the integration tests: the binary, fixtures, ../shared, temp dirs, CSV and npy reading.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+pub fn esmbench() -> Command {
+    let mut cmd = Command::cargo_bin("esmbench").expect("the esmbench binary is built");
+    cmd.current_dir(root());
+    cmd
+}
+
+/// ../shared (real datasets, models and PyTorch references), or None with a message saying the test is skipped.
+pub fn shared(test: &str) -> Option<PathBuf> {
+    let dir = root().join("../shared");
+    if dir.join("models").is_dir() && dir.join("datasets").is_dir() {
+        Some(dir.canonicalize().expect("shared dir"))
+    } else {
+        eprintln!("SKIPPED {test}: ../shared (datasets, models, references) is not present on this machine");
+        None
+    }
+}
+
+/// Whether the ONNX Runtime library can be found. Where the test command installed it (ESMBENCH_REQUIRE_ORT=1)
+/// its absence is a failure, not a skip, so CI cannot pass without running the real runtime.
+pub fn runtime_available(test: &str) -> bool {
+    match esmbench::model::runtime::locate_library() {
+        Ok(_) => true,
+        Err(e) if std::env::var("ESMBENCH_REQUIRE_ORT").as_deref() == Ok("1") => {
+            panic!("ONNX Runtime is required here: {}", e.message)
+        }
+        Err(_) => {
+            eprintln!("SKIPPED {test}: no ONNX Runtime library (run scripts/setup_runtime.sh)");
+            false
+        }
+    }
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// Rows of a CSV as header-keyed maps.
+pub fn read_csv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut reader =
+        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let headers = reader.headers().expect("header").clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("record");
+            headers
+                .iter()
+                .zip(r.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+pub fn column_f64(rows: &[std::collections::HashMap<String, String>], name: &str) -> Vec<f64> {
+    rows.iter()
+        .map(|r| {
+            r[name]
+                .parse::<f64>()
+                .unwrap_or_else(|e| panic!("{name}={}: {e}", r[name]))
+        })
+        .collect()
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .expect("json")
+}
+
+pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}

@@ -1,0 +1,8 @@
+//! The one integration-test binary: the CLI end to end, parity with PyTorch references, and the report schema.
+
+mod harness;
+
+mod cli;
+mod contract;
+mod parity;
+mod schema;

@@ -1,0 +1,138 @@
+//! report.json's schema is locked: it decodes into structs that reject unknown fields, and its keys are listed here.
+
+use std::collections::BTreeSet;
+
+use esmbench::report::Report;
+
+use crate::harness::*;
+
+fn keys(value: &serde_json::Value) -> BTreeSet<String> {
+    value.as_object().expect("object").keys().cloned().collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones() {
+    let dir = tempdir();
+    let data = write(
+        dir.path(),
+        "d.csv",
+        "id,sequence,label\na,EVQL,1\nb,LAGV,0\nc,KKKKW,1\n",
+    );
+    esmbench()
+        .args(["test", "--mock-backend", "--model"])
+        .arg(fixture("esm2_micro.onnx"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path())
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
+    let report: Report =
+        serde_json::from_str(&text).expect("report.json decodes into the strict structs");
+    assert_eq!(report.schema_version, esmbench::report::SCHEMA_VERSION);
+    assert_eq!(report.status, "complete");
+
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        keys(&json),
+        set(&[
+            "schema_version",
+            "status",
+            "tool",
+            "started_at",
+            "model",
+            "data",
+            "execution",
+            "metrics",
+            "metrics_note",
+            "performance",
+            "error"
+        ])
+    );
+    assert_eq!(
+        keys(&json["model"]),
+        set(&[
+            "path",
+            "sha256",
+            "kind",
+            "output",
+            "head_source",
+            "threshold",
+            "threshold_source"
+        ])
+    );
+    assert_eq!(
+        keys(&json["data"]),
+        set(&[
+            "path",
+            "rows_total",
+            "rows_scored",
+            "rows_skipped",
+            "rows_truncated",
+            "rows_unlabeled"
+        ])
+    );
+    assert_eq!(
+        keys(&json["execution"]),
+        set(&[
+            "device_requested",
+            "execution_provider",
+            "fallback",
+            "model_loads",
+            "threads",
+            "max_tokens",
+            "max_residues"
+        ])
+    );
+    assert_eq!(
+        keys(&json["metrics"]),
+        set(&[
+            "n",
+            "positives",
+            "negatives",
+            "threshold",
+            "accuracy",
+            "balanced_accuracy",
+            "precision",
+            "recall",
+            "specificity",
+            "f1",
+            "mcc",
+            "roc_auc",
+            "pr_auc",
+            "brier",
+            "log_loss",
+            "confusion_matrix",
+            "undefined"
+        ])
+    );
+    assert_eq!(
+        keys(&json["performance"]),
+        set(&[
+            "wall_seconds",
+            "model_load_seconds",
+            "inference_seconds",
+            "sequences_per_second",
+            "tokens_per_second",
+            "padding_efficiency",
+            "batches",
+            "peak_rss_bytes",
+            "rss_start_bytes",
+            "rss_end_bytes",
+            "peak_threads",
+            "timeline"
+        ])
+    );
+
+    let mut extended = json.clone();
+    extended["data"]["rows_mystery"] = serde_json::json!(1);
+    assert!(
+        serde_json::from_value::<Report>(extended).is_err(),
+        "an unknown field must be rejected"
+    );
+}
