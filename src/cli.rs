@@ -26,6 +26,15 @@ pub enum Command {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+pub enum OnInvalid {
+    /// Stop before scoring, listing the first problems (exit 2).
+    Fail,
+    /// Score the valid rows; list the others in skipped.csv and count them in the report.
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeviceArg {
     Cpu,
     Cuda,
@@ -66,6 +75,12 @@ pub struct ScoringArgs {
     /// Fail on sequences longer than --max-residues instead of truncating them.
     #[arg(long)]
     pub no_truncate: bool,
+    /// What to do with invalid rows: fail (default) or skip them into skipped.csv.
+    #[arg(long, value_enum)]
+    pub on_invalid: Option<OnInvalid>,
+    /// Keep ONNX Runtime's idle threads from spinning (saves CPU in shared containers; slightly slower).
+    #[arg(long)]
+    pub no_spinning: bool,
     /// Name of the sequence column (default: sequence).
     #[arg(long)]
     pub sequence_column: Option<String>,
@@ -90,6 +105,18 @@ pub struct TestArgs {
     /// Probability threshold for the positive class (default: the head's, else 0.5).
     #[arg(long)]
     pub threshold: Option<f64>,
+    /// Hard memory limit, e.g. 8GiB: over it the run checkpoints, writes a partial report and exits 4 (resumable).
+    #[arg(long)]
+    pub max_rss: Option<String>,
+    /// Soft memory limit (default 80% of --max-rss): over it the token budget is halved and the run goes on.
+    #[arg(long)]
+    pub soft_rss: Option<String>,
+    /// Continue an interrupted run in --out from its last checkpoint (refused if data, model or settings changed).
+    #[arg(long)]
+    pub resume: bool,
+    /// Seconds between checkpoints (predictions made durable, report rewritten).
+    #[arg(long)]
+    pub checkpoint_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

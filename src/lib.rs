@@ -6,6 +6,7 @@ pub mod config;
 pub mod data;
 pub mod embedded;
 pub mod error;
+pub mod fingerprint;
 pub mod metrics;
 pub mod model;
 pub mod report;

@@ -12,7 +12,8 @@ use crate::model::{count_model_load, provider, Backend, ModelInfo, ModelOutput};
 pub const MOCK_HIDDEN: usize = 4;
 
 /// The head the mock model carries in its "metadata".
-pub const MOCK_HEAD: &str = r#"{"type":"logistic_regression","pooling":"mean_residues","threshold":0.5,"coef":[3.0,-2.0,1.5,0.5],"intercept":-0.2}"#;
+pub const MOCK_HEAD: &str =
+    r#"{"type":"logistic_regression","pooling":"mean_residues","threshold":0.5,"coef":[3.0,-2.0,1.5,0.5],"intercept":-0.2}"#;
 
 pub struct MockBackend {
     info: ModelInfo,
@@ -23,10 +24,7 @@ impl MockBackend {
     pub fn new(config: &ScoringConfig) -> MockBackend {
         count_model_load();
         // Lets signal and watchdog tests catch a run in the middle.
-        let delay_ms = std::env::var("ESMBENCH_MOCK_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let delay_ms = std::env::var("ESMBENCH_MOCK_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
         MockBackend {
             info: ModelInfo {
                 kind: OutputKind::HiddenStates,
@@ -35,7 +33,6 @@ impl MockBackend {
                 device_requested: provider::device_name(config.device.device).into(),
                 execution_provider: "MockExecutionProvider".into(),
                 fallback: None,
-                sha256: "0".repeat(64),
                 load_seconds: 0.0,
                 metadata_head: Some(MOCK_HEAD.into()),
                 threads: config.threads,
@@ -49,12 +46,7 @@ impl MockBackend {
 fn token_features(token: i64, position: usize) -> [f32; MOCK_HIDDEN] {
     let t = token as f32;
     let p = position as f32;
-    [
-        (t * 0.37).sin(),
-        (t * 0.11 + p * 0.01).cos(),
-        ((t - 12.0) / 10.0).tanh(),
-        (p * 0.05).sin() * 0.1,
-    ]
+    [(t * 0.37).sin(), (t * 0.11 + p * 0.01).cos(), ((t - 12.0) / 10.0).tanh(), (p * 0.05).sin() * 0.1]
 }
 
 impl Backend for MockBackend {

@@ -1,157 +1,54 @@
-//! The measured run: validate, load the model once, stream batches through it, write outputs in input order.
+//! The runs: validate, fingerprint, load the model once, drive the batches, write outputs and reports.
 
+pub mod checkpoint;
+pub mod drive;
 pub mod monitor;
 pub mod progress;
+pub mod signals;
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
+use crate::cli::OnInvalid;
 use crate::config::{ScoringConfig, TestConfig};
-use crate::data::batcher::BatchRow;
-use crate::data::pipeline::{spawn_feed, Feed, FeedOptions};
-use crate::data::reader::{RowProblem, RowRules};
+use crate::data::reader::RowRules;
 use crate::data::validate::{self, DataSummary};
-use crate::error::Failure;
+use crate::error::{Failure, FailureKind};
+use crate::fingerprint;
 use crate::metrics;
 use crate::model::head::Head;
-use crate::model::{self, Backend, ModelOutput};
+use crate::model::{self, ModelInfo};
 use crate::report::npy::NpyWriter;
-use crate::report::predictions::PredictionsWriter;
+use crate::report::predictions::{read_scored, CsvLog, PREDICTIONS_HEADER, SKIPPED_HEADER};
 use crate::report::{self, DataSection, Execution, ModelSection, Performance, Report, Tool};
+use checkpoint::{Checkpoint, Fingerprint};
+use drive::{drive, DriveOptions, LoopTotals, RowSink, Slot, Stop};
 use monitor::Monitor;
 use progress::Progress;
 
-/// One row's result, delivered in input order.
-pub struct Scored {
-    pub row: BatchRow,
-    pub probability: Option<f64>,
-    pub embedding: Option<Vec<f32>>,
-}
-
-pub enum Slot {
-    Scored(Scored),
-    Skipped(RowProblem),
-}
-
-/// Counters of the measured loop.
-#[derive(Debug, Default)]
-pub struct LoopTotals {
-    pub rows_scored: u64,
-    pub rows_skipped: u64,
-    pub batches: u64,
-    pub real_tokens: u64,
-    pub padded_tokens: u64,
-    pub inference: Duration,
-}
-
-fn rules(scoring: &ScoringConfig) -> RowRules {
-    RowRules {
-        max_residues: scoring.max_residues,
-        truncate: scoring.truncate,
-    }
-}
-
-/// The fast pass before the model loads; invalid rows stop the run here.
+/// The fast pass before the model loads; with `--on-invalid fail` any invalid row stops the run here.
 pub fn validate_data(scoring: &ScoringConfig) -> Result<DataSummary> {
-    let summary = validate::scan(&scoring.data, &scoring.columns, rules(scoring))?;
-    validate::require_all_valid(&summary, &scoring.data.display_name())?;
+    let rules = RowRules { max_residues: scoring.max_residues, truncate: scoring.truncate };
+    let summary = validate::scan(&scoring.data, &scoring.columns, rules)?;
+    let name = scoring.data.display_name();
+    match scoring.on_invalid {
+        OnInvalid::Fail => validate::require_all_valid(&summary, &name)?,
+        OnInvalid::Skip if summary.rows_valid == 0 => validate::require_all_valid(&summary, &name)?,
+        OnInvalid::Skip if summary.rows_invalid > 0 => {
+            eprintln!(
+                "esmbench: {} of {} rows are invalid and will be skipped (listed in skipped.csv)",
+                summary.rows_invalid, summary.rows_total
+            )
+        }
+        OnInvalid::Skip => {}
+    }
     Ok(summary)
 }
 
-/// Streams the data through the backend and hands every row to `sink` in input order.
-pub fn drive(
-    scoring: &ScoringConfig,
-    backend: &mut dyn Backend,
-    head: Option<&Head>,
-    want_embeddings: bool,
-    monitor: &Monitor,
-    progress: &mut Progress,
-    mut sink: impl FnMut(Slot) -> Result<()>,
-) -> Result<LoopTotals> {
-    let (feed, producer) = spawn_feed(FeedOptions {
-        source: scoring.data.clone(),
-        columns: scoring.columns.clone(),
-        rules: rules(scoring),
-        max_tokens: Arc::new(AtomicUsize::new(scoring.max_tokens)),
-        skip_invalid: false,
-        skip_rows_before: 0,
-    })?;
-    let mut totals = LoopTotals::default();
-    // Rows come back grouped by length; they wait here until every earlier row has been delivered.
-    let mut waiting: BTreeMap<u64, Slot> = BTreeMap::new();
-    let mut next_row = 0u64;
-    let wants_probabilities = head.is_some() || !backend.info().kind.needs_head();
-    for message in feed {
-        let batch = match message? {
-            Feed::Batch(batch) => batch,
-            Feed::Skipped(problem) => {
-                totals.rows_skipped += 1;
-                waiting.insert(problem.row, Slot::Skipped(problem));
-                continue;
-            }
-        };
-        let started = Instant::now();
-        let output = backend.run(&batch).with_context(|| {
-            format!(
-                "running a batch of {} x {} tokens",
-                batch.len(),
-                batch.seq_len
-            )
-        })?;
-        totals.inference += started.elapsed();
-        let probabilities = if wants_probabilities {
-            Some(model::probabilities(&output, head)?)
-        } else {
-            None
-        };
-        let embeddings = match (&output, want_embeddings) {
-            (ModelOutput::Embeddings(e), true) => Some(e),
-            (_, true) => return Err(Failure::usage("this model outputs probabilities, not embeddings\n  fix: export the encoder without its classifier").into()),
-            _ => None,
-        };
-        totals.batches += 1;
-        totals.real_tokens += batch.real_tokens() as u64;
-        totals.padded_tokens += batch.padded_tokens() as u64;
-        totals.rows_scored += batch.len() as u64;
-        for (i, row) in batch.rows.into_iter().enumerate() {
-            let scored = Scored {
-                probability: probabilities.as_ref().map(|p| p[i]),
-                embedding: embeddings.map(|e| e.row(i).to_vec()),
-                row,
-            };
-            waiting.insert(scored.row.row, Slot::Scored(scored));
-        }
-        while let Some(slot) = waiting.remove(&next_row) {
-            sink(slot)?;
-            next_row += 1;
-        }
-        monitor.set_rows_done(totals.rows_scored + totals.rows_skipped);
-        progress.update(
-            totals.rows_scored + totals.rows_skipped,
-            monitor.rss_bytes(),
-        );
-    }
-    producer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the reader thread panicked"))?;
-    if !waiting.is_empty() {
-        return Err(anyhow::anyhow!(
-            "internal error: {} rows were scored out of order and never delivered",
-            waiting.len()
-        ));
-    }
-    Ok(totals)
-}
-
 fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "unknown".into())
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| "unknown".into())
 }
 
 /// The threshold that applies and where it came from: --threshold or config, then the head, then 0.5.
@@ -163,39 +60,118 @@ pub fn resolve_threshold(config: &TestConfig, head: Option<&Head>) -> (f64, Stri
     }
 }
 
-/// `esmbench test`: predictions.csv, report.json and report.md in the output directory.
-pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
-    let wall = Instant::now();
-    let started_at = now_rfc3339();
-    let scoring = &config.scoring;
-    let summary = validate_data(scoring)?;
-    let mut monitor = Monitor::start();
-    let mut backend = model::load_backend(scoring)?;
-    let info = backend.info().clone();
-    let head = model::resolve_head(scoring, &info)?;
-    model::require_head_for_scoring(
-        &info,
-        head.as_ref().map(|(h, _)| h),
-        &scoring.model.display_name(),
-    )?;
-    let (threshold, threshold_source) = resolve_threshold(config, head.as_ref().map(|(h, _)| h));
+/// The command line that continues this run.
+fn resume_command() -> String {
+    let mut args: Vec<String> =
+        std::env::args().map(|a| if a.contains(char::is_whitespace) || a.is_empty() { format!("'{a}'") } else { a }).collect();
+    if !args.iter().any(|a| a == "--resume") {
+        args.push("--resume".into());
+    }
+    args.join(" ")
+}
 
-    let mut report = Report {
+/// predictions.csv, skipped.csv, the labels and scores for the metrics, and the checkpoints of a test run.
+struct TestSink<'a> {
+    out_dir: &'a Path,
+    threshold: f64,
+    predictions: CsvLog,
+    skipped: CsvLog,
+    labels: Vec<u8>,
+    scores: Vec<f64>,
+    rows_scored: u64,
+    rows_skipped: u64,
+    rows_unlabeled: u64,
+    fingerprint: Fingerprint,
+    every: Duration,
+    last_checkpoint: Instant,
+    report: Report,
+}
+
+impl TestSink<'_> {
+    fn take_scored(&mut self, label: Option<u8>, probability: f64) {
+        self.rows_scored += 1;
+        match label {
+            Some(y) => {
+                self.labels.push(y);
+                self.scores.push(probability);
+            }
+            None => self.rows_unlabeled += 1,
+        }
+    }
+
+    fn update_counts(&self, report: &mut Report) {
+        report.data.rows_scored = self.rows_scored;
+        report.data.rows_skipped = self.rows_skipped;
+        report.data.rows_unlabeled = self.rows_unlabeled;
+    }
+}
+
+impl RowSink for TestSink<'_> {
+    fn deliver(&mut self, slot: Slot) -> Result<()> {
+        match slot {
+            Slot::Scored(s) => {
+                let p = s.probability.expect("test runs compute probabilities");
+                let label = s.row.label.map(|l| l.to_string()).unwrap_or_default();
+                let prediction = metrics::predict(p, self.threshold).to_string();
+                self.predictions.write(&[
+                    &s.row.row.to_string(),
+                    s.row.id.as_deref().unwrap_or(""),
+                    &label,
+                    &p.to_string(),
+                    &prediction,
+                ])?;
+                self.take_scored(s.row.label, p);
+            }
+            Slot::Skipped(problem) => {
+                self.rows_skipped += 1;
+                let reason = format!("{}; fix: {}", problem.reason, problem.fix);
+                self.skipped.write(&[&problem.row.to_string(), &problem.line.to_string(), "", &problem.column, &reason])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, rows_done: u64, force: bool) -> Result<()> {
+        if !force && self.last_checkpoint.elapsed() < self.every {
+            return Ok(());
+        }
+        let predictions_bytes = self.predictions.sync()?;
+        let skipped_bytes = self.skipped.sync()?;
+        Checkpoint::new(self.fingerprint.clone(), rows_done, predictions_bytes, skipped_bytes).save(self.out_dir)?;
+        let mut report = self.report.clone();
+        self.update_counts(&mut report);
+        report::write_reports(self.out_dir, &report)?;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+}
+
+fn head_sha256(config: &ScoringConfig) -> Result<Option<String>> {
+    config.head.as_deref().map(|p| Ok(fingerprint::sha256_file(p)?.0)).transpose()
+}
+
+fn initial_report(
+    config: &TestConfig,
+    info: &ModelInfo,
+    model_sha256: &str,
+    head: Option<&(Head, String)>,
+    summary: &DataSummary,
+    threshold: (f64, String),
+) -> Report {
+    let scoring = &config.scoring;
+    Report {
         schema_version: report::SCHEMA_VERSION,
         status: "running".into(),
-        tool: Tool {
-            name: "esmbench".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
-        started_at,
+        tool: Tool { name: "esmbench".into(), version: env!("CARGO_PKG_VERSION").into() },
+        started_at: now_rfc3339(),
         model: ModelSection {
             path: scoring.model.display_name(),
-            sha256: info.sha256.clone(),
+            sha256: model_sha256.to_string(),
             kind: info.kind.label().into(),
             output: info.output.clone(),
-            head_source: head.as_ref().map(|(_, origin)| origin.clone()),
-            threshold,
-            threshold_source,
+            head_source: head.map(|(_, origin)| origin.clone()),
+            threshold: threshold.0,
+            threshold_source: threshold.1,
         },
         data: DataSection {
             path: scoring.data.display_name(),
@@ -216,89 +192,158 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
         },
         metrics: None,
         metrics_note: None,
-        performance: Performance {
-            model_load_seconds: info.load_seconds,
-            rss_start_bytes: monitor.rss_start_bytes,
-            ..Default::default()
-        },
+        performance: Performance { model_load_seconds: info.load_seconds, ..Default::default() },
         error: None,
-    };
-    report::write_reports(&config.out_dir, &report)?;
+    }
+}
 
-    let mut predictions = PredictionsWriter::create(&config.out_dir.join("predictions.csv"))?;
-    let mut labels = Vec::new();
-    let mut scores = Vec::new();
-    let mut unlabeled = 0u64;
-    let mut progress = Progress::new(summary.rows_valid, quiet);
-    let outcome = drive(
-        scoring,
-        backend.as_mut(),
-        head.as_ref().map(|(h, _)| h),
-        false,
-        &monitor,
-        &mut progress,
-        |slot| {
-            if let Slot::Scored(s) = slot {
-                let p = s
-                    .probability
-                    .expect("probabilities are computed for test runs");
-                predictions.write(
-                    s.row.row,
-                    s.row.id.as_deref(),
-                    s.row.label,
-                    p,
-                    metrics::predict(p, threshold),
-                )?;
-                match s.row.label {
-                    Some(y) => {
-                        labels.push(y);
-                        scores.push(p);
-                    }
-                    None => unlabeled += 1,
-                }
+/// `esmbench test`: predictions.csv, report.json and report.md in the output directory; resumable.
+pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
+    let wall = Instant::now();
+    let scoring = &config.scoring;
+    let model_hashing = {
+        let source = scoring.model.clone();
+        std::thread::spawn(move || fingerprint::model_sha256(&source))
+    };
+    let summary = validate_data(scoring)?;
+    let (data_sha256, data_bytes) = fingerprint::data_sha256(&scoring.data)?;
+    let model_sha256 = model_hashing.join().map_err(|_| anyhow::anyhow!("the model hashing thread panicked"))??;
+    let threshold_for_fingerprint = config.threshold.map(|(t, _)| t);
+    signals::install()?;
+
+    let mut monitor = Monitor::start(config.rss_limits);
+    let mut backend = model::load_backend(scoring)?;
+    let info = backend.info().clone();
+    let head = model::resolve_head(scoring, &info)?;
+    model::require_head_for_scoring(&info, head.as_ref().map(|(h, _)| h), &scoring.model.display_name())?;
+    let threshold = resolve_threshold(config, head.as_ref().map(|(h, _)| h));
+    let fingerprint = Fingerprint {
+        data_sha256,
+        data_bytes,
+        model_sha256: model_sha256.clone(),
+        head_sha256: head_sha256(scoring)?,
+        columns: [scoring.columns.sequence.clone(), scoring.columns.label.clone(), scoring.columns.id.clone()],
+        max_residues: scoring.max_residues as u64,
+        truncate: scoring.truncate,
+        threshold: threshold_for_fingerprint.unwrap_or(threshold.0),
+        skip_invalid: scoring.on_invalid == OnInvalid::Skip,
+    };
+
+    let predictions_path = config.out_dir.join("predictions.csv");
+    let skipped_path = config.out_dir.join("skipped.csv");
+    let (resumed, predictions, skipped) = if config.resume {
+        let checkpoint = Checkpoint::load_for_resume(&config.out_dir, &fingerprint)?;
+        let predictions = CsvLog::resume(&predictions_path, checkpoint.predictions_bytes, &PREDICTIONS_HEADER)?;
+        let skipped = CsvLog::resume(&skipped_path, checkpoint.skipped_bytes, &SKIPPED_HEADER)?;
+        eprintln!("esmbench: resuming at row {} of {}", checkpoint.rows_done, summary.rows_total);
+        (Some(checkpoint), predictions, skipped)
+    } else {
+        (None, CsvLog::create(&predictions_path, &PREDICTIONS_HEADER)?, CsvLog::create(&skipped_path, &SKIPPED_HEADER)?)
+    };
+    let mut report = initial_report(config, &info, &model_sha256, head.as_ref(), &summary, threshold.clone());
+    report.performance.rss_start_bytes = monitor.rss_start_bytes;
+    let mut sink = TestSink {
+        out_dir: &config.out_dir,
+        threshold: threshold.0,
+        predictions,
+        skipped,
+        labels: Vec::new(),
+        scores: Vec::new(),
+        rows_scored: 0,
+        rows_skipped: 0,
+        rows_unlabeled: 0,
+        fingerprint,
+        every: config.checkpoint_every,
+        last_checkpoint: Instant::now(),
+        report: report.clone(),
+    };
+    let start_row = match &resumed {
+        Some(checkpoint) => {
+            sink.predictions.sync()?;
+            for (label, probability) in read_scored(&predictions_path)? {
+                sink.take_scored(label, probability);
             }
-            Ok(())
-        },
-    );
-    progress.finish(labels.len() as u64 + unlabeled, monitor.rss_bytes());
-    let flushed = predictions.finish();
+            sink.rows_skipped = checkpoint.rows_done.saturating_sub(sink.rows_scored);
+            checkpoint.rows_done
+        }
+        None => 0,
+    };
+    sink.checkpoint(start_row, true)?;
+
+    let mut progress = Progress::new(summary.rows_total, quiet);
+    let options = DriveOptions { scoring, head: head.as_ref().map(|(h, _)| h), want_embeddings: false, start_row };
+    let outcome = drive(options, backend.as_mut(), &monitor, &mut progress, &mut sink);
+    let rows_done = outcome.as_ref().map(|(t, _)| t.rows_done).unwrap_or(start_row);
+    progress.finish(rows_done, monitor.rss_bytes());
     let (peak_rss, rss_end, peak_threads, timeline) = monitor.finish();
-    let totals = match outcome.and_then(|t| flushed.map(|_| t)) {
-        Ok(totals) => totals,
+    sink.update_counts(&mut report);
+    report.execution.model_loads = model::model_loads() as u64;
+    let (totals, stop) = match outcome {
+        Ok(done) => done,
         Err(error) => {
             report.status = "failed".into();
             report.error = Some(format!("{error:#}"));
-            report.performance.wall_seconds = wall.elapsed().as_secs_f64();
-            report.performance.peak_rss_bytes = peak_rss;
+            report.performance = performance(
+                &LoopTotals::default(),
+                wall.elapsed(),
+                info.load_seconds,
+                monitor.rss_start_bytes,
+                peak_rss,
+                rss_end,
+                peak_threads,
+                timeline,
+            );
             report::write_reports(&config.out_dir, &report)?;
             return Err(error);
         }
     };
-    report.data.rows_scored = totals.rows_scored;
-    report.data.rows_skipped = totals.rows_skipped;
-    report.data.rows_unlabeled = unlabeled;
-    if summary.has_label_column && !labels.is_empty() {
-        report.metrics = Some(metrics::compute(&labels, &scores, threshold));
-    } else {
-        report.metrics_note = Some(if summary.has_label_column {
-            "every label is empty: predictions only".into()
-        } else {
-            "the data has no label column: predictions only".into()
-        });
+    report.performance =
+        performance(&totals, wall.elapsed(), info.load_seconds, monitor.rss_start_bytes, peak_rss, rss_end, peak_threads, timeline);
+    report.metrics = (!sink.labels.is_empty()).then(|| metrics::compute(&sink.labels, &sink.scores, threshold.0));
+    if report.metrics.is_none() {
+        report.metrics_note = Some(
+            if summary.has_label_column {
+                "every label is empty: predictions only"
+            } else {
+                "the data has no label column: predictions only"
+            }
+            .into(),
+        );
     }
-    report.execution.model_loads = model::model_loads() as u64;
-    report.performance = performance(
-        &totals,
-        wall.elapsed(),
-        info.load_seconds,
-        monitor.rss_start_bytes,
-        peak_rss,
-        rss_end,
-        peak_threads,
-        timeline,
-    );
+    let stopped = match stop {
+        Stop::Finished => None,
+        Stop::Signal { code, name } => Some(("interrupted", FailureKind::Interrupted(code), format!("interrupted by {name}"))),
+        Stop::Watchdog { rss_bytes } => Some((
+            "watchdog",
+            FailureKind::Watchdog,
+            format!(
+                "stopped by the memory watchdog: RSS {} MiB passed --max-rss {} MiB",
+                rss_bytes >> 20,
+                config.rss_limits.map(|l| l.hard >> 20).unwrap_or(0)
+            ),
+        )),
+    };
+    if let Some((status, kind, what)) = stopped {
+        let message = format!(
+            "{what} after {rows_done} of {} rows; predictions so far are in {} (checkpointed)\n  resume with: {}",
+            summary.rows_total,
+            predictions_path.display(),
+            resume_command()
+        );
+        report.status = status.into();
+        report.error = Some(message.clone());
+        report::write_reports(&config.out_dir, &report)?;
+        return Err(Failure { kind, message }.into());
+    }
+    if !summary.problems.is_empty() || sink.rows_skipped > 0 {
+        report.data.rows_skipped = sink.rows_skipped;
+    }
     report.status = "complete".into();
     report::write_reports(&config.out_dir, &report)?;
+    if sink.rows_skipped == 0 {
+        let _ = std::fs::remove_file(&skipped_path);
+    }
+    Checkpoint::remove(&config.out_dir);
     Ok(report)
 }
 
@@ -314,24 +359,14 @@ fn performance(
     timeline: Vec<report::Sample>,
 ) -> Performance {
     let wall_seconds = wall.as_secs_f64();
-    let per_second = |n: u64| {
-        if wall_seconds > 0.0 {
-            n as f64 / wall_seconds
-        } else {
-            0.0
-        }
-    };
+    let per_second = |n: u64| if wall_seconds > 0.0 { n as f64 / wall_seconds } else { 0.0 };
     Performance {
         wall_seconds,
         model_load_seconds: load_seconds,
         inference_seconds: totals.inference.as_secs_f64(),
         sequences_per_second: per_second(totals.rows_scored),
         tokens_per_second: per_second(totals.real_tokens),
-        padding_efficiency: if totals.padded_tokens > 0 {
-            totals.real_tokens as f64 / totals.padded_tokens as f64
-        } else {
-            1.0
-        },
+        padding_efficiency: if totals.padded_tokens > 0 { totals.real_tokens as f64 / totals.padded_tokens as f64 } else { 1.0 },
         batches: totals.batches,
         peak_rss_bytes: peak_rss,
         rss_start_bytes: rss_start,
@@ -341,13 +376,28 @@ fn performance(
     }
 }
 
+/// Streams embeddings to the .npy writer.
+struct EmbedSink {
+    writer: NpyWriter,
+}
+
+impl RowSink for EmbedSink {
+    fn deliver(&mut self, slot: Slot) -> Result<()> {
+        match slot {
+            Slot::Scored(s) => self.writer.push_row(s.embedding.as_deref().expect("embeddings were requested")),
+            Slot::Skipped(_) => Ok(()),
+        }
+    }
+}
+
 /// `esmbench embed`: pooled embeddings as float32 .npy [rows, hidden], in input order.
 pub fn run_embed(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64> {
     let summary = validate_data(scoring)?;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         crate::config::ensure_writable_dir(parent)?;
     }
-    let mut monitor = Monitor::start();
+    signals::install()?;
+    let mut monitor = Monitor::start(None);
     let mut backend = model::load_backend(scoring)?;
     if !backend.info().kind.yields_embeddings() {
         return Err(Failure::usage(format!(
@@ -357,24 +407,19 @@ pub fn run_embed(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64
         ))
         .into());
     }
-    let mut writer = NpyWriter::create(out, summary.rows_valid)?;
-    let mut progress = Progress::new(summary.rows_valid, quiet);
-    let totals = drive(
-        scoring,
-        backend.as_mut(),
-        None,
-        true,
-        &monitor,
-        &mut progress,
-        |slot| match slot {
-            Slot::Scored(s) => {
-                writer.push_row(s.embedding.as_deref().expect("embeddings were requested"))
-            }
-            Slot::Skipped(_) => Ok(()),
-        },
-    )?;
-    progress.finish(totals.rows_scored, monitor.rss_bytes());
+    let mut sink = EmbedSink { writer: NpyWriter::create(out, summary.rows_valid)? };
+    let mut progress = Progress::new(summary.rows_total, quiet);
+    let options = DriveOptions { scoring, head: None, want_embeddings: true, start_row: 0 };
+    let (totals, stop) = drive(options, backend.as_mut(), &monitor, &mut progress, &mut sink)?;
+    progress.finish(totals.rows_done, monitor.rss_bytes());
     monitor.finish();
-    writer.finish()?;
+    if let Stop::Signal { code, name } = stop {
+        return Err(Failure {
+            kind: FailureKind::Interrupted(code),
+            message: format!("interrupted by {name}; {} was not written", out.display()),
+        }
+        .into());
+    }
+    sink.writer.finish()?;
     Ok(totals.rows_scored)
 }

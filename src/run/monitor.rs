@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
+use crate::config::RssLimits;
 use crate::report::Sample;
 
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
@@ -21,6 +22,9 @@ pub struct Shared {
     pub rss_bytes: AtomicU64,
     pub peak_rss_bytes: AtomicU64,
     pub peak_threads: AtomicU64,
+    /// Set by the sampler when RSS passes the watchdog's limits.
+    pub over_soft_limit: AtomicBool,
+    pub over_hard_limit: AtomicBool,
     timeline: Mutex<Vec<Sample>>,
     stop: AtomicBool,
 }
@@ -38,10 +42,7 @@ struct Reader {
 
 impl Reader {
     fn new() -> Reader {
-        Reader {
-            system: System::new(),
-            pid: sysinfo::get_current_pid().unwrap_or(Pid::from_u32(std::process::id())),
-        }
+        Reader { system: System::new(), pid: sysinfo::get_current_pid().unwrap_or(Pid::from_u32(std::process::id())) }
     }
 
     /// (RSS bytes, thread count) of this process.
@@ -59,7 +60,8 @@ impl Reader {
 }
 
 impl Monitor {
-    pub fn start() -> Monitor {
+    /// Starts sampling; with `limits`, the sampler is also the RSS watchdog.
+    pub fn start(limits: Option<RssLimits>) -> Monitor {
         let shared = Arc::new(Shared::default());
         let mut reader = Reader::new();
         let (rss_start, threads) = reader.read();
@@ -76,12 +78,14 @@ impl Monitor {
                 while !thread_shared.stop.load(Ordering::Relaxed) {
                     let (rss, threads) = reader.read();
                     thread_shared.rss_bytes.store(rss, Ordering::Relaxed);
-                    thread_shared
-                        .peak_rss_bytes
-                        .fetch_max(rss, Ordering::Relaxed);
-                    thread_shared
-                        .peak_threads
-                        .fetch_max(threads, Ordering::Relaxed);
+                    thread_shared.peak_rss_bytes.fetch_max(rss, Ordering::Relaxed);
+                    thread_shared.peak_threads.fetch_max(threads, Ordering::Relaxed);
+                    if let Some(limits) = limits {
+                        thread_shared.over_soft_limit.store(rss > limits.soft, Ordering::Relaxed);
+                        if rss > limits.hard {
+                            thread_shared.over_hard_limit.store(true, Ordering::Relaxed);
+                        }
+                    }
                     let elapsed = started.elapsed();
                     if elapsed >= next_sample {
                         let mut timeline = thread_shared.timeline.lock().expect("monitor lock");
@@ -102,11 +106,7 @@ impl Monitor {
                 }
             })
             .expect("spawning the monitor thread");
-        Monitor {
-            shared,
-            rss_start_bytes: rss_start,
-            handle: Some(handle),
-        }
+        Monitor { shared, rss_start_bytes: rss_start, handle: Some(handle) }
     }
 
     pub fn rss_bytes(&self) -> u64 {
@@ -128,12 +128,7 @@ impl Monitor {
         s.peak_rss_bytes.fetch_max(rss_end, Ordering::Relaxed);
         s.peak_threads.fetch_max(threads, Ordering::Relaxed);
         let timeline = std::mem::take(&mut *s.timeline.lock().expect("monitor lock"));
-        (
-            s.peak_rss_bytes.load(Ordering::Relaxed),
-            rss_end,
-            s.peak_threads.load(Ordering::Relaxed),
-            timeline,
-        )
+        (s.peak_rss_bytes.load(Ordering::Relaxed), rss_end, s.peak_threads.load(Ordering::Relaxed), timeline)
     }
 }
 

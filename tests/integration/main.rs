@@ -4,5 +4,6 @@ mod harness;
 
 mod cli;
 mod contract;
+mod long_runs;
 mod parity;
 mod schema;
