@@ -57,7 +57,12 @@ fn print_summary(report: &Report, out_dir: &std::path::Path) {
 }
 
 fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Result<()> {
-    let model::onnx::Description { inputs, outputs, metadata, contract } = model::onnx::inspect(path)?;
+    let model::onnx::Description {
+        inputs,
+        outputs,
+        metadata,
+        contract,
+    } = model::onnx::inspect(path)?;
     println!("model: {}", path.display());
     println!("inputs:");
     for i in &inputs {
@@ -70,19 +75,41 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
     println!("metadata:");
     for (k, v) in &metadata {
         let flat = v.split_whitespace().collect::<Vec<_>>().join(" ");
-        let shown = if flat.len() > 120 { format!("{}... ({} bytes)", &flat[..flat.floor_char_boundary(120)], v.len()) } else { flat };
+        let shown = if flat.len() > 120 {
+            format!(
+                "{}... ({} bytes)",
+                &flat[..flat.floor_char_boundary(120)],
+                v.len()
+            )
+        } else {
+            flat
+        };
         println!("  {k} = {shown}");
     }
     let contract = contract?;
-    println!("esmbench will read `{}` ({}): {}", contract.output, contract.kind.label(), contract.kind.plan());
+    println!(
+        "esmbench will read `{}` ({}): {}",
+        contract.output,
+        contract.kind.label(),
+        contract.kind.plan()
+    );
     if let Some(h) = contract.hidden {
         println!("hidden size: {h}");
     }
-    let metadata_head = metadata.iter().find(|(k, _)| k == model::HEAD_METADATA_KEY).map(|(_, v)| v.clone());
+    let metadata_head = metadata
+        .iter()
+        .find(|(k, _)| k == model::HEAD_METADATA_KEY)
+        .map(|(_, v)| v.clone());
     let head = match head_path {
-        Some(p) => Some((model::head::Head::from_json(&std::fs::read_to_string(p)?, &p.display().to_string())?, p.display().to_string())),
+        Some(p) => Some((
+            model::head::Head::from_json(&std::fs::read_to_string(p)?, &p.display().to_string())?,
+            p.display().to_string(),
+        )),
         None => match &metadata_head {
-            Some(text) => Some((model::head::Head::from_json(text, "metadata")?, format!("metadata `{}`", model::HEAD_METADATA_KEY))),
+            Some(text) => Some((
+                model::head::Head::from_json(text, "metadata")?,
+                format!("metadata `{}`", model::HEAD_METADATA_KEY),
+            )),
             None => None,
         },
     };
@@ -91,13 +118,23 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
             if let Some(hidden) = contract.hidden.filter(|&d| d != h.hidden_size()) {
                 println!("head: {origin} has {} coefficients, the model's hidden size is {hidden}: MISMATCH", h.hidden_size());
             } else {
-                println!("head: {origin} ({} coefficients, threshold {})", h.hidden_size(), h.threshold);
+                println!(
+                    "head: {origin} ({} coefficients, threshold {})",
+                    h.hidden_size(),
+                    h.threshold
+                );
             }
         }
         (None, true) => {
             println!("head: none; `esmbench test` needs --head HEAD.json (`embed` works without)")
         }
-        (_, false) => println!("head: not needed ({})", contract::CONTRACT_HELP.split(';').next().unwrap_or_default()),
+        (_, false) => println!(
+            "head: not needed ({})",
+            contract::CONTRACT_HELP
+                .split(';')
+                .next()
+                .unwrap_or_default()
+        ),
     }
     Ok(())
 }

@@ -59,7 +59,9 @@ impl DataSource {
 }
 
 fn file_stem(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into())
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into())
 }
 
 /// Column names in the CSV header.
@@ -73,7 +75,11 @@ pub struct ColumnNames {
 
 impl Default for ColumnNames {
     fn default() -> Self {
-        ColumnNames { sequence: "sequence".into(), label: "label".into(), id: "id".into() }
+        ColumnNames {
+            sequence: "sequence".into(),
+            label: "label".into(),
+            id: "id".into(),
+        }
     }
 }
 
@@ -148,7 +154,8 @@ pub struct FileConfig {
 impl FileConfig {
     /// Reads a YAML config; relative paths in it are taken relative to the file's own folder.
     pub fn load(path: &Path) -> Result<FileConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("cannot read config {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::usage(format!("cannot read config {}: {e}", path.display())))?;
         let mut config: FileConfig = serde_yaml_ng::from_str(&text).map_err(|e| {
             let place = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
             Failure::usage(format!(
@@ -158,7 +165,12 @@ columns {{sequence, label, id}}, on_invalid, intra_op_spinning, max_rss, soft_rs
             ))
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
-        for slot in [&mut config.model, &mut config.data, &mut config.head, &mut config.out] {
+        for slot in [
+            &mut config.model,
+            &mut config.data,
+            &mut config.head,
+            &mut config.out,
+        ] {
             if let Some(p) = slot.as_mut() {
                 if p.is_relative() {
                     *p = base.join(&*p);
@@ -172,7 +184,9 @@ columns {{sequence, label, id}}, on_invalid, intra_op_spinning, max_rss, soft_rs
 /// Threads to give ONNX Runtime by default: physical cores, but never more than this process may use
 /// (a container's CPU quota), so thread pools do not multiply past the container's limits.
 pub fn default_threads() -> usize {
-    let allowed = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let allowed = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let physical = sysinfo::System::physical_core_count().unwrap_or(allowed);
     physical.min(allowed).max(1)
 }
@@ -207,24 +221,37 @@ impl ScoringConfig {
         if let Some(p) = &head {
             check_readable(p, "head", "--head")?;
         }
-        let max_tokens = args.max_tokens.or(file.max_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
+        let max_tokens = args
+            .max_tokens
+            .or(file.max_tokens)
+            .unwrap_or(DEFAULT_MAX_TOKENS);
         if max_tokens < 3 {
             return Err(Failure::usage(format!(
                 "--max-tokens {max_tokens} cannot hold one residue with <cls> and <eos>\n  fix: use at least 3 (typical: 4096)"
             ))
             .into());
         }
-        let threads = args.threads.or(file.threads).unwrap_or_else(default_threads);
+        let threads = args
+            .threads
+            .or(file.threads)
+            .unwrap_or_else(default_threads);
         if threads == 0 || threads > 1024 {
             return Err(
                 Failure::usage(format!("--threads {threads} is out of range\n  fix: use 1..=1024 (default: physical cores)")).into()
             );
         }
-        let max_residues = args.max_residues.or(file.max_residues).unwrap_or(DEFAULT_MAX_RESIDUES);
+        let max_residues = args
+            .max_residues
+            .or(file.max_residues)
+            .unwrap_or(DEFAULT_MAX_RESIDUES);
         if max_residues == 0 {
             return Err(Failure::usage("--max-residues 0 would score nothing\n  fix: use a positive length (ESM's limit is 1022)").into());
         }
-        let truncate = if args.no_truncate { false } else { file.truncate.unwrap_or(true) };
+        let truncate = if args.no_truncate {
+            false
+        } else {
+            file.truncate.unwrap_or(true)
+        };
         let mut columns = file.columns.clone().unwrap_or_default();
         if let Some(c) = &args.sequence_column {
             columns.sequence = c.clone();
@@ -249,7 +276,10 @@ impl ScoringConfig {
             max_residues,
             truncate,
             columns,
-            on_invalid: args.on_invalid.or(file.on_invalid).unwrap_or(OnInvalid::Fail),
+            on_invalid: args
+                .on_invalid
+                .or(file.on_invalid)
+                .unwrap_or(OnInvalid::Fail),
             intra_op_spinning: !args.no_spinning && file.intra_op_spinning.unwrap_or(true),
             mock_backend: args.mock_backend,
         })
@@ -268,11 +298,19 @@ fn check_readable(path: &Path, what: &str, flag: &str) -> Result<()> {
 
 /// Makes sure `dir` exists and a file can be created in it, so a run never computes for an hour and then fails to write.
 pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Failure::usage(format!("output directory {} cannot be created: {e}\n  fix: pass a writable --out", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Failure::usage(format!(
+            "output directory {} cannot be created: {e}\n  fix: pass a writable --out",
+            dir.display()
+        ))
+    })?;
     let probe = dir.join(".esmbench-write-check");
-    std::fs::write(&probe, b"")
-        .map_err(|e| Failure::usage(format!("output directory {} is not writable: {e}\n  fix: pass a writable --out", dir.display())))?;
+    std::fs::write(&probe, b"").map_err(|e| {
+        Failure::usage(format!(
+            "output directory {} is not writable: {e}\n  fix: pass a writable --out",
+            dir.display()
+        ))
+    })?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
@@ -285,18 +323,33 @@ impl TestConfig {
             .out
             .clone()
             .or_else(|| file.out.clone())
-            .unwrap_or_else(|| PathBuf::from("results").join(scoring.model.stem()).join(scoring.data.stem()));
-        let threshold = args.threshold.map(|t| (t, "flag")).or(file.threshold.map(|t| (t, "config")));
+            .unwrap_or_else(|| {
+                PathBuf::from("results")
+                    .join(scoring.model.stem())
+                    .join(scoring.data.stem())
+            });
+        let threshold = args
+            .threshold
+            .map(|t| (t, "flag"))
+            .or(file.threshold.map(|t| (t, "config")));
         if let Some((t, _)) = threshold {
             if !(0.0..=1.0).contains(&t) {
-                return Err(Failure::usage(format!("--threshold {t} is not a probability\n  fix: use a value in [0, 1]")).into());
+                return Err(Failure::usage(format!(
+                    "--threshold {t} is not a probability\n  fix: use a value in [0, 1]"
+                ))
+                .into());
             }
         }
         let max_rss = args.max_rss.clone().or_else(|| file.max_rss.clone());
         let soft_rss = args.soft_rss.clone().or_else(|| file.soft_rss.clone());
         let rss_limits = match (max_rss, soft_rss) {
             (None, None) => None,
-            (None, Some(_)) => return Err(Failure::usage("--soft-rss needs --max-rss\n  fix: add --max-rss SIZE (e.g. 8GiB)").into()),
+            (None, Some(_)) => {
+                return Err(Failure::usage(
+                    "--soft-rss needs --max-rss\n  fix: add --max-rss SIZE (e.g. 8GiB)",
+                )
+                .into())
+            }
             (Some(hard), soft) => {
                 let hard = parse_bytes(&hard, "--max-rss")?;
                 let soft = match soft {
@@ -309,7 +362,10 @@ impl TestConfig {
                 Some(RssLimits { soft, hard })
             }
         };
-        let checkpoint_seconds = args.checkpoint_seconds.or(file.checkpoint_seconds).unwrap_or(DEFAULT_CHECKPOINT_SECONDS);
+        let checkpoint_seconds = args
+            .checkpoint_seconds
+            .or(file.checkpoint_seconds)
+            .unwrap_or(DEFAULT_CHECKPOINT_SECONDS);
         ensure_writable_dir(&out_dir)?;
         Ok(TestConfig {
             scoring,
@@ -329,7 +385,12 @@ pub fn parse_bytes(text: &str, flag: &str) -> Result<u64> {
         .map(|b| b.as_u64())
         .ok()
         .filter(|&b| b > 0)
-        .ok_or_else(|| Failure::usage(format!("{flag} {text} is not a size\n  fix: write it like 8GiB, 512MiB or 2GB")).into())
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "{flag} {text} is not a size\n  fix: write it like 8GiB, 512MiB or 2GB"
+            ))
+            .into()
+        })
 }
 
 pub fn load_file_config(path: Option<&Path>) -> Result<FileConfig> {
@@ -345,8 +406,16 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_config_file() {
-        let file = FileConfig { max_tokens: Some(100), threads: Some(3), device: Some(DeviceArg::Cuda), ..Default::default() };
-        let args = ScoringArgs { max_tokens: Some(200), ..Default::default() };
+        let file = FileConfig {
+            max_tokens: Some(100),
+            threads: Some(3),
+            device: Some(DeviceArg::Cuda),
+            ..Default::default()
+        };
+        let args = ScoringArgs {
+            max_tokens: Some(200),
+            ..Default::default()
+        };
         let config = ScoringConfig::resolve(&args, &file).unwrap();
         assert_eq!(config.max_tokens, 200);
         assert_eq!(config.threads, 3);
@@ -357,7 +426,10 @@ mod tests {
 
     #[test]
     fn model_without_data_is_a_usage_error() {
-        let args = ScoringArgs { model: Some("m.onnx".into()), ..Default::default() };
+        let args = ScoringArgs {
+            model: Some("m.onnx".into()),
+            ..Default::default()
+        };
         let err = ScoringConfig::resolve(&args, &FileConfig::default()).unwrap_err();
         assert_eq!(crate::error::exit_code_for(&err), 2);
         assert!(err.to_string().contains("--data"));

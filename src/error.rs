@@ -65,19 +65,32 @@ impl fmt::Display for Failure {
 
 impl Failure {
     pub fn usage(message: impl Into<String>) -> Self {
-        Failure { kind: FailureKind::Usage, message: message.into() }
+        Failure {
+            kind: FailureKind::Usage,
+            message: message.into(),
+        }
     }
     pub fn input(message: impl Into<String>) -> Self {
-        Failure { kind: FailureKind::InputData, message: message.into() }
+        Failure {
+            kind: FailureKind::InputData,
+            message: message.into(),
+        }
     }
     pub fn runtime(message: impl Into<String>) -> Self {
-        Failure { kind: FailureKind::Runtime, message: message.into() }
+        Failure {
+            kind: FailureKind::Runtime,
+            message: message.into(),
+        }
     }
 }
 
 /// The exit code for an error chain: the first [`Failure`] in it decides, anything else is a runtime failure.
 pub fn exit_code_for(error: &anyhow::Error) -> u8 {
-    error.chain().find_map(|cause| cause.downcast_ref::<Failure>()).map(|failure| failure.kind.exit_code()).unwrap_or(EXIT_RUNTIME)
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<Failure>())
+        .map(|failure| failure.kind.exit_code())
+        .unwrap_or(EXIT_RUNTIME)
 }
 
 #[cfg(test)]
@@ -87,7 +100,9 @@ mod tests {
 
     #[test]
     fn the_first_failure_in_the_chain_decides_the_exit_code() {
-        let err = Err::<(), _>(Failure::input("bad row")).context("while validating").unwrap_err();
+        let err = Err::<(), _>(Failure::input("bad row"))
+            .context("while validating")
+            .unwrap_err();
         assert_eq!(exit_code_for(&err), EXIT_USAGE);
         let plain = anyhow::anyhow!("disk full");
         assert_eq!(exit_code_for(&plain), EXIT_RUNTIME);

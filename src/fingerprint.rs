@@ -49,7 +49,10 @@ mod tests {
     #[test]
     fn sha256_of_abc_is_the_standard_value() {
         let (hex, n) = super::sha256_reader(&b"abc"[..]).unwrap();
-        assert_eq!(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(n, 3);
     }
 }

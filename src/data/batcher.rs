@@ -41,7 +41,11 @@ impl TokenBatch {
     }
 
     fn from_records(records: &[Record]) -> TokenBatch {
-        let seq_len = records.iter().map(|r| r.residues.len() + 2).max().unwrap_or(2);
+        let seq_len = records
+            .iter()
+            .map(|r| r.residues.len() + 2)
+            .max()
+            .unwrap_or(2);
         let mut input_ids = vec![PAD_ID; records.len() * seq_len];
         let mut attention_mask = vec![0; records.len() * seq_len];
         let mut rows = Vec::with_capacity(records.len());
@@ -49,9 +53,19 @@ impl TokenBatch {
             let ids = tokenize(&record.residues);
             input_ids[i * seq_len..i * seq_len + ids.len()].copy_from_slice(&ids);
             attention_mask[i * seq_len..i * seq_len + ids.len()].fill(1);
-            rows.push(BatchRow { row: record.row, id: record.id.clone(), label: record.label, tokens: ids.len() });
+            rows.push(BatchRow {
+                row: record.row,
+                id: record.id.clone(),
+                label: record.label,
+                tokens: ids.len(),
+            });
         }
-        TokenBatch { rows, seq_len, input_ids, attention_mask }
+        TokenBatch {
+            rows,
+            seq_len,
+            input_ids,
+            attention_mask,
+        }
     }
 }
 
@@ -63,7 +77,9 @@ pub fn cut_batches(mut window: Vec<Record>, max_tokens: usize) -> Vec<TokenBatch
     let mut start = 0;
     while start < window.len() {
         let mut end = start + 1;
-        while end < window.len() && (end - start + 1) * (window[end].residues.len() + 2) <= max_tokens {
+        while end < window.len()
+            && (end - start + 1) * (window[end].residues.len() + 2) <= max_tokens
+        {
             end += 1;
         }
         batches.push(TokenBatch::from_records(&window[start..end]));
@@ -85,7 +101,11 @@ const WINDOW_BATCHES: usize = 16;
 
 impl Batcher {
     pub fn new(max_tokens: usize) -> Batcher {
-        Batcher { max_tokens, window: Vec::new(), window_tokens: 0 }
+        Batcher {
+            max_tokens,
+            window: Vec::new(),
+            window_tokens: 0,
+        }
     }
 
     pub fn max_tokens(&self) -> usize {
@@ -120,18 +140,35 @@ mod tests {
     use super::*;
 
     fn record(row: u64, len: usize) -> Record {
-        Record { row, line: row + 2, id: None, residues: vec![b'A'; len], label: None, truncated: false }
+        Record {
+            row,
+            line: row + 2,
+            id: None,
+            residues: vec![b'A'; len],
+            label: None,
+            truncated: false,
+        }
     }
 
     #[test]
     fn batches_respect_the_token_budget_and_keep_every_row_once() {
-        let window: Vec<Record> = (0..50).map(|i| record(i, 1 + (i as usize * 7) % 40)).collect();
+        let window: Vec<Record> = (0..50)
+            .map(|i| record(i, 1 + (i as usize * 7) % 40))
+            .collect();
         let batches = cut_batches(window, 100);
-        let mut seen: Vec<u64> = batches.iter().flat_map(|b| b.rows.iter().map(|r| r.row)).collect();
+        let mut seen: Vec<u64> = batches
+            .iter()
+            .flat_map(|b| b.rows.iter().map(|r| r.row))
+            .collect();
         seen.sort();
         assert_eq!(seen, (0..50).collect::<Vec<_>>());
         for b in &batches {
-            assert!(b.padded_tokens() <= 100 || b.len() == 1, "{} x {}", b.len(), b.seq_len);
+            assert!(
+                b.padded_tokens() <= 100 || b.len() == 1,
+                "{} x {}",
+                b.len(),
+                b.seq_len
+            );
         }
     }
 
@@ -160,7 +197,11 @@ mod tests {
         let mut batcher = Batcher::new(10);
         let mut released = 0;
         for i in 0..200 {
-            released += batcher.push(record(i, 3)).iter().map(|b| b.len()).sum::<usize>();
+            released += batcher
+                .push(record(i, 3))
+                .iter()
+                .map(|b| b.len())
+                .sum::<usize>();
         }
         released += batcher.flush().iter().map(|b| b.len()).sum::<usize>();
         assert_eq!(released, 200);

@@ -55,7 +55,11 @@ pub struct RowProblem {
 
 impl fmt::Display for RowProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}, column {} (field {}", self.line, self.column, self.field)?;
+        write!(
+            f,
+            "line {}, column {} (field {}",
+            self.line, self.column, self.field
+        )?;
         if let Some(p) = self.position {
             write!(f, ", character {p}")?;
         }
@@ -73,7 +77,8 @@ pub fn open_source(source: &DataSource) -> Result<Box<dyn Read + Send>> {
     Ok(match source {
         DataSource::File(path) => Box::new(std::io::BufReader::with_capacity(
             1 << 20,
-            std::fs::File::open(path).with_context(|| format!("opening data {}", path.display()))?,
+            std::fs::File::open(path)
+                .with_context(|| format!("opening data {}", path.display()))?,
         )),
         DataSource::Embedded => Box::new(embedded::DEMO_DATA),
     })
@@ -89,15 +94,32 @@ pub struct RecordReader {
 }
 
 impl RecordReader {
-    pub fn open(source: &DataSource, columns: &ColumnNames, rules: RowRules) -> Result<RecordReader> {
+    pub fn open(
+        source: &DataSource,
+        columns: &ColumnNames,
+        rules: RowRules,
+    ) -> Result<RecordReader> {
         Self::from_reader(source.display_name(), open_source(source)?, columns, rules)
     }
 
-    pub fn from_reader(name: String, input: Box<dyn Read + Send>, columns: &ColumnNames, rules: RowRules) -> Result<RecordReader> {
+    pub fn from_reader(
+        name: String,
+        input: Box<dyn Read + Send>,
+        columns: &ColumnNames,
+        rules: RowRules,
+    ) -> Result<RecordReader> {
         let input: Box<dyn Read + Send> = Box::new(CrlfToLf::new(input));
-        let mut reader = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(input);
-        let header_record = reader.byte_headers().map_err(|e| csv_failure(&name, e))?.clone();
-        if header_record.is_empty() || (header_record.len() == 1 && header_record[0].trim_ascii().is_empty()) {
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(true)
+            .from_reader(input);
+        let header_record = reader
+            .byte_headers()
+            .map_err(|e| csv_failure(&name, e))?
+            .clone();
+        if header_record.is_empty()
+            || (header_record.len() == 1 && header_record[0].trim_ascii().is_empty())
+        {
             return Err(Failure::input(format!(
                 "{name}: the file is empty (no header line)\n  fix: write a header such as `id,sequence,label` and one row per sequence"
             ))
@@ -119,8 +141,20 @@ impl RecordReader {
                 columns.sequence
             ))
         })?;
-        let layout = Layout { sequence, label: find(&columns.label), id: find(&columns.id), headers };
-        Ok(RecordReader { name, reader, layout, rules, record: csv::ByteRecord::new(), next_row: 0 })
+        let layout = Layout {
+            sequence,
+            label: find(&columns.label),
+            id: find(&columns.id),
+            headers,
+        };
+        Ok(RecordReader {
+            name,
+            reader,
+            layout,
+            rules,
+            record: csv::ByteRecord::new(),
+            next_row: 0,
+        })
     }
 
     pub fn layout(&self) -> &Layout {
@@ -133,7 +167,11 @@ impl RecordReader {
 
     /// The next row, valid or not; `None` at the end of the file. Errors are file-level (I/O, broken quoting).
     pub fn next_row(&mut self) -> Result<Option<RowOutcome>> {
-        if !self.reader.read_byte_record(&mut self.record).map_err(|e| csv_failure(&self.name, e))? {
+        if !self
+            .reader
+            .read_byte_record(&mut self.record)
+            .map_err(|e| csv_failure(&self.name, e))?
+        {
             return Ok(None);
         }
         let row = self.next_row;
@@ -147,15 +185,20 @@ impl RecordReader {
 
     fn check_row(&self, row: u64, line: u64) -> std::result::Result<Record, RowProblem> {
         let layout = &self.layout;
-        let problem = |field: usize, position: Option<usize>, reason: String, fix: &'static str| RowProblem {
-            row,
-            line,
-            column: layout.headers.get(field).cloned().unwrap_or_else(|| format!("#{}", field + 1)),
-            field: field + 1,
-            position,
-            reason,
-            fix,
-        };
+        let problem =
+            |field: usize, position: Option<usize>, reason: String, fix: &'static str| RowProblem {
+                row,
+                line,
+                column: layout
+                    .headers
+                    .get(field)
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{}", field + 1)),
+                field: field + 1,
+                position,
+                reason,
+                fix,
+            };
         if self.record.len() != layout.headers.len() {
             return Err(problem(
                 self.record.len().min(layout.headers.len().saturating_sub(1)),
@@ -166,16 +209,31 @@ impl RecordReader {
         }
         for (i, field) in self.record.iter().enumerate() {
             if let Err(e) = std::str::from_utf8(field) {
-                return Err(problem(i, Some(e.valid_up_to() + 1), "bytes that are not UTF-8".into(), "save the file as UTF-8"));
+                return Err(problem(
+                    i,
+                    Some(e.valid_up_to() + 1),
+                    "bytes that are not UTF-8".into(),
+                    "save the file as UTF-8",
+                ));
             }
         }
         let mut residues = normalize(&self.record[layout.sequence]);
         if residues.is_empty() {
-            return Err(problem(layout.sequence, None, "empty sequence".into(), "remove the row or fill in its sequence"));
+            return Err(problem(
+                layout.sequence,
+                None,
+                "empty sequence".into(),
+                "remove the row or fill in its sequence",
+            ));
         }
         if let Some((at, byte)) = first_invalid_residue(&residues) {
-            let shown = if byte.is_ascii_graphic() { format!("'{}'", byte as char) } else { format!("byte 0x{byte:02x}") };
-            let leading = self.record[layout.sequence].len() - self.record[layout.sequence].trim_ascii_start().len();
+            let shown = if byte.is_ascii_graphic() {
+                format!("'{}'", byte as char)
+            } else {
+                format!("byte 0x{byte:02x}")
+            };
+            let leading = self.record[layout.sequence].len()
+                - self.record[layout.sequence].trim_ascii_start().len();
             return Err(problem(
                 layout.sequence,
                 Some(leading + at + 1),
@@ -200,15 +258,30 @@ impl RecordReader {
                 return Err(problem(
                     layout.sequence,
                     None,
-                    format!("{} residues, longer than --max-residues {}", residues.len(), self.rules.max_residues),
+                    format!(
+                        "{} residues, longer than --max-residues {}",
+                        residues.len(),
+                        self.rules.max_residues
+                    ),
                     "raise --max-residues, or allow truncation (drop --no-truncate)",
                 ));
             }
             residues.truncate(self.rules.max_residues);
             truncated = true;
         }
-        let id = layout.id.map(|col| String::from_utf8_lossy(&self.record[col]).trim().to_string());
-        Ok(Record { row, line, id, residues, label, truncated })
+        let id = layout.id.map(|col| {
+            String::from_utf8_lossy(&self.record[col])
+                .trim()
+                .to_string()
+        });
+        Ok(Record {
+            row,
+            line,
+            id,
+            residues,
+            label,
+            truncated,
+        })
     }
 }
 
@@ -225,7 +298,13 @@ pub struct CrlfToLf<R> {
 
 impl<R: Read> CrlfToLf<R> {
     pub fn new(inner: R) -> CrlfToLf<R> {
-        CrlfToLf { inner, buffer: vec![0u8; 64 * 1024].into_boxed_slice(), start: 0, end: 0, held_cr: false }
+        CrlfToLf {
+            inner,
+            buffer: vec![0u8; 64 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            held_cr: false,
+        }
     }
 
     /// Refills the internal buffer with converted bytes; leaves it empty only at the end of the input.
@@ -287,10 +366,16 @@ pub fn parse_label(field: &[u8]) -> std::result::Result<Option<u8>, String> {
 }
 
 fn csv_failure(name: &str, error: csv::Error) -> anyhow::Error {
-    let place = error.position().map(|p| format!(": line {}", p.line())).unwrap_or_default();
+    let place = error
+        .position()
+        .map(|p| format!(": line {}", p.line()))
+        .unwrap_or_default();
     match error.kind() {
         csv::ErrorKind::Io(_) => anyhow::Error::new(error).context(format!("reading {name}")),
-        _ => Failure::input(format!("{name}{place}: {error}\n  fix: check the quoting of that line")).into(),
+        _ => Failure::input(format!(
+            "{name}{place}: {error}\n  fix: check the quoting of that line"
+        ))
+        .into(),
     }
 }
 
@@ -299,7 +384,15 @@ mod tests {
     use super::*;
 
     fn reader(text: &'static [u8]) -> Result<RecordReader> {
-        RecordReader::from_reader("t.csv".into(), Box::new(text), &ColumnNames::default(), RowRules { max_residues: 10, truncate: true })
+        RecordReader::from_reader(
+            "t.csv".into(),
+            Box::new(text),
+            &ColumnNames::default(),
+            RowRules {
+                max_residues: 10,
+                truncate: true,
+            },
+        )
     }
 
     fn rows(text: &'static [u8]) -> Vec<std::result::Result<Record, RowProblem>> {
@@ -316,7 +409,9 @@ mod tests {
 
     #[test]
     fn bom_crlf_quotes_case_spaces_and_extra_columns_are_valid() {
-        let out = rows(b"\xef\xbb\xbfextra,Label,Sequence,ID\r\nx,1.0,\" evql \",a\r\ny,0,LAGV,\"b,c\"\r\n");
+        let out = rows(
+            b"\xef\xbb\xbfextra,Label,Sequence,ID\r\nx,1.0,\" evql \",a\r\ny,0,LAGV,\"b,c\"\r\n",
+        );
         let recs: Vec<Record> = out.into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(recs[0].residues, b"EVQL");
         assert_eq!(recs[0].label, Some(1));
@@ -332,8 +427,15 @@ mod tests {
         let out = rows(b"id,sequence,label\na,EVQJ,0\nb,,1\nc,EVQL,2\nd,EVQL\ne,EVQL,\n");
         let p = out[0].clone().unwrap_err();
         assert_eq!((p.line, p.field, p.position), (2, 2, Some(4)));
-        assert!(p.to_string().contains("'J' is not in the ESM alphabet"), "{p}");
-        assert!(out[1].clone().unwrap_err().reason.contains("empty sequence"));
+        assert!(
+            p.to_string().contains("'J' is not in the ESM alphabet"),
+            "{p}"
+        );
+        assert!(out[1]
+            .clone()
+            .unwrap_err()
+            .reason
+            .contains("empty sequence"));
         assert!(out[2].clone().unwrap_err().reason.contains("label `2`"));
         assert!(out[3].clone().unwrap_err().reason.contains("2 fields"));
         assert_eq!(out[4].clone().unwrap().label, None);
@@ -374,7 +476,9 @@ mod tests {
             }
         }
         let mut out = Vec::new();
-        CrlfToLf::new(Dribble(b"ab\r\ncd\r\r\nx\ry\r")).read_to_end(&mut out).unwrap();
+        CrlfToLf::new(Dribble(b"ab\r\ncd\r\r\nx\ry\r"))
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, b"ab\ncd\r\nx\ry\r");
     }
 

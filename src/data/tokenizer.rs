@@ -2,8 +2,9 @@
 
 /// The 33 ESM tokens, in id order.
 pub const ALPHABET: [&str; 33] = [
-    "<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K", "Q", "N", "F", "Y", "M", "H", "W", "C",
-    "X", "B", "U", "Z", "O", ".", "-", "<null_1>", "<mask>",
+    "<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K",
+    "Q", "N", "F", "Y", "M", "H", "W", "C", "X", "B", "U", "Z", "O", ".", "-", "<null_1>",
+    "<mask>",
 ];
 pub const CLS_ID: i64 = 0;
 pub const PAD_ID: i64 = 1;
@@ -32,12 +33,20 @@ pub fn residue_id(symbol: u8) -> Option<i64> {
 
 /// What a raw sequence field becomes: surrounding whitespace trimmed, letters uppercased.
 pub fn normalize(field: &[u8]) -> Vec<u8> {
-    field.trim_ascii().iter().map(u8::to_ascii_uppercase).collect()
+    field
+        .trim_ascii()
+        .iter()
+        .map(u8::to_ascii_uppercase)
+        .collect()
 }
 
 /// The first byte (0-based index) that has no ESM token, if any.
 pub fn first_invalid_residue(residues: &[u8]) -> Option<(usize, u8)> {
-    residues.iter().enumerate().find(|(_, &b)| residue_id(b).is_none()).map(|(i, &b)| (i, b))
+    residues
+        .iter()
+        .enumerate()
+        .find(|(_, &b)| residue_id(b).is_none())
+        .map(|(i, &b)| (i, b))
 }
 
 /// `<cls>` + residues + `<eos>`; symbols outside the alphabet become `<unk>` as in EsmTokenizer.
@@ -57,7 +66,10 @@ mod tests {
     fn special_and_residue_ids_follow_the_esm_alphabet() {
         assert_eq!(tokenize(b""), vec![0, 2]);
         assert_eq!(tokenize(b"LAGV"), vec![0, 4, 5, 6, 7, 2]);
-        assert_eq!(tokenize(b"CXBUZO.-"), vec![0, 23, 24, 25, 26, 27, 28, 29, 30, 2]);
+        assert_eq!(
+            tokenize(b"CXBUZO.-"),
+            vec![0, 23, 24, 25, 26, 27, 28, 29, 30, 2]
+        );
         assert_eq!(ALPHABET[31], "<null_1>");
         assert_eq!(ALPHABET[32], "<mask>");
     }

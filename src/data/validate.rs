@@ -47,9 +47,11 @@ pub fn scan(source: &DataSource, columns: &ColumnNames, rules: RowRules) -> Resu
         }
     }
     if summary.rows_total == 0 {
-        return Err(
-            Failure::input(format!("{}: the header has no data rows under it\n  fix: add one row per sequence", reader.name())).into()
-        );
+        return Err(Failure::input(format!(
+            "{}: the header has no data rows under it\n  fix: add one row per sequence",
+            reader.name()
+        ))
+        .into());
     }
     Ok(summary)
 }
@@ -59,12 +61,18 @@ pub fn require_all_valid(summary: &DataSummary, name: &str) -> Result<()> {
     if summary.rows_invalid == 0 {
         return Ok(());
     }
-    let mut message = format!("{name}: {} of {} rows are invalid; nothing was scored.\n", summary.rows_invalid, summary.rows_total);
+    let mut message = format!(
+        "{name}: {} of {} rows are invalid; nothing was scored.\n",
+        summary.rows_invalid, summary.rows_total
+    );
     for problem in &summary.problems {
         message.push_str(&format!("  {name}: {problem}\n"));
     }
     if summary.rows_invalid as usize > summary.problems.len() {
-        message.push_str(&format!("  ... and {} more\n", summary.rows_invalid as usize - summary.problems.len()));
+        message.push_str(&format!(
+            "  ... and {} more\n",
+            summary.rows_invalid as usize - summary.problems.len()
+        ));
     }
     message.push_str("  fix: correct the rows above");
     Err(Failure::input(message).into())

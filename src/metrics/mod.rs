@@ -125,27 +125,53 @@ pub fn compute(labels: &[u8], probabilities: &[f64], threshold: f64) -> Metrics 
         value
     };
     let accuracy = note("accuracy", ratio(c.tp + c.tn, n), "no labeled rows");
-    let precision = note("precision", ratio(c.tp, c.tp + c.fp), "no row was predicted positive");
+    let precision = note(
+        "precision",
+        ratio(c.tp, c.tp + c.fp),
+        "no row was predicted positive",
+    );
     let recall = note("recall", ratio(c.tp, positives), "no positive labels");
     let specificity = note("specificity", ratio(c.tn, negatives), "no negative labels");
-    let balanced_accuracy =
-        note("balanced_accuracy", recall.zip(specificity).map(|(r, s)| (r + s) / 2.0), "needs both classes among the labels");
+    let balanced_accuracy = note(
+        "balanced_accuracy",
+        recall.zip(specificity).map(|(r, s)| (r + s) / 2.0),
+        "needs both classes among the labels",
+    );
     let f1 = note(
         "f1",
         (2 * c.tp + c.fp + c.fn_ > 0).then(|| 2.0 * c.tp as f64 / (2 * c.tp + c.fp + c.fn_) as f64),
         "no positive labels and no positive predictions",
     );
-    let mcc_den = ((c.tp + c.fp) as f64) * ((c.tp + c.fn_) as f64) * ((c.tn + c.fp) as f64) * ((c.tn + c.fn_) as f64);
+    let mcc_den = ((c.tp + c.fp) as f64)
+        * ((c.tp + c.fn_) as f64)
+        * ((c.tn + c.fp) as f64)
+        * ((c.tn + c.fn_) as f64);
     let mcc = note(
         "mcc",
-        (mcc_den > 0.0).then(|| ((c.tp as f64 * c.tn as f64) - (c.fp as f64 * c.fn_ as f64)) / mcc_den.sqrt()),
+        (mcc_den > 0.0)
+            .then(|| ((c.tp as f64 * c.tn as f64) - (c.fp as f64 * c.fn_ as f64)) / mcc_den.sqrt()),
         "a row or column of the confusion matrix is empty (one class, or one predicted class)",
     );
-    let roc = note("roc_auc", roc_auc(labels, probabilities), "needs both classes among the labels");
-    let pr = note("pr_auc", average_precision(labels, probabilities), "no positive labels");
+    let roc = note(
+        "roc_auc",
+        roc_auc(labels, probabilities),
+        "needs both classes among the labels",
+    );
+    let pr = note(
+        "pr_auc",
+        average_precision(labels, probabilities),
+        "no positive labels",
+    );
     let brier = note(
         "brier",
-        (n > 0).then(|| labels.iter().zip(probabilities).map(|(&y, &p)| (p - f64::from(y)).powi(2)).sum::<f64>() / n as f64),
+        (n > 0).then(|| {
+            labels
+                .iter()
+                .zip(probabilities)
+                .map(|(&y, &p)| (p - f64::from(y)).powi(2))
+                .sum::<f64>()
+                / n as f64
+        }),
         "no labeled rows",
     );
     let log_loss = note(
@@ -216,7 +242,10 @@ mod tests {
         assert!(close(m.roc_auc, 11.0 / 16.0));
         // AP = 1/4*(1/1) + 1/4*(2/3) + 1/4*(3/4) + 1/4*(4/7)
         assert!(close(m.pr_auc, 0.25 * (1.0 + 2.0 / 3.0 + 0.75 + 4.0 / 7.0)));
-        let brier = [0.01, 0.64, 0.09, 0.16, 0.16, 0.09, 0.64, 0.01].iter().sum::<f64>() / 8.0;
+        let brier = [0.01, 0.64, 0.09, 0.16, 0.16, 0.09, 0.64, 0.01]
+            .iter()
+            .sum::<f64>()
+            / 8.0;
         assert!(close(m.brier, brier));
         assert!(m.undefined.is_empty());
     }
@@ -228,7 +257,10 @@ mod tests {
         assert!(close(average_precision(&[1, 0], &[0.3, 0.3]), 0.5));
         // y=[0,0,1,1], s=[.1,.4,.35,.8] is scikit-learn's documented example: 0.75 and AP 0.8333...
         assert!(close(roc_auc(&[0, 0, 1, 1], &[0.1, 0.4, 0.35, 0.8]), 0.75));
-        assert!(close(average_precision(&[0, 0, 1, 1], &[0.1, 0.4, 0.35, 0.8]), 0.5 + 0.5 * 2.0 / 3.0));
+        assert!(close(
+            average_precision(&[0, 0, 1, 1], &[0.1, 0.4, 0.35, 0.8]),
+            0.5 + 0.5 * 2.0 / 3.0
+        ));
     }
 
     #[test]

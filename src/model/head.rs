@@ -77,14 +77,29 @@ impl Head {
             Number::One(x) => x,
             Number::List(v) if v.len() == 1 => v[0],
             Number::List(v) => {
-                return Err(Failure::usage(format!("{origin}: intercept has {} values; a binary head has one", v.len())).into())
+                return Err(Failure::usage(format!(
+                    "{origin}: intercept has {} values; a binary head has one",
+                    v.len()
+                ))
+                .into())
             }
         };
         let threshold = file.threshold.unwrap_or(0.5);
-        if coef.is_empty() || coef.iter().any(|c| !c.is_finite()) || !intercept.is_finite() || !(0.0..=1.0).contains(&threshold) {
-            return Err(Failure::usage(format!("{origin}: coef must be non-empty and finite, threshold in [0, 1]")).into());
+        if coef.is_empty()
+            || coef.iter().any(|c| !c.is_finite())
+            || !intercept.is_finite()
+            || !(0.0..=1.0).contains(&threshold)
+        {
+            return Err(Failure::usage(format!(
+                "{origin}: coef must be non-empty and finite, threshold in [0, 1]"
+            ))
+            .into());
         }
-        Ok(Head { coef, intercept, threshold })
+        Ok(Head {
+            coef,
+            intercept,
+            threshold,
+        })
     }
 
     pub fn hidden_size(&self) -> usize {
@@ -92,7 +107,12 @@ impl Head {
     }
 
     pub fn decision(&self, embedding: &[f32]) -> f64 {
-        self.coef.iter().zip(embedding).map(|(c, &e)| c * f64::from(e)).sum::<f64>() + self.intercept
+        self.coef
+            .iter()
+            .zip(embedding)
+            .map(|(c, &e)| c * f64::from(e))
+            .sum::<f64>()
+            + self.intercept
     }
 
     pub fn probability(&self, embedding: &[f32]) -> f64 {
@@ -119,14 +139,22 @@ mod tests {
         let flat =
             Head::from_json(r#"{"type":"logistic_regression","coef":[1.0,-2.0],"intercept":0.5,"threshold":0.6,"trained_on":"x"}"#, "h")
                 .unwrap();
-        let nested = Head::from_json(r#"{"coef":[[1.0,-2.0]],"intercept":[0.5],"threshold":0.6}"#, "h").unwrap();
+        let nested = Head::from_json(
+            r#"{"coef":[[1.0,-2.0]],"intercept":[0.5],"threshold":0.6}"#,
+            "h",
+        )
+        .unwrap();
         assert_eq!(flat, nested);
         assert_eq!(flat.hidden_size(), 2);
     }
 
     #[test]
     fn probability_is_the_sigmoid_of_the_decision() {
-        let head = Head { coef: vec![1.0, -2.0], intercept: 0.5, threshold: 0.5 };
+        let head = Head {
+            coef: vec![1.0, -2.0],
+            intercept: 0.5,
+            threshold: 0.5,
+        };
         // 1*1 - 2*0.25 + 0.5 = 1.0
         assert!((head.probability(&[1.0, 0.25]) - 1.0 / (1.0 + (-1.0f64).exp())).abs() < 1e-15);
         assert!((sigmoid(-800.0)).abs() < 1e-300);
@@ -135,7 +163,8 @@ mod tests {
 
     #[test]
     fn malformed_heads_are_usage_errors() {
-        let err = Head::from_json(r#"{"type":"svm","coef":[1],"intercept":0}"#, "h.json").unwrap_err();
+        let err =
+            Head::from_json(r#"{"type":"svm","coef":[1],"intercept":0}"#, "h.json").unwrap_err();
         assert!(err.to_string().contains("svm"));
         assert!(Head::from_json("[1,2]", "h.json").is_err());
     }

@@ -12,8 +12,7 @@ use crate::model::{count_model_load, provider, Backend, ModelInfo, ModelOutput};
 pub const MOCK_HIDDEN: usize = 4;
 
 /// The head the mock model carries in its "metadata".
-pub const MOCK_HEAD: &str =
-    r#"{"type":"logistic_regression","pooling":"mean_residues","threshold":0.5,"coef":[3.0,-2.0,1.5,0.5],"intercept":-0.2}"#;
+pub const MOCK_HEAD: &str = r#"{"type":"logistic_regression","pooling":"mean_residues","threshold":0.5,"coef":[3.0,-2.0,1.5,0.5],"intercept":-0.2}"#;
 
 pub struct MockBackend {
     info: ModelInfo,
@@ -24,7 +23,10 @@ impl MockBackend {
     pub fn new(config: &ScoringConfig) -> MockBackend {
         count_model_load();
         // Lets signal and watchdog tests catch a run in the middle.
-        let delay_ms = std::env::var("ESMBENCH_MOCK_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let delay_ms = std::env::var("ESMBENCH_MOCK_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         MockBackend {
             info: ModelInfo {
                 kind: OutputKind::HiddenStates,
@@ -46,7 +48,12 @@ impl MockBackend {
 fn token_features(token: i64, position: usize) -> [f32; MOCK_HIDDEN] {
     let t = token as f32;
     let p = position as f32;
-    [(t * 0.37).sin(), (t * 0.11 + p * 0.01).cos(), ((t - 12.0) / 10.0).tanh(), (p * 0.05).sin() * 0.1]
+    [
+        (t * 0.37).sin(),
+        (t * 0.11 + p * 0.01).cos(),
+        ((t - 12.0) / 10.0).tanh(),
+        (p * 0.05).sin() * 0.1,
+    ]
 }
 
 impl Backend for MockBackend {

@@ -67,10 +67,17 @@ pub const HEAD_METADATA_KEY: &str = "esmbench.head";
 /// The head to apply and where it came from: `--head` wins over the model's metadata.
 pub fn resolve_head(config: &ScoringConfig, info: &ModelInfo) -> Result<Option<(Head, String)>> {
     let head = if let Some(path) = &config.head {
-        let text = std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("cannot read head {}: {e}", path.display())))?;
-        Some((Head::from_json(&text, &path.display().to_string())?, path.display().to_string()))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::usage(format!("cannot read head {}: {e}", path.display())))?;
+        Some((
+            Head::from_json(&text, &path.display().to_string())?,
+            path.display().to_string(),
+        ))
     } else if let Some(text) = &info.metadata_head {
-        let origin = format!("{} metadata `{HEAD_METADATA_KEY}`", config.model.display_name());
+        let origin = format!(
+            "{} metadata `{HEAD_METADATA_KEY}`",
+            config.model.display_name()
+        );
         Some((Head::from_json(text, &origin)?, origin))
     } else {
         None
@@ -88,7 +95,11 @@ pub fn resolve_head(config: &ScoringConfig, info: &ModelInfo) -> Result<Option<(
 }
 
 /// A model that needs a head and has none cannot score: say so before any work.
-pub fn require_head_for_scoring(info: &ModelInfo, head: Option<&Head>, model_name: &str) -> Result<()> {
+pub fn require_head_for_scoring(
+    info: &ModelInfo,
+    head: Option<&Head>,
+    model_name: &str,
+) -> Result<()> {
     if info.kind.needs_head() && head.is_none() {
         return Err(Failure::usage(format!(
             "{model_name} outputs {} and needs a classifier head, but none was given and its metadata has no `{HEAD_METADATA_KEY}`\n  \
@@ -105,7 +116,9 @@ pub fn probabilities(output: &ModelOutput, head: Option<&Head>) -> Result<Vec<f6
     match output {
         ModelOutput::Probabilities(p) => Ok(p.clone()),
         ModelOutput::Embeddings(e) => {
-            let head = head.ok_or_else(|| Failure::usage("the model outputs embeddings and no head was given"))?;
+            let head = head.ok_or_else(|| {
+                Failure::usage("the model outputs embeddings and no head was given")
+            })?;
             if e.ncols() != head.hidden_size() {
                 return Err(Failure::usage(format!(
                     "the model's embeddings have {} dimensions but the head has {} coefficients\n  fix: use the head trained on this model",
@@ -114,17 +127,25 @@ pub fn probabilities(output: &ModelOutput, head: Option<&Head>) -> Result<Vec<f6
                 ))
                 .into());
             }
-            Ok(e.rows().into_iter().map(|row| head.probability(row.as_slice().unwrap_or(&row.to_vec()))).collect())
+            Ok(e.rows()
+                .into_iter()
+                .map(|row| head.probability(row.as_slice().unwrap_or(&row.to_vec())))
+                .collect())
         }
     }
 }
 
 /// Probabilities from a probability or logits output ([batch] or [batch, 2]).
 pub fn probabilities_from_scores(kind: OutputKind, values: &[f32], rows: usize) -> Vec<f64> {
-    let two_class = matches!(kind, OutputKind::Logits { two_class: true } | OutputKind::Probability { two_class: true });
+    let two_class = matches!(
+        kind,
+        OutputKind::Logits { two_class: true } | OutputKind::Probability { two_class: true }
+    );
     (0..rows)
         .map(|i| match (kind, two_class) {
-            (OutputKind::Logits { .. }, true) => sigmoid(f64::from(values[2 * i + 1]) - f64::from(values[2 * i])),
+            (OutputKind::Logits { .. }, true) => {
+                sigmoid(f64::from(values[2 * i + 1]) - f64::from(values[2 * i]))
+            }
             (OutputKind::Logits { .. }, false) => sigmoid(f64::from(values[i])),
             (_, true) => f64::from(values[2 * i + 1]),
             _ => f64::from(values[i]),
@@ -147,11 +168,16 @@ mod tests {
 
     #[test]
     fn two_class_logits_become_softmax_of_the_positive_class() {
-        let p = probabilities_from_scores(OutputKind::Logits { two_class: true }, &[0.0, 2.0, 1.0, 1.0], 2);
+        let p = probabilities_from_scores(
+            OutputKind::Logits { two_class: true },
+            &[0.0, 2.0, 1.0, 1.0],
+            2,
+        );
         let softmax = 2f64.exp() / (1.0 + 2f64.exp());
         assert!((p[0] - softmax).abs() < 1e-12);
         assert!((p[1] - 0.5).abs() < 1e-12);
-        let p = probabilities_from_scores(OutputKind::Probability { two_class: true }, &[0.3, 0.7], 1);
+        let p =
+            probabilities_from_scores(OutputKind::Probability { two_class: true }, &[0.3, 0.7], 1);
         assert!((p[0] - 0.7).abs() < 1e-6);
         let p = probabilities_from_scores(OutputKind::Logits { two_class: false }, &[0.0], 1);
         assert_eq!(p, vec![0.5]);

@@ -15,7 +15,10 @@ use crate::embedded;
 use crate::error::Failure;
 use crate::model::contract::{self, Contract, Elem, OutputKind, TensorSpec};
 use crate::model::provider::{self, Provider};
-use crate::model::{count_model_load, pooling, probabilities_from_scores, runtime, Backend, ModelInfo, ModelOutput, HEAD_METADATA_KEY};
+use crate::model::{
+    count_model_load, pooling, probabilities_from_scores, runtime, Backend, ModelInfo, ModelOutput,
+    HEAD_METADATA_KEY,
+};
 
 pub struct OnnxBackend {
     session: Session,
@@ -34,14 +37,26 @@ fn spec_of(name: &str, dtype: &ValueType) -> TensorSpec {
             },
             shape: shape.to_vec(),
         },
-        other => TensorSpec { name: name.to_string(), elem: Elem::Other(format!("{other:?}")), shape: vec![] },
+        other => TensorSpec {
+            name: name.to_string(),
+            elem: Elem::Other(format!("{other:?}")),
+            shape: vec![],
+        },
     }
 }
 
 /// Inputs and outputs as the model declares them.
 pub fn describe(session: &Session) -> (Vec<TensorSpec>, Vec<TensorSpec>) {
-    let inputs = session.inputs().iter().map(|o| spec_of(o.name(), o.dtype())).collect();
-    let outputs = session.outputs().iter().map(|o| spec_of(o.name(), o.dtype())).collect();
+    let inputs = session
+        .inputs()
+        .iter()
+        .map(|o| spec_of(o.name(), o.dtype()))
+        .collect();
+    let outputs = session
+        .outputs()
+        .iter()
+        .map(|o| spec_of(o.name(), o.dtype()))
+        .collect();
     (inputs, outputs)
 }
 
@@ -51,10 +66,15 @@ fn register(builder: &mut Option<SessionBuilder>, provider: Provider) -> Result<
         Provider::Cpu => return Ok(()),
         Provider::Cuda => {
             if !ep::CUDA::is_available().unwrap_or(false) {
-                return Err("this ONNX Runtime build has no CUDA provider (install onnxruntime-gpu)".into());
+                return Err(
+                    "this ONNX Runtime build has no CUDA provider (install onnxruntime-gpu)".into(),
+                );
             }
             // Sequence lengths vary batch to batch: grow the arena by what is asked, not to the next power of two.
-            ep::CUDA::default().with_arena_extend_strategy(ep::ArenaExtendStrategy::SameAsRequested).build().error_on_failure()
+            ep::CUDA::default()
+                .with_arena_extend_strategy(ep::ArenaExtendStrategy::SameAsRequested)
+                .build()
+                .error_on_failure()
         }
         Provider::CoreMl => {
             if !ep::CoreML::is_available().unwrap_or(false) {
@@ -89,16 +109,25 @@ impl OnnxBackend {
         let builder = Session::builder(env)
             .and_then(|b| b.with_intra_threads(config.threads).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
-            .and_then(|b| b.with_intra_op_spinning(config.intra_op_spinning).map_err(Into::into))
+            .and_then(|b| {
+                b.with_intra_op_spinning(config.intra_op_spinning)
+                    .map_err(Into::into)
+            })
             // Variable-length batches: a memory pattern planned for one shape is wasted on the next.
             .and_then(|b| b.with_memory_pattern(false).map_err(Into::into))
             .map_err(|e| ort_failure(&origin, e))?;
         let mut slot = Some(builder);
         let selection = provider::select(config.device, |p| register(&mut slot, p))?;
-        let fallback = (!selection.passed_over.is_empty() && config.device.device != crate::cli::DeviceArg::Auto).then(|| {
-            let reasons: Vec<String> = selection.passed_over.iter().map(|(p, r)| format!("{}: {r}", p.ort_name())).collect();
-            reasons.join("; ")
-        });
+        let fallback = (!selection.passed_over.is_empty()
+            && config.device.device != crate::cli::DeviceArg::Auto)
+            .then(|| {
+                let reasons: Vec<String> = selection
+                    .passed_over
+                    .iter()
+                    .map(|(p, r)| format!("{}: {r}", p.ort_name()))
+                    .collect();
+                reasons.join("; ")
+            });
         if let Some(reason) = &fallback {
             eprintln!(
                 "WARNING: --device {} is not usable ({reason}); running on {} because CPU fallback is allowed. Throughput will be far lower.",
@@ -119,7 +148,10 @@ impl OnnxBackend {
         count_model_load();
         let (inputs, outputs) = describe(&session);
         let contract = contract::check(&origin, &inputs, &outputs)?;
-        let metadata_head = session.metadata().ok().and_then(|m| m.custom(HEAD_METADATA_KEY));
+        let metadata_head = session
+            .metadata()
+            .ok()
+            .and_then(|m| m.custom(HEAD_METADATA_KEY));
         let info = ModelInfo {
             kind: contract.kind,
             output: contract.output.clone(),
@@ -131,7 +163,11 @@ impl OnnxBackend {
             metadata_head,
             threads: config.threads,
         };
-        Ok(OnnxBackend { session, contract, info })
+        Ok(OnnxBackend {
+            session,
+            contract,
+            info,
+        })
     }
 }
 
@@ -144,28 +180,42 @@ impl Backend for OnnxBackend {
         let shape = [batch.len(), batch.seq_len];
         let ids = TensorRef::from_array_view((shape, batch.input_ids.as_slice()))?;
         let mask = TensorRef::from_array_view((shape, batch.attention_mask.as_slice()))?;
-        let outputs =
-            self.session.run(ort::inputs!["input_ids" => ids, "attention_mask" => mask]).map_err(|e| ort_failure("inference", e))?;
-        let value = outputs
-            .get(&self.contract.output)
-            .ok_or_else(|| Failure::runtime(format!("the model did not return `{}`", self.contract.output)))?;
-        let array = value.try_extract_array::<f32>().map_err(|e| ort_failure("reading the output", e))?;
+        let outputs = self
+            .session
+            .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+            .map_err(|e| ort_failure("inference", e))?;
+        let value = outputs.get(&self.contract.output).ok_or_else(|| {
+            Failure::runtime(format!(
+                "the model did not return `{}`",
+                self.contract.output
+            ))
+        })?;
+        let array = value
+            .try_extract_array::<f32>()
+            .map_err(|e| ort_failure("reading the output", e))?;
         match self.contract.kind {
             OutputKind::HiddenStates => {
-                let hidden = array
-                    .into_dimensionality::<ndarray::Ix3>()
-                    .map_err(|e| Failure::runtime(format!("last_hidden_state has an unexpected shape: {e}")))?;
-                Ok(ModelOutput::Embeddings(pooling::mean_pool_residues(hidden, &batch.lengths())))
+                let hidden = array.into_dimensionality::<ndarray::Ix3>().map_err(|e| {
+                    Failure::runtime(format!("last_hidden_state has an unexpected shape: {e}"))
+                })?;
+                Ok(ModelOutput::Embeddings(pooling::mean_pool_residues(
+                    hidden,
+                    &batch.lengths(),
+                )))
             }
             OutputKind::Pooled => {
-                let pooled = array
-                    .into_dimensionality::<ndarray::Ix2>()
-                    .map_err(|e| Failure::runtime(format!("the pooled output has an unexpected shape: {e}")))?;
+                let pooled = array.into_dimensionality::<ndarray::Ix2>().map_err(|e| {
+                    Failure::runtime(format!("the pooled output has an unexpected shape: {e}"))
+                })?;
                 Ok(ModelOutput::Embeddings(pooled.to_owned()))
             }
             kind => {
                 let values: Vec<f32> = array.iter().copied().collect();
-                Ok(ModelOutput::Probabilities(probabilities_from_scores(kind, &values, batch.len())))
+                Ok(ModelOutput::Probabilities(probabilities_from_scores(
+                    kind,
+                    &values,
+                    batch.len(),
+                )))
             }
         }
     }
@@ -186,7 +236,9 @@ pub fn inspect(path: &Path) -> Result<Description> {
     let session = Session::builder(env)
         .map_err(|e| ort_failure(&origin, e))?
         .commit_from_file(path)
-        .map_err(|e| Failure::usage(format!("{origin}: ONNX Runtime cannot load the model: {e}")))?;
+        .map_err(|e| {
+            Failure::usage(format!("{origin}: ONNX Runtime cannot load the model: {e}"))
+        })?;
     count_model_load();
     let (inputs, outputs) = describe(&session);
     let mut metadata = Vec::new();
@@ -200,5 +252,10 @@ pub fn inspect(path: &Path) -> Result<Description> {
         }
     }
     let contract = contract::check(&origin, &inputs, &outputs);
-    Ok(Description { inputs, outputs, metadata, contract })
+    Ok(Description {
+        inputs,
+        outputs,
+        metadata,
+        contract,
+    })
 }

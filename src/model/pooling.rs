@@ -15,7 +15,10 @@ pub fn mean_pool_residues(hidden: ArrayView3<'_, f32>, lengths: &[usize]) -> Arr
         }
         sum.fill(0.0);
         for position in 1..=residues {
-            for (acc, &v) in sum.iter_mut().zip(hidden.slice(ndarray::s![i, position, ..])) {
+            for (acc, &v) in sum
+                .iter_mut()
+                .zip(hidden.slice(ndarray::s![i, position, ..]))
+            {
                 *acc += f64::from(v);
             }
         }
@@ -50,7 +53,9 @@ mod tests {
     fn a_row_pools_the_same_alone_or_padded_in_a_batch() {
         let alone = Array3::from_shape_fn((1, 5, 3), |(_, t, k)| (t * 3 + k) as f32 * 0.1);
         let mut padded = Array3::<f32>::from_elem((2, 9, 3), 42.0);
-        padded.slice_mut(ndarray::s![1, ..5, ..]).assign(&alone.slice(ndarray::s![0, .., ..]));
+        padded
+            .slice_mut(ndarray::s![1, ..5, ..])
+            .assign(&alone.slice(ndarray::s![0, .., ..]));
         let a = mean_pool_residues(alone.view(), &[5]);
         let b = mean_pool_residues(padded.view(), &[9, 5]);
         assert_eq!(a.row(0), b.row(1));

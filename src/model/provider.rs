@@ -41,7 +41,10 @@ pub struct Selection {
 
 /// Tries providers in the order the request implies. `try_register` registers one provider or says why it cannot.
 /// An explicit device that fails is an error unless the request allows CPU fallback; `auto` always ends on CPU.
-pub fn select(request: DeviceRequest, mut try_register: impl FnMut(Provider) -> Result<(), String>) -> Result<Selection, Failure> {
+pub fn select(
+    request: DeviceRequest,
+    mut try_register: impl FnMut(Provider) -> Result<(), String>,
+) -> Result<Selection, Failure> {
     let order: &[Provider] = match request.device {
         DeviceArg::Cpu => &[Provider::Cpu],
         DeviceArg::Cuda => &[Provider::Cuda],
@@ -51,14 +54,26 @@ pub fn select(request: DeviceRequest, mut try_register: impl FnMut(Provider) -> 
     let mut passed_over = Vec::new();
     for &provider in order {
         match try_register(provider) {
-            Ok(()) => return Ok(Selection { provider, passed_over }),
+            Ok(()) => {
+                return Ok(Selection {
+                    provider,
+                    passed_over,
+                })
+            }
             Err(reason) => passed_over.push((provider, reason)),
         }
     }
-    let reasons: Vec<String> = passed_over.iter().map(|(p, r)| format!("{}: {r}", p.ort_name())).collect();
+    let reasons: Vec<String> = passed_over
+        .iter()
+        .map(|(p, r)| format!("{}: {r}", p.ort_name()))
+        .collect();
     if request.allow_cpu_fallback && request.device != DeviceArg::Cpu {
-        try_register(Provider::Cpu).map_err(|r| Failure::runtime(format!("CPU provider failed too: {r}")))?;
-        return Ok(Selection { provider: Provider::Cpu, passed_over });
+        try_register(Provider::Cpu)
+            .map_err(|r| Failure::runtime(format!("CPU provider failed too: {r}")))?;
+        return Ok(Selection {
+            provider: Provider::Cpu,
+            passed_over,
+        });
     }
     Err(Failure::usage(format!(
         "--device {} was requested but cannot be used ({})\n  fix: for CUDA install the GPU runtime (scripts/setup_runtime.sh --gpu), for CoreML use the macOS runtime; \
@@ -73,7 +88,10 @@ mod tests {
     use super::*;
 
     fn request(device: DeviceArg, allow_cpu_fallback: bool) -> DeviceRequest {
-        DeviceRequest { device, allow_cpu_fallback }
+        DeviceRequest {
+            device,
+            allow_cpu_fallback,
+        }
     }
 
     fn cpu_only(p: Provider) -> Result<(), String> {
@@ -88,7 +106,12 @@ mod tests {
     fn cuda_on_a_cpu_only_runtime_is_an_error_by_default() {
         let err = select(request(DeviceArg::Cuda, false), cpu_only).unwrap_err();
         assert_eq!(err.kind, crate::error::FailureKind::Usage);
-        assert!(err.message.contains("CUDAExecutionProvider: not in this ONNX Runtime build"), "{}", err.message);
+        assert!(
+            err.message
+                .contains("CUDAExecutionProvider: not in this ONNX Runtime build"),
+            "{}",
+            err.message
+        );
         assert!(err.message.contains("--allow-cpu-fallback"));
     }
 
@@ -117,6 +140,12 @@ mod tests {
     #[test]
     fn an_available_device_registers_without_fallback() {
         let s = select(request(DeviceArg::Coreml, false), |_| Ok(())).unwrap();
-        assert_eq!(s, Selection { provider: Provider::CoreMl, passed_over: vec![] });
+        assert_eq!(
+            s,
+            Selection {
+                provider: Provider::CoreMl,
+                passed_over: vec![]
+            }
+        );
     }
 }

@@ -17,7 +17,9 @@ fn library_file_name(name: &str) -> bool {
     if cfg!(target_os = "windows") {
         name.eq_ignore_ascii_case("onnxruntime.dll")
     } else if cfg!(target_os = "macos") {
-        name.starts_with("libonnxruntime") && name.ends_with(".dylib") && !name.contains("providers")
+        name.starts_with("libonnxruntime")
+            && name.ends_with(".dylib")
+            && !name.contains("providers")
     } else {
         name.starts_with("libonnxruntime.so")
     }

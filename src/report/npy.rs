@@ -34,19 +34,31 @@ impl NpyWriter {
     /// Rows must be known up front (the validation pass counts them); columns are fixed by the first row.
     pub fn create(path: &Path, rows: u64) -> Result<NpyWriter> {
         let tmp = path.with_extension("npy.partial");
-        Ok(NpyWriter { path: path.to_path_buf(), tmp, out: None, rows, cols: None, written: 0 })
+        Ok(NpyWriter {
+            path: path.to_path_buf(),
+            tmp,
+            out: None,
+            rows,
+            cols: None,
+            written: 0,
+        })
     }
 
     pub fn push_row(&mut self, row: &[f32]) -> Result<()> {
         if self.out.is_none() {
-            let file = File::create(&self.tmp).with_context(|| format!("creating {}", self.tmp.display()))?;
+            let file = File::create(&self.tmp)
+                .with_context(|| format!("creating {}", self.tmp.display()))?;
             let mut out = BufWriter::with_capacity(1 << 20, file);
             out.write_all(&header(self.rows, row.len()))?;
             self.out = Some(out);
             self.cols = Some(row.len());
         }
         if Some(row.len()) != self.cols {
-            bail!("embedding width changed from {:?} to {}", self.cols, row.len());
+            bail!(
+                "embedding width changed from {:?} to {}",
+                self.cols,
+                row.len()
+            );
         }
         let out = self.out.as_mut().expect("opened above");
         for v in row {
@@ -59,12 +71,17 @@ impl NpyWriter {
     /// Checks the row count and moves the finished file into place.
     pub fn finish(mut self) -> Result<()> {
         if self.written != self.rows {
-            bail!("wrote {} embedding rows, expected {}", self.written, self.rows);
+            bail!(
+                "wrote {} embedding rows, expected {}",
+                self.written,
+                self.rows
+            );
         }
         let out = self.out.take().context("no rows were written")?;
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        std::fs::rename(&self.tmp, &self.path).with_context(|| format!("moving {} into place", self.path.display()))?;
+        std::fs::rename(&self.tmp, &self.path)
+            .with_context(|| format!("moving {} into place", self.path.display()))?;
         Ok(())
     }
 }

@@ -20,7 +20,10 @@ impl CsvLog {
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let mut writer = csv::Writer::from_writer(BufWriter::new(file));
         writer.write_record(header)?;
-        Ok(CsvLog { path: path.to_path_buf(), writer })
+        Ok(CsvLog {
+            path: path.to_path_buf(),
+            writer,
+        })
     }
 
     /// Reopens a log, dropping whatever was written after its last durable length.
@@ -28,8 +31,11 @@ impl CsvLog {
         if durable_bytes == 0 {
             return CsvLog::create(path, header);
         }
-        let mut file =
-            OpenOptions::new().read(true).write(true).open(path).with_context(|| format!("reopening {} to resume", path.display()))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("reopening {} to resume", path.display()))?;
         let length = file.metadata()?.len();
         anyhow::ensure!(
             length >= durable_bytes,
@@ -38,12 +44,19 @@ impl CsvLog {
         );
         file.set_len(durable_bytes)?;
         file.seek(SeekFrom::End(0))?;
-        let writer = csv::WriterBuilder::new().has_headers(false).from_writer(BufWriter::new(file));
-        Ok(CsvLog { path: path.to_path_buf(), writer })
+        let writer = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(BufWriter::new(file));
+        Ok(CsvLog {
+            path: path.to_path_buf(),
+            writer,
+        })
     }
 
     pub fn write(&mut self, fields: &[&str]) -> Result<()> {
-        self.writer.write_record(fields).with_context(|| format!("writing {}", self.path.display()))?;
+        self.writer
+            .write_record(fields)
+            .with_context(|| format!("writing {}", self.path.display()))?;
         Ok(())
     }
 
@@ -58,15 +71,21 @@ impl CsvLog {
 
 /// (label, probability) of every line in a predictions file: what a resumed run's metrics need from before.
 pub fn read_scored(path: &Path) -> Result<Vec<(Option<u8>, f64)>> {
-    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
     for record in reader.records() {
         let record = record?;
         let label = match &record[2] {
             "" => None,
-            text => Some(text.parse::<u8>().with_context(|| format!("{}: label `{text}`", path.display()))?),
+            text => Some(
+                text.parse::<u8>()
+                    .with_context(|| format!("{}: label `{text}`", path.display()))?,
+            ),
         };
-        let probability = record[3].parse::<f64>().with_context(|| format!("{}: probability `{}`", path.display(), &record[3]))?;
+        let probability = record[3]
+            .parse::<f64>()
+            .with_context(|| format!("{}: probability `{}`", path.display(), &record[3]))?;
         out.push((label, probability));
     }
     Ok(out)
@@ -89,6 +108,9 @@ mod tests {
         let mut log = CsvLog::resume(&path, durable, &PREDICTIONS_HEADER).unwrap();
         log.write(&["1", "b", "", "0.5", "0"]).unwrap();
         log.sync().unwrap();
-        assert_eq!(read_scored(&path).unwrap(), vec![(Some(1), 0.25), (None, 0.5)]);
+        assert_eq!(
+            read_scored(&path).unwrap(),
+            vec![(Some(1), 0.25), (None, 0.5)]
+        );
     }
 }

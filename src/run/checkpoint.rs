@@ -31,7 +31,9 @@ impl Fingerprint {
     /// Human-readable list of what differs from `other`.
     pub fn differences(&self, other: &Fingerprint) -> Vec<String> {
         let mut out = Vec::new();
-        if (self.data_sha256.as_str(), self.data_bytes) != (other.data_sha256.as_str(), other.data_bytes) {
+        if (self.data_sha256.as_str(), self.data_bytes)
+            != (other.data_sha256.as_str(), other.data_bytes)
+        {
             out.push("the data file changed".to_string());
         }
         if self.model_sha256 != other.model_sha256 {
@@ -41,13 +43,19 @@ impl Fingerprint {
             out.push("the head changed".to_string());
         }
         if self.columns != other.columns {
-            out.push(format!("the columns changed ({:?} -> {:?})", self.columns, other.columns));
+            out.push(format!(
+                "the columns changed ({:?} -> {:?})",
+                self.columns, other.columns
+            ));
         }
         if (self.max_residues, self.truncate) != (other.max_residues, other.truncate) {
             out.push("--max-residues or --no-truncate changed".to_string());
         }
         if self.threshold != other.threshold {
-            out.push(format!("the threshold changed ({} -> {})", self.threshold, other.threshold));
+            out.push(format!(
+                "the threshold changed ({} -> {})",
+                self.threshold, other.threshold
+            ));
         }
         if self.skip_invalid != other.skip_invalid {
             out.push("--on-invalid changed".to_string());
@@ -73,8 +81,19 @@ pub fn path_in(dir: &Path) -> PathBuf {
 }
 
 impl Checkpoint {
-    pub fn new(fingerprint: Fingerprint, rows_done: u64, predictions_bytes: u64, skipped_bytes: u64) -> Checkpoint {
-        Checkpoint { version: CHECKPOINT_VERSION, fingerprint, rows_done, predictions_bytes, skipped_bytes }
+    pub fn new(
+        fingerprint: Fingerprint,
+        rows_done: u64,
+        predictions_bytes: u64,
+        skipped_bytes: u64,
+    ) -> Checkpoint {
+        Checkpoint {
+            version: CHECKPOINT_VERSION,
+            fingerprint,
+            rows_done,
+            predictions_bytes,
+            skipped_bytes,
+        }
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
@@ -145,19 +164,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Checkpoint::new(fingerprint(), 42, 1000, 0);
         c.save(dir.path()).unwrap();
-        assert_eq!(Checkpoint::load_for_resume(dir.path(), &fingerprint()).unwrap(), c);
+        assert_eq!(
+            Checkpoint::load_for_resume(dir.path(), &fingerprint()).unwrap(),
+            c
+        );
     }
 
     #[test]
     fn resume_is_refused_when_the_data_model_or_threshold_changed() {
         let dir = tempfile::tempdir().unwrap();
-        Checkpoint::new(fingerprint(), 1, 1, 0).save(dir.path()).unwrap();
+        Checkpoint::new(fingerprint(), 1, 1, 0)
+            .save(dir.path())
+            .unwrap();
         let mut other = fingerprint();
         other.model_sha256 = "m2".into();
         other.threshold = 0.6;
         let err = Checkpoint::load_for_resume(dir.path(), &other).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("the model file changed") && text.contains("the threshold changed"), "{text}");
+        assert!(
+            text.contains("the model file changed") && text.contains("the threshold changed"),
+            "{text}"
+        );
         assert_eq!(crate::error::exit_code_for(&err), 2);
     }
 

@@ -82,12 +82,18 @@ pub fn drive(
     let (feed, producer) = spawn_feed(FeedOptions {
         source: scoring.data.clone(),
         columns: scoring.columns.clone(),
-        rules: RowRules { max_residues: scoring.max_residues, truncate: scoring.truncate },
+        rules: RowRules {
+            max_residues: scoring.max_residues,
+            truncate: scoring.truncate,
+        },
         max_tokens: Arc::clone(&max_tokens),
         skip_invalid: scoring.on_invalid == crate::cli::OnInvalid::Skip,
         skip_rows_before: options.start_row,
     })?;
-    let mut totals = LoopTotals { rows_done: options.start_row, ..Default::default() };
+    let mut totals = LoopTotals {
+        rows_done: options.start_row,
+        ..Default::default()
+    };
     // Rows come back grouped by length; they wait here until every earlier row has been delivered.
     let mut waiting: BTreeMap<u64, Slot> = BTreeMap::new();
     let wants_probabilities = options.head.is_some() || !backend.info().kind.needs_head();
@@ -102,9 +108,19 @@ pub fn drive(
             }
         };
         let started = Instant::now();
-        let output = backend.run(&batch).with_context(|| format!("running a batch of {} x {} tokens", batch.len(), batch.seq_len))?;
+        let output = backend.run(&batch).with_context(|| {
+            format!(
+                "running a batch of {} x {} tokens",
+                batch.len(),
+                batch.seq_len
+            )
+        })?;
         totals.inference += started.elapsed();
-        let probabilities = if wants_probabilities { Some(model::probabilities(&output, options.head)?) } else { None };
+        let probabilities = if wants_probabilities {
+            Some(model::probabilities(&output, options.head)?)
+        } else {
+            None
+        };
         let embeddings = match (&output, options.want_embeddings) {
             (ModelOutput::Embeddings(e), true) => Some(e),
             (_, true) => {
@@ -120,8 +136,11 @@ pub fn drive(
         totals.padded_tokens += batch.padded_tokens() as u64;
         totals.rows_scored += batch.len() as u64;
         for (i, row) in batch.rows.into_iter().enumerate() {
-            let scored =
-                Scored { probability: probabilities.as_ref().map(|p| p[i]), embedding: embeddings.map(|e| e.row(i).to_vec()), row };
+            let scored = Scored {
+                probability: probabilities.as_ref().map(|p| p[i]),
+                embedding: embeddings.map(|e| e.row(i).to_vec()),
+                row,
+            };
             waiting.insert(scored.row.row, Slot::Scored(scored));
         }
         while let Some(slot) = waiting.remove(&totals.rows_done) {
@@ -137,10 +156,14 @@ pub fn drive(
             break;
         }
         if monitor.shared.over_hard_limit.load(Ordering::Relaxed) {
-            stop = Stop::Watchdog { rss_bytes: monitor.shared.peak_rss_bytes.load(Ordering::Relaxed) };
+            stop = Stop::Watchdog {
+                rss_bytes: monitor.shared.peak_rss_bytes.load(Ordering::Relaxed),
+            };
             break;
         }
-        if monitor.shared.over_soft_limit.load(Ordering::Relaxed) && last_halving.is_none_or(|t| t.elapsed() >= SOFT_LIMIT_COOLDOWN) {
+        if monitor.shared.over_soft_limit.load(Ordering::Relaxed)
+            && last_halving.is_none_or(|t| t.elapsed() >= SOFT_LIMIT_COOLDOWN)
+        {
             let budget = max_tokens.load(Ordering::Relaxed);
             let halved = (budget / 2).max(3);
             if halved < budget {
@@ -155,9 +178,14 @@ pub fn drive(
     }
     // Dropping the receiver unblocks a reader waiting to send, so it can finish.
     drop(feed);
-    producer.join().map_err(|_| anyhow::anyhow!("the reader thread panicked"))?;
+    producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the reader thread panicked"))?;
     if stop == Stop::Finished && !waiting.is_empty() {
-        return Err(anyhow::anyhow!("internal error: {} rows were scored out of order and never delivered", waiting.len()));
+        return Err(anyhow::anyhow!(
+            "internal error: {} rows were scored out of order and never delivered",
+            waiting.len()
+        ));
     }
     sink.checkpoint(totals.rows_done, true)?;
     Ok((totals, stop))

@@ -30,7 +30,10 @@ use progress::Progress;
 
 /// The fast pass before the model loads; with `--on-invalid fail` any invalid row stops the run here.
 pub fn validate_data(scoring: &ScoringConfig) -> Result<DataSummary> {
-    let rules = RowRules { max_residues: scoring.max_residues, truncate: scoring.truncate };
+    let rules = RowRules {
+        max_residues: scoring.max_residues,
+        truncate: scoring.truncate,
+    };
     let summary = validate::scan(&scoring.data, &scoring.columns, rules)?;
     let name = scoring.data.display_name();
     match scoring.on_invalid {
@@ -48,7 +51,9 @@ pub fn validate_data(scoring: &ScoringConfig) -> Result<DataSummary> {
 }
 
 fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| "unknown".into())
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// The threshold that applies and where it came from: --threshold or config, then the head, then 0.5.
@@ -62,8 +67,15 @@ pub fn resolve_threshold(config: &TestConfig, head: Option<&Head>) -> (f64, Stri
 
 /// The command line that continues this run.
 fn resume_command() -> String {
-    let mut args: Vec<String> =
-        std::env::args().map(|a| if a.contains(char::is_whitespace) || a.is_empty() { format!("'{a}'") } else { a }).collect();
+    let mut args: Vec<String> = std::env::args()
+        .map(|a| {
+            if a.contains(char::is_whitespace) || a.is_empty() {
+                format!("'{a}'")
+            } else {
+                a
+            }
+        })
+        .collect();
     if !args.iter().any(|a| a == "--resume") {
         args.push("--resume".into());
     }
@@ -125,7 +137,13 @@ impl RowSink for TestSink<'_> {
             Slot::Skipped(problem) => {
                 self.rows_skipped += 1;
                 let reason = format!("{}; fix: {}", problem.reason, problem.fix);
-                self.skipped.write(&[&problem.row.to_string(), &problem.line.to_string(), "", &problem.column, &reason])?;
+                self.skipped.write(&[
+                    &problem.row.to_string(),
+                    &problem.line.to_string(),
+                    "",
+                    &problem.column,
+                    &reason,
+                ])?;
             }
         }
         Ok(())
@@ -137,7 +155,13 @@ impl RowSink for TestSink<'_> {
         }
         let predictions_bytes = self.predictions.sync()?;
         let skipped_bytes = self.skipped.sync()?;
-        Checkpoint::new(self.fingerprint.clone(), rows_done, predictions_bytes, skipped_bytes).save(self.out_dir)?;
+        Checkpoint::new(
+            self.fingerprint.clone(),
+            rows_done,
+            predictions_bytes,
+            skipped_bytes,
+        )
+        .save(self.out_dir)?;
         let mut report = self.report.clone();
         self.update_counts(&mut report);
         report::write_reports(self.out_dir, &report)?;
@@ -147,7 +171,11 @@ impl RowSink for TestSink<'_> {
 }
 
 fn head_sha256(config: &ScoringConfig) -> Result<Option<String>> {
-    config.head.as_deref().map(|p| Ok(fingerprint::sha256_file(p)?.0)).transpose()
+    config
+        .head
+        .as_deref()
+        .map(|p| Ok(fingerprint::sha256_file(p)?.0))
+        .transpose()
 }
 
 fn initial_report(
@@ -162,7 +190,10 @@ fn initial_report(
     Report {
         schema_version: report::SCHEMA_VERSION,
         status: "running".into(),
-        tool: Tool { name: "esmbench".into(), version: env!("CARGO_PKG_VERSION").into() },
+        tool: Tool {
+            name: "esmbench".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
         started_at: now_rfc3339(),
         model: ModelSection {
             path: scoring.model.display_name(),
@@ -192,7 +223,10 @@ fn initial_report(
         },
         metrics: None,
         metrics_note: None,
-        performance: Performance { model_load_seconds: info.load_seconds, ..Default::default() },
+        performance: Performance {
+            model_load_seconds: info.load_seconds,
+            ..Default::default()
+        },
         error: None,
     }
 }
@@ -207,7 +241,9 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
     };
     let summary = validate_data(scoring)?;
     let (data_sha256, data_bytes) = fingerprint::data_sha256(&scoring.data)?;
-    let model_sha256 = model_hashing.join().map_err(|_| anyhow::anyhow!("the model hashing thread panicked"))??;
+    let model_sha256 = model_hashing
+        .join()
+        .map_err(|_| anyhow::anyhow!("the model hashing thread panicked"))??;
     let threshold_for_fingerprint = config.threshold.map(|(t, _)| t);
     signals::install()?;
 
@@ -215,14 +251,22 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
     let mut backend = model::load_backend(scoring)?;
     let info = backend.info().clone();
     let head = model::resolve_head(scoring, &info)?;
-    model::require_head_for_scoring(&info, head.as_ref().map(|(h, _)| h), &scoring.model.display_name())?;
+    model::require_head_for_scoring(
+        &info,
+        head.as_ref().map(|(h, _)| h),
+        &scoring.model.display_name(),
+    )?;
     let threshold = resolve_threshold(config, head.as_ref().map(|(h, _)| h));
     let fingerprint = Fingerprint {
         data_sha256,
         data_bytes,
         model_sha256: model_sha256.clone(),
         head_sha256: head_sha256(scoring)?,
-        columns: [scoring.columns.sequence.clone(), scoring.columns.label.clone(), scoring.columns.id.clone()],
+        columns: [
+            scoring.columns.sequence.clone(),
+            scoring.columns.label.clone(),
+            scoring.columns.id.clone(),
+        ],
         max_residues: scoring.max_residues as u64,
         truncate: scoring.truncate,
         threshold: threshold_for_fingerprint.unwrap_or(threshold.0),
@@ -233,14 +277,32 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
     let skipped_path = config.out_dir.join("skipped.csv");
     let (resumed, predictions, skipped) = if config.resume {
         let checkpoint = Checkpoint::load_for_resume(&config.out_dir, &fingerprint)?;
-        let predictions = CsvLog::resume(&predictions_path, checkpoint.predictions_bytes, &PREDICTIONS_HEADER)?;
+        let predictions = CsvLog::resume(
+            &predictions_path,
+            checkpoint.predictions_bytes,
+            &PREDICTIONS_HEADER,
+        )?;
         let skipped = CsvLog::resume(&skipped_path, checkpoint.skipped_bytes, &SKIPPED_HEADER)?;
-        eprintln!("esmbench: resuming at row {} of {}", checkpoint.rows_done, summary.rows_total);
+        eprintln!(
+            "esmbench: resuming at row {} of {}",
+            checkpoint.rows_done, summary.rows_total
+        );
         (Some(checkpoint), predictions, skipped)
     } else {
-        (None, CsvLog::create(&predictions_path, &PREDICTIONS_HEADER)?, CsvLog::create(&skipped_path, &SKIPPED_HEADER)?)
+        (
+            None,
+            CsvLog::create(&predictions_path, &PREDICTIONS_HEADER)?,
+            CsvLog::create(&skipped_path, &SKIPPED_HEADER)?,
+        )
     };
-    let mut report = initial_report(config, &info, &model_sha256, head.as_ref(), &summary, threshold.clone());
+    let mut report = initial_report(
+        config,
+        &info,
+        &model_sha256,
+        head.as_ref(),
+        &summary,
+        threshold.clone(),
+    );
     report.performance.rss_start_bytes = monitor.rss_start_bytes;
     let mut sink = TestSink {
         out_dir: &config.out_dir,
@@ -271,9 +333,23 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
     sink.checkpoint(start_row, true)?;
 
     let mut progress = Progress::new(summary.rows_total, quiet);
-    let options = DriveOptions { scoring, head: head.as_ref().map(|(h, _)| h), want_embeddings: false, start_row };
-    let outcome = drive(options, backend.as_mut(), &monitor, &mut progress, &mut sink);
-    let rows_done = outcome.as_ref().map(|(t, _)| t.rows_done).unwrap_or(start_row);
+    let options = DriveOptions {
+        scoring,
+        head: head.as_ref().map(|(h, _)| h),
+        want_embeddings: false,
+        start_row,
+    };
+    let outcome = drive(
+        options,
+        backend.as_mut(),
+        &monitor,
+        &mut progress,
+        &mut sink,
+    );
+    let rows_done = outcome
+        .as_ref()
+        .map(|(t, _)| t.rows_done)
+        .unwrap_or(start_row);
     progress.finish(rows_done, monitor.rss_bytes());
     let (peak_rss, rss_end, peak_threads, timeline) = monitor.finish();
     sink.update_counts(&mut report);
@@ -297,9 +373,18 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
             return Err(error);
         }
     };
-    report.performance =
-        performance(&totals, wall.elapsed(), info.load_seconds, monitor.rss_start_bytes, peak_rss, rss_end, peak_threads, timeline);
-    report.metrics = (!sink.labels.is_empty()).then(|| metrics::compute(&sink.labels, &sink.scores, threshold.0));
+    report.performance = performance(
+        &totals,
+        wall.elapsed(),
+        info.load_seconds,
+        monitor.rss_start_bytes,
+        peak_rss,
+        rss_end,
+        peak_threads,
+        timeline,
+    );
+    report.metrics = (!sink.labels.is_empty())
+        .then(|| metrics::compute(&sink.labels, &sink.scores, threshold.0));
     if report.metrics.is_none() {
         report.metrics_note = Some(
             if summary.has_label_column {
@@ -312,7 +397,11 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
     }
     let stopped = match stop {
         Stop::Finished => None,
-        Stop::Signal { code, name } => Some(("interrupted", FailureKind::Interrupted(code), format!("interrupted by {name}"))),
+        Stop::Signal { code, name } => Some((
+            "interrupted",
+            FailureKind::Interrupted(code),
+            format!("interrupted by {name}"),
+        )),
         Stop::Watchdog { rss_bytes } => Some((
             "watchdog",
             FailureKind::Watchdog,
@@ -359,14 +448,24 @@ fn performance(
     timeline: Vec<report::Sample>,
 ) -> Performance {
     let wall_seconds = wall.as_secs_f64();
-    let per_second = |n: u64| if wall_seconds > 0.0 { n as f64 / wall_seconds } else { 0.0 };
+    let per_second = |n: u64| {
+        if wall_seconds > 0.0 {
+            n as f64 / wall_seconds
+        } else {
+            0.0
+        }
+    };
     Performance {
         wall_seconds,
         model_load_seconds: load_seconds,
         inference_seconds: totals.inference.as_secs_f64(),
         sequences_per_second: per_second(totals.rows_scored),
         tokens_per_second: per_second(totals.real_tokens),
-        padding_efficiency: if totals.padded_tokens > 0 { totals.real_tokens as f64 / totals.padded_tokens as f64 } else { 1.0 },
+        padding_efficiency: if totals.padded_tokens > 0 {
+            totals.real_tokens as f64 / totals.padded_tokens as f64
+        } else {
+            1.0
+        },
         batches: totals.batches,
         peak_rss_bytes: peak_rss,
         rss_start_bytes: rss_start,
@@ -384,7 +483,9 @@ struct EmbedSink {
 impl RowSink for EmbedSink {
     fn deliver(&mut self, slot: Slot) -> Result<()> {
         match slot {
-            Slot::Scored(s) => self.writer.push_row(s.embedding.as_deref().expect("embeddings were requested")),
+            Slot::Scored(s) => self
+                .writer
+                .push_row(s.embedding.as_deref().expect("embeddings were requested")),
             Slot::Skipped(_) => Ok(()),
         }
     }
@@ -407,10 +508,23 @@ pub fn run_embed(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64
         ))
         .into());
     }
-    let mut sink = EmbedSink { writer: NpyWriter::create(out, summary.rows_valid)? };
+    let mut sink = EmbedSink {
+        writer: NpyWriter::create(out, summary.rows_valid)?,
+    };
     let mut progress = Progress::new(summary.rows_total, quiet);
-    let options = DriveOptions { scoring, head: None, want_embeddings: true, start_row: 0 };
-    let (totals, stop) = drive(options, backend.as_mut(), &monitor, &mut progress, &mut sink)?;
+    let options = DriveOptions {
+        scoring,
+        head: None,
+        want_embeddings: true,
+        start_row: 0,
+    };
+    let (totals, stop) = drive(
+        options,
+        backend.as_mut(),
+        &monitor,
+        &mut progress,
+        &mut sink,
+    )?;
     progress.finish(totals.rows_done, monitor.rss_bytes());
     monitor.finish();
     if let Stop::Signal { code, name } = stop {

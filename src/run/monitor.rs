@@ -42,7 +42,10 @@ struct Reader {
 
 impl Reader {
     fn new() -> Reader {
-        Reader { system: System::new(), pid: sysinfo::get_current_pid().unwrap_or(Pid::from_u32(std::process::id())) }
+        Reader {
+            system: System::new(),
+            pid: sysinfo::get_current_pid().unwrap_or(Pid::from_u32(std::process::id())),
+        }
     }
 
     /// (RSS bytes, thread count) of this process.
@@ -78,10 +81,16 @@ impl Monitor {
                 while !thread_shared.stop.load(Ordering::Relaxed) {
                     let (rss, threads) = reader.read();
                     thread_shared.rss_bytes.store(rss, Ordering::Relaxed);
-                    thread_shared.peak_rss_bytes.fetch_max(rss, Ordering::Relaxed);
-                    thread_shared.peak_threads.fetch_max(threads, Ordering::Relaxed);
+                    thread_shared
+                        .peak_rss_bytes
+                        .fetch_max(rss, Ordering::Relaxed);
+                    thread_shared
+                        .peak_threads
+                        .fetch_max(threads, Ordering::Relaxed);
                     if let Some(limits) = limits {
-                        thread_shared.over_soft_limit.store(rss > limits.soft, Ordering::Relaxed);
+                        thread_shared
+                            .over_soft_limit
+                            .store(rss > limits.soft, Ordering::Relaxed);
                         if rss > limits.hard {
                             thread_shared.over_hard_limit.store(true, Ordering::Relaxed);
                         }
@@ -106,7 +115,11 @@ impl Monitor {
                 }
             })
             .expect("spawning the monitor thread");
-        Monitor { shared, rss_start_bytes: rss_start, handle: Some(handle) }
+        Monitor {
+            shared,
+            rss_start_bytes: rss_start,
+            handle: Some(handle),
+        }
     }
 
     pub fn rss_bytes(&self) -> u64 {
@@ -128,7 +141,12 @@ impl Monitor {
         s.peak_rss_bytes.fetch_max(rss_end, Ordering::Relaxed);
         s.peak_threads.fetch_max(threads, Ordering::Relaxed);
         let timeline = std::mem::take(&mut *s.timeline.lock().expect("monitor lock"));
-        (s.peak_rss_bytes.load(Ordering::Relaxed), rss_end, s.peak_threads.load(Ordering::Relaxed), timeline)
+        (
+            s.peak_rss_bytes.load(Ordering::Relaxed),
+            rss_end,
+            s.peak_threads.load(Ordering::Relaxed),
+            timeline,
+        )
     }
 }
 

@@ -9,7 +9,11 @@ const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
 pub enum Progress {
     Bar(ProgressBar),
-    Plain { total: u64, started: Instant, last: Instant },
+    Plain {
+        total: u64,
+        started: Instant,
+        last: Instant,
+    },
     Quiet,
 }
 
@@ -25,14 +29,20 @@ impl Progress {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(total);
             bar.set_style(
-                ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} rows  {per_sec}  ETA {eta}  {msg}")
-                    .expect("static template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{bar:40.cyan/blue} {pos}/{len} rows  {per_sec}  ETA {eta}  {msg}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
             );
             Progress::Bar(bar)
         } else {
             let now = Instant::now();
-            Progress::Plain { total, started: now, last: now }
+            Progress::Plain {
+                total,
+                started: now,
+                last: now,
+            }
         }
     }
 
@@ -42,7 +52,11 @@ impl Progress {
                 bar.set_position(done);
                 bar.set_message(format!("RSS {}", mib(rss_bytes)));
             }
-            Progress::Plain { total, started, last } => {
+            Progress::Plain {
+                total,
+                started,
+                last,
+            } => {
                 if last.elapsed() >= PLAIN_EVERY {
                     *last = Instant::now();
                     eprintln!("{}", plain_line(done, *total, started.elapsed(), rss_bytes));
@@ -77,16 +91,35 @@ impl Progress {
 pub fn plain_line(done: u64, total: u64, elapsed: Duration, rss_bytes: u64) -> String {
     let secs = elapsed.as_secs_f64().max(1e-9);
     let rate = done as f64 / secs;
-    let eta = if rate > 0.0 { format!("{:.0}s", total.saturating_sub(done) as f64 / rate) } else { "?".into() };
-    let pct = if total > 0 { 100.0 * done as f64 / total as f64 } else { 100.0 };
-    format!("esmbench: {done}/{total} rows ({pct:.1}%), {rate:.1} rows/s, ETA {eta}, RSS {}", mib(rss_bytes))
+    let eta = if rate > 0.0 {
+        format!("{:.0}s", total.saturating_sub(done) as f64 / rate)
+    } else {
+        "?".into()
+    };
+    let pct = if total > 0 {
+        100.0 * done as f64 / total as f64
+    } else {
+        100.0
+    };
+    format!(
+        "esmbench: {done}/{total} rows ({pct:.1}%), {rate:.1} rows/s, ETA {eta}, RSS {}",
+        mib(rss_bytes)
+    )
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn a_plain_line_has_rate_eta_and_rss() {
-        let line = super::plain_line(50, 100, std::time::Duration::from_secs(10), 200 * 1024 * 1024);
-        assert_eq!(line, "esmbench: 50/100 rows (50.0%), 5.0 rows/s, ETA 10s, RSS 200 MiB");
+        let line = super::plain_line(
+            50,
+            100,
+            std::time::Duration::from_secs(10),
+            200 * 1024 * 1024,
+        );
+        assert_eq!(
+            line,
+            "esmbench: 50/100 rows (50.0%), 5.0 rows/s, ETA 10s, RSS 200 MiB"
+        );
     }
 }

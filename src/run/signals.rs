@@ -17,12 +17,23 @@ pub fn install() -> std::io::Result<()> {
     if FLAGS.get().is_some() {
         return Ok(());
     }
-    let flags = Flags { interrupt: Arc::new(AtomicBool::new(false)), terminate: Arc::new(AtomicBool::new(false)) };
+    let flags = Flags {
+        interrupt: Arc::new(AtomicBool::new(false)),
+        terminate: Arc::new(AtomicBool::new(false)),
+    };
     use signal_hook::consts::{SIGINT, SIGTERM};
     use signal_hook::flag;
     // Registered before the flag itself: a signal arriving while the flag is already set exits at once.
-    flag::register_conditional_shutdown(SIGINT, i32::from(EXIT_SIGINT), Arc::clone(&flags.interrupt))?;
-    flag::register_conditional_shutdown(SIGTERM, i32::from(EXIT_SIGTERM), Arc::clone(&flags.terminate))?;
+    flag::register_conditional_shutdown(
+        SIGINT,
+        i32::from(EXIT_SIGINT),
+        Arc::clone(&flags.interrupt),
+    )?;
+    flag::register_conditional_shutdown(
+        SIGTERM,
+        i32::from(EXIT_SIGTERM),
+        Arc::clone(&flags.terminate),
+    )?;
     flag::register(SIGINT, Arc::clone(&flags.interrupt))?;
     flag::register(SIGTERM, Arc::clone(&flags.terminate))?;
     let _ = FLAGS.set(flags);

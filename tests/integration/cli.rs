@@ -26,21 +26,46 @@ fn each_kind_of_invalid_row_is_named_with_line_column_and_fix() {
             "id,sequence,label\na,EVQL,0\nb,EVQJL,1\n",
             "line 3, column sequence (field 2, character 4): 'J' is not in the ESM alphabet",
         ),
-        ("empty_seq.csv", "id,sequence,label\na,,0\n", "line 2, column sequence (field 2): empty sequence"),
-        ("label.csv", "id,sequence,label\na,EVQL,yes\n", "label `yes` is not 0 or 1"),
-        ("ragged.csv", "id,sequence,label\na,EVQL,0,extra\n", "the row has 4 fields but the header has 3"),
-        ("column.csv", "id,seq,label\na,EVQL,0\n", "no `sequence` column (columns: id, seq, label)"),
+        (
+            "empty_seq.csv",
+            "id,sequence,label\na,,0\n",
+            "line 2, column sequence (field 2): empty sequence",
+        ),
+        (
+            "label.csv",
+            "id,sequence,label\na,EVQL,yes\n",
+            "label `yes` is not 0 or 1",
+        ),
+        (
+            "ragged.csv",
+            "id,sequence,label\na,EVQL,0,extra\n",
+            "the row has 4 fields but the header has 3",
+        ),
+        (
+            "column.csv",
+            "id,seq,label\na,EVQL,0\n",
+            "no `sequence` column (columns: id, seq, label)",
+        ),
         ("empty.csv", "", "the file is empty"),
         ("header_only.csv", "sequence,label\n", "no data rows"),
     ] {
         let data = write(dir.path(), name, text);
         let assert = mock_test(dir.path(), &data).code(2);
         let stderr = stderr_of(&assert);
-        assert!(stderr.contains(expected), "{name}: expected `{expected}` in:\n{stderr}");
-        assert!(stderr.contains(name), "{name}: the file is not named:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{name}: expected `{expected}` in:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(name),
+            "{name}: the file is not named:\n{stderr}"
+        );
         assert!(stderr.contains("fix"), "{name}: no fix given:\n{stderr}");
         assert!(!stderr.contains("panicked"), "{name}: {stderr}");
-        assert!(!dir.path().join("out/report.json").exists(), "{name}: a report was written for data that never ran");
+        assert!(
+            !dir.path().join("out/report.json").exists(),
+            "{name}: a report was written for data that never ran"
+        );
     }
 }
 
@@ -50,19 +75,32 @@ fn bytes_that_are_not_utf8_are_invalid_input() {
     let data = dir.path().join("latin1.csv");
     std::fs::write(&data, b"id,sequence\nab\xe9,EVQL\n").unwrap();
     let stderr = stderr_of(&mock_test(dir.path(), &data).code(2));
-    assert!(stderr.contains("line 2, column id (field 1, character 3): bytes that are not UTF-8"), "{stderr}");
+    assert!(
+        stderr.contains("line 2, column id (field 1, character 3): bytes that are not UTF-8"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn bom_crlf_quotes_lowercase_spaces_and_reordered_columns_are_scored() {
     let dir = tempdir();
     let data = dir.path().join("messy.csv");
-    std::fs::write(&data, b"\xef\xbb\xbfnote,Label,Sequence,id\r\n\"x, y\",1.0, evqlv ,a\r\nz,0.0,LAGV,b\r\n").unwrap();
+    std::fs::write(
+        &data,
+        b"\xef\xbb\xbfnote,Label,Sequence,id\r\n\"x, y\",1.0, evqlv ,a\r\nz,0.0,LAGV,b\r\n",
+    )
+    .unwrap();
     mock_test(dir.path(), &data).success();
     let rows = read_csv(&dir.path().join("out/predictions.csv"));
     assert_eq!(rows.len(), 2);
-    assert_eq!((rows[0]["id"].as_str(), rows[0]["label"].as_str()), ("a", "1"));
-    assert_eq!((rows[1]["id"].as_str(), rows[1]["label"].as_str()), ("b", "0"));
+    assert_eq!(
+        (rows[0]["id"].as_str(), rows[0]["label"].as_str()),
+        ("a", "1")
+    );
+    assert_eq!(
+        (rows[1]["id"].as_str(), rows[1]["label"].as_str()),
+        ("b", "0")
+    );
 }
 
 #[test]
@@ -72,7 +110,9 @@ fn predictions_come_back_in_input_order_whatever_the_batching() {
     let residues = b"LAGVSERTIDPKQNFYMHWC";
     for i in 0..500usize {
         let len = 1 + (i * 37) % 150;
-        let seq: String = (0..len).map(|k| residues[(i * 7 + k * 3) % 20] as char).collect();
+        let seq: String = (0..len)
+            .map(|k| residues[(i * 7 + k * 3) % 20] as char)
+            .collect();
         text.push_str(&format!("r{i},{seq},{}\n", i % 2));
     }
     let data = write(dir.path(), "order.csv", &text);
@@ -95,7 +135,12 @@ fn predictions_come_back_in_input_order_whatever_the_batching() {
     let report = read_json(&dir.path().join("out/report.json"));
     assert_eq!(report["execution"]["model_loads"], 1);
     assert!(report["performance"]["batches"].as_u64().unwrap() > 10);
-    assert!(report["performance"]["padding_efficiency"].as_f64().unwrap() > 0.8);
+    assert!(
+        report["performance"]["padding_efficiency"]
+            .as_f64()
+            .unwrap()
+            > 0.8
+    );
 }
 
 #[test]
@@ -105,11 +150,21 @@ fn data_without_labels_is_scored_without_metrics_and_empty_labels_are_counted() 
     mock_test(dir.path(), &data).success();
     let report = read_json(&dir.path().join("out/report.json"));
     assert!(report["metrics"].is_null());
-    assert!(report["metrics_note"].as_str().unwrap().contains("no label column"));
-    assert_eq!(read_csv(&dir.path().join("out/predictions.csv"))[0]["label"], "");
+    assert!(report["metrics_note"]
+        .as_str()
+        .unwrap()
+        .contains("no label column"));
+    assert_eq!(
+        read_csv(&dir.path().join("out/predictions.csv"))[0]["label"],
+        ""
+    );
 
     let dir = tempdir();
-    let data = write(dir.path(), "partial.csv", "sequence,label\nEVQL,1\nLAGV,\nKKKK,0\n");
+    let data = write(
+        dir.path(),
+        "partial.csv",
+        "sequence,label\nEVQL,1\nLAGV,\nKKKK,0\n",
+    );
     mock_test(dir.path(), &data).success();
     let report = read_json(&dir.path().join("out/report.json"));
     assert_eq!(report["data"]["rows_scored"], 3);
@@ -120,9 +175,16 @@ fn data_without_labels_is_scored_without_metrics_and_empty_labels_are_counted() 
 #[test]
 fn long_sequences_are_truncated_and_counted_or_refused() {
     let dir = tempdir();
-    let data = write(dir.path(), "long.csv", &format!("sequence\n{}\nEVQL\n", "A".repeat(1100)));
+    let data = write(
+        dir.path(),
+        "long.csv",
+        &format!("sequence\n{}\nEVQL\n", "A".repeat(1100)),
+    );
     mock_test(dir.path(), &data).success();
-    assert_eq!(read_json(&dir.path().join("out/report.json"))["data"]["rows_truncated"], 1);
+    assert_eq!(
+        read_json(&dir.path().join("out/report.json"))["data"]["rows_truncated"],
+        1
+    );
     let assert = esmbench()
         .args(["test", "--mock-backend", "--no-truncate", "--model"])
         .arg(fixture("esm2_micro.onnx"))
@@ -141,22 +203,42 @@ fn bad_flags_and_paths_are_usage_errors_before_anything_runs() {
     let data = write(dir.path(), "d.csv", "sequence\nEVQL\n");
     let model = fixture("esm2_micro.onnx");
     let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
-        (vec!["--threads".into(), "0".into()], "--threads 0 is out of range"),
+        (
+            vec!["--threads".into(), "0".into()],
+            "--threads 0 is out of range",
+        ),
         (vec!["--max-tokens".into(), "2".into()], "--max-tokens 2"),
-        (vec!["--threshold".into(), "1.5".into()], "not a probability"),
-        (vec!["--data".into(), dir.path().join("missing.csv").into()], "not found"),
+        (
+            vec!["--threshold".into(), "1.5".into()],
+            "not a probability",
+        ),
+        (
+            vec!["--data".into(), dir.path().join("missing.csv").into()],
+            "not found",
+        ),
     ];
     for (extra, expected) in cases {
         let mut cmd = esmbench();
-        cmd.args(["test", "--mock-backend", "--model"]).arg(&model).arg("--out").arg(dir.path().join("o"));
+        cmd.args(["test", "--mock-backend", "--model"])
+            .arg(&model)
+            .arg("--out")
+            .arg(dir.path().join("o"));
         if !extra.iter().any(|a| a == "--data") {
             cmd.arg("--data").arg(&data);
         }
         cmd.args(&extra);
         let assert = cmd.assert().code(2);
-        assert!(stderr_of(&assert).contains(expected), "{extra:?}: {}", stderr_of(&assert));
+        assert!(
+            stderr_of(&assert).contains(expected),
+            "{extra:?}: {}",
+            stderr_of(&assert)
+        );
     }
-    let assert = esmbench().args(["test", "--model"]).arg(&model).assert().code(2);
+    let assert = esmbench()
+        .args(["test", "--model"])
+        .arg(&model)
+        .assert()
+        .code(2);
     assert!(stderr_of(&assert).contains("--model was given without --data"));
 }
 
@@ -164,7 +246,11 @@ fn bad_flags_and_paths_are_usage_errors_before_anything_runs() {
 fn the_yaml_config_is_read_and_flags_override_it() {
     let dir = tempdir();
     write(dir.path(), "d.csv", "sequence,label\nEVQL,1\nLAGV,0\n");
-    let config = write(dir.path(), "run.yaml", "# a run\ndata: d.csv\nmax_tokens: 123\nthreads: 1\nthreshold: 0.7\n");
+    let config = write(
+        dir.path(),
+        "run.yaml",
+        "# a run\ndata: d.csv\nmax_tokens: 123\nthreads: 1\nthreshold: 0.7\n",
+    );
     esmbench()
         .args(["test", "--mock-backend", "--config"])
         .arg(&config)
@@ -181,8 +267,16 @@ fn the_yaml_config_is_read_and_flags_override_it() {
     assert_eq!(report["model"]["threshold_source"], "config");
 
     let bad = write(dir.path(), "bad.yaml", "max_tokens: 10\ndevcie: cuda\n");
-    let assert = esmbench().args(["test", "--mock-backend", "--config"]).arg(&bad).assert().code(2);
-    assert!(stderr_of(&assert).contains("bad.yaml:2"), "{}", stderr_of(&assert));
+    let assert = esmbench()
+        .args(["test", "--mock-backend", "--config"])
+        .arg(&bad)
+        .assert()
+        .code(2);
+    assert!(
+        stderr_of(&assert).contains("bad.yaml:2"),
+        "{}",
+        stderr_of(&assert)
+    );
 }
 
 #[test]
@@ -190,7 +284,8 @@ fn every_shipped_config_parses() {
     for entry in std::fs::read_dir(root().join("configs")).expect("configs/") {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            esmbench::config::FileConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            esmbench::config::FileConfig::load(&path)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
         }
     }
 }
@@ -201,13 +296,31 @@ fn progress_is_plain_lines_when_not_on_a_terminal() {
     let data = write(dir.path(), "d.csv", "sequence\nEVQL\nLAGV\n");
     let stderr = stderr_of(&mock_test(dir.path(), &data).success());
     assert!(stderr.contains("esmbench: 2/2 rows (100.0%)"), "{stderr}");
-    assert!(!stderr.contains('\u{1b}'), "escape codes in a non-terminal log: {stderr:?}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "escape codes in a non-terminal log: {stderr:?}"
+    );
 }
 
 #[test]
 fn help_documents_the_exit_codes() {
-    let stdout = String::from_utf8_lossy(&esmbench().arg("--help").assert().success().get_output().stdout).to_string();
-    for code in ["0    success", "2    usage error", "3    regression", "4    stopped by the memory watchdog", "130", "143"] {
+    let stdout = String::from_utf8_lossy(
+        &esmbench()
+            .arg("--help")
+            .assert()
+            .success()
+            .get_output()
+            .stdout,
+    )
+    .to_string();
+    for code in [
+        "0    success",
+        "2    usage error",
+        "3    regression",
+        "4    stopped by the memory watchdog",
+        "130",
+        "143",
+    ] {
         assert!(stdout.contains(code), "missing `{code}` in --help");
     }
 }

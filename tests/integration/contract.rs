@@ -15,17 +15,30 @@ fn models_breaking_the_contract_fail_before_any_work_with_exit_2() {
     let dir = tempdir();
     let data = micro_data(dir.path());
     for (model, expected) in [
-        ("contract/wrong_input_name.onnx", "no input named `input_ids`"),
+        (
+            "contract/wrong_input_name.onnx",
+            "no input named `input_ids`",
+        ),
         ("contract/int32_ids.onnx", "must be int64"),
         ("contract/no_known_output.onnx", "no usable output"),
     ] {
         let out = dir.path().join(model.replace('/', "_"));
-        let assert =
-            esmbench().args(["test", "--model"]).arg(fixture(model)).arg("--data").arg(&data).arg("--out").arg(&out).assert().code(2);
+        let assert = esmbench()
+            .args(["test", "--model"])
+            .arg(fixture(model))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .code(2);
         let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
         assert!(stderr.contains(expected), "{model}: {stderr}");
         assert!(stderr.contains("fix:"), "{model}: {stderr}");
-        assert!(!out.join("predictions.csv").exists(), "{model}: predictions written before the contract check");
+        assert!(
+            !out.join("predictions.csv").exists(),
+            "{model}: predictions written before the contract check"
+        );
     }
 }
 
@@ -46,9 +59,16 @@ fn a_model_that_needs_a_head_and_has_none_is_refused() {
         .assert()
         .code(2);
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
-    assert!(stderr.contains("needs a classifier head") && stderr.contains("--head"), "{stderr}");
+    assert!(
+        stderr.contains("needs a classifier head") && stderr.contains("--head"),
+        "{stderr}"
+    );
 
-    let head = write(dir.path(), "h.json", r#"{"coef":[1.0,2.0,3.0],"intercept":0.0}"#);
+    let head = write(
+        dir.path(),
+        "h.json",
+        r#"{"coef":[1.0,2.0,3.0],"intercept":0.0}"#,
+    );
     let assert = esmbench()
         .args(["test", "--model"])
         .arg(fixture("esm2_micro.onnx"))
@@ -61,25 +81,38 @@ fn a_model_that_needs_a_head_and_has_none_is_refused() {
         .assert()
         .code(2);
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
-    assert!(stderr.contains("3 coefficients") && stderr.contains("hidden size is 8"), "{stderr}");
+    assert!(
+        stderr.contains("3 coefficients") && stderr.contains("hidden size is 8"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn pooled_logits_and_probability_outputs_give_the_reference_probabilities() {
-    if !runtime_available("pooled_logits_and_probability_outputs_give_the_reference_probabilities") {
+    if !runtime_available("pooled_logits_and_probability_outputs_give_the_reference_probabilities")
+    {
         return;
     }
     let dir = tempdir();
     let data = micro_data(dir.path());
     let expected = micro_probabilities();
     for (model, head, kind) in [
-        ("contract/pooled_output.onnx", Some("esm2_micro.head.json"), "pooled_embedding"),
+        (
+            "contract/pooled_output.onnx",
+            Some("esm2_micro.head.json"),
+            "pooled_embedding",
+        ),
         ("contract/logits_output.onnx", None, "logits"),
         ("contract/probability_output.onnx", None, "probability"),
     ] {
         let out = dir.path().join(kind);
         let mut cmd = esmbench();
-        cmd.args(["test", "--model"]).arg(fixture(model)).arg("--data").arg(&data).arg("--out").arg(&out);
+        cmd.args(["test", "--model"])
+            .arg(fixture(model))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out);
         if let Some(h) = head {
             cmd.arg("--head").arg(fixture(h));
         }
@@ -109,10 +142,18 @@ fn cuda_on_a_cpu_only_runtime_is_an_error_unless_fallback_is_allowed() {
         .assert()
         .code(2);
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
-    assert!(stderr.contains("--device cuda was requested but cannot be used") && stderr.contains("CUDAExecutionProvider"), "{stderr}");
+    assert!(
+        stderr.contains("--device cuda was requested but cannot be used")
+            && stderr.contains("CUDAExecutionProvider"),
+        "{stderr}"
+    );
     assert!(!dir.path().join("a/predictions.csv").exists());
 
-    let config = write(dir.path(), "fallback.yaml", "device: cuda\nallow_cpu_fallback: true\n");
+    let config = write(
+        dir.path(),
+        "fallback.yaml",
+        "device: cuda\nallow_cpu_fallback: true\n",
+    );
     let out = dir.path().join("b");
     let assert = esmbench()
         .args(["test", "--config"])
@@ -126,11 +167,19 @@ fn cuda_on_a_cpu_only_runtime_is_an_error_unless_fallback_is_allowed() {
         .assert()
         .success();
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
-    assert!(stderr.contains("WARNING: --device cuda is not usable"), "{stderr}");
+    assert!(
+        stderr.contains("WARNING: --device cuda is not usable"),
+        "{stderr}"
+    );
     let report = read_json(&out.join("report.json"));
     assert_eq!(report["execution"]["device_requested"], "cuda");
-    assert_eq!(report["execution"]["execution_provider"], "CPUExecutionProvider");
-    assert!(report["execution"]["fallback"].as_str().is_some_and(|f| f.contains("CUDA")));
+    assert_eq!(
+        report["execution"]["execution_provider"],
+        "CPUExecutionProvider"
+    );
+    assert!(report["execution"]["fallback"]
+        .as_str()
+        .is_some_and(|f| f.contains("CUDA")));
 }
 
 #[test]
@@ -151,7 +200,9 @@ fn auto_picks_what_the_runtime_has_and_reports_it() {
         .success();
     let report = read_json(&dir.path().join("report.json"));
     assert_eq!(report["execution"]["device_requested"], "auto");
-    assert!(report["execution"]["execution_provider"].as_str().is_some_and(|p| p.ends_with("ExecutionProvider")));
+    assert!(report["execution"]["execution_provider"]
+        .as_str()
+        .is_some_and(|p| p.ends_with("ExecutionProvider")));
 }
 
 #[test]
@@ -159,20 +210,38 @@ fn inspect_describes_inputs_outputs_metadata_and_the_plan() {
     if !runtime_available("inspect_describes_inputs_outputs_metadata_and_the_plan") {
         return;
     }
-    let assert = esmbench().args(["inspect", "--model"]).arg(fixture("esm2_micro_with_head.onnx")).assert().success();
+    let assert = esmbench()
+        .args(["inspect", "--model"])
+        .arg(fixture("esm2_micro_with_head.onnx"))
+        .assert()
+        .success();
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
-    for expected in
-        ["input_ids int64 [?, ?]", "last_hidden_state float32 [?, ?, 8]", "esmbench.head", "mean-pool residue positions", "8 coefficients"]
-    {
-        assert!(stdout.contains(expected), "missing `{expected}` in:\n{stdout}");
+    for expected in [
+        "input_ids int64 [?, ?]",
+        "last_hidden_state float32 [?, ?, 8]",
+        "esmbench.head",
+        "mean-pool residue positions",
+        "8 coefficients",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing `{expected}` in:\n{stdout}"
+        );
     }
 }
 
 #[test]
 fn a_missing_runtime_library_says_what_to_run() {
     let dir = tempdir();
-    let assert =
-        esmbench().env("ORT_DYLIB_PATH", dir.path().join("libonnxruntime.so")).args(["test", "--out"]).arg(dir.path()).assert().code(1);
+    let assert = esmbench()
+        .env("ORT_DYLIB_PATH", dir.path().join("libonnxruntime.so"))
+        .args(["test", "--out"])
+        .arg(dir.path())
+        .assert()
+        .code(1);
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
-    assert!(stderr.contains("ORT_DYLIB_PATH") && stderr.contains("setup_runtime.sh"), "{stderr}");
+    assert!(
+        stderr.contains("ORT_DYLIB_PATH") && stderr.contains("setup_runtime.sh"),
+        "{stderr}"
+    );
 }

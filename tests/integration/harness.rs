@@ -50,28 +50,45 @@ pub fn tempdir() -> tempfile::TempDir {
 
 /// Rows of a CSV as header-keyed maps.
 pub fn read_csv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader =
+        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let headers = reader.headers().expect("header").clone();
     reader
         .records()
         .map(|r| {
             let r = r.expect("record");
-            headers.iter().zip(r.iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect()
+            headers
+                .iter()
+                .zip(r.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
         })
         .collect()
 }
 
 pub fn column_f64(rows: &[std::collections::HashMap<String, String>], name: &str) -> Vec<f64> {
-    rows.iter().map(|r| r[name].parse::<f64>().unwrap_or_else(|e| panic!("{name}={}: {e}", r[name]))).collect()
+    rows.iter()
+        .map(|r| {
+            r[name]
+                .parse::<f64>()
+                .unwrap_or_else(|e| panic!("{name}={}: {e}", r[name]))
+        })
+        .collect()
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).expect("json")
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .expect("json")
 }
 
 pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -84,15 +101,22 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// framework segments around random CDRs, as in scripts/make_synthetic_harvey.py, without needing Python.
 pub fn synthetic_nanobodies(path: &Path, rows: usize, seed: u64) {
     use std::io::Write;
-    const FRAMEWORKS: [&str; 4] =
-        ["QVQLQESGGGLVQAGGSLRLSCAAS", "MGWFRQAPGKEREFVA", "YADSVKGRFTISRDNAKNTVYLQMNSLKPEDTAVYYCAA", "WGQGTQVTVSS"];
+    const FRAMEWORKS: [&str; 4] = [
+        "QVQLQESGGGLVQAGGSLRLSCAAS",
+        "MGWFRQAPGKEREFVA",
+        "YADSVKGRFTISRDNAKNTVYLQMNSLKPEDTAVYYCAA",
+        "WGQGTQVTVSS",
+    ];
     const RESIDUES: &[u8] = b"ACDEFGHIKLMNPQRSTVWY";
     let mut state = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) as usize
     };
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create synthetic csv"));
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(path).expect("create synthetic csv"));
     writeln!(out, "id,sequence,label").unwrap();
     for i in 0..rows {
         let mut seq = String::with_capacity(130);

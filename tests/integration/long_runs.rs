@@ -29,18 +29,26 @@ fn test_args(data: &Path, out: &Path) -> Vec<String> {
 }
 
 fn predictions(out: &Path) -> Vec<String> {
-    std::fs::read_to_string(out.join("predictions.csv")).expect("predictions.csv").lines().map(str::to_string).collect()
+    std::fs::read_to_string(out.join("predictions.csv"))
+        .expect("predictions.csv")
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// A number in [lo, hi) from a seed, so the kill points differ between kills but not between runs of the test.
 fn pick(seed: &mut u64, lo: u64, hi: u64) -> u64 {
-    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     lo + (*seed >> 33) % (hi - lo)
 }
 
 #[test]
 fn sigkill_three_times_then_resume_matches_an_uninterrupted_harvey_size_run_row_for_row() {
-    if !runtime_available("sigkill_three_times_then_resume_matches_an_uninterrupted_harvey_size_run_row_for_row") {
+    if !runtime_available(
+        "sigkill_three_times_then_resume_matches_an_uninterrupted_harvey_size_run_row_for_row",
+    ) {
         return;
     }
     let dir = tempdir();
@@ -48,13 +56,20 @@ fn sigkill_three_times_then_resume_matches_an_uninterrupted_harvey_size_run_row_
     synthetic_nanobodies(&data, HARVEY_ROWS, 7);
 
     let reference = dir.path().join("uninterrupted");
-    let status = Command::new(binary()).args(test_args(&data, &reference)).stderr(Stdio::null()).stdout(Stdio::null()).status().unwrap();
+    let status = Command::new(binary())
+        .args(test_args(&data, &reference))
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(status.success());
     let expected = predictions(&reference);
     assert_eq!(expected.len(), HARVEY_ROWS + 1);
 
     let out = dir.path().join("killed");
-    let total_bytes = std::fs::metadata(reference.join("predictions.csv")).unwrap().len();
+    let total_bytes = std::fs::metadata(reference.join("predictions.csv"))
+        .unwrap()
+        .len();
     let mut seed = 20261122u64;
     let mut resume = false;
     // Kill points are chosen by progress (bytes of predictions written), at random within three bands, so the
@@ -65,14 +80,29 @@ fn sigkill_three_times_then_resume_matches_an_uninterrupted_harvey_size_run_row_
         if resume {
             args.push("--resume".into());
         }
-        let mut child = Command::new(binary()).args(&args).stderr(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+        let mut child = Command::new(binary())
+            .args(&args)
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
         let predictions_file = out.join("predictions.csv");
-        while std::fs::metadata(&predictions_file).map(|m| m.len()).unwrap_or(0) < target {
-            assert!(child.try_wait().unwrap().is_none(), "kill {kill}: the run ended before reaching its kill point");
+        while std::fs::metadata(&predictions_file)
+            .map(|m| m.len())
+            .unwrap_or(0)
+            < target
+        {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "kill {kill}: the run ended before reaching its kill point"
+            );
             std::thread::sleep(Duration::from_millis(5 + pick(&mut seed, 0, 20)));
         }
         child.kill().expect("SIGKILL");
-        assert!(!child.wait().unwrap().success(), "kill {kill} came after the run finished");
+        assert!(
+            !child.wait().unwrap().success(),
+            "kill {kill} came after the run finished"
+        );
         resume = out.join("checkpoint.json").exists();
         eprintln!("kill {kill} at {target} of {total_bytes} bytes of predictions; checkpoint present: {resume}");
     }
@@ -89,7 +119,10 @@ fn sigkill_three_times_then_resume_matches_an_uninterrupted_harvey_size_run_row_
     for (i, (a, b)) in resumed.iter().zip(&expected).enumerate() {
         assert_eq!(a, b, "line {} differs after kill -9 and resume", i + 1);
     }
-    let (a, b) = (read_json(&out.join("report.json")), read_json(&reference.join("report.json")));
+    let (a, b) = (
+        read_json(&out.join("report.json")),
+        read_json(&reference.join("report.json")),
+    );
     assert_eq!(a["metrics"], b["metrics"], "metrics after resume differ");
     assert_eq!(a["status"], "complete");
     assert!(!out.join("checkpoint.json").exists());
@@ -104,7 +137,14 @@ fn the_watchdog_stops_with_exit_4_and_the_run_resumes_to_completion() {
     let data = dir.path().join("nb.csv");
     synthetic_nanobodies(&data, 3000, 3);
     let reference = dir.path().join("reference");
-    Command::new(binary()).args(test_args(&data, &reference)).output().unwrap().status.success().then_some(()).expect("reference run");
+    Command::new(binary())
+        .args(test_args(&data, &reference))
+        .output()
+        .unwrap()
+        .status
+        .success()
+        .then_some(())
+        .expect("reference run");
 
     let out = dir.path().join("limited");
     let mut args = test_args(&data, &out);
@@ -112,7 +152,10 @@ fn the_watchdog_stops_with_exit_4_and_the_run_resumes_to_completion() {
     let output = Command::new(binary()).args(&args).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(4), "{stderr}");
-    assert!(stderr.contains("memory watchdog") && stderr.contains("--resume"), "{stderr}");
+    assert!(
+        stderr.contains("memory watchdog") && stderr.contains("--resume"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked at"), "{stderr}");
     let report = read_json(&out.join("report.json"));
     assert_eq!(report["status"], "watchdog");
@@ -121,7 +164,11 @@ fn the_watchdog_stops_with_exit_4_and_the_run_resumes_to_completion() {
     let mut args = test_args(&data, &out);
     args.push("--resume".into());
     let output = Command::new(binary()).args(&args).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(predictions(&out), predictions(&reference));
     assert_eq!(read_json(&out.join("report.json"))["status"], "complete");
 }
@@ -132,7 +179,17 @@ fn over_the_soft_limit_the_token_budget_is_halved_and_the_run_goes_on() {
     let data = dir.path().join("nb.csv");
     synthetic_nanobodies(&data, 400, 5);
     let output = Command::new(binary())
-        .args(["test", "--mock-backend", "--max-tokens", "4096", "--max-rss", "64GiB", "--soft-rss", "1MiB", "--model"])
+        .args([
+            "test",
+            "--mock-backend",
+            "--max-tokens",
+            "4096",
+            "--max-rss",
+            "64GiB",
+            "--soft-rss",
+            "1MiB",
+            "--model",
+        ])
         .arg(fixture("esm2_micro.onnx"))
         .arg("--data")
         .arg(&data)
@@ -143,18 +200,32 @@ fn over_the_soft_limit_the_token_budget_is_halved_and_the_run_goes_on() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("token budget halved from 4096 to 2048"), "{stderr}");
+    assert!(
+        stderr.contains("token budget halved from 4096 to 2048"),
+        "{stderr}"
+    );
     assert_eq!(read_csv(&dir.path().join("o/predictions.csv")).len(), 400);
 }
 
 fn send(signal: &str, pid: u32) {
-    let status = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
 }
 
 fn slow_mock_run(data: &Path, out: &Path, delay_ms: &str) -> std::process::Child {
     Command::new(binary())
-        .args(["test", "--mock-backend", "--max-tokens", "300", "--checkpoint-seconds", "1", "--model"])
+        .args([
+            "test",
+            "--mock-backend",
+            "--max-tokens",
+            "300",
+            "--checkpoint-seconds",
+            "1",
+            "--model",
+        ])
         .arg(fixture("esm2_micro.onnx"))
         .arg("--data")
         .arg(data)
@@ -180,15 +251,31 @@ fn sigint_and_sigterm_stop_after_the_batch_with_a_partial_report_and_resume() {
         let output = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(code), "{signal}: {stderr}");
-        assert!(stderr.contains(&format!("interrupted by SIG{signal}")) && stderr.contains("--resume"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("interrupted by SIG{signal}")) && stderr.contains("--resume"),
+            "{stderr}"
+        );
         let report = read_json(&out.join("report.json"));
         assert_eq!(report["status"], status);
         let done = report["data"]["rows_scored"].as_u64().unwrap();
         assert!(done > 0 && done < 300, "{signal}: {done} rows scored");
-        assert_eq!(predictions(&out).len() as u64, done + 1, "the partial predictions match the report");
+        assert_eq!(
+            predictions(&out).len() as u64,
+            done + 1,
+            "the partial predictions match the report"
+        );
 
         let resumed = Command::new(binary())
-            .args(["test", "--mock-backend", "--max-tokens", "300", "--checkpoint-seconds", "1", "--resume", "--model"])
+            .args([
+                "test",
+                "--mock-backend",
+                "--max-tokens",
+                "300",
+                "--checkpoint-seconds",
+                "1",
+                "--resume",
+                "--model",
+            ])
             .arg(fixture("esm2_micro.onnx"))
             .arg("--data")
             .arg(&data)
@@ -196,7 +283,11 @@ fn sigint_and_sigterm_stop_after_the_batch_with_a_partial_report_and_resume() {
             .arg(&out)
             .output()
             .unwrap();
-        assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+        assert!(
+            resumed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
         assert_eq!(predictions(&out).len(), 301);
     }
 }
@@ -214,7 +305,10 @@ fn a_second_ctrl_c_exits_at_once() {
     send("INT", child.id());
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130));
-    assert!(started.elapsed() < Duration::from_secs(10), "the second Ctrl-C did not exit at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the second Ctrl-C did not exit at once"
+    );
 }
 
 #[test]
@@ -239,13 +333,20 @@ fn resume_is_refused_when_the_data_changed() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--resume refused: the data file changed"), "{stderr}");
+    assert!(
+        stderr.contains("--resume refused: the data file changed"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn skipped_rows_are_listed_counted_and_left_out_of_predictions() {
     let dir = tempdir();
-    let data = write(dir.path(), "mixed.csv", "id,sequence,label\na,EVQL,1\nb,EVQJL,0\nc,LAGV,0\nd,,1\ne,KKW,2\n");
+    let data = write(
+        dir.path(),
+        "mixed.csv",
+        "id,sequence,label\na,EVQL,1\nb,EVQJL,0\nc,LAGV,0\nd,,1\ne,KKW,2\n",
+    );
     esmbench()
         .args(["test", "--mock-backend", "--on-invalid", "skip", "--model"])
         .arg(fixture("esm2_micro.onnx"))
@@ -256,9 +357,18 @@ fn skipped_rows_are_listed_counted_and_left_out_of_predictions() {
         .assert()
         .success();
     let scored = read_csv(&dir.path().join("o/predictions.csv"));
-    assert_eq!(scored.iter().map(|r| r["id"].as_str()).collect::<Vec<_>>(), vec!["a", "c"]);
+    assert_eq!(
+        scored.iter().map(|r| r["id"].as_str()).collect::<Vec<_>>(),
+        vec!["a", "c"]
+    );
     let skipped = read_csv(&dir.path().join("o/skipped.csv"));
-    assert_eq!(skipped.iter().map(|r| r["line"].as_str()).collect::<Vec<_>>(), vec!["3", "5", "6"]);
+    assert_eq!(
+        skipped
+            .iter()
+            .map(|r| r["line"].as_str())
+            .collect::<Vec<_>>(),
+        vec!["3", "5", "6"]
+    );
     assert!(skipped[0]["reason"].contains("'J' is not in the ESM alphabet"));
     let report = read_json(&dir.path().join("o/report.json"));
     assert_eq!(report["data"]["rows_skipped"], 3);
@@ -277,12 +387,24 @@ fn the_thread_count_stays_flat_over_a_run() {
     let out = dir.path().join("o");
     let mut args = test_args(&data, &out);
     args.extend(["--threads".into(), "2".into()]);
-    assert!(Command::new(binary()).args(&args).output().unwrap().status.success());
+    assert!(Command::new(binary())
+        .args(&args)
+        .output()
+        .unwrap()
+        .status
+        .success());
     let report = read_json(&out.join("report.json"));
     let timeline = report["performance"]["timeline"].as_array().unwrap();
-    let counts: Vec<u64> = timeline.iter().skip(1).map(|s| s["threads"].as_u64().unwrap()).collect();
+    let counts: Vec<u64> = timeline
+        .iter()
+        .skip(1)
+        .map(|s| s["threads"].as_u64().unwrap())
+        .collect();
     let peak = report["performance"]["peak_threads"].as_u64().unwrap();
     // main + reader + monitor + ONNX Runtime's intra-op pool (threads - 1).
     assert!(peak <= 5, "peak threads {peak}");
-    assert!(counts.windows(2).all(|w| w[0] == w[1]), "thread count moved during the run: {counts:?}");
+    assert!(
+        counts.windows(2).all(|w| w[0] == w[1]),
+        "thread count moved during the run: {counts:?}"
+    );
 }

@@ -9,9 +9,21 @@ use crate::harness::*;
 const MODEL_8M: &str = "esm2_t6_8M_seed0";
 
 /// Runs `esmbench test` and returns predictions.csv rows.
-fn score(model: &Path, head: Option<&Path>, data: &Path, out: &Path, extra: &[&str]) -> Vec<HashMap<String, String>> {
+fn score(
+    model: &Path,
+    head: Option<&Path>,
+    data: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> Vec<HashMap<String, String>> {
     let mut cmd = esmbench();
-    cmd.args(["test", "--model"]).arg(model).arg("--data").arg(data).arg("--out").arg(out).args(extra);
+    cmd.args(["test", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
     if let Some(h) = head {
         cmd.arg("--head").arg(h);
     }
@@ -43,8 +55,16 @@ fn check_8m_probabilities(dataset: &str) {
     assert!(diff < 1e-4, "{dataset}: max |p - p_ref| = {diff}");
     for (i, (ours, p)) in ours.iter().zip(&p_ref).enumerate() {
         assert_eq!(ours["row"], i.to_string());
-        assert_eq!(ours["prediction"], u8::from(*p > 0.5).to_string(), "row {i}: label at the threshold differs");
-        assert_eq!(ours["label"].parse::<f64>().ok(), reference[i]["label"].parse::<f64>().ok(), "row {i}: true label");
+        assert_eq!(
+            ours["prediction"],
+            u8::from(*p > 0.5).to_string(),
+            "row {i}: label at the threshold differs"
+        );
+        assert_eq!(
+            ours["label"].parse::<f64>().ok(),
+            reference[i]["label"].parse::<f64>().ok(),
+            "row {i}: true label"
+        );
     }
 }
 
@@ -81,10 +101,14 @@ fn check_embeddings(model: &str, dataset: &str) {
         .assert()
         .success();
     let ours: ndarray::Array2<f32> = ndarray_npy::read_npy(&out).expect("our npy reads back");
-    let reference: ndarray::Array2<f32> =
-        ndarray_npy::read_npy(shared.join(format!("models/reference/{model}.{dataset}.embeddings.npy"))).expect("reference npy");
+    let reference: ndarray::Array2<f32> = ndarray_npy::read_npy(
+        shared.join(format!("models/reference/{model}.{dataset}.embeddings.npy")),
+    )
+    .expect("reference npy");
     assert_eq!(ours.dim(), reference.dim());
-    let diff = (&ours - &reference).iter().fold(0f32, |m, d| m.max(d.abs()));
+    let diff = (&ours - &reference)
+        .iter()
+        .fold(0f32, |m, d| m.max(d.abs()));
     eprintln!("{model} {dataset}: max |embedding - PyTorch| = {diff:.3e}");
     assert!(diff < 1e-4, "{model} {dataset}: max |e - e_ref| = {diff}");
 }
@@ -101,7 +125,12 @@ fn embed_8m_matches_pytorch_embeddings_on_shehata_398() {
 
 #[test]
 fn embed_tiny_matches_pytorch_embeddings_on_every_dataset() {
-    for dataset in ["jain_86", "shehata_398", "boughter_914", "harvey_lowthroughput_48"] {
+    for dataset in [
+        "jain_86",
+        "shehata_398",
+        "boughter_914",
+        "harvey_lowthroughput_48",
+    ] {
         check_embeddings("esm2_tiny_seed0", dataset);
     }
 }
@@ -144,12 +173,34 @@ struct MicroReference {
 fn micro_reference() -> MicroReference {
     let json = read_json(&fixture("esm2_micro.reference.json"));
     let rows = json["sequences"].as_array().expect("sequences");
-    let floats = |v: &serde_json::Value| v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect::<Vec<f64>>();
+    let floats = |v: &serde_json::Value| {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|x| x.as_f64().expect("number"))
+            .collect::<Vec<f64>>()
+    };
     MicroReference {
-        sequences: rows.iter().map(|r| r["sequence"].as_str().expect("sequence").to_string()).collect(),
-        input_ids: rows.iter().map(|r| r["input_ids"].as_array().expect("ids").iter().map(|x| x.as_i64().expect("id")).collect()).collect(),
+        sequences: rows
+            .iter()
+            .map(|r| r["sequence"].as_str().expect("sequence").to_string())
+            .collect(),
+        input_ids: rows
+            .iter()
+            .map(|r| {
+                r["input_ids"]
+                    .as_array()
+                    .expect("ids")
+                    .iter()
+                    .map(|x| x.as_i64().expect("id"))
+                    .collect()
+            })
+            .collect(),
         embeddings: rows.iter().map(|r| floats(&r["embedding"])).collect(),
-        probabilities: rows.iter().map(|r| r["probability"].as_f64().expect("probability")).collect(),
+        probabilities: rows
+            .iter()
+            .map(|r| r["probability"].as_f64().expect("probability"))
+            .collect(),
     }
 }
 
@@ -171,7 +222,11 @@ pub fn micro_probabilities() -> Vec<f64> {
 fn tokenizer_matches_hugging_face_esm_tokenizer_ids() {
     let reference = micro_reference();
     for (sequence, ids) in reference.sequences.iter().zip(&reference.input_ids) {
-        assert_eq!(&esmbench::data::tokenizer::tokenize(sequence.as_bytes()), ids, "{sequence}");
+        assert_eq!(
+            &esmbench::data::tokenizer::tokenize(sequence.as_bytes()),
+            ids,
+            "{sequence}"
+        );
     }
 }
 
@@ -204,8 +259,17 @@ fn micro_fixture_pooling_matches_its_pytorch_reference() {
     eprintln!("micro fixture: max |embedding - PyTorch| = {worst:.3e}");
     assert!(worst < 1e-5, "pooling differs from PyTorch by {worst}");
 
-    let predictions = score(&fixture("esm2_micro.onnx"), Some(&fixture("esm2_micro.head.json")), &data, &dir.path().join("t"), &[]);
-    let diff = max_abs_diff(&column_f64(&predictions, "probability"), &reference.probabilities);
+    let predictions = score(
+        &fixture("esm2_micro.onnx"),
+        Some(&fixture("esm2_micro.head.json")),
+        &data,
+        &dir.path().join("t"),
+        &[],
+    );
+    let diff = max_abs_diff(
+        &column_f64(&predictions, "probability"),
+        &reference.probabilities,
+    );
     assert!(diff < 1e-5, "probabilities differ from PyTorch by {diff}");
 }
 
@@ -218,15 +282,31 @@ fn a_sequence_scores_the_same_alone_in_any_batch_and_any_order() {
     let run = |order: Vec<usize>, budget: &str| -> HashMap<String, f64> {
         let dir = tempdir();
         let data = micro_csv(dir.path(), &order);
-        let rows = score(&fixture("esm2_micro_with_head.onnx"), None, &data, &dir.path().join("o"), &["--max-tokens", budget]);
-        rows.iter().map(|r| (r["id"].clone(), r["probability"].parse().expect("p"))).collect()
+        let rows = score(
+            &fixture("esm2_micro_with_head.onnx"),
+            None,
+            &data,
+            &dir.path().join("o"),
+            &["--max-tokens", budget],
+        );
+        rows.iter()
+            .map(|r| (r["id"].clone(), r["probability"].parse().expect("p")))
+            .collect()
     };
     let alone = run((0..n).collect(), "3");
     let together = run((0..n).collect(), "100000");
     let reversed = run((0..n).rev().collect(), "300");
     for (id, p) in &alone {
-        assert!((p - together[id]).abs() < 1e-6, "{id}: alone {p} vs one batch {}", together[id]);
-        assert!((p - reversed[id]).abs() < 1e-6, "{id}: alone {p} vs reversed {}", reversed[id]);
+        assert!(
+            (p - together[id]).abs() < 1e-6,
+            "{id}: alone {p} vs one batch {}",
+            together[id]
+        );
+        assert!(
+            (p - reversed[id]).abs() < 1e-6,
+            "{id}: alone {p} vs reversed {}",
+            reversed[id]
+        );
     }
 }
 
@@ -236,12 +316,19 @@ fn the_embedded_default_runs_with_no_arguments_but_an_output_dir() {
         return;
     }
     let dir = tempdir();
-    esmbench().args(["test", "--out"]).arg(dir.path()).assert().success();
+    esmbench()
+        .args(["test", "--out"])
+        .arg(dir.path())
+        .assert()
+        .success();
     let report = read_json(&dir.path().join("report.json"));
     assert_eq!(report["status"], "complete");
     assert_eq!(report["data"]["rows_scored"], 96);
     assert_eq!(report["execution"]["model_loads"], 1);
-    assert_eq!(report["execution"]["execution_provider"], "CPUExecutionProvider");
+    assert_eq!(
+        report["execution"]["execution_provider"],
+        "CPUExecutionProvider"
+    );
     assert!(report["metrics"]["roc_auc"].is_number());
     assert_eq!(read_csv(&dir.path().join("predictions.csv")).len(), 96);
 }

@@ -17,7 +17,11 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 #[test]
 fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones() {
     let dir = tempdir();
-    let data = write(dir.path(), "d.csv", "id,sequence,label\na,EVQL,1\nb,LAGV,0\nc,KKKKW,1\n");
+    let data = write(
+        dir.path(),
+        "d.csv",
+        "id,sequence,label\na,EVQL,1\nb,LAGV,0\nc,KKKKW,1\n",
+    );
     esmbench()
         .args(["test", "--mock-backend", "--model"])
         .arg(fixture("esm2_micro.onnx"))
@@ -28,7 +32,8 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
         .assert()
         .success();
     let text = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
-    let report: Report = serde_json::from_str(&text).expect("report.json decodes into the strict structs");
+    let report: Report =
+        serde_json::from_str(&text).expect("report.json decodes into the strict structs");
     assert_eq!(report.schema_version, esmbench::report::SCHEMA_VERSION);
     assert_eq!(report.status, "complete");
 
@@ -49,11 +54,40 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
             "error"
         ])
     );
-    assert_eq!(keys(&json["model"]), set(&["path", "sha256", "kind", "output", "head_source", "threshold", "threshold_source"]));
-    assert_eq!(keys(&json["data"]), set(&["path", "rows_total", "rows_scored", "rows_skipped", "rows_truncated", "rows_unlabeled"]));
+    assert_eq!(
+        keys(&json["model"]),
+        set(&[
+            "path",
+            "sha256",
+            "kind",
+            "output",
+            "head_source",
+            "threshold",
+            "threshold_source"
+        ])
+    );
+    assert_eq!(
+        keys(&json["data"]),
+        set(&[
+            "path",
+            "rows_total",
+            "rows_scored",
+            "rows_skipped",
+            "rows_truncated",
+            "rows_unlabeled"
+        ])
+    );
     assert_eq!(
         keys(&json["execution"]),
-        set(&["device_requested", "execution_provider", "fallback", "model_loads", "threads", "max_tokens", "max_residues"])
+        set(&[
+            "device_requested",
+            "execution_provider",
+            "fallback",
+            "model_loads",
+            "threads",
+            "max_tokens",
+            "max_residues"
+        ])
     );
     assert_eq!(
         keys(&json["metrics"]),
@@ -97,5 +131,8 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
 
     let mut extended = json.clone();
     extended["data"]["rows_mystery"] = serde_json::json!(1);
-    assert!(serde_json::from_value::<Report>(extended).is_err(), "an unknown field must be rejected");
+    assert!(
+        serde_json::from_value::<Report>(extended).is_err(),
+        "an unknown field must be rejected"
+    );
 }
