@@ -22,6 +22,18 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Print a model's inputs, outputs, metadata and what esmbench will do with them.
     Inspect(InspectArgs),
+    /// Combine the output directories of `esmbench test --shard K/N` runs into one, as if run unsharded.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// Shard output directories (each with report.json and predictions.csv), in any order.
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
+    /// Output directory for the merged predictions and report.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
@@ -78,6 +90,9 @@ pub struct ScoringArgs {
     /// What to do with invalid rows: fail (default) or skip them into skipped.csv.
     #[arg(long, value_enum)]
     pub on_invalid: Option<OnInvalid>,
+    /// Score only shard K of N (rows whose 0-based index modulo N is K-1); combine shards with `esmbench merge`.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
     /// Keep ONNX Runtime's idle threads from spinning (saves CPU in shared containers; slightly slower).
     #[arg(long)]
     pub no_spinning: bool,

@@ -23,6 +23,11 @@ pub fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Inspect(args) => inspect(&args.model, args.head.as_deref()),
+        Command::Merge(args) => {
+            let report = crate::merge::merge(&args.shards, &args.out)?;
+            print_summary(&report, &args.out);
+            Ok(())
+        }
     }
 }
 

@@ -104,7 +104,44 @@ pub struct ScoringConfig {
     pub columns: ColumnNames,
     pub on_invalid: OnInvalid,
     pub intra_op_spinning: bool,
+    pub shard: Shard,
     pub mock_backend: bool,
+}
+
+/// Shard K of N (1-based K): the rows whose index modulo N is K - 1. Deterministic and independent of
+/// row content, so N machines split any file the same way and `esmbench merge` can put it back together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    pub const WHOLE: Shard = Shard { index: 1, count: 1 };
+
+    pub fn parse(text: &str) -> Result<Shard> {
+        let parsed = text.split_once('/').and_then(|(k, n)| {
+            Some((k.trim().parse::<u64>().ok()?, n.trim().parse::<u64>().ok()?))
+        });
+        match parsed {
+            Some((index, count)) if count >= 1 && (1..=count).contains(&index) => Ok(Shard { index, count }),
+            _ => Err(Failure::usage(format!("--shard {text} is not K/N with 1 <= K <= N\n  fix: e.g. --shard 2/8 for the second of eight shards")).into()),
+        }
+    }
+
+    pub fn contains(self, row: u64) -> bool {
+        row % self.count == self.index - 1
+    }
+
+    /// The first row of this shard at or after `row`.
+    pub fn first_at_or_after(self, row: u64) -> u64 {
+        let offset = (self.index - 1 + self.count - row % self.count) % self.count;
+        row + offset
+    }
+
+    pub fn label(self) -> String {
+        format!("{}/{}", self.index, self.count)
+    }
 }
 
 /// Memory limits for the watchdog, in bytes.
@@ -281,6 +318,12 @@ impl ScoringConfig {
                 .or(file.on_invalid)
                 .unwrap_or(OnInvalid::Fail),
             intra_op_spinning: !args.no_spinning && file.intra_op_spinning.unwrap_or(true),
+            shard: args
+                .shard
+                .as_deref()
+                .map(Shard::parse)
+                .transpose()?
+                .unwrap_or(Shard::WHOLE),
             mock_backend: args.mock_backend,
         })
     }
@@ -444,6 +487,20 @@ mod tests {
         let text = format!("{err:#}");
         assert!(text.contains("c.yaml:2"), "{text}");
         assert!(text.contains("max_tokns"), "{text}");
+    }
+
+    #[test]
+    fn shards_split_rows_round_robin_and_find_their_next_row() {
+        let second_of_three = Shard::parse("2/3").unwrap();
+        let rows: Vec<u64> = (0..9).filter(|&r| second_of_three.contains(r)).collect();
+        assert_eq!(rows, vec![1, 4, 7]);
+        assert_eq!(second_of_three.first_at_or_after(0), 1);
+        assert_eq!(second_of_three.first_at_or_after(2), 4);
+        assert_eq!(second_of_three.first_at_or_after(4), 4);
+        assert_eq!(Shard::WHOLE.first_at_or_after(5), 5);
+        for bad in ["0/3", "4/3", "3", "a/b", "1/0"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub struct FeedOptions {
     pub skip_invalid: bool,
     /// Rows below this data-row index were already scored (resume): read past them.
     pub skip_rows_before: u64,
+    pub shard: crate::config::Shard,
 }
 
 /// Starts the producer; the receiver yields batches until the file ends, or one error.
@@ -49,12 +50,12 @@ pub fn spawn_feed(options: FeedOptions) -> Result<(Receiver<Result<Feed>>, JoinH
                 }
             };
             let batches = match outcome {
-                RowOutcome::Valid(record) if record.row < options.skip_rows_before => continue,
+                RowOutcome::Valid(record) if record.row < options.skip_rows_before || !options.shard.contains(record.row) => continue,
                 RowOutcome::Valid(record) => {
                     batcher.set_max_tokens(options.max_tokens.load(Ordering::Relaxed));
                     batcher.push(record)
                 }
-                RowOutcome::Invalid(problem) if problem.row < options.skip_rows_before => continue,
+                RowOutcome::Invalid(problem) if problem.row < options.skip_rows_before || !options.shard.contains(problem.row) => continue,
                 RowOutcome::Invalid(problem) if options.skip_invalid => {
                     if sender.send(Ok(Feed::Skipped(problem))).is_err() {
                         return;

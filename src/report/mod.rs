@@ -57,6 +57,7 @@ pub struct ModelSection {
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
     pub path: String,
+    pub sha256: String,
     pub rows_total: u64,
     pub rows_scored: u64,
     pub rows_skipped: u64,
@@ -75,6 +76,8 @@ pub struct Execution {
     pub threads: u64,
     pub max_tokens: u64,
     pub max_residues: u64,
+    /// "K/N" when this run scored one shard of the data.
+    pub shard: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

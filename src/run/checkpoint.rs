@@ -25,6 +25,7 @@ pub struct Fingerprint {
     pub truncate: bool,
     pub threshold: f64,
     pub skip_invalid: bool,
+    pub shard: crate::config::Shard,
 }
 
 impl Fingerprint {
@@ -59,6 +60,13 @@ impl Fingerprint {
         }
         if self.skip_invalid != other.skip_invalid {
             out.push("--on-invalid changed".to_string());
+        }
+        if self.shard != other.shard {
+            out.push(format!(
+                "--shard changed ({} -> {})",
+                self.shard.label(),
+                other.shard.label()
+            ));
         }
         out
     }
@@ -156,6 +164,7 @@ mod tests {
             truncate: true,
             threshold: 0.5,
             skip_invalid: false,
+            shard: crate::config::Shard::WHOLE,
         }
     }
 

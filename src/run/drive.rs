@@ -89,6 +89,7 @@ pub fn drive(
         max_tokens: Arc::clone(&max_tokens),
         skip_invalid: scoring.on_invalid == crate::cli::OnInvalid::Skip,
         skip_rows_before: options.start_row,
+        shard: scoring.shard,
     })?;
     let mut totals = LoopTotals {
         rows_done: options.start_row,
@@ -143,9 +144,14 @@ pub fn drive(
             };
             waiting.insert(scored.row.row, Slot::Scored(scored));
         }
-        while let Some(slot) = waiting.remove(&totals.rows_done) {
+        // Rows of other shards count as done: rows_done is where a resume would start reading.
+        while let Some(slot) = waiting.remove(&scoring.shard.first_at_or_after(totals.rows_done)) {
+            let row = match &slot {
+                Slot::Scored(s) => s.row.row,
+                Slot::Skipped(p) => p.row,
+            };
             sink.deliver(slot)?;
-            totals.rows_done += 1;
+            totals.rows_done = row + 1;
         }
         sink.checkpoint(totals.rows_done, false)?;
         monitor.set_rows_done(totals.rows_done);

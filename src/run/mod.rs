@@ -170,6 +170,16 @@ impl RowSink for TestSink<'_> {
     }
 }
 
+fn count_records(path: &Path) -> Result<u64> {
+    let mut reader = csv::Reader::from_path(path)?;
+    let mut count = 0;
+    for record in reader.records() {
+        record?;
+        count += 1;
+    }
+    Ok(count)
+}
+
 fn head_sha256(config: &ScoringConfig) -> Result<Option<String>> {
     config
         .head
@@ -180,6 +190,7 @@ fn head_sha256(config: &ScoringConfig) -> Result<Option<String>> {
 
 fn initial_report(
     config: &TestConfig,
+    data_sha256: &str,
     info: &ModelInfo,
     model_sha256: &str,
     head: Option<&(Head, String)>,
@@ -206,6 +217,7 @@ fn initial_report(
         },
         data: DataSection {
             path: scoring.data.display_name(),
+            sha256: data_sha256.to_string(),
             rows_total: summary.rows_total,
             rows_scored: 0,
             rows_skipped: 0,
@@ -220,6 +232,7 @@ fn initial_report(
             threads: info.threads as u64,
             max_tokens: scoring.max_tokens as u64,
             max_residues: scoring.max_residues as u64,
+            shard: (scoring.shard != crate::config::Shard::WHOLE).then(|| scoring.shard.label()),
         },
         metrics: None,
         metrics_note: None,
@@ -271,6 +284,7 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
         truncate: scoring.truncate,
         threshold: threshold_for_fingerprint.unwrap_or(threshold.0),
         skip_invalid: scoring.on_invalid == OnInvalid::Skip,
+        shard: scoring.shard,
     };
 
     let predictions_path = config.out_dir.join("predictions.csv");
@@ -297,6 +311,7 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
     };
     let mut report = initial_report(
         config,
+        &fingerprint.data_sha256,
         &info,
         &model_sha256,
         head.as_ref(),
@@ -325,7 +340,8 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
             for (label, probability) in read_scored(&predictions_path)? {
                 sink.take_scored(label, probability);
             }
-            sink.rows_skipped = checkpoint.rows_done.saturating_sub(sink.rows_scored);
+            sink.skipped.sync()?;
+            sink.rows_skipped = count_records(&skipped_path)?;
             checkpoint.rows_done
         }
         None => 0,

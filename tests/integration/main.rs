@@ -7,3 +7,4 @@ mod contract;
 mod long_runs;
 mod parity;
 mod schema;
+mod shards;

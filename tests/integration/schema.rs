@@ -86,7 +86,8 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
             "model_loads",
             "threads",
             "max_tokens",
-            "max_residues"
+            "max_residues",
+            "shard"
         ])
     );
     assert_eq!(
