@@ -74,7 +74,8 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
             "rows_scored",
             "rows_skipped",
             "rows_truncated",
-            "rows_unlabeled"
+            "rows_unlabeled",
+            "sha256"
         ])
     );
     assert_eq!(
