@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{DeviceArg, ScoringArgs};
+use crate::cli::{AssayArg, DeviceArg, ScoringArgs};
 use crate::embedded;
 use crate::error::Failure;
+use crate::metrics::bootstrap;
+use crate::metrics::threshold::{self, Threshold};
 
 /// ESM's positional limit: 1024 tokens including <cls> and <eos>.
 pub const DEFAULT_MAX_RESIDUES: usize = 1022;
@@ -110,8 +112,10 @@ pub struct ScoringConfig {
 pub struct TestConfig {
     pub scoring: ScoringConfig,
     pub out_dir: PathBuf,
-    /// The threshold and where it was set (flag or config); None defers to the head.
-    pub threshold: Option<(f64, &'static str)>,
+    /// The threshold asked for (flag or config, a value or an assay preset); None defers to the head.
+    pub threshold: Option<Threshold>,
+    /// Bootstrap resamples for the metric intervals; 0 turns them off.
+    pub bootstrap: usize,
 }
 
 /// The YAML file: every key optional, unknown keys rejected so typos do not pass silently.
@@ -129,6 +133,8 @@ pub struct FileConfig {
     pub max_residues: Option<usize>,
     pub truncate: Option<bool>,
     pub threshold: Option<f64>,
+    pub assay: Option<AssayArg>,
+    pub bootstrap: Option<usize>,
     pub columns: Option<ColumnNames>,
 }
 
@@ -140,7 +146,7 @@ impl FileConfig {
         let mut config: FileConfig = serde_yaml_ng::from_str(&text).map_err(|e| {
             let place = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
             Failure::usage(format!(
-                "config {}{place}: {e}\n  fix: keys are model, data, head, out, device, allow_cpu_fallback, max_tokens, threads, max_residues, truncate, threshold, columns {{sequence, label, id}}",
+                "config {}{place}: {e}\n  fix: keys are model, data, head, out, device, allow_cpu_fallback, max_tokens, threads, max_residues, truncate, threshold, assay, bootstrap, columns {{sequence, label, id}}",
                 path.display()
             ))
         })?;
@@ -292,25 +298,31 @@ impl TestConfig {
                     .join(scoring.model.stem())
                     .join(scoring.data.stem())
             });
-        let threshold = args
-            .threshold
-            .map(|t| (t, "flag"))
-            .or(file.threshold.map(|t| (t, "config")));
-        if let Some((t, _)) = threshold {
-            if !(0.0..=1.0).contains(&t) {
-                return Err(Failure::usage(format!(
-                    "--threshold {t} is not a probability\n  fix: use a value in [0, 1]"
-                ))
-                .into());
-            }
-        }
+        let threshold =
+            threshold::requested(args.threshold, args.assay, file.threshold, file.assay)?;
+        let bootstrap = check_bootstrap(args.bootstrap.or(file.bootstrap))?;
         ensure_writable_dir(&out_dir)?;
         Ok(TestConfig {
             scoring,
             out_dir,
             threshold,
+            bootstrap,
         })
     }
+}
+
+/// Bootstrap resamples: the default when unset, refused past what could finish in reasonable time.
+pub fn check_bootstrap(requested: Option<usize>) -> Result<usize> {
+    let n = requested.unwrap_or(bootstrap::DEFAULT_RESAMPLES);
+    if n > bootstrap::MAX_RESAMPLES {
+        return Err(Failure::usage(format!(
+            "--bootstrap {n} is more resamples than an interval needs\n  fix: use at most {} (default {}; 0 turns the intervals off)",
+            bootstrap::MAX_RESAMPLES,
+            bootstrap::DEFAULT_RESAMPLES
+        ))
+        .into());
+    }
+    Ok(n)
 }
 
 pub fn load_file_config(path: Option<&Path>) -> Result<FileConfig> {

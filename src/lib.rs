@@ -9,4 +9,5 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod report;
+pub mod rescore;
 pub mod run;

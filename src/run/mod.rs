@@ -18,6 +18,7 @@ use crate::data::reader::{RowProblem, RowRules};
 use crate::data::validate::{self, DataSummary};
 use crate::error::Failure;
 use crate::metrics;
+use crate::metrics::threshold::{self, Threshold};
 use crate::model::head::Head;
 use crate::model::{self, Backend, ModelOutput};
 use crate::report::npy::NpyWriter;
@@ -154,13 +155,9 @@ fn now_rfc3339() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// The threshold that applies and where it came from: --threshold or config, then the head, then 0.5.
-pub fn resolve_threshold(config: &TestConfig, head: Option<&Head>) -> (f64, String) {
-    match (config.threshold, head) {
-        (Some((t, source)), _) => (t, source.to_string()),
-        (None, Some(h)) => (h.threshold, "head".into()),
-        (None, None) => (0.5, "default".into()),
-    }
+/// The threshold that applies and where it came from: --threshold/--assay or config, then the head, then 0.5.
+pub fn resolve_threshold(config: &TestConfig, head: Option<&Head>) -> Threshold {
+    threshold::resolve(config.threshold.clone(), head.map(|h| h.threshold))
 }
 
 /// `esmbench test`: predictions.csv, report.json and report.md in the output directory.
@@ -178,10 +175,12 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
         head.as_ref().map(|(h, _)| h),
         &scoring.model.display_name(),
     )?;
-    let (threshold, threshold_source) = resolve_threshold(config, head.as_ref().map(|(h, _)| h));
+    let chosen = resolve_threshold(config, head.as_ref().map(|(h, _)| h));
+    let threshold = chosen.value;
 
     let mut report = Report {
         schema_version: report::SCHEMA_VERSION,
+        command: "test".into(),
         status: "running".into(),
         tool: Tool {
             name: "esmbench".into(),
@@ -195,7 +194,8 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
             output: info.output.clone(),
             head_source: head.as_ref().map(|(_, origin)| origin.clone()),
             threshold,
-            threshold_source,
+            threshold_source: chosen.source,
+            assay: chosen.assay.map(|a| a.name().to_string()),
         },
         data: DataSection {
             path: scoring.data.display_name(),
@@ -204,6 +204,9 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
             rows_skipped: 0,
             rows_truncated: summary.rows_truncated,
             rows_unlabeled: 0,
+            label_column: summary
+                .has_label_column
+                .then(|| scoring.columns.label.clone()),
         },
         execution: Execution {
             device_requested: info.device_requested.clone(),
@@ -278,7 +281,12 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
     report.data.rows_skipped = totals.rows_skipped;
     report.data.rows_unlabeled = unlabeled;
     if summary.has_label_column && !labels.is_empty() {
-        report.metrics = Some(metrics::compute(&labels, &scores, threshold));
+        report.metrics = Some(metrics::evaluate(
+            &labels,
+            &scores,
+            threshold,
+            config.bootstrap,
+        ));
     } else {
         report.metrics_note = Some(if summary.has_label_column {
             "every label is empty: predictions only".into()
