@@ -22,6 +22,10 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Print a model's inputs, outputs, metadata and what esmbench will do with them.
     Inspect(InspectArgs),
+    /// Rescore a predictions file (ours, or another tool's, e.g. y_true,y_pred,y_proba) into the same report.
+    Metrics(MetricsArgs),
+    /// Compare a report.json with a baseline: exit 3 on a regression, 0 otherwise.
+    Check(CheckArgs),
     /// Combine the output directories of `esmbench test --shard K/N` runs into one, as if run unsharded.
     Merge(MergeArgs),
 }
@@ -52,6 +56,16 @@ pub enum DeviceArg {
     Cuda,
     Coreml,
     Auto,
+}
+
+/// Threshold presets for the assay the labels come from (see `metrics::threshold`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssayArg {
+    /// ELISA polyreactivity labels: 0.5.
+    Elisa,
+    /// PSR labels (Shehata, Harvey): 0.5495, the published calibration.
+    Psr,
 }
 
 /// Flags shared by every command that runs the model over a CSV.
@@ -118,7 +132,7 @@ pub struct TestArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Probability threshold for the positive class (default: the head's, else 0.5).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "assay")]
     pub threshold: Option<f64>,
     /// Hard memory limit, e.g. 8GiB: over it the run checkpoints, writes a partial report and exits 4 (resumable).
     #[arg(long)]
@@ -132,6 +146,66 @@ pub struct TestArgs {
     /// Seconds between checkpoints (predictions made durable, report rewritten).
     #[arg(long)]
     pub checkpoint_seconds: Option<u64>,
+    /// Threshold preset for the assay behind the labels: elisa (0.5) or psr (0.5495, Shehata and Harvey).
+    #[arg(long, value_enum)]
+    pub assay: Option<AssayArg>,
+    /// Bootstrap resamples for the 95% intervals (default 1000; 0 turns them off).
+    #[arg(long)]
+    pub bootstrap: Option<usize>,
+    #[command(flatten)]
+    pub gate: GateArgs,
+}
+
+/// The regression gate, shared by `test`, `metrics` and `check`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GateArgs {
+    /// Baseline JSON to compare with: exit 3 when a metric (or recorded throughput) is worse than it allows.
+    #[arg(long, conflicts_with = "write_baseline")]
+    pub baseline: Option<PathBuf>,
+    /// Record this run's metrics as a baseline JSON.
+    #[arg(long)]
+    pub write_baseline: Option<PathBuf>,
+    /// Absolute tolerance per metric written by --write-baseline (default 0.005).
+    #[arg(long, requires = "write_baseline")]
+    pub tolerance: Option<f64>,
+    /// Also record throughput in the baseline, gated with this relative tolerance (0.5 = fail when >50% slower).
+    #[arg(long, requires = "write_baseline")]
+    pub throughput_tolerance: Option<f64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Predictions CSV: a 0/1 label column and a probability column (see --label-column, --score-column).
+    #[arg(long)]
+    pub predictions: PathBuf,
+    /// Output directory for report.json, report.md, report.html and the plots.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Label column (default: the first of label, y_true, true_label, target).
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// Probability column (default: the first of probability, y_proba, score, proba, y_score).
+    #[arg(long)]
+    pub score_column: Option<String>,
+    /// Positive when probability > T (default 0.5).
+    #[arg(long, conflicts_with = "assay")]
+    pub threshold: Option<f64>,
+    /// Threshold preset: elisa (0.5) or psr (0.5495).
+    #[arg(long, value_enum)]
+    pub assay: Option<AssayArg>,
+    /// Bootstrap resamples for the 95% intervals (default 1000; 0 turns them off).
+    #[arg(long)]
+    pub bootstrap: Option<usize>,
+    #[command(flatten)]
+    pub gate: GateArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// A report.json written by `esmbench test` or `esmbench metrics`.
+    pub report: PathBuf,
+    #[command(flatten)]
+    pub gate: GateArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,19 +1,49 @@
 //! One function per subcommand: resolve its configuration, run it, print what a person needs to see.
 
+use std::path::Path;
+
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
-use crate::config::{load_file_config, ScoringConfig, TestConfig};
+use crate::cli::{Cli, Command, GateArgs};
+use crate::config::{check_bootstrap, load_file_config, ScoringConfig, TestConfig};
+use crate::error::Failure;
+use crate::metrics::threshold;
 use crate::model::{self, contract};
-use crate::report::Report;
+use crate::report::baseline::{self, Baseline};
+use crate::report::{self as reports, Report};
+use crate::rescore::{self, RescoreConfig};
 
 pub fn execute(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Test(args) => {
             let config = TestConfig::resolve(&args)?;
+            check_gate_flags(&args.gate)?;
             let report = crate::run::run_test(&config, false)?;
             print_summary(&report, &config.out_dir);
-            Ok(())
+            gate(&args.gate, &report, &config.out_dir.join("report.json"))
+        }
+        Command::Metrics(args) => {
+            check_gate_flags(&args.gate)?;
+            let chosen = threshold::requested(args.threshold, args.assay, None, None)?;
+            let config = RescoreConfig {
+                predictions: args.predictions.clone(),
+                out_dir: args.out.clone(),
+                label_column: args.label_column.clone(),
+                score_column: args.score_column.clone(),
+                threshold: threshold::resolve(chosen, None),
+                bootstrap: check_bootstrap(args.bootstrap)?,
+            };
+            let report = rescore::run_metrics(&config)?;
+            print_summary(&report, &config.out_dir);
+            gate(&args.gate, &report, &config.out_dir.join("report.json"))
+        }
+        Command::Check(args) => {
+            if args.gate.baseline.is_none() && args.gate.write_baseline.is_none() {
+                return Err(Failure::usage("check needs --baseline B.json (compare) or --write-baseline B.json (record)\n  fix: esmbench check REPORT.json --baseline B.json").into());
+            }
+            check_gate_flags(&args.gate)?;
+            let report = read_report(&args.report)?;
+            gate(&args.gate, &report, &args.report)
         }
         Command::Embed(args) => {
             let file = load_file_config(args.scoring.config.as_deref())?;
@@ -31,34 +61,144 @@ pub fn execute(cli: Cli) -> Result<()> {
     }
 }
 
-fn print_summary(report: &Report, out_dir: &std::path::Path) {
-    let p = &report.performance;
-    println!(
-        "scored {} of {} rows on {} in {:.2} s ({:.1} seq/s, peak RSS {:.0} MiB)",
-        report.data.rows_scored,
-        report.data.rows_total,
-        report.execution.execution_provider,
-        p.wall_seconds,
-        p.sequences_per_second,
-        p.peak_rss_bytes as f64 / (1024.0 * 1024.0)
-    );
-    if let Some(m) = &report.metrics {
-        let show = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
+/// Flag values clap cannot check, refused before a run spends any time.
+fn check_gate_flags(gate: &GateArgs) -> Result<()> {
+    if let Some(t) = gate.tolerance.filter(|t| !(t.is_finite() && *t >= 0.0)) {
+        return Err(Failure::usage(format!(
+            "--tolerance {t} is not a non-negative number\n  fix: e.g. --tolerance {}",
+            baseline::DEFAULT_TOLERANCE
+        ))
+        .into());
+    }
+    if let Some(r) = gate
+        .throughput_tolerance
+        .filter(|r| !(0.0..1.0).contains(r))
+    {
+        return Err(Failure::usage(format!("--throughput-tolerance {r} is not in [0, 1)\n  fix: e.g. 0.5 (fail when more than 50% slower)")).into());
+    }
+    if let Some(path) = &gate.baseline {
+        Baseline::load(path)?;
+    }
+    Ok(())
+}
+
+fn read_report(path: &Path) -> Result<Report> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::usage(format!(
+            "report {} cannot be read ({e})\n  fix: pass the report.json written by esmbench test or esmbench metrics",
+            path.display()
+        ))
+    })?;
+    let report: Report = serde_json::from_str(&text).map_err(|e| {
+        Failure::input(format!(
+            "report {}: line {}, column {}: {e}\n  fix: pass an unmodified report.json (schema version {})",
+            path.display(),
+            e.line(),
+            e.column(),
+            reports::SCHEMA_VERSION
+        ))
+    })?;
+    Ok(report)
+}
+
+/// Records and/or applies the regression gate; a regression is exit 3 after the diff is printed.
+fn gate(args: &GateArgs, report: &Report, report_path: &Path) -> Result<()> {
+    if let Some(path) = &args.write_baseline {
+        let b = Baseline::from_report(
+            report,
+            args.tolerance.unwrap_or(baseline::DEFAULT_TOLERANCE),
+            args.throughput_tolerance,
+        )?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::config::ensure_writable_dir(parent)?;
+        }
+        reports::write_atomically(path, &b.to_json())?;
         println!(
-            "n={} accuracy={} f1={} mcc={} roc_auc={} pr_auc={} (threshold {} from {})",
+            "wrote baseline {} ({} metrics{})",
+            path.display(),
+            b.metrics.len(),
+            if b.throughput.is_some() {
+                " and throughput"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(path) = &args.baseline {
+        let b = Baseline::load(path)?;
+        let name = path.display().to_string();
+        let comparison = baseline::compare(report, &b, &name)?;
+        print!(
+            "{}",
+            comparison.render(&report_path.display().to_string(), &name)
+        );
+        if let Some(failure) = comparison.failure(&name) {
+            return Err(failure.into());
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(report: &Report, out_dir: &Path) {
+    let p = &report.performance;
+    if report.command == "metrics" {
+        println!(
+            "rescored {} rows of {} (labels `{}`, scores `{}`)",
+            report.data.rows_total,
+            report.data.path,
+            report.data.label_column.as_deref().unwrap_or("?"),
+            report.model.output
+        );
+    } else {
+        println!(
+            "scored {} of {} rows on {} in {:.2} s ({:.1} seq/s, peak RSS {:.0} MiB)",
+            report.data.rows_scored,
+            report.data.rows_total,
+            report.execution.execution_provider,
+            p.wall_seconds,
+            p.sequences_per_second,
+            p.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
+    if let Some(m) = &report.metrics {
+        let show = |name: &str| {
+            let value = m
+                .get(name)
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "n/a".into());
+            match m.intervals.as_ref().and_then(|i| i.get(name)) {
+                Some(&crate::metrics::Interval {
+                    low: Some(lo),
+                    high: Some(hi),
+                    ..
+                }) => format!("{value} [{lo:.3}, {hi:.3}]"),
+                _ => value,
+            }
+        };
+        println!(
+            "n={} accuracy={} f1={} mcc={} roc_auc={} pr_auc={}",
             m.n,
-            show(m.accuracy),
-            show(m.f1),
-            show(m.mcc),
-            show(m.roc_auc),
-            show(m.pr_auc),
-            report.model.threshold,
-            report.model.threshold_source
+            show("accuracy"),
+            show("f1"),
+            show("mcc"),
+            show("roc_auc"),
+            show("pr_auc"),
+        );
+        println!(
+            "threshold {}",
+            threshold::describe(
+                report.model.threshold,
+                &report.model.threshold_source,
+                report.model.assay.as_deref()
+            )
         );
     } else if let Some(note) = &report.metrics_note {
         println!("{note}");
     }
-    println!("outputs: {}", out_dir.display());
+    println!(
+        "outputs: {} (report.md; open report.html in a browser)",
+        out_dir.display()
+    );
 }
 
 fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Result<()> {

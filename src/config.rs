@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{DeviceArg, OnInvalid, ScoringArgs};
+use crate::cli::{AssayArg, DeviceArg, OnInvalid, ScoringArgs};
 use crate::embedded;
 use crate::error::Failure;
+use crate::metrics::bootstrap;
+use crate::metrics::threshold::{self, Threshold};
 
 /// ESM's positional limit: 1024 tokens including <cls> and <eos>.
 pub const DEFAULT_MAX_RESIDUES: usize = 1022;
@@ -156,8 +158,10 @@ pub struct RssLimits {
 pub struct TestConfig {
     pub scoring: ScoringConfig,
     pub out_dir: PathBuf,
-    /// The threshold and where it was set (flag or config); None defers to the head.
-    pub threshold: Option<(f64, &'static str)>,
+    /// The threshold asked for (flag or config, a value or an assay preset); None defers to the head.
+    pub threshold: Option<Threshold>,
+    /// Bootstrap resamples for the metric intervals; 0 turns them off.
+    pub bootstrap: usize,
     pub rss_limits: Option<RssLimits>,
     pub resume: bool,
     pub checkpoint_every: std::time::Duration,
@@ -180,6 +184,8 @@ pub struct FileConfig {
     pub max_residues: Option<usize>,
     pub truncate: Option<bool>,
     pub threshold: Option<f64>,
+    pub assay: Option<AssayArg>,
+    pub bootstrap: Option<usize>,
     pub columns: Option<ColumnNames>,
     pub on_invalid: Option<OnInvalid>,
     pub intra_op_spinning: Option<bool>,
@@ -197,7 +203,7 @@ impl FileConfig {
             let place = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
             Failure::usage(format!(
                 "config {}{place}: {e}\n  fix: keys are model, data, head, out, device, allow_cpu_fallback, max_tokens, threads, max_residues, truncate, threshold, \
-columns {{sequence, label, id}}, on_invalid, intra_op_spinning, max_rss, soft_rss, checkpoint_seconds",
+assay, bootstrap, columns {{sequence, label, id}}, on_invalid, intra_op_spinning, max_rss, soft_rss, checkpoint_seconds",
                 path.display()
             ))
         })?;
@@ -371,18 +377,9 @@ impl TestConfig {
                     .join(scoring.model.stem())
                     .join(scoring.data.stem())
             });
-        let threshold = args
-            .threshold
-            .map(|t| (t, "flag"))
-            .or(file.threshold.map(|t| (t, "config")));
-        if let Some((t, _)) = threshold {
-            if !(0.0..=1.0).contains(&t) {
-                return Err(Failure::usage(format!(
-                    "--threshold {t} is not a probability\n  fix: use a value in [0, 1]"
-                ))
-                .into());
-            }
-        }
+        let threshold =
+            threshold::requested(args.threshold, args.assay, file.threshold, file.assay)?;
+        let bootstrap = check_bootstrap(args.bootstrap.or(file.bootstrap))?;
         let max_rss = args.max_rss.clone().or_else(|| file.max_rss.clone());
         let soft_rss = args.soft_rss.clone().or_else(|| file.soft_rss.clone());
         let rss_limits = match (max_rss, soft_rss) {
@@ -417,6 +414,7 @@ impl TestConfig {
             rss_limits,
             resume: args.resume,
             checkpoint_every: std::time::Duration::from_secs(checkpoint_seconds.max(1)),
+            bootstrap,
         })
     }
 }
@@ -434,6 +432,20 @@ pub fn parse_bytes(text: &str, flag: &str) -> Result<u64> {
             ))
             .into()
         })
+}
+
+/// Bootstrap resamples: the default when unset, refused past what could finish in reasonable time.
+pub fn check_bootstrap(requested: Option<usize>) -> Result<usize> {
+    let n = requested.unwrap_or(bootstrap::DEFAULT_RESAMPLES);
+    if n > bootstrap::MAX_RESAMPLES {
+        return Err(Failure::usage(format!(
+            "--bootstrap {n} is more resamples than an interval needs\n  fix: use at most {} (default {}; 0 turns the intervals off)",
+            bootstrap::MAX_RESAMPLES,
+            bootstrap::DEFAULT_RESAMPLES
+        ))
+        .into());
+    }
+    Ok(n)
 }
 
 pub fn load_file_config(path: Option<&Path>) -> Result<FileConfig> {

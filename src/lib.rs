@@ -11,4 +11,5 @@ pub mod merge;
 pub mod metrics;
 pub mod model;
 pub mod report;
+pub mod rescore;
 pub mod run;

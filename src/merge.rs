@@ -164,7 +164,15 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Report> {
         .map(|s| s.report.started_at.clone())
         .min()
         .unwrap_or_default();
-    merged.metrics = (!labels.is_empty()).then(|| metrics::compute(&labels, &scores, threshold));
+    // The shards ran with one bootstrap setting; the merged intervals reuse it so they equal an unsharded run's.
+    let resamples = shards[0]
+        .report
+        .metrics
+        .as_ref()
+        .and_then(|m| m.intervals.as_ref())
+        .map_or(0, |i| i.resamples as usize);
+    merged.metrics =
+        (!labels.is_empty()).then(|| metrics::evaluate(&labels, &scores, threshold, resamples));
     let perf = &mut merged.performance;
     perf.wall_seconds = shards
         .iter()

@@ -1,8 +1,16 @@
 //! Binary-classification metrics with scikit-learn's definitions, as pure functions of labels and scores.
 
+pub mod bootstrap;
+pub mod curves;
+pub mod rng;
+pub mod threshold;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use bootstrap::{Interval, Intervals};
+pub use curves::{Curves, Histogram};
 
 /// Counts at a threshold; a row is positive when its probability is above the threshold
 /// (scikit-learn's `predict` at 0.5 for logistic regression).
@@ -52,7 +60,52 @@ pub struct Metrics {
     pub log_loss: Option<f64>,
     /// [[tn, fp], [fn, tp]], as scikit-learn's confusion_matrix.
     pub confusion_matrix: [[u64; 2]; 2],
+    /// Percentile-bootstrap 95% intervals; null when the bootstrap is off (`undefined.intervals` says so).
+    pub intervals: Option<Intervals>,
+    /// ROC and precision-recall points and per-class score histograms, thinned for plotting (the metrics above
+    /// are computed from every row, never from these).
+    pub curves: Curves,
     pub undefined: BTreeMap<String, String>,
+}
+
+/// The scalar metrics by name, in report order: what tables print and what the regression gate compares.
+pub const SCALAR_METRICS: [&str; 11] = [
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "specificity",
+    "f1",
+    "mcc",
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "log_loss",
+];
+
+/// Brier score and log loss are losses: lower is better.
+pub fn lower_is_better(name: &str) -> bool {
+    matches!(name, "brier" | "log_loss")
+}
+
+impl Metrics {
+    /// A scalar metric by its report name; None for an unknown name or an undefined value.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        match name {
+            "accuracy" => self.accuracy,
+            "balanced_accuracy" => self.balanced_accuracy,
+            "precision" => self.precision,
+            "recall" => self.recall,
+            "specificity" => self.specificity,
+            "f1" => self.f1,
+            "mcc" => self.mcc,
+            "roc_auc" => self.roc_auc,
+            "pr_auc" => self.pr_auc,
+            "brier" => self.brier,
+            "log_loss" => self.log_loss,
+            _ => None,
+        }
+    }
 }
 
 fn ratio(num: u64, den: u64) -> Option<f64> {
@@ -60,7 +113,7 @@ fn ratio(num: u64, den: u64) -> Option<f64> {
 }
 
 /// Descending-score sweep: cumulative (false positives, true positives) at each distinct score.
-fn sweep(labels: &[u8], scores: &[f64]) -> Vec<(f64, f64)> {
+pub(crate) fn sweep(labels: &[u8], scores: &[f64]) -> Vec<(f64, f64)> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let mut points = Vec::new();
@@ -79,6 +132,29 @@ fn sweep(labels: &[u8], scores: &[f64]) -> Vec<(f64, f64)> {
     points
 }
 
+/// Trapezoidal area under (fps/n, tps/p) from the sweep's points; tied scores form one step (a diagonal).
+pub(crate) fn roc_area(points: impl IntoIterator<Item = (f64, f64)>, p: f64, n: f64) -> f64 {
+    let (mut area, mut prev_fpr, mut prev_tpr) = (0.0, 0.0, 0.0);
+    for (fps, tps) in points {
+        let (fpr, tpr) = (fps / n, tps / p);
+        area += (fpr - prev_fpr) * (tpr + prev_tpr) / 2.0;
+        prev_fpr = fpr;
+        prev_tpr = tpr;
+    }
+    area
+}
+
+/// Sum over the sweep's points of (R_k - R_{k-1}) * P_k.
+pub(crate) fn ap_area(points: impl IntoIterator<Item = (f64, f64)>, p: f64) -> f64 {
+    let (mut ap, mut prev_recall) = (0.0, 0.0);
+    for (fps, tps) in points {
+        let recall = tps / p;
+        ap += (recall - prev_recall) * (tps / (tps + fps));
+        prev_recall = recall;
+    }
+    ap
+}
+
 /// Area under the ROC curve; tied scores form one step (a diagonal), as in scikit-learn's roc_auc_score.
 pub fn roc_auc(labels: &[u8], scores: &[f64]) -> Option<f64> {
     let p = labels.iter().filter(|&&y| y == 1).count() as f64;
@@ -86,14 +162,7 @@ pub fn roc_auc(labels: &[u8], scores: &[f64]) -> Option<f64> {
     if p == 0.0 || n == 0.0 {
         return None;
     }
-    let (mut area, mut prev_fpr, mut prev_tpr) = (0.0, 0.0, 0.0);
-    for (fps, tps) in sweep(labels, scores) {
-        let (fpr, tpr) = (fps / n, tps / p);
-        area += (fpr - prev_fpr) * (tpr + prev_tpr) / 2.0;
-        prev_fpr = fpr;
-        prev_tpr = tpr;
-    }
-    Some(area)
+    Some(roc_area(sweep(labels, scores), p, n))
 }
 
 /// Average precision: sum over distinct thresholds of (R_k - R_{k-1}) * P_k, scikit-learn's average_precision_score.
@@ -102,13 +171,25 @@ pub fn average_precision(labels: &[u8], scores: &[f64]) -> Option<f64> {
     if p == 0.0 {
         return None;
     }
-    let (mut ap, mut prev_recall) = (0.0, 0.0);
-    for (fps, tps) in sweep(labels, scores) {
-        let recall = tps / p;
-        ap += (recall - prev_recall) * (tps / (tps + fps));
-        prev_recall = recall;
+    Some(ap_area(sweep(labels, scores), p))
+}
+
+/// Metrics plus bootstrap intervals (`resamples` = 0 turns the bootstrap off): what a report carries.
+pub fn evaluate(labels: &[u8], probabilities: &[f64], threshold: f64, resamples: usize) -> Metrics {
+    let mut metrics = compute(labels, probabilities, threshold);
+    match bootstrap::intervals(
+        labels,
+        probabilities,
+        threshold,
+        resamples,
+        bootstrap::DEFAULT_SEED,
+    ) {
+        Ok(intervals) => metrics.intervals = Some(intervals),
+        Err(reason) => {
+            metrics.undefined.insert("intervals".into(), reason);
+        }
     }
-    Some(ap)
+    metrics
 }
 
 /// All metrics for labeled rows. `labels` are 0/1.
@@ -212,6 +293,8 @@ pub fn compute(labels: &[u8], probabilities: &[f64], threshold: f64) -> Metrics 
         brier,
         log_loss,
         confusion_matrix: [[c.tn, c.fp], [c.fn_, c.tp]],
+        intervals: None,
+        curves: curves::curves(labels, probabilities),
         undefined,
     }
 }

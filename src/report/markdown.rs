@@ -2,38 +2,92 @@
 
 use std::fmt::Write;
 
+use crate::metrics::{threshold, Metrics, SCALAR_METRICS};
+use crate::report::plots::PlotKind;
 use crate::report::Report;
 
-fn num(value: Option<f64>) -> String {
+pub(crate) fn num(value: Option<f64>) -> String {
     value
         .map(|v| format!("{v:.4}"))
         .unwrap_or_else(|| "n/a".into())
 }
 
-fn mib(bytes: u64) -> String {
+pub(crate) fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// What people call each metric.
+pub(crate) fn label(name: &str) -> &'static str {
+    match name {
+        "accuracy" => "accuracy",
+        "balanced_accuracy" => "balanced accuracy",
+        "precision" => "precision",
+        "recall" => "recall (sensitivity)",
+        "specificity" => "specificity",
+        "f1" => "F1",
+        "mcc" => "MCC",
+        "roc_auc" => "ROC-AUC",
+        "pr_auc" => "PR-AUC (average precision)",
+        "brier" => "Brier score",
+        "log_loss" => "log loss",
+        _ => "?",
+    }
+}
+
+/// (report name, label, value) for every scalar metric, in report order.
+pub(crate) fn metric_rows(m: &Metrics) -> Vec<(&'static str, &'static str, Option<f64>)> {
+    SCALAR_METRICS
+        .iter()
+        .map(|&name| (name, label(name), m.get(name)))
+        .collect()
+}
+
+/// "[low, high]" for a metric with a bootstrap interval, "n/a" when it had none, "" when it is not bootstrapped.
+pub(crate) fn interval(m: &Metrics, name: &str) -> String {
+    match m.intervals.as_ref().and_then(|i| i.get(name)) {
+        Some(i) => match (i.low, i.high) {
+            (Some(lo), Some(hi)) => format!("[{lo:.4}, {hi:.4}]"),
+            _ => "n/a".into(),
+        },
+        None => String::new(),
+    }
 }
 
 pub fn to_markdown(r: &Report) -> Vec<u8> {
     let mut s = String::new();
     let _ = writeln!(s, "# esmbench report: {}\n", r.status);
     let _ = writeln!(s, "| | |\n|---|---|");
-    let _ = writeln!(
-        s,
-        "| model | `{}` ({}; sha256 `{}`) |",
-        r.model.path,
-        r.model.kind,
-        &r.model.sha256[..r.model.sha256.len().min(12)]
-    );
+    let rescored = r.command == "metrics";
+    let sha = &r.model.sha256[..r.model.sha256.len().min(12)];
+    if rescored {
+        let _ = writeln!(
+            s,
+            "| scores | column `{}` of `{}` (sha256 `{sha}`), rescored by `esmbench metrics` |",
+            r.model.output, r.model.path
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "| model | `{}` ({}; sha256 `{sha}`) |",
+            r.model.path, r.model.kind
+        );
+    }
     if let Some(head) = &r.model.head_source {
         let _ = writeln!(s, "| head | `{head}` |");
     }
     let _ = writeln!(
         s,
-        "| threshold | {} ({}) |",
-        r.model.threshold, r.model.threshold_source
+        "| threshold | {} |",
+        threshold::describe(
+            r.model.threshold,
+            &r.model.threshold_source,
+            r.model.assay.as_deref()
+        )
     );
     let _ = writeln!(s, "| data | `{}` |", r.data.path);
+    if let Some(c) = &r.data.label_column {
+        let _ = writeln!(s, "| labels | column `{c}` |");
+    }
     let _ = writeln!(
         s,
         "| rows | {} total, {} scored, {} skipped, {} truncated, {} unlabeled |",
@@ -43,15 +97,17 @@ pub fn to_markdown(r: &Report) -> Vec<u8> {
         r.data.rows_truncated,
         r.data.rows_unlabeled
     );
-    let _ = writeln!(
-        s,
-        "| execution | requested `{}`, ran on `{}`, {} thread(s), max_tokens {}, model loads {} |",
-        r.execution.device_requested,
-        r.execution.execution_provider,
-        r.execution.threads,
-        r.execution.max_tokens,
-        r.execution.model_loads
-    );
+    if !rescored {
+        let _ = writeln!(
+            s,
+            "| execution | requested `{}`, ran on `{}`, {} thread(s), max_tokens {}, model loads {} |",
+            r.execution.device_requested,
+            r.execution.execution_provider,
+            r.execution.threads,
+            r.execution.max_tokens,
+            r.execution.model_loads
+        );
+    }
     if let Some(f) = &r.execution.fallback {
         let _ = writeln!(s, "| **fallback** | {f} |");
     }
@@ -66,21 +122,16 @@ pub fn to_markdown(r: &Report) -> Vec<u8> {
                 "n = {} ({} positive, {} negative), threshold {}\n",
                 m.n, m.positives, m.negatives, m.threshold
             );
-            let _ = writeln!(s, "| metric | value |\n|---|---|");
-            for (name, value) in [
-                ("accuracy", m.accuracy),
-                ("balanced accuracy", m.balanced_accuracy),
-                ("precision", m.precision),
-                ("recall (sensitivity)", m.recall),
-                ("specificity", m.specificity),
-                ("F1", m.f1),
-                ("MCC", m.mcc),
-                ("ROC-AUC", m.roc_auc),
-                ("PR-AUC (average precision)", m.pr_auc),
-                ("Brier score", m.brier),
-                ("log loss", m.log_loss),
-            ] {
-                let _ = writeln!(s, "| {name} | {} |", num(value));
+            let _ = writeln!(s, "| metric | value | 95% interval |\n|---|---|---|");
+            for (key, name, value) in metric_rows(m) {
+                let _ = writeln!(s, "| {name} | {} | {} |", num(value), interval(m, key));
+            }
+            if let Some(i) = &m.intervals {
+                let _ = writeln!(
+                    s,
+                    "\nIntervals: {}, {} resamples, seed {}.",
+                    i.method, i.resamples, i.seed
+                );
             }
             let [[tn, fp], [fn_, tp]] = m.confusion_matrix;
             let _ = writeln!(s, "\n| | predicted 0 | predicted 1 |\n|---|---|---|\n| label 0 | {tn} | {fp} |\n| label 1 | {fn_} | {tp} |");
@@ -91,6 +142,19 @@ pub fn to_markdown(r: &Report) -> Vec<u8> {
         None => {
             let _ = writeln!(s, "{}", r.metrics_note.as_deref().unwrap_or("no metrics"));
         }
+    }
+    let plots: Vec<PlotKind> = PlotKind::ALL.into_iter().filter(|k| k.applies(r)).collect();
+    if !plots.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Plots\n\nAll of them, with this report, on one page: `report.html` (open it in any browser).\n"
+        );
+        for k in plots {
+            let _ = writeln!(s, "![{}]({})", k.title(), k.file_name());
+        }
+    }
+    if rescored {
+        return s.into_bytes();
     }
     let p = &r.performance;
     let _ = writeln!(s, "\n## Performance\n\n| | |\n|---|---|");

@@ -18,6 +18,7 @@ use crate::data::validate::{self, DataSummary};
 use crate::error::{Failure, FailureKind};
 use crate::fingerprint;
 use crate::metrics;
+use crate::metrics::threshold::{self, Threshold};
 use crate::model::head::Head;
 use crate::model::{self, ModelInfo};
 use crate::report::npy::NpyWriter;
@@ -56,13 +57,9 @@ fn now_rfc3339() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// The threshold that applies and where it came from: --threshold or config, then the head, then 0.5.
-pub fn resolve_threshold(config: &TestConfig, head: Option<&Head>) -> (f64, String) {
-    match (config.threshold, head) {
-        (Some((t, source)), _) => (t, source.to_string()),
-        (None, Some(h)) => (h.threshold, "head".into()),
-        (None, None) => (0.5, "default".into()),
-    }
+/// The threshold that applies and where it came from: --threshold/--assay or config, then the head, then 0.5.
+pub fn resolve_threshold(config: &TestConfig, head: Option<&Head>) -> Threshold {
+    threshold::resolve(config.threshold.clone(), head.map(|h| h.threshold))
 }
 
 /// The command line that continues this run.
@@ -195,11 +192,12 @@ fn initial_report(
     model_sha256: &str,
     head: Option<&(Head, String)>,
     summary: &DataSummary,
-    threshold: (f64, String),
+    threshold: &Threshold,
 ) -> Report {
     let scoring = &config.scoring;
     Report {
         schema_version: report::SCHEMA_VERSION,
+        command: "test".into(),
         status: "running".into(),
         tool: Tool {
             name: "esmbench".into(),
@@ -212,8 +210,9 @@ fn initial_report(
             kind: info.kind.label().into(),
             output: info.output.clone(),
             head_source: head.map(|(_, origin)| origin.clone()),
-            threshold: threshold.0,
-            threshold_source: threshold.1,
+            threshold: threshold.value,
+            threshold_source: threshold.source.clone(),
+            assay: threshold.assay.map(|a| a.name().to_string()),
         },
         data: DataSection {
             path: scoring.data.display_name(),
@@ -223,6 +222,9 @@ fn initial_report(
             rows_skipped: 0,
             rows_truncated: summary.rows_truncated,
             rows_unlabeled: 0,
+            label_column: summary
+                .has_label_column
+                .then(|| scoring.columns.label.clone()),
         },
         execution: Execution {
             device_requested: info.device_requested.clone(),
@@ -257,7 +259,7 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
     let model_sha256 = model_hashing
         .join()
         .map_err(|_| anyhow::anyhow!("the model hashing thread panicked"))??;
-    let threshold_for_fingerprint = config.threshold.map(|(t, _)| t);
+    let threshold_for_fingerprint = config.threshold.as_ref().map(|t| t.value);
     signals::install()?;
 
     let mut monitor = Monitor::start(config.rss_limits);
@@ -282,7 +284,7 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
         ],
         max_residues: scoring.max_residues as u64,
         truncate: scoring.truncate,
-        threshold: threshold_for_fingerprint.unwrap_or(threshold.0),
+        threshold: threshold_for_fingerprint.unwrap_or(threshold.value),
         skip_invalid: scoring.on_invalid == OnInvalid::Skip,
         shard: scoring.shard,
     };
@@ -316,12 +318,12 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
         &model_sha256,
         head.as_ref(),
         &summary,
-        threshold.clone(),
+        &threshold,
     );
     report.performance.rss_start_bytes = monitor.rss_start_bytes;
     let mut sink = TestSink {
         out_dir: &config.out_dir,
-        threshold: threshold.0,
+        threshold: threshold.value,
         predictions,
         skipped,
         labels: Vec::new(),
@@ -399,8 +401,14 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
         peak_threads,
         timeline,
     );
-    report.metrics = (!sink.labels.is_empty())
-        .then(|| metrics::compute(&sink.labels, &sink.scores, threshold.0));
+    report.metrics = (!sink.labels.is_empty()).then(|| {
+        metrics::evaluate(
+            &sink.labels,
+            &sink.scores,
+            threshold.value,
+            config.bootstrap,
+        )
+    });
     if report.metrics.is_none() {
         report.metrics_note = Some(
             if summary.has_label_column {

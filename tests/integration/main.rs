@@ -8,3 +8,4 @@ mod long_runs;
 mod parity;
 mod schema;
 mod shards;
+mod sklearn_metrics;

@@ -42,6 +42,7 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
         keys(&json),
         set(&[
             "schema_version",
+            "command",
             "status",
             "tool",
             "started_at",
@@ -63,7 +64,8 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
             "output",
             "head_source",
             "threshold",
-            "threshold_source"
+            "threshold_source",
+            "assay"
         ])
     );
     assert_eq!(
@@ -75,7 +77,8 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
             "rows_skipped",
             "rows_truncated",
             "rows_unlabeled",
-            "sha256"
+            "sha256",
+            "label_column"
         ])
     );
     assert_eq!(
@@ -110,7 +113,22 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
             "brier",
             "log_loss",
             "confusion_matrix",
+            "curves",
+            "intervals",
             "undefined"
+        ])
+    );
+    assert_eq!(
+        keys(&json["metrics"]["intervals"]),
+        set(&[
+            "method",
+            "confidence",
+            "resamples",
+            "seed",
+            "accuracy",
+            "roc_auc",
+            "pr_auc",
+            "f1"
         ])
     );
     assert_eq!(

@@ -1,0 +1,370 @@
+//! `esmbench metrics`: rescore any predictions file (ours, or another tool's `y_true,y_pred,y_proba`) into the
+//! same report, plots and HTML as `esmbench test`.
+//!
+//! The label and score columns are found by name (flags first, then the usual names), every row is checked
+//! before anything is computed, and predictions are recomputed at the threshold in force: a `y_pred` column made
+//! at some other threshold is ignored.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+
+use crate::error::Failure;
+use crate::metrics::{self, threshold::Threshold};
+use crate::report::{self, DataSection, Execution, ModelSection, Performance, Report, Tool};
+
+/// Tried in order when --label-column is not given.
+pub const LABEL_COLUMNS: [&str; 4] = ["label", "y_true", "true_label", "target"];
+/// Tried in order when --score-column is not given.
+pub const SCORE_COLUMNS: [&str; 5] = ["probability", "y_proba", "score", "proba", "y_score"];
+/// Problems listed before the rest are only counted.
+const SHOWN_PROBLEMS: usize = 20;
+
+#[derive(Debug, Clone)]
+pub struct RescoreConfig {
+    pub predictions: PathBuf,
+    pub out_dir: PathBuf,
+    pub label_column: Option<String>,
+    pub score_column: Option<String>,
+    pub threshold: Threshold,
+    pub bootstrap: usize,
+}
+
+/// A checked predictions file: the labeled rows' labels and scores, and what was read.
+#[derive(Debug, Clone)]
+pub struct Predictions {
+    pub labels: Vec<u8>,
+    pub scores: Vec<f64>,
+    pub rows_total: u64,
+    pub rows_unlabeled: u64,
+    pub label_column: String,
+    pub score_column: String,
+    pub sha256: String,
+}
+
+fn normalize(header: &str) -> String {
+    header.trim_start_matches('\u{feff}').trim().to_lowercase()
+}
+
+fn find_column(
+    headers: &[String],
+    flag: Option<&str>,
+    candidates: &[&str],
+    what: &str,
+    flag_name: &str,
+    file: &str,
+) -> Result<usize, Failure> {
+    let listed = headers.join(", ");
+    match flag {
+        Some(name) => headers
+            .iter()
+            .position(|h| *h == normalize(name))
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "{file}: no `{name}` column (columns: {listed})\n  fix: pass {flag_name} with one of them"
+                ))
+            }),
+        None => candidates
+            .iter()
+            .find_map(|c| headers.iter().position(|h| h == c))
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "{file}: no {what} column (looked for {}; columns: {listed})\n  fix: name it with {flag_name} C",
+                    candidates.join(", ")
+                ))
+            }),
+    }
+}
+
+fn parse_label(text: &str) -> Result<Option<u8>, String> {
+    match text.trim().to_lowercase().as_str() {
+        "" => Ok(None),
+        "0" | "0.0" | "false" => Ok(Some(0)),
+        "1" | "1.0" | "true" => Ok(Some(1)),
+        other => Err(format!(
+            "label `{other}` is not 0 or 1; fix: use 0/1 (also 0.0/1.0, true/false), or leave it empty for an unlabeled row"
+        )),
+    }
+}
+
+fn parse_score(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty score; fix: every row needs a probability".into());
+    }
+    match t.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!(
+            "score `{t}` is not a probability in [0, 1]{}; fix: pass the positive-class probability (predict_proba[:, 1]), not a decision value",
+            if v.is_nan() { " (NaN)" } else { "" }
+        )),
+        Err(_) => Err(format!("score `{t}` is not a number; fix: write the probability as a decimal number")),
+    }
+}
+
+fn sha256_of(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// Reads and checks every row; any bad row stops it with exit 2 and a list naming line, column and fix.
+pub fn read_predictions(
+    path: &Path,
+    label_column: Option<&str>,
+    score_column: Option<&str>,
+) -> Result<Predictions> {
+    let file = path.display().to_string();
+    let handle = std::fs::File::open(path).map_err(|e| {
+        Failure::usage(format!(
+            "{file}: cannot be opened ({e})\n  fix: check the path given to --predictions"
+        ))
+    })?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(std::io::BufReader::new(handle));
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| Failure::input(format!("{file}: the header cannot be read ({e})\n  fix: the first line must name the columns, in UTF-8")))?
+        .iter()
+        .map(normalize)
+        .collect();
+    if headers.iter().all(|h| h.is_empty()) {
+        return Err(Failure::input(format!(
+            "{file}: the file is empty\n  fix: write a header line, e.g. y_true,y_proba"
+        ))
+        .into());
+    }
+    let label_at = find_column(
+        &headers,
+        label_column,
+        &LABEL_COLUMNS,
+        "label",
+        "--label-column",
+        &file,
+    )?;
+    let score_at = find_column(
+        &headers,
+        score_column,
+        &SCORE_COLUMNS,
+        "score",
+        "--score-column",
+        &file,
+    )?;
+    let mut out = Predictions {
+        labels: Vec::new(),
+        scores: Vec::new(),
+        rows_total: 0,
+        rows_unlabeled: 0,
+        label_column: headers[label_at].clone(),
+        score_column: headers[score_at].clone(),
+        sha256: sha256_of(path)?,
+    };
+    let mut problems: Vec<String> = Vec::new();
+    let mut bad_rows = 0u64;
+    let mut record = csv::StringRecord::new();
+    loop {
+        let line = reader.position().line();
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let at = e.position().map(|p| p.line()).unwrap_or(line);
+                let what = match e.kind() {
+                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => format!("the row has {len} fields but the header has {expected_len}; fix: quote fields that contain commas"),
+                    csv::ErrorKind::Utf8 { .. } => "bytes that are not UTF-8; fix: save the file as UTF-8".into(),
+                    _ => format!("{e}; fix: check the CSV quoting"),
+                };
+                out.rows_total += 1;
+                bad_rows += 1;
+                if problems.len() < SHOWN_PROBLEMS {
+                    problems.push(format!("  {file}: line {at}: {what}"));
+                }
+                continue;
+            }
+        }
+        out.rows_total += 1;
+        let line = record.position().map(|p| p.line()).unwrap_or(line);
+        let label = parse_label(&record[label_at]);
+        let score = parse_score(&record[score_at]);
+        let mut row_ok = true;
+        for (column, result) in [
+            (&out.label_column, label.as_ref().err()),
+            (&out.score_column, score.as_ref().err()),
+        ] {
+            if let Some(problem) = result {
+                row_ok = false;
+                if problems.len() < SHOWN_PROBLEMS {
+                    problems.push(format!("  {file}: line {line}, column {column}: {problem}"));
+                }
+            }
+        }
+        if !row_ok {
+            bad_rows += 1;
+            continue;
+        }
+        match (label, score) {
+            (Ok(Some(y)), Ok(p)) => {
+                out.labels.push(y);
+                out.scores.push(p);
+            }
+            (Ok(None), Ok(_)) => out.rows_unlabeled += 1,
+            _ => {}
+        }
+    }
+    if bad_rows > 0 {
+        let more = bad_rows.saturating_sub(problems.len() as u64);
+        return Err(Failure::input(format!(
+            "{file}: {bad_rows} of {} rows are invalid; nothing was computed.\n{}{}",
+            out.rows_total,
+            problems.join("\n"),
+            if more > 0 {
+                format!("\n  ... and {more} more")
+            } else {
+                String::new()
+            }
+        ))
+        .into());
+    }
+    if out.rows_total == 0 {
+        return Err(Failure::input(format!(
+            "{file}: no data rows\n  fix: the file has a header only"
+        ))
+        .into());
+    }
+    if out.labels.is_empty() {
+        return Err(Failure::input(format!(
+            "{file}: every label in column `{}` is empty: there is nothing to score against\n  fix: fill in the labels, or point --label-column at the right column",
+            out.label_column
+        ))
+        .into());
+    }
+    Ok(out)
+}
+
+/// `esmbench metrics`: report.json, report.md, report.html and the plots for a predictions file.
+pub fn run_metrics(config: &RescoreConfig) -> Result<Report> {
+    let wall = Instant::now();
+    let started_at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "unknown".into());
+    let p = read_predictions(
+        &config.predictions,
+        config.label_column.as_deref(),
+        config.score_column.as_deref(),
+    )?;
+    crate::config::ensure_writable_dir(&config.out_dir)?;
+    let path = config.predictions.display().to_string();
+    let metrics = metrics::evaluate(
+        &p.labels,
+        &p.scores,
+        config.threshold.value,
+        config.bootstrap,
+    );
+    let report = Report {
+        schema_version: report::SCHEMA_VERSION,
+        command: "metrics".into(),
+        status: "complete".into(),
+        tool: Tool {
+            name: "esmbench".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        started_at,
+        model: ModelSection {
+            path: path.clone(),
+            sha256: p.sha256.clone(),
+            kind: "predictions".into(),
+            output: p.score_column,
+            head_source: None,
+            threshold: config.threshold.value,
+            threshold_source: config.threshold.source.clone(),
+            assay: config.threshold.assay.map(|a| a.name().to_string()),
+        },
+        data: DataSection {
+            path,
+            sha256: p.sha256,
+            rows_total: p.rows_total,
+            rows_scored: p.rows_total,
+            rows_skipped: 0,
+            rows_truncated: 0,
+            rows_unlabeled: p.rows_unlabeled,
+            label_column: Some(p.label_column),
+        },
+        execution: Execution {
+            device_requested: "none".into(),
+            execution_provider: "none".into(),
+            fallback: None,
+            model_loads: 0,
+            threads: 0,
+            max_tokens: 0,
+            max_residues: 0,
+            shard: None,
+        },
+        metrics: Some(metrics),
+        metrics_note: None,
+        performance: Performance {
+            wall_seconds: wall.elapsed().as_secs_f64(),
+            ..Default::default()
+        },
+        error: None,
+    };
+    report::write_reports(&config.out_dir, &report)?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_tools_columns_are_found_and_bad_rows_are_listed_with_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.csv");
+        std::fs::write(
+            &path,
+            "\u{feff}Y_True,y_pred,y_proba\n1,1,0.9\n0,0,0.2\n,1,0.7\n",
+        )
+        .unwrap();
+        let p = read_predictions(&path, None, None).unwrap();
+        assert_eq!(
+            (p.label_column.as_str(), p.score_column.as_str()),
+            ("y_true", "y_proba")
+        );
+        assert_eq!(p.labels, [1, 0]);
+        assert_eq!(p.scores, [0.9, 0.2]);
+        assert_eq!((p.rows_total, p.rows_unlabeled), (3, 1));
+
+        std::fs::write(&path, "y_true,y_proba\n1,0.9\n2,0.5\n0,1.7\n0,nan\n1,x\n").unwrap();
+        let e = format!("{:#}", read_predictions(&path, None, None).unwrap_err());
+        for expected in [
+            "4 of 5 rows are invalid",
+            "line 3, column y_true: label `2` is not 0 or 1",
+            "line 4, column y_proba: score `1.7` is not a probability",
+            "line 5, column y_proba: score `nan` is not a probability in [0, 1] (NaN)",
+            "line 6, column y_proba: score `x` is not a number",
+        ] {
+            assert!(e.contains(expected), "missing `{expected}` in:\n{e}");
+        }
+
+        std::fs::write(&path, "truth,p\n1,0.9\n").unwrap();
+        let e = read_predictions(&path, None, None).unwrap_err();
+        assert!(
+            format!("{e}").contains("no label column (looked for label, y_true"),
+            "{e}"
+        );
+        let p = read_predictions(&path, Some("truth"), Some("P")).unwrap();
+        assert_eq!(p.labels, [1]);
+    }
+}
