@@ -5,7 +5,8 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::cli::{Cli, Command, GateArgs};
-use crate::config::{check_bootstrap, load_file_config, ScoringConfig, TestConfig};
+use crate::config::suite::{resolve_plan, TestPlan};
+use crate::config::{check_bootstrap, load_file_config, ScoringConfig};
 use crate::error::Failure;
 use crate::metrics::threshold;
 use crate::model::{self, contract};
@@ -15,13 +16,25 @@ use crate::rescore::{self, RescoreConfig};
 
 pub fn execute(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Test(args) => {
-            let config = TestConfig::resolve(&args)?;
-            check_gate_flags(&args.gate)?;
-            let report = crate::run::run_test(&config, false)?;
-            print_summary(&report, &config.out_dir);
-            gate(&args.gate, &report, &config.out_dir.join("report.json"))
-        }
+        Command::Test(args) => match resolve_plan(&args)? {
+            TestPlan::Single(config) => {
+                check_gate_flags(&args.gate)?;
+                let report = crate::run::run_test(&config, false)?;
+                print_summary(&report, &config.out_dir);
+                gate(&args.gate, &report, &config.out_dir.join("report.json"))
+            }
+            TestPlan::Suite(suite) => {
+                check_tolerances(&args.gate)?;
+                let outcome = crate::run::suite::run_suite(&suite, false)?;
+                print!("{}", outcome.gate_log);
+                print!(
+                    "{}",
+                    String::from_utf8_lossy(&crate::report::summary::to_markdown(&outcome.summary))
+                );
+                println!("summary: {}", suite.out_dir.join("summary.md").display());
+                outcome.error.map_or(Ok(()), Err)
+            }
+        },
         Command::Metrics(args) => {
             check_gate_flags(&args.gate)?;
             let chosen = threshold::requested(args.threshold, args.assay, None, None)?;
@@ -63,6 +76,14 @@ pub fn execute(cli: Cli) -> Result<()> {
 
 /// Flag values clap cannot check, refused before a run spends any time.
 fn check_gate_flags(gate: &GateArgs) -> Result<()> {
+    check_tolerances(gate)?;
+    if let Some(path) = &gate.baseline {
+        Baseline::load(path)?;
+    }
+    Ok(())
+}
+
+fn check_tolerances(gate: &GateArgs) -> Result<()> {
     if let Some(t) = gate.tolerance.filter(|t| !(t.is_finite() && *t >= 0.0)) {
         return Err(Failure::usage(format!(
             "--tolerance {t} is not a non-negative number\n  fix: e.g. --tolerance {}",
@@ -75,9 +96,6 @@ fn check_gate_flags(gate: &GateArgs) -> Result<()> {
         .filter(|r| !(0.0..1.0).contains(r))
     {
         return Err(Failure::usage(format!("--throughput-tolerance {r} is not in [0, 1)\n  fix: e.g. 0.5 (fail when more than 50% slower)")).into());
-    }
-    if let Some(path) = &gate.baseline {
-        Baseline::load(path)?;
     }
     Ok(())
 }

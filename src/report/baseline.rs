@@ -111,9 +111,10 @@ impl Baseline {
             return Err(bad(path, format!("tolerances.{extra} has no metric value\n  fix: add metrics.{extra} or remove the tolerance")));
         }
         if let Some(t) = &self.throughput {
-            if !(t.sequences_per_second.is_finite() && t.sequences_per_second > 0.0)
-                || !(0.0..1.0).contains(&t.relative_tolerance)
-            {
+            let valid = t.sequences_per_second.is_finite()
+                && t.sequences_per_second > 0.0
+                && (0.0..1.0).contains(&t.relative_tolerance);
+            if !valid {
                 return Err(bad(path, "throughput needs sequences_per_second > 0 and relative_tolerance in [0, 1)\n  fix: e.g. {\"sequences_per_second\": 120.0, \"relative_tolerance\": 0.5}".into()));
             }
         }

@@ -6,6 +6,7 @@ pub mod markdown;
 pub mod npy;
 pub mod plots;
 pub mod predictions;
+pub mod summary;
 
 use std::path::Path;
 

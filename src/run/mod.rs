@@ -5,6 +5,7 @@ pub mod drive;
 pub mod monitor;
 pub mod progress;
 pub mod signals;
+pub mod suite;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use crate::fingerprint;
 use crate::metrics;
 use crate::metrics::threshold::{self, Threshold};
 use crate::model::head::Head;
-use crate::model::{self, ModelInfo};
+use crate::model::{self, Backend, ModelInfo};
 use crate::report::npy::NpyWriter;
 use crate::report::predictions::{read_scored, CsvLog, PREDICTIONS_HEADER, SKIPPED_HEADER};
 use crate::report::{self, DataSection, Execution, ModelSection, Performance, Report, Tool};
@@ -246,8 +247,22 @@ fn initial_report(
     }
 }
 
+/// A model already loaded by the caller, reused across datasets (`esmbench test` over a models x datasets config).
+pub struct Loaded<'a> {
+    pub backend: &'a mut dyn Backend,
+    /// The process's model-load count before this model was loaded, so a report counts this model's loads only.
+    pub loads_before: usize,
+    /// Whether this run pays for the load in its timings (the model's first dataset) or found it loaded.
+    pub first_use: bool,
+}
+
 /// `esmbench test`: predictions.csv, report.json and report.md in the output directory; resumable.
 pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
+    run_test_on(config, quiet, None)
+}
+
+/// `run_test` with the model loaded here (None) or reused from the caller.
+pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>) -> Result<Report> {
     let wall = Instant::now();
     let scoring = &config.scoring;
     let model_hashing = {
@@ -263,8 +278,24 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
     signals::install()?;
 
     let mut monitor = Monitor::start(config.rss_limits);
-    let mut backend = model::load_backend(scoring)?;
-    let info = backend.info().clone();
+    let mut owned;
+    let (backend, loads_before, load_seconds): (&mut dyn Backend, usize, f64) = match loaded {
+        Some(l) => {
+            let seconds = if l.first_use {
+                l.backend.info().load_seconds
+            } else {
+                0.0
+            };
+            (l.backend, l.loads_before, seconds)
+        }
+        None => {
+            owned = model::load_backend(scoring)?;
+            let seconds = owned.info().load_seconds;
+            (owned.as_mut(), 0, seconds)
+        }
+    };
+    let mut info = backend.info().clone();
+    info.load_seconds = load_seconds;
     let head = model::resolve_head(scoring, &info)?;
     model::require_head_for_scoring(
         &info,
@@ -320,6 +351,7 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
         &summary,
         &threshold,
     );
+    report.execution.model_loads = (model::model_loads() - loads_before) as u64;
     report.performance.rss_start_bytes = monitor.rss_start_bytes;
     let mut sink = TestSink {
         out_dir: &config.out_dir,
@@ -357,13 +389,7 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
         want_embeddings: false,
         start_row,
     };
-    let outcome = drive(
-        options,
-        backend.as_mut(),
-        &monitor,
-        &mut progress,
-        &mut sink,
-    );
+    let outcome = drive(options, backend, &monitor, &mut progress, &mut sink);
     let rows_done = outcome
         .as_ref()
         .map(|(t, _)| t.rows_done)
@@ -371,7 +397,7 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
     progress.finish(rows_done, monitor.rss_bytes());
     let (peak_rss, rss_end, peak_threads, timeline) = monitor.finish();
     sink.update_counts(&mut report);
-    report.execution.model_loads = model::model_loads() as u64;
+    report.execution.model_loads = (model::model_loads() - loads_before) as u64;
     let (totals, stop) = match outcome {
         Ok(done) => done,
         Err(error) => {

@@ -4,6 +4,8 @@ mod harness;
 
 mod cli;
 mod contract;
+mod gate;
+mod html;
 mod long_runs;
 mod parity;
 mod schema;

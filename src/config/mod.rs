@@ -11,6 +11,8 @@ use crate::error::Failure;
 use crate::metrics::bootstrap;
 use crate::metrics::threshold::{self, Threshold};
 
+pub mod suite;
+
 /// ESM's positional limit: 1024 tokens including <cls> and <eos>.
 pub const DEFAULT_MAX_RESIDUES: usize = 1022;
 /// fair-esm's default toks_per_batch.
@@ -192,6 +194,11 @@ pub struct FileConfig {
     pub max_rss: Option<String>,
     pub soft_rss: Option<String>,
     pub checkpoint_seconds: Option<u64>,
+    /// A models x datasets suite (see `suite`): every model is scored on every dataset.
+    pub models: Option<Vec<suite::ModelEntry>>,
+    pub datasets: Option<Vec<suite::DatasetEntry>>,
+    /// Folder of per-run baselines (`<model>.<data>.json`) that gate a suite.
+    pub baselines: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -203,7 +210,8 @@ impl FileConfig {
             let place = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
             Failure::usage(format!(
                 "config {}{place}: {e}\n  fix: keys are model, data, head, out, device, allow_cpu_fallback, max_tokens, threads, max_residues, truncate, threshold, \
-assay, bootstrap, columns {{sequence, label, id}}, on_invalid, intra_op_spinning, max_rss, soft_rss, checkpoint_seconds",
+assay, bootstrap, columns {{sequence, label, id}}, on_invalid, intra_op_spinning, max_rss, soft_rss, checkpoint_seconds, \
+models [{{model, head, name}}], datasets [{{data, name, threshold, assay}}], baselines",
                 path.display()
             ))
         })?;
@@ -213,12 +221,19 @@ assay, bootstrap, columns {{sequence, label, id}}, on_invalid, intra_op_spinning
             &mut config.data,
             &mut config.head,
             &mut config.out,
+            &mut config.baselines,
         ] {
             if let Some(p) = slot.as_mut() {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }
             }
+        }
+        for entry in config.models.iter_mut().flatten() {
+            entry.rebase(base);
+        }
+        for entry in config.datasets.iter_mut().flatten() {
+            entry.rebase(base);
         }
         Ok(config)
     }
@@ -367,7 +382,12 @@ pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
 impl TestConfig {
     pub fn resolve(args: &crate::cli::TestArgs) -> Result<TestConfig> {
         let file = load_file_config(args.scoring.config.as_deref())?;
-        let scoring = ScoringConfig::resolve(&args.scoring, &file)?;
+        TestConfig::resolve_with(args, &file)
+    }
+
+    /// Flags over an already loaded YAML file.
+    pub fn resolve_with(args: &crate::cli::TestArgs, file: &FileConfig) -> Result<TestConfig> {
+        let scoring = ScoringConfig::resolve(&args.scoring, file)?;
         let out_dir = args
             .out
             .clone()

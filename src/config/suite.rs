@@ -1,0 +1,285 @@
+//! A models x datasets suite from one YAML config: every run resolved and checked before any model loads.
+//!
+//! The config names `models: [{model, head, name}]` and `datasets: [{data, name, threshold | assay}]`; each pair
+//! becomes one ordinary `TestConfig` writing to `<out>/<model name>/<data name>/`, so a suite run is exactly the runs
+//! a user would otherwise start by hand, with each model loaded once for all its datasets.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Deserialize;
+
+use super::{FileConfig, TestConfig};
+use crate::cli::{AssayArg, TestArgs};
+use crate::error::Failure;
+use crate::metrics::threshold;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub model: PathBuf,
+    pub head: Option<PathBuf>,
+    /// Folder and summary name (default: the file stem).
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetEntry {
+    pub data: PathBuf,
+    pub name: Option<String>,
+    /// This dataset's threshold (or assay preset), e.g. `assay: psr` for Shehata and Harvey.
+    pub threshold: Option<f64>,
+    pub assay: Option<AssayArg>,
+}
+
+impl ModelEntry {
+    pub(super) fn rebase(&mut self, base: &Path) {
+        rebase(&mut self.model, base);
+        if let Some(head) = self.head.as_mut() {
+            rebase(head, base);
+        }
+    }
+}
+
+impl DatasetEntry {
+    pub(super) fn rebase(&mut self, base: &Path) {
+        rebase(&mut self.data, base);
+    }
+}
+
+fn rebase(path: &mut PathBuf, base: &Path) {
+    if path.is_relative() {
+        *path = base.join(&*path);
+    }
+}
+
+/// One model with the runs (one per dataset) that share its single load.
+#[derive(Debug)]
+pub struct SuiteModel {
+    pub name: String,
+    pub runs: Vec<SuiteRun>,
+}
+
+#[derive(Debug)]
+pub struct SuiteRun {
+    pub model: String,
+    pub data: String,
+    pub config: TestConfig,
+    /// The baseline that gates this run, when the suite is gated.
+    pub baseline: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct SuiteConfig {
+    pub models: Vec<SuiteModel>,
+    /// summary.json and summary.md go here; each run in `<out>/<model>/<data>/`.
+    pub out_dir: PathBuf,
+    /// Where `--write-baseline DIR` records one baseline per run.
+    pub write_baselines: Option<PathBuf>,
+    /// Tolerances recorded in those baselines (--tolerance, --throughput-tolerance).
+    pub tolerance: f64,
+    pub throughput_tolerance: Option<f64>,
+}
+
+impl SuiteConfig {
+    pub fn runs(&self) -> impl Iterator<Item = &SuiteRun> {
+        self.models.iter().flat_map(|m| m.runs.iter())
+    }
+}
+
+/// What `esmbench test` will do: one run, or a suite.
+#[derive(Debug)]
+pub enum TestPlan {
+    Single(Box<TestConfig>),
+    Suite(SuiteConfig),
+}
+
+/// The file name of a run's baseline inside a baselines folder.
+pub fn baseline_file(dir: &Path, model: &str, data: &str) -> PathBuf {
+    dir.join(format!("{model}.{data}.json"))
+}
+
+pub fn resolve_plan(args: &TestArgs) -> Result<TestPlan> {
+    let file = super::load_file_config(args.scoring.config.as_deref())?;
+    if file.models.is_none() && file.datasets.is_none() {
+        if file.baselines.is_some() {
+            return Err(Failure::usage(
+                "`baselines:` in the config only gates a suite (models: and datasets:)\n  fix: for one run use --baseline B.json",
+            )
+            .into());
+        }
+        return Ok(TestPlan::Single(Box::new(TestConfig::resolve_with(
+            args, &file,
+        )?)));
+    }
+    resolve_suite(args, &file).map(TestPlan::Suite)
+}
+
+fn resolve_suite(args: &TestArgs, file: &FileConfig) -> Result<SuiteConfig> {
+    let (Some(models), Some(datasets)) = (&file.models, &file.datasets) else {
+        return Err(Failure::usage(
+            "a suite config needs both `models:` and `datasets:`\n  fix: list at least one of each",
+        )
+        .into());
+    };
+    if models.is_empty() || datasets.is_empty() {
+        return Err(Failure::usage(
+            "`models:` or `datasets:` is empty\n  fix: list at least one of each",
+        )
+        .into());
+    }
+    let single_keys = [
+        (args.scoring.model.is_some(), "--model"),
+        (args.scoring.data.is_some(), "--data"),
+        (args.scoring.head.is_some(), "--head"),
+        (file.model.is_some(), "`model:`"),
+        (file.data.is_some(), "`data:`"),
+        (file.head.is_some(), "`head:`"),
+    ];
+    if let Some((_, key)) = single_keys.iter().find(|(set, _)| *set) {
+        return Err(Failure::usage(format!(
+            "{key} cannot be combined with a suite config (models: and datasets:)\n  fix: put every model under `models:` (with its head) and every CSV under `datasets:`"
+        ))
+        .into());
+    }
+    let model_names = unique_names(
+        models.iter().map(|m| (m.name.clone(), &m.model)).collect(),
+        "model",
+    )?;
+    let data_names = unique_names(
+        datasets.iter().map(|d| (d.name.clone(), &d.data)).collect(),
+        "dataset",
+    )?;
+    let out_dir = args
+        .out
+        .clone()
+        .or_else(|| file.out.clone())
+        .unwrap_or_else(|| PathBuf::from("results"));
+    let baselines_dir = args
+        .gate
+        .baseline
+        .clone()
+        .or_else(|| file.baselines.clone());
+    if let Some(dir) = &baselines_dir {
+        if !dir.is_dir() {
+            return Err(Failure::usage(format!(
+                "baselines folder {} does not exist\n  fix: in a suite, --baseline (or `baselines:`) names a folder of <model>.<data>.json files; record them with --write-baseline DIR",
+                dir.display()
+            ))
+            .into());
+        }
+    }
+
+    let mut suite_models = Vec::new();
+    for (model, model_name) in models.iter().zip(&model_names) {
+        let mut runs = Vec::new();
+        for (dataset, data_name) in datasets.iter().zip(&data_names) {
+            let mut run_args = args.clone();
+            run_args.scoring.model = Some(model.model.clone());
+            run_args.scoring.data = Some(dataset.data.clone());
+            run_args.scoring.head = model.head.clone();
+            run_args.out = Some(out_dir.join(model_name).join(data_name));
+            let mut config = TestConfig::resolve_with(&run_args, file)?;
+            // A dataset's own threshold wins over the config's top level; the command line wins over both.
+            if args.threshold.is_none()
+                && args.assay.is_none()
+                && (dataset.threshold.is_some() || dataset.assay.is_some())
+            {
+                config.threshold =
+                    threshold::requested(None, None, dataset.threshold, dataset.assay)?;
+            }
+            let baseline = match &baselines_dir {
+                Some(dir) => {
+                    let path = baseline_file(dir, model_name, data_name);
+                    if !path.is_file() {
+                        return Err(Failure::usage(format!(
+                            "no baseline for {model_name} on {data_name}: {} is missing\n  fix: record the suite's baselines with --write-baseline {}",
+                            path.display(),
+                            dir.display()
+                        ))
+                        .into());
+                    }
+                    crate::report::baseline::Baseline::load(&path)?;
+                    Some(path)
+                }
+                None => None,
+            };
+            runs.push(SuiteRun {
+                model: model_name.clone(),
+                data: data_name.clone(),
+                config,
+                baseline,
+            });
+        }
+        suite_models.push(SuiteModel {
+            name: model_name.clone(),
+            runs,
+        });
+    }
+    if let Some(dir) = &args.gate.write_baseline {
+        super::ensure_writable_dir(dir)?;
+    }
+    super::ensure_writable_dir(&out_dir)?;
+    Ok(SuiteConfig {
+        models: suite_models,
+        out_dir,
+        write_baselines: args.gate.write_baseline.clone(),
+        tolerance: args
+            .gate
+            .tolerance
+            .unwrap_or(crate::report::baseline::DEFAULT_TOLERANCE),
+        throughput_tolerance: args.gate.throughput_tolerance,
+    })
+}
+
+/// Names for folders and the summary: given ones, else file stems; refused when two runs would share a folder.
+fn unique_names(entries: Vec<(Option<String>, &PathBuf)>, what: &str) -> Result<Vec<String>> {
+    let mut seen = BTreeSet::new();
+    let mut names = Vec::new();
+    for (name, path) in entries {
+        let name = name.unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| what.to_string())
+        });
+        let safe = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !safe {
+            return Err(Failure::usage(format!(
+                "{what} name `{name}` cannot be a folder name\n  fix: give it `name:` with letters, digits, - _ or ."
+            ))
+            .into());
+        }
+        if !seen.insert(name.clone()) {
+            return Err(Failure::usage(format!(
+                "two {what}s are both named `{name}`\n  fix: give one of them a different `name:`"
+            ))
+            .into());
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_default_to_stems_and_must_be_unique_and_folder_safe() {
+        let a = PathBuf::from("x/jain_86.csv");
+        let b = PathBuf::from("y/jain_86.csv");
+        assert_eq!(
+            unique_names(vec![(None, &a)], "dataset").unwrap(),
+            ["jain_86"]
+        );
+        let e = unique_names(vec![(None, &a), (None, &b)], "dataset").unwrap_err();
+        assert!(format!("{e}").contains("both named `jain_86`"), "{e}");
+        assert!(unique_names(vec![(None, &a), (Some("jain_b".into()), &b)], "dataset").is_ok());
+        assert!(unique_names(vec![(Some("../up".into()), &a)], "dataset").is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! A models x datasets suite: every dataset validated first, each model loaded once for all its datasets, one
+//! summary across the runs, and each run gated against its own baseline when the suite is gated.
+
+use anyhow::Result;
+
+use crate::config::suite::{baseline_file, SuiteConfig, SuiteRun};
+use crate::model;
+use crate::report::baseline::{self, Baseline};
+use crate::report::summary::{self, Summary, SummaryRun, SUMMARY_SCHEMA_VERSION};
+use crate::report::{self, Report};
+use crate::run::{run_test_on, validate_data, Loaded};
+
+/// What a finished (or stopped) suite leaves for the caller to print and turn into an exit code.
+pub struct SuiteOutcome {
+    pub summary: Summary,
+    /// Each gated run's comparison, rendered for the log.
+    pub gate_log: String,
+    /// The first error: a run that failed or stopped, else the regression gate.
+    pub error: Option<anyhow::Error>,
+}
+
+pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
+    // Every dataset is checked before the first model loads, so a bad file costs seconds, not a model's run.
+    if let Some(first) = suite.models.first() {
+        for run in &first.runs {
+            validate_data(&run.config.scoring)?;
+        }
+    }
+    let mut summary = Summary {
+        schema_version: SUMMARY_SCHEMA_VERSION,
+        status: "running".into(),
+        models: suite.models.len() as u64,
+        model_loads: 0,
+        runs: Vec::new(),
+    };
+    let mut gate_log = String::new();
+    let mut error = None;
+    let loads_at_start = model::model_loads();
+    'models: for suite_model in &suite.models {
+        let loads_before = model::model_loads();
+        let mut backend = model::load_backend(&suite_model.runs[0].config.scoring)?;
+        for (i, run) in suite_model.runs.iter().enumerate() {
+            eprintln!("esmbench: {} on {}", run.model, run.data);
+            let loaded = Loaded {
+                backend: backend.as_mut(),
+                loads_before,
+                first_use: i == 0,
+            };
+            let out_dir = run.config.out_dir.display().to_string();
+            match run_test_on(&run.config, quiet, Some(loaded)) {
+                Ok(report) => {
+                    let mut line = SummaryRun::from_report(&run.model, &run.data, out_dir, &report);
+                    if let Err(e) = record_and_gate(suite, run, &report, &mut line, &mut gate_log) {
+                        error.get_or_insert(e);
+                    }
+                    summary.runs.push(line);
+                }
+                Err(e) => {
+                    let stopped = read_report(&run.config.out_dir);
+                    let mut line = match &stopped {
+                        Some(report) => {
+                            SummaryRun::from_report(&run.model, &run.data, out_dir, report)
+                        }
+                        None => failed_line(run, out_dir),
+                    };
+                    line.error = Some(format!("{e:#}"));
+                    summary.status = line.status.clone();
+                    summary.runs.push(line);
+                    error = Some(e);
+                    break 'models;
+                }
+            }
+        }
+    }
+    summary.model_loads = (model::model_loads() - loads_at_start) as u64;
+    if summary.status == "running" {
+        summary.status = "complete".into();
+    }
+    report::write_atomically(
+        &suite.out_dir.join("summary.json"),
+        &summary::to_json(&summary),
+    )?;
+    report::write_atomically(
+        &suite.out_dir.join("summary.md"),
+        &summary::to_markdown(&summary),
+    )?;
+    Ok(SuiteOutcome {
+        summary,
+        gate_log,
+        error,
+    })
+}
+
+/// Writes this run's baseline when asked, and compares it with its baseline when the suite is gated.
+fn record_and_gate(
+    suite: &SuiteConfig,
+    run: &SuiteRun,
+    report: &Report,
+    line: &mut SummaryRun,
+    log: &mut String,
+) -> Result<()> {
+    if let Some(dir) = &suite.write_baselines {
+        let path = baseline_file(dir, &run.model, &run.data);
+        let recorded = Baseline::from_report(report, suite.tolerance, suite.throughput_tolerance)?;
+        report::write_atomically(&path, &recorded.to_json())?;
+        log.push_str(&format!("wrote baseline {}\n", path.display()));
+    }
+    let Some(path) = &run.baseline else {
+        return Ok(());
+    };
+    let name = path.display().to_string();
+    let comparison = baseline::compare(report, &Baseline::load(path)?, &name)?;
+    log.push_str(&comparison.render(&format!("{} on {}", run.model, run.data), &name));
+    match comparison.failure(&name) {
+        Some(failure) => {
+            line.gate = Some("regression".into());
+            Err(failure.into())
+        }
+        None => {
+            line.gate = Some("pass".into());
+            Ok(())
+        }
+    }
+}
+
+fn read_report(dir: &std::path::Path) -> Option<Report> {
+    let text = std::fs::read_to_string(dir.join("report.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// A run that stopped before it wrote a report (a bad model, say).
+fn failed_line(run: &SuiteRun, out_dir: String) -> SummaryRun {
+    SummaryRun {
+        model: run.model.clone(),
+        data: run.data.clone(),
+        status: "failed".into(),
+        out_dir,
+        rows_scored: 0,
+        threshold: run.config.threshold.as_ref().map(|t| t.value),
+        threshold_source: run.config.threshold.as_ref().map(|t| t.source.clone()),
+        n: None,
+        accuracy: None,
+        accuracy_interval: None,
+        roc_auc: None,
+        pr_auc: None,
+        f1: None,
+        mcc: None,
+        sequences_per_second: 0.0,
+        wall_seconds: 0.0,
+        model_loads: 0,
+        gate: None,
+        error: None,
+    }
+}

@@ -1,0 +1,279 @@
+//! The regression gate (`--baseline`, `--write-baseline`, `esmbench check`) and models x datasets suites.
+
+use std::path::{Path, PathBuf};
+
+use crate::harness::*;
+
+fn demo() -> PathBuf {
+    root().join("test_datasets/demo_antibodies.csv")
+}
+
+/// A baseline whose accuracy is `delta` above what it recorded.
+fn raise_accuracy(baseline: &Path, delta: f64, out: &Path) {
+    let mut json = read_json(baseline);
+    let accuracy = json["metrics"]["accuracy"].as_f64().unwrap();
+    json["metrics"]["accuracy"] = serde_json::json!(accuracy + delta);
+    std::fs::write(out, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+}
+
+#[test]
+fn gate_exits_3_against_a_better_baseline_and_0_against_the_runs_own() {
+    let dir = tempdir();
+    let own = dir.path().join("own.json");
+    let run = dir.path().join("run");
+    esmbench()
+        .args(["test", "--mock-backend", "--model"])
+        .arg(fixture("esm2_micro_with_head.onnx"))
+        .arg("--data")
+        .arg(demo())
+        .arg("--out")
+        .arg(&run)
+        .arg("--write-baseline")
+        .arg(&own)
+        .assert()
+        .success();
+    let better = dir.path().join("better.json");
+    raise_accuracy(&own, 0.2, &better);
+
+    let passed = esmbench()
+        .args(["test", "--mock-backend", "--model"])
+        .arg(fixture("esm2_micro_with_head.onnx"))
+        .arg("--data")
+        .arg(demo())
+        .arg("--out")
+        .arg(&run)
+        .arg("--baseline")
+        .arg(&own)
+        .assert()
+        .code(0);
+    let stdout = String::from_utf8_lossy(&passed.get_output().stdout).into_owned();
+    assert!(stdout.contains("gate passed"), "{stdout}");
+
+    let failed = esmbench()
+        .args(["test", "--mock-backend", "--model"])
+        .arg(fixture("esm2_micro_with_head.onnx"))
+        .arg("--data")
+        .arg(demo())
+        .arg("--out")
+        .arg(&run)
+        .arg("--baseline")
+        .arg(&better)
+        .assert()
+        .code(3);
+    let output = failed.get_output();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout.contains("accuracy") && stdout.contains("REGRESSION"),
+        "the diff names the metric: {stdout}"
+    );
+    assert!(stderr.contains("regression gate failed"), "{stderr}");
+
+    // `check` gates an existing report the same way, without running anything.
+    let report = run.join("report.json");
+    esmbench()
+        .arg("check")
+        .arg(&report)
+        .arg("--baseline")
+        .arg(&own)
+        .assert()
+        .code(0);
+    esmbench()
+        .arg("check")
+        .arg(&report)
+        .arg("--baseline")
+        .arg(&better)
+        .assert()
+        .code(3);
+}
+
+#[test]
+fn check_without_a_baseline_or_with_a_broken_one_is_a_usage_error() {
+    let dir = tempdir();
+    let report = write(dir.path(), "report.json", "{}");
+    esmbench().arg("check").arg(&report).assert().code(2);
+    let broken = write(dir.path(), "b.json", "{\"metrics\": 3}");
+    esmbench()
+        .arg("check")
+        .arg(&report)
+        .arg("--baseline")
+        .arg(&broken)
+        .assert()
+        .code(2);
+}
+
+fn suite_config(dir: &Path, extra: &str) -> PathBuf {
+    let nanobodies = dir.join("nanobodies.csv");
+    synthetic_nanobodies(&nanobodies, 150, 11);
+    std::fs::copy(fixture("esm2_micro_with_head.onnx"), dir.join("m2.onnx")).unwrap();
+    write(
+        dir,
+        "suite.yaml",
+        &format!(
+            "models:\n  - name: first\n    model: {}\n  - model: m2.onnx\ndatasets:\n  - name: demo\n    data: {}\n  - data: nanobodies.csv\n    assay: psr\nout: results\nthreads: 1\nbootstrap: 200\n{extra}",
+            fixture("esm2_micro_with_head.onnx").display(),
+            demo().display()
+        ),
+    )
+}
+
+#[test]
+fn a_suite_loads_each_model_once_for_all_its_datasets_and_writes_one_summary() {
+    if !runtime_available(
+        "a_suite_loads_each_model_once_for_all_its_datasets_and_writes_one_summary",
+    ) {
+        return;
+    }
+    let dir = tempdir();
+    let config = suite_config(dir.path(), "");
+    esmbench()
+        .args(["test", "--config"])
+        .arg(&config)
+        .assert()
+        .success();
+    let summary = read_json(&dir.path().join("results/summary.json"));
+    assert_eq!(summary["status"], "complete");
+    assert_eq!(summary["models"], 2);
+    assert_eq!(summary["model_loads"], 2, "one load per model");
+    let runs = summary["runs"].as_array().unwrap();
+    let pairs: Vec<(String, String)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["model"].as_str().unwrap().to_string(),
+                r["data"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("first", "demo"),
+            ("first", "nanobodies"),
+            ("m2", "demo"),
+            ("m2", "nanobodies")
+        ]
+        .map(|(m, d)| (m.to_string(), d.to_string()))
+    );
+    for r in runs {
+        let folder = dir
+            .path()
+            .join("results")
+            .join(r["model"].as_str().unwrap())
+            .join(r["data"].as_str().unwrap());
+        let report = read_json(&folder.join("report.json"));
+        assert_eq!(report["status"], "complete");
+        assert_eq!(report["execution"]["model_loads"], 1);
+        assert!(folder.join("predictions.csv").is_file());
+        if r["data"] == "nanobodies" {
+            assert_eq!(report["model"]["threshold"], 0.5495);
+            assert_eq!(report["model"]["assay"], "psr");
+            assert_eq!(report["model"]["threshold_source"], "config");
+        } else {
+            assert_eq!(report["model"]["threshold_source"], "head");
+        }
+        assert_eq!(report["metrics"]["accuracy"], r["accuracy"]);
+    }
+    // Same model file, same data: the two models' predictions agree, so the suite did not mix runs up.
+    let a = read_csv(&dir.path().join("results/first/nanobodies/predictions.csv"));
+    let b = read_csv(&dir.path().join("results/m2/nanobodies/predictions.csv"));
+    assert_eq!(column_f64(&a, "probability"), column_f64(&b, "probability"));
+    let md = std::fs::read_to_string(dir.path().join("results/summary.md")).unwrap();
+    assert!(md.contains("| first | nanobodies | complete |"), "{md}");
+}
+
+#[test]
+fn a_gated_suite_exits_3_when_one_run_regresses_and_names_it() {
+    if !runtime_available("a_gated_suite_exits_3_when_one_run_regresses_and_names_it") {
+        return;
+    }
+    let dir = tempdir();
+    let config = suite_config(dir.path(), "");
+    let baselines = dir.path().join("baselines");
+    esmbench()
+        .args(["test", "--config"])
+        .arg(&config)
+        .arg("--write-baseline")
+        .arg(&baselines)
+        .assert()
+        .success();
+    assert!(baselines.join("m2.nanobodies.json").is_file());
+    esmbench()
+        .args(["test", "--config"])
+        .arg(&config)
+        .arg("--baseline")
+        .arg(&baselines)
+        .assert()
+        .success();
+
+    let tampered = baselines.join("first.demo.json");
+    raise_accuracy(&tampered.clone(), 0.3, &tampered);
+    let gated = config.with_file_name("gated.yaml");
+    std::fs::write(
+        &gated,
+        std::fs::read_to_string(&config).unwrap() + "baselines: baselines\n",
+    )
+    .unwrap();
+    let failed = esmbench()
+        .args(["test", "--config"])
+        .arg(&gated)
+        .assert()
+        .code(3);
+    let stdout = String::from_utf8_lossy(&failed.get_output().stdout).into_owned();
+    assert!(stdout.contains("REGRESSION"), "{stdout}");
+    let summary = read_json(&dir.path().join("results/summary.json"));
+    let verdicts: Vec<&str> = summary["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["gate"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["regression", "pass", "pass", "pass"]);
+}
+
+#[test]
+fn suite_mistakes_are_usage_errors_before_any_model_loads() {
+    let dir = tempdir();
+    let config = suite_config(dir.path(), "");
+    // A missing baseline is named with the command that records it.
+    std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+    let out = esmbench()
+        .args(["test", "--config"])
+        .arg(&config)
+        .arg("--baseline")
+        .arg(dir.path().join("empty"))
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("first.demo.json is missing") && stderr.contains("--write-baseline"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("results/summary.json").exists());
+    // --model next to a suite config is ambiguous.
+    esmbench()
+        .args(["test", "--config"])
+        .arg(&config)
+        .arg("--model")
+        .arg(fixture("esm2_micro.onnx"))
+        .arg("--data")
+        .arg(demo())
+        .assert()
+        .code(2);
+    // Two datasets with one name would write into one folder.
+    let clash = write(
+        dir.path(),
+        "clash.yaml",
+        &format!(
+            "models:\n  - model: m2.onnx\ndatasets:\n  - data: {}\n  - data: {}\n",
+            demo().display(),
+            demo().display()
+        ),
+    );
+    let out = esmbench()
+        .args(["test", "--config"])
+        .arg(&clash)
+        .assert()
+        .code(2);
+    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("both named"));
+}
