@@ -7,6 +7,7 @@ pub mod data;
 pub mod embedded;
 pub mod error;
 pub mod fingerprint;
+pub mod fit;
 pub mod merge;
 pub mod metrics;
 pub mod model;
