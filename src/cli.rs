@@ -28,6 +28,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Combine the output directories of `esmbench test --shard K/N` runs into one, as if run unsharded.
     Merge(MergeArgs),
+    /// Train the logistic-regression head on a labelled CSV's pooled embeddings (scikit-learn's objective, L-BFGS):
+    /// writes the head JSON for `esmbench test --head`, and a k-fold cross-validation report next to it.
+    Fit(FitArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -225,4 +228,97 @@ pub struct InspectArgs {
     /// Head JSON to check against the model's hidden size.
     #[arg(long)]
     pub head: Option<PathBuf>,
+}
+
+/// `esmbench fit`: the scoring flags that shape the embeddings, plus the training settings. No --head (fit writes
+/// one) and no --shard (a head is trained on all rows).
+#[derive(Debug, Clone, Args)]
+pub struct FitArgs {
+    /// ONNX encoder whose pooled embeddings the head is trained on.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Training CSV: a sequence column and a 0/1 label column (rows with an empty label are left out).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Where to write the head JSON; the cross-validation report goes next to it (NAME.report.json, NAME.report.md).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Inverse L2 regularisation strength, as scikit-learn's LogisticRegression C.
+    #[arg(
+        long = "c",
+        value_name = "C",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
+    pub c: f64,
+    /// Stratified cross-validation folds; 0 or 1 skips cross-validation.
+    #[arg(long, default_value_t = 10)]
+    pub folds: usize,
+    /// Seed of the fold assignment (the same seed gives the same folds).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// YAML run configuration (model, data, device, threads, max_tokens, columns, ...); flags win over it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Execution provider: cpu, cuda, coreml, or auto (CUDA, then CoreML, then CPU).
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceArg>,
+    /// Run on CPU (loudly) when the requested provider cannot be registered, instead of failing.
+    #[arg(long)]
+    pub allow_cpu_fallback: bool,
+    /// Token budget per batch: rows x longest row (with <cls> and <eos>), as fair-esm's toks_per_batch.
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// ONNX Runtime intra-op threads (default: physical cores available to this process).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Longest sequence in residues; longer ones are truncated (and counted) unless --no-truncate.
+    #[arg(long)]
+    pub max_residues: Option<usize>,
+    /// Fail on sequences longer than --max-residues instead of truncating them.
+    #[arg(long)]
+    pub no_truncate: bool,
+    /// What to do with invalid rows: fail (default) or leave them out of training.
+    #[arg(long, value_enum)]
+    pub on_invalid: Option<OnInvalid>,
+    /// Keep ONNX Runtime's idle threads from spinning (saves CPU in shared containers; slightly slower).
+    #[arg(long)]
+    pub no_spinning: bool,
+    /// Name of the sequence column (default: sequence).
+    #[arg(long)]
+    pub sequence_column: Option<String>,
+    /// Name of the 0/1 label column (default: label).
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// Name of the id column (default: id; optional).
+    #[arg(long)]
+    pub id_column: Option<String>,
+    /// Use the deterministic mock backend instead of ONNX Runtime (tests only).
+    #[arg(long, hide = true)]
+    pub mock_backend: bool,
+}
+
+impl FitArgs {
+    /// The shared scoring flags, for [`crate::config::ScoringConfig::resolve`].
+    pub fn scoring(&self) -> ScoringArgs {
+        ScoringArgs {
+            model: self.model.clone(),
+            data: self.data.clone(),
+            head: None,
+            config: self.config.clone(),
+            device: self.device,
+            allow_cpu_fallback: self.allow_cpu_fallback,
+            max_tokens: self.max_tokens,
+            threads: self.threads,
+            max_residues: self.max_residues,
+            no_truncate: self.no_truncate,
+            on_invalid: self.on_invalid,
+            shard: None,
+            no_spinning: self.no_spinning,
+            sequence_column: self.sequence_column.clone(),
+            label_column: self.label_column.clone(),
+            id_column: self.id_column.clone(),
+            mock_backend: self.mock_backend,
+        }
+    }
 }

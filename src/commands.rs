@@ -71,6 +71,12 @@ pub fn execute(cli: Cli) -> Result<()> {
             print_summary(&report, &args.out);
             Ok(())
         }
+        Command::Fit(args) => {
+            let config = crate::fit::config::FitConfig::resolve(&args)?;
+            let outcome = crate::fit::run_fit(&config, false)?;
+            print_fit_summary(&outcome, &config);
+            Ok(())
+        }
     }
 }
 
@@ -155,6 +161,40 @@ fn gate(args: &GateArgs, report: &Report, report_path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_fit_summary(outcome: &crate::fit::FitOutcome, config: &crate::fit::config::FitConfig) {
+    let r = &outcome.report;
+    println!(
+        "trained on {} labeled rows ({} positive, {} negative; {} unlabeled left out) with C={}: \
+L-BFGS {} iterations, max |gradient| {:.1e}; {:.2} s in all (embedding {:.2} s, fit {:.3} s, cross-validation {:.3} s)",
+        r.data.rows_trained,
+        r.data.positives,
+        r.data.negatives,
+        r.data.rows_unlabeled,
+        r.settings.c,
+        outcome.fitted.iterations,
+        outcome.fitted.gradient_max_abs,
+        r.performance.wall_seconds,
+        r.performance.embed_seconds,
+        r.performance.fit_seconds,
+        r.performance.cv_seconds,
+    );
+    match &r.cv {
+        Some(cv) => println!(
+            "{}-fold stratified CV (seed {}): {}",
+            cv.folds,
+            cv.seed,
+            crate::fit::output::summary_line(&cv.summary)
+        ),
+        None => println!("cross-validation skipped (--folds 0 or 1)"),
+    }
+    println!(
+        "wrote {}, {} and {}",
+        config.out.display(),
+        config.report_json.display(),
+        config.report_md.display()
+    );
 }
 
 fn print_summary(report: &Report, out_dir: &Path) {

@@ -16,6 +16,8 @@ pub struct DataSummary {
     pub rows_invalid: u64,
     pub rows_truncated: u64,
     pub rows_labeled: u64,
+    /// Valid rows labeled 1 (so a trainer can check for both classes before the model loads).
+    pub rows_positive: u64,
     pub has_label_column: bool,
     pub has_id_column: bool,
     /// The first problems found, in file order.
@@ -37,6 +39,7 @@ pub fn scan(source: &DataSource, columns: &ColumnNames, rules: RowRules) -> Resu
                 summary.rows_valid += 1;
                 summary.rows_truncated += u64::from(record.truncated);
                 summary.rows_labeled += u64::from(record.label.is_some());
+                summary.rows_positive += u64::from(record.label == Some(1));
             }
             RowOutcome::Invalid(problem) => {
                 summary.rows_invalid += 1;

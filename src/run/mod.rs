@@ -52,7 +52,7 @@ pub fn validate_data(scoring: &ScoringConfig) -> Result<DataSummary> {
     Ok(summary)
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "unknown".into())

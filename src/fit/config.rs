@@ -1,0 +1,131 @@
+//! `esmbench fit`'s flags and YAML resolved into one validated training configuration, before any model loads.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::cli::FitArgs;
+use crate::config::{ensure_writable_dir, load_file_config, ScoringConfig};
+use crate::error::Failure;
+
+/// A validated `esmbench fit` run.
+#[derive(Debug, Clone)]
+pub struct FitConfig {
+    pub scoring: ScoringConfig,
+    /// The head JSON to write.
+    pub out: PathBuf,
+    pub report_json: PathBuf,
+    pub report_md: PathBuf,
+    pub c: f64,
+    /// None: no cross-validation (--folds 0 or 1).
+    pub folds: Option<usize>,
+    pub seed: u64,
+}
+
+/// The threshold written into the head: scikit-learn's predict, and what every committed head uses.
+pub const HEAD_THRESHOLD: f64 = 0.5;
+
+/// head.json -> head.report.json / head.report.md, in the same folder, so a report never outlives its head
+/// unnoticed and two heads in one folder keep their own reports.
+pub fn report_paths(out: &Path) -> (PathBuf, PathBuf) {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "head".into());
+    let stem = name.strip_suffix(".json").unwrap_or(&name);
+    (
+        out.with_file_name(format!("{stem}.report.json")),
+        out.with_file_name(format!("{stem}.report.md")),
+    )
+}
+
+impl FitConfig {
+    pub fn resolve(args: &FitArgs) -> Result<FitConfig> {
+        let mut file = load_file_config(args.config.as_deref())?;
+        let config_name = args
+            .config
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        // A suite config (models x datasets) names no single model and data; without --model and --data the
+        // run would quietly fall back to the embedded demo, so refuse it.
+        let suite = file.models.is_some() || file.datasets.is_some();
+        let model_named = args.model.is_some() || file.model.is_some();
+        let data_named = args.data.is_some() || file.data.is_some();
+        if suite && !(model_named && data_named) {
+            return Err(Failure::usage(format!(
+                "{config_name}: `models` and `datasets` describe an `esmbench test` suite, and fit trains one head on one \
+model and one dataset\n  fix: pass --model M.onnx and --data TRAIN.csv, or use a config with `model` and `data`"
+            ))
+            .into());
+        }
+        // A config shared with `esmbench test` may carry keys that mean nothing to training; say which are
+        // ignored rather than fail on a file that `test` accepts, or use them silently.
+        let test_only: Vec<&str> = [
+            ("head", file.head.is_some()),
+            ("out", file.out.is_some()),
+            ("threshold", file.threshold.is_some()),
+            ("assay", file.assay.is_some()),
+            ("bootstrap", file.bootstrap.is_some()),
+            ("max_rss", file.max_rss.is_some()),
+            ("soft_rss", file.soft_rss.is_some()),
+            ("checkpoint_seconds", file.checkpoint_seconds.is_some()),
+            ("models", file.models.is_some()),
+            ("datasets", file.datasets.is_some()),
+            ("baselines", file.baselines.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, present)| present.then_some(key))
+        .collect();
+        if !test_only.is_empty() {
+            eprintln!(
+                "esmbench fit: {config_name}: ignoring keys that only `esmbench test` uses: {} (the head goes to --out)",
+                test_only.join(", ")
+            );
+        }
+        file.head = None;
+        let scoring = ScoringConfig::resolve(&args.scoring(), &file)?;
+        if !(args.c.is_finite() && args.c > 0.0) {
+            return Err(Failure::usage(format!(
+                "--c {} is not a positive number\n  fix: use e.g. --c 1.0 (scikit-learn's default; smaller regularises more)",
+                args.c
+            ))
+            .into());
+        }
+        if args.out.is_dir() {
+            return Err(Failure::usage(format!(
+                "--out {} is a directory\n  fix: name the head file, e.g. --out {}",
+                args.out.display(),
+                args.out.join("head.json").display()
+            ))
+            .into());
+        }
+        if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            ensure_writable_dir(parent)?;
+        }
+        let (report_json, report_md) = report_paths(&args.out);
+        Ok(FitConfig {
+            scoring,
+            out: args.out.clone(),
+            report_json,
+            report_md,
+            c: args.c,
+            folds: (args.folds >= 2).then_some(args.folds),
+            seed: args.seed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_sit_next_to_the_head() {
+        let (json, md) = report_paths(Path::new("heads/boughter.json"));
+        assert_eq!(json, PathBuf::from("heads/boughter.report.json"));
+        assert_eq!(md, PathBuf::from("heads/boughter.report.md"));
+        let (json, _) = report_paths(Path::new("head"));
+        assert_eq!(json, PathBuf::from("head.report.json"));
+    }
+}
