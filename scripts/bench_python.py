@@ -1,0 +1,434 @@
+"""The Python side of scripts/bench.sh: the contenders esmbench is compared with, and the fp32 ceiling.
+
+This file owns, for the benchmark:
+
+* ``pytorch``  PyTorch eager (transformers EsmModel, float32, no torch.compile): batches of 32 in
+               file order, the same tokens (scripts/export_onnx.py), residue-mean pooling and head;
+* ``ort``      a plain onnxruntime Python loop over the same ONNX file, either batches of 32 in
+               file order (``--order file``) or length-sorted batches under a token budget
+               (``--order sorted --max-tokens N``, esmbench's own batching rule);
+* ``verify``   that the PyTorch weights are the ONNX model's: last_hidden_state of both on the
+               export check sequences, and (with ``--reexport``) the initializers of a fresh
+               ``export_onnx.py --random-init`` export against the model's, tensor by tensor;
+* ``ceiling``  measured float32 matmul GFLOP/s (torch and numpy) on N threads, and the FLOPs per
+               sequence of an architecture, from which the best seq/s the hardware allows follows.
+
+Every command that scores writes ``row,id,label,probability`` (input order) and a JSON file with
+``rows``, ``load_seconds`` (imports excluded: those are in the process wall time that bench.sh
+measures), ``loop_seconds`` (first batch to last prediction) and settings. The PyTorch model comes
+from ``--torch-source``: ``random-init:ARCH:SEED`` or ``checkpoint:NAME_OR_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+
+
+def _load_head(path: str) -> tuple[np.ndarray, float, float]:
+    head = json.loads(Path(path).read_text(encoding="utf-8"))
+    coef = np.asarray(head["coef"], dtype=np.float64).reshape(-1)
+    intercept = float(np.asarray(head["intercept"], dtype=np.float64).reshape(-1)[0])
+    return coef, intercept, float(head.get("threshold", 0.5))
+
+
+def _head_from_model(path: str) -> str | None:
+    # onnxruntime reads the metadata without importing onnx (or torch) into the ORT contender.
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return session.get_modelmeta().custom_metadata_map.get("esmbench.head")
+
+
+def _resolve_head(args) -> tuple[np.ndarray, float, float]:
+    if args.head:
+        return _load_head(args.head)
+    text = _head_from_model(args.model) if getattr(args, "model", None) else None
+    if text is None:
+        raise SystemExit("bench_python: no head (--head, or esmbench.head in the model's metadata)")
+    head = json.loads(text)
+    coef = np.asarray(head["coef"], dtype=np.float64).reshape(-1)
+    intercept = float(np.asarray(head["intercept"], dtype=np.float64).reshape(-1)[0])
+    return coef, intercept, float(head.get("threshold", 0.5))
+
+
+def _probabilities(embeddings: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarray:
+    z = embeddings.astype(np.float64) @ coef + intercept
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _write(out: str, ids: list[str], labels: list[str], p: np.ndarray) -> None:
+    with open(out, "w", encoding="utf-8") as f:
+        f.write("row,id,label,probability\n")
+        for i, (rid, label, prob) in enumerate(zip(ids, labels, p)):
+            f.write(f"{i},{rid},{label},{float(prob)!r}\n")
+
+
+def _pool(hidden: np.ndarray, lengths: list[int]) -> np.ndarray:
+    # float64 sums over residue positions 1..=len, like esmbench (src/model/pooling.rs).
+    return np.stack([hidden[i, 1 : n + 1].astype(np.float64).mean(axis=0) for i, n in enumerate(lengths)])
+
+
+def torch_model(source: str, attn: str):
+    """EsmModel for --torch-source, float32, eval, with the attention implementation asked for."""
+    import export_onnx as ex
+
+    kind, _, rest = source.partition(":")
+    if kind == "random-init":
+        arch, _, seed = rest.rpartition(":")
+        model = ex.random_init_model(arch, int(seed.removeprefix("seed=")))
+    elif kind == "checkpoint":
+        model = ex.load_checkpoint(rest)
+    else:
+        raise SystemExit(f"bench_python: --torch-source {source}: expected random-init:ARCH:SEED or checkpoint:NAME")
+    # random_init_model/load_checkpoint pick eager attention (what the ONNX export traces); a user of
+    # from_pretrained gets sdpa by default, the faster PyTorch path, which is the fairer baseline.
+    model.config._attn_implementation = attn
+    return model.eval()
+
+
+def cmd_pytorch(args) -> None:
+    import torch
+
+    import export_onnx as ex
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    coef, intercept, _ = _resolve_head(args)
+    sequences, labels, ids = ex.read_sequences(args.data)
+    started = time.perf_counter()
+    model = torch_model(args.torch_source, args.attn)
+    load_seconds = time.perf_counter() - started
+    loop_start = time.perf_counter()
+    probabilities = []
+    with torch.inference_mode():
+        for start in range(0, len(sequences), args.batch):
+            chunk = sequences[start : start + args.batch]
+            input_ids, attention_mask = ex.pad_batch(chunk)
+            hidden = model(input_ids=torch.from_numpy(input_ids),
+                           attention_mask=torch.from_numpy(attention_mask)).last_hidden_state.numpy()
+            probabilities.append(_probabilities(_pool(hidden, [len(s) for s in chunk]), coef, intercept))
+    loop_seconds = time.perf_counter() - loop_start
+    p = np.concatenate(probabilities)
+    _write(args.out, ids, labels, p)
+    _dump(args.json, {
+        "contender": "pytorch", "rows": len(sequences), "load_seconds": load_seconds,
+        "loop_seconds": loop_seconds, "threads": args.threads, "batch": args.batch,
+        "attention": args.attn, "torch": torch.__version__, "torch_source": args.torch_source,
+    })
+
+
+def _sorted_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """esmbench's rule: length-sorted rows, a batch grows while rows x (longest + 2) <= max_tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, current = [], []
+    for i in order:
+        width = lengths[i] + 2
+        if current and (len(current) + 1) * width > max_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def ort_session(model: str, threads: int, level: str = "all"):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def cmd_ort(args) -> None:
+    import onnxruntime as ort
+
+    import esm_tokens as ex  # numpy only: this contender must not pay for importing torch
+
+    coef, intercept, _ = _resolve_head(args)
+    sequences, labels, ids = ex.read_sequences(args.data)
+    started = time.perf_counter()
+    session = ort_session(args.model, args.threads, args.level)
+    load_seconds = time.perf_counter() - started
+    if args.order == "file":
+        batches = [list(range(s, min(s + args.batch, len(sequences)))) for s in range(0, len(sequences), args.batch)]
+    else:
+        batches = _sorted_batches([len(s) for s in sequences], args.max_tokens)
+    p = np.empty(len(sequences))
+    loop_start = time.perf_counter()
+    for batch in batches:
+        chunk = [sequences[i] for i in batch]
+        input_ids, attention_mask = ex.pad_batch(chunk)
+        (hidden,) = session.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask})
+        p[batch] = _probabilities(_pool(hidden, [len(s) for s in chunk]), coef, intercept)
+    loop_seconds = time.perf_counter() - loop_start
+    _write(args.out, ids, labels, p)
+    _dump(args.json, {
+        "contender": f"ort-{args.order}", "rows": len(sequences), "load_seconds": load_seconds,
+        "loop_seconds": loop_seconds, "threads": args.threads, "batches": len(batches),
+        "batch": args.batch if args.order == "file" else None,
+        "max_tokens": args.max_tokens if args.order == "sorted" else None,
+        "graph_optimization_level": args.level, "onnxruntime": ort.__version__,
+    })
+
+
+def _initializer_digests(path: str) -> list[tuple[str, tuple, str]]:
+    import hashlib
+
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(path)
+    out = []
+    for tensor in proto.graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        out.append((str(array.dtype), tuple(array.shape), hashlib.sha256(array.tobytes()).hexdigest()))
+    return sorted(out)
+
+
+def cmd_verify(args) -> None:
+    """Exit 1 when the PyTorch model is not the ONNX model's weights."""
+    import torch
+
+    import export_onnx as ex
+
+    torch.set_num_threads(args.threads)
+    model = torch_model(args.torch_source, "eager")
+    session = ort_session(args.model, args.threads)
+    worst = 0.0
+    for sequences in ex.check_batches()[:5]:
+        input_ids, attention_mask = ex.pad_batch(sequences)
+        (got,) = session.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask})
+        want = ex.torch_last_hidden_state(model, input_ids, attention_mask)
+        keep = attention_mask.astype(bool)
+        worst = max(worst, float(np.max(np.abs(got[keep] - want[keep]))))
+    result = {"max_abs_last_hidden_state": worst, "torch_source": args.torch_source}
+    if args.reexport:
+        mine, theirs = _initializer_digests(args.reexport), _initializer_digests(args.model)
+        result["initializers"] = {"model": len(theirs), "reexport": len(mine), "identical": mine == theirs}
+    _dump(args.json, result)
+    print(f"verify: max |ONNX - PyTorch| last_hidden_state = {worst:.3e}"
+          + (f"; initializers identical: {result['initializers']['identical']}" if args.reexport else ""))
+    if worst > 1e-3 or (args.reexport and not result["initializers"]["identical"]):
+        print(f"verify: the PyTorch weights ({args.torch_source}) are not the ONNX model's", file=sys.stderr)
+        sys.exit(1)
+
+
+def flops_per_sequence(layers: int, hidden: int, ffn: int, tokens: float) -> float:
+    """Multiply-adds x 2 of one sequence of `tokens` tokens (with <cls>/<eos>) through the encoder:
+    Q, K, V, O projections (4 h^2 per token), the FFN (2 h f per token), and attention scores plus
+    weighted sum (2 L h per token). Embedding lookup, LayerNorm, softmax and GELU are left out: they
+    are a few percent and not matmuls."""
+    per_token = 4 * hidden * hidden + 2 * hidden * ffn + 2 * tokens * hidden
+    return 2.0 * layers * tokens * per_token
+
+
+def _gflops(fn, flops: float, repeats: int) -> float:
+    fn()  # warm up: thread pool start, page faults
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return flops / best / 1e9
+
+
+def architecture(source: str) -> tuple[str, int, int, int]:
+    """(name, layers, hidden, ffn) of a --torch-source, without building the model."""
+    import export_onnx as ex
+
+    kind, _, rest = source.partition(":")
+    if kind == "random-init":
+        arch = rest.rpartition(":")[0]
+        layers, hidden, _, ffn = ex.ARCHS[arch]
+        return arch, layers, hidden, ffn
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(rest)
+    return Path(rest).name, config.num_hidden_layers, config.hidden_size, config.intermediate_size
+
+
+def cmd_ceiling(args) -> None:
+    import torch
+
+    import export_onnx as ex
+
+    torch.set_num_threads(args.threads)
+    name, layers, hidden, ffn = architecture(args.torch_source)
+    sequences, _, _ = ex.read_sequences(args.data)
+    mean_tokens = float(np.mean([len(s) + 2 for s in sequences]))
+    rng = np.random.default_rng(0)
+    results = {}
+    # A large square sgemm (the machine's practical peak) and the model's own shapes: a batch of
+    # max_tokens tokens through the QKV projection and the FFN up-projection.
+    shapes = {
+        "square_2048": (2048, 2048, 2048),
+        "qkv_proj": (args.max_tokens, hidden, hidden),
+        "ffn_up": (args.max_tokens, hidden, ffn),
+    }
+    for key, (m, k, n) in shapes.items():
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        flops = 2.0 * m * k * n
+        results[key] = {
+            "shape": [m, k, n],
+            "torch_gflops": _gflops(lambda: torch.matmul(ta, tb), flops, args.repeats),
+            "numpy_gflops": _gflops(lambda: a @ b, flops, args.repeats),
+        }
+    best = max(max(r["torch_gflops"], r["numpy_gflops"]) for r in results.values())
+    per_seq = flops_per_sequence(layers, hidden, ffn, mean_tokens)
+    # The model's own shapes give the honest ceiling for this model: each kind of matmul at the speed
+    # measured for its shape (attention's small batched matmuls at the best speed: still an upper bound).
+    g = {k: max(results[k]["torch_gflops"], results[k]["numpy_gflops"]) * 1e9 for k in ("qkv_proj", "ffn_up")}
+    seconds = 2.0 * layers * mean_tokens * (4 * hidden * hidden / g["qkv_proj"] + 2 * hidden * ffn / g["ffn_up"]
+                                            + 2 * mean_tokens * hidden / (best * 1e9))
+    out = {
+        "threads": args.threads, "matmul": results, "best_gflops": best, "torch": torch.__version__,
+        "numpy": np.__version__, "architecture": {"name": name, "layers": layers, "hidden": hidden, "ffn": ffn},
+        "mean_tokens": mean_tokens, "gflop_per_sequence": per_seq / 1e9,
+        "ceiling_seq_per_s": best * 1e9 / per_seq,
+        "ceiling_seq_per_s_model_shapes": 1.0 / seconds,
+    }
+    _dump(args.json, out)
+    print(f"ceiling: best sgemm {best:.1f} GFLOP/s on {args.threads} threads, {per_seq / 1e9:.3f} GFLOP/sequence "
+          f"-> {out['ceiling_seq_per_s']:.1f} seq/s")
+
+
+def guess_source(model: str) -> str | None:
+    """The --torch-source of a model: its export metadata (random-init only: a checkpoint name may not
+    resolve on this machine), else the shared models' file names (esm2_t6_8M_seed0, esm2_tiny_seed0)."""
+    import re
+
+    import onnx
+
+    import export_onnx as ex
+
+    proto = onnx.load(model, load_external_data=False)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    source = meta.get("esmbench.checkpoint", meta.get("esmbench.source", ""))
+    if source.startswith("random-init:"):
+        return source
+    match = re.search(r"(esm2_t\d+_\d+M|esm2_tiny|esm2_micro|esm1v_tiny|esm1v_t33_650M)_seed(\d+)", Path(model).name)
+    if match:
+        arch = {"esm2_tiny": "tiny", "esm2_micro": "micro"}.get(match.group(1), match.group(1))
+        if arch in ex.ARCHS:
+            return f"random-init:{arch}:seed={match.group(2)}"
+    return None
+
+
+def cmd_source(args) -> None:
+    source = guess_source(args.model)
+    if source is None:
+        raise SystemExit(f"bench_python: cannot tell which PyTorch weights {args.model} has; pass --torch-source "
+                         "random-init:ARCH:seed=N or checkpoint:NAME_OR_DIR")
+    print(source)
+
+
+def cmd_settings(args) -> None:
+    """settings.json of one bench section: what the results file says about the setup."""
+    import export_onnx as ex
+
+    sequences, _, _ = ex.read_sequences(args.data)
+    name, layers, hidden, ffn = architecture(args.torch_source)
+    _, _, threshold = _resolve_head(args)
+    _dump(args.json, {
+        "model_name": Path(args.model).name, "model_path": args.model,
+        "head_name": Path(args.head).name if args.head else "model metadata",
+        "architecture": f"{name}: {layers} layers, hidden {hidden}, FFN {ffn}",
+        "rows": len(sequences), "seed": args.seed,
+        "mean_residues": float(np.mean([len(s) for s in sequences])) if sequences else 0.0,
+        "threads": args.threads, "max_tokens": args.max_tokens, "torch_source": args.torch_source,
+        "threshold": threshold,
+    })
+
+
+def _dump(path: str | None, data: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def scoring(p, model_required: bool) -> None:
+        p.add_argument("--data", required=True)
+        p.add_argument("--model", required=model_required, help="ONNX model (also the head's metadata)")
+        p.add_argument("--head", help="head JSON (default: esmbench.head in the model's metadata)")
+        p.add_argument("--threads", type=int, required=True)
+        p.add_argument("--batch", type=int, default=32)
+        p.add_argument("--out", required=True, help="row,id,label,probability CSV")
+        p.add_argument("--json", help="timings and settings")
+
+    p = sub.add_parser("pytorch", help="PyTorch eager, batches of --batch in file order")
+    scoring(p, model_required=False)
+    p.add_argument("--torch-source", required=True)
+    p.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
+    p.set_defaults(fn=cmd_pytorch)
+
+    p = sub.add_parser("ort", help="onnxruntime Python loop")
+    scoring(p, model_required=True)
+    p.add_argument("--order", choices=["file", "sorted"], default="file")
+    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--level", choices=["disable", "basic", "extended", "all"], default="all")
+    p.set_defaults(fn=cmd_ort)
+
+    p = sub.add_parser("verify", help="the PyTorch weights are the ONNX model's")
+    p.add_argument("--model", required=True)
+    p.add_argument("--torch-source", required=True)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reexport", help="a fresh export of --torch-source whose initializers must equal the model's")
+    p.add_argument("--json")
+    p.set_defaults(fn=cmd_verify)
+
+    p = sub.add_parser("ceiling", help="measured matmul GFLOP/s and FLOPs per sequence")
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--torch-source", required=True, help="the architecture")
+    p.add_argument("--data", required=True, help="for the mean token count")
+    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json")
+    p.set_defaults(fn=cmd_ceiling)
+
+    p = sub.add_parser("source", help="print the --torch-source of a model (metadata or shared file name)")
+    p.add_argument("--model", required=True)
+    p.set_defaults(fn=cmd_source)
+
+    p = sub.add_parser("settings", help="write a bench section's settings.json")
+    p.add_argument("--model", required=True)
+    p.add_argument("--head")
+    p.add_argument("--data", required=True)
+    p.add_argument("--torch-source", required=True)
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--max-tokens", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", required=True)
+    p.set_defaults(fn=cmd_settings)
+
+    args = parser.parse_args(argv)
+    args.fn(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""The bookkeeping side of scripts/bench.sh: timing wrapper, machine description, comparisons, results file.
+
+This file owns:
+
+* ``measure --json F -- CMD...``  runs CMD as a child and records its wall time (process start to
+  exit) and peak RSS (the child's own rusage, from os.wait4), so every contender is measured the
+  same way whatever language it is written in; exits with CMD's status;
+* ``machine --json F``  CPU model, logical and physical cores, AVX2/AVX-512/AMX flags, RAM, OS,
+  load average, the default thread count (physical cores this process may use), tool versions;
+* ``report --work DIR``  reads what bench.sh left in its work folder and writes the dated
+  Markdown results file (and the same numbers as JSON next to it).
+
+Definitions used in the results file:
+
+* seq/s (end to end) = rows / process wall time, imports, model load and output included: what a
+  user waits for. seq/s (loop) = rows / time from the first batch to the last prediction
+  (esmbench: wall_seconds - model_load_seconds from report.json).
+* start-up = process wall time of the same command on a one-row CSV (process start to the first,
+  and only, prediction written).
+* % in model = esmbench report.json performance.inference_seconds / wall_seconds.
+* fp32 ceiling = best measured float32 matmul GFLOP/s on the same threads / FLOPs per sequence
+  (scripts/bench_python.py flops_per_sequence, at the data's mean token count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _dump(path: str | Path, data: dict) -> None:
+    Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- measure
+
+
+def cmd_measure(args) -> int:
+    command = args.command[1:] if args.command and args.command[0] == "--" else args.command
+    if not command:
+        raise SystemExit("bench_report measure: no command after --")
+    start = time.perf_counter()
+    child = subprocess.Popen(command)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    # ru_maxrss is KiB on Linux and bytes on macOS.
+    peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    _dump(args.json, {"command": command, "wall_seconds": wall, "peak_rss_bytes": peak,
+                      "exit_code": child.returncode, "user_seconds": usage.ru_utime,
+                      "system_seconds": usage.ru_stime})
+    return child.returncode
+
+
+# ----------------------------------------------------------------------------- machine
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _run(command: list[str]) -> str:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (esmbench's default --threads follows the same rule)."""
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = set()
+    physical_id = core_id = None
+    for line in _read("/proc/cpuinfo").splitlines() + [""]:
+        if line.startswith("physical id"):
+            physical_id = line.split(":")[1].strip()
+        elif line.startswith("core id"):
+            core_id = line.split(":")[1].strip()
+        elif not line.strip():
+            if core_id is not None:
+                cores.add((physical_id, core_id))
+            physical_id = core_id = None
+    total_logical = os.cpu_count() or 1
+    if not cores:
+        sysctl = _run(["sysctl", "-n", "hw.physicalcpu"])
+        physical = int(sysctl) if sysctl.isdigit() else total_logical
+    else:
+        physical = len(cores)
+    per_core = max(1, total_logical // max(1, physical))
+    return max(1, min(physical, logical // per_core if logical >= per_core else logical))
+
+
+def cmd_machine(args) -> int:
+    cpuinfo = _read("/proc/cpuinfo")
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    model = model.group(1).strip() if model else (_run(["sysctl", "-n", "machdep.cpu.brand_string"]) or platform.processor())
+    flags_line = re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M)
+    flags = set(flags_line.group(1).split()) if flags_line else set()
+    wanted = ["avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+              "avx_vnni", "amx_tile", "amx_bf16", "amx_int8"]
+    if not flags and sys.platform == "darwin":
+        flags = set(_run(["sysctl", "-n", "machdep.cpu.features", "machdep.cpu.leaf7_features"]).lower().split())
+    mem = re.search(r"^MemTotal:\s*(\d+) kB", _read("/proc/meminfo"), re.M)
+    ram = int(mem.group(1)) * 1024 if mem else int(_run(["sysctl", "-n", "hw.memsize"]) or 0)
+    os_release = re.search(r'^PRETTY_NAME="?([^"\n]+)', _read("/etc/os-release"), re.M)
+    versions = {"python": platform.python_version()}
+    for module in ("torch", "transformers", "onnxruntime", "onnx", "numpy"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            versions[module] = "not installed"
+    if args.esmbench:
+        versions["esmbench"] = _run([args.esmbench, "--version"]).removeprefix("esmbench ")
+    versions["rustc"] = _run(["rustc", "--version"]).removeprefix("rustc ")
+    if args.ort_lib:
+        versions["onnxruntime library (esmbench)"] = Path(args.ort_lib).name
+    data = {
+        "cpu_model": model,
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "cpu_flags": {f: (f in flags) for f in wanted} if flags else {},
+        "hypervisor": "hypervisor" in flags,
+        "ram_bytes": ram,
+        "os": os_release.group(1) if os_release else platform.platform(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "versions": versions,
+    }
+    if args.json:
+        _dump(args.json, data)
+    if args.print_threads:
+        print(data["physical_cores"])
+    if args.print_label:
+        slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
+        slug = re.sub(r"-(processor|cpu|with-radeon-graphics)$", "", slug)[:40].strip("-")
+        isa = "avx512" if data["cpu_flags"].get("avx512f") else ("avx2" if data["cpu_flags"].get("avx2") else platform.machine())
+        print(f"{slug}-{data['physical_cores']}c-{isa}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+
+def _probabilities(path: Path) -> list[float]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return [float(r["probability"]) for r in csv.DictReader(f)]
+
+
+def compare(a: Path, b: Path, threshold: float = 0.5) -> dict | None:
+    if not (a.exists() and b.exists()):
+        return None
+    pa, pb = _probabilities(a), _probabilities(b)
+    if len(pa) != len(pb) or not pa:
+        return {"error": f"row counts differ: {len(pa)} vs {len(pb)}"}
+    diffs = [abs(x - y) for x, y in zip(pa, pb)]
+    agree = sum((x > threshold) == (y > threshold) for x, y in zip(pa, pb))
+    return {"rows": len(pa), "max_abs_diff": max(diffs), "mean_abs_diff": sum(diffs) / len(diffs),
+            "label_agreement": agree / len(pa)}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _contender(section: Path, name: str) -> dict | None:
+    """Throughput, memory and start-up of one contender in one section of the work folder."""
+    measure = _load(section / f"{name}.measure.json")
+    if measure is None or measure.get("exit_code") != 0:
+        return None
+    out = {"process_wall_seconds": measure["wall_seconds"], "peak_rss_bytes": measure["peak_rss_bytes"]}
+    if name == "esmbench":
+        report = _load(section / "esmbench" / "report.json") or {}
+        perf = report.get("performance", {})
+        rows = report.get("data", {}).get("rows_scored", 0)
+        out.update({
+            "rows": rows,
+            "loop_seconds": perf.get("wall_seconds", 0) - perf.get("model_load_seconds", 0),
+            "load_seconds": perf.get("model_load_seconds"),
+            "inference_fraction": (perf.get("inference_seconds", 0) / perf["wall_seconds"]) if perf.get("wall_seconds") else None,
+            "report_seq_per_s": perf.get("sequences_per_second"),
+            "padding_efficiency": perf.get("padding_efficiency"),
+            "batches": perf.get("batches"),
+            "threads": report.get("execution", {}).get("threads"),
+            "max_tokens": report.get("execution", {}).get("max_tokens"),
+            "report_peak_rss_bytes": perf.get("peak_rss_bytes"),
+        })
+    else:
+        info = _load(section / f"{name}.json") or {}
+        out.update({"rows": info.get("rows", 0), "loop_seconds": info.get("loop_seconds"),
+                    "load_seconds": info.get("load_seconds"),
+                    "settings": {k: v for k, v in info.items() if k not in ("rows", "loop_seconds", "load_seconds")}})
+    rows = out["rows"] or 0
+    out["seq_per_s"] = rows / out["process_wall_seconds"] if out["process_wall_seconds"] else None
+    out["loop_seq_per_s"] = rows / out["loop_seconds"] if out.get("loop_seconds") else None
+    startup = _load(section / f"startup-{name}.measure.json")
+    if startup and startup.get("exit_code") == 0:
+        out["startup_seconds"] = startup["wall_seconds"]
+    return out
+
+
+CONTENDERS = [
+    ("esmbench", "esmbench (release binary)"),
+    ("pytorch", "PyTorch eager, batch 32, file order"),
+    ("ort-file", "onnxruntime Python, batch 32, file order"),
+    ("ort-sorted", "onnxruntime Python, length-sorted, token budget"),
+]
+
+
+def _f(x, digits: int = 1, suffix: str = "") -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.{digits}f}{suffix}"
+
+
+def _mib(x) -> str:
+    return "-" if x is None else f"{x / 2**20:,.0f} MiB"
+
+
+def _ratio(a, b) -> str:
+    return "-" if not a or not b else f"{a / b:.2f}x"
+
+
+def section_numbers(work: Path, name: str) -> dict | None:
+    section = work / name
+    settings = _load(section / "settings.json")
+    if settings is None:
+        return None
+    contenders = {key: _contender(section, key) for key, _ in CONTENDERS}
+    threshold = settings.get("threshold", 0.5)
+    ours = section / "esmbench" / "predictions.csv"
+    parity = {key: compare(ours, section / f"{key}.csv", threshold) for key, _ in CONTENDERS[1:]}
+    return {"settings": settings, "contenders": contenders, "parity": parity,
+            "ceiling": _load(section / "ceiling.json"), "verify": _load(section / "verify.json")}
+
+
+def _section_markdown(title: str, s: dict) -> list[str]:
+    st, c = s["settings"], s["contenders"]
+    lines = [f"## {title}", ""]
+    lines.append(f"Model `{st['model_name']}` ({st.get('architecture', '?')}), head `{st.get('head_name', 'metadata')}`; "
+                 f"data: {st['rows']:,} synthetic Harvey-like nanobodies (scripts/make_synthetic_harvey.py --seed {st.get('seed', 0)}, "
+                 f"mean {st.get('mean_residues', 0):.1f} residues); {st['threads']} threads for every contender; "
+                 f"esmbench --max-tokens {st['max_tokens']}; PyTorch weights: `{st['torch_source']}`.")
+    v = s.get("verify")
+    if v:
+        line = f"Weights check: max |ONNX - PyTorch| last_hidden_state = {v['max_abs_last_hidden_state']:.2e}"
+        if "initializers" in v:
+            i = v["initializers"]
+            line += (f"; a fresh `export_onnx.py --random-init` has {'identical' if i['identical'] else 'DIFFERENT'} "
+                     f"initializers ({i['model']} tensors, compared by dtype, shape and SHA-256)")
+        lines += [line + ".", ""]
+    lines += ["", "| contender | seq/s (end to end) | seq/s (loop) | esmbench ÷ it (end to end) | esmbench ÷ it (loop) | peak RSS | start-up (1 row) |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    ours = c.get("esmbench") or {}
+    for key, label in CONTENDERS:
+        x = c.get(key)
+        if x is None:
+            lines.append(f"| {label} | not run / failed | | | | | |")
+            continue
+        lines.append(
+            f"| {label} | {_f(x['seq_per_s'])} | {_f(x['loop_seq_per_s'])} | "
+            f"{'' if key == 'esmbench' else _ratio(ours.get('seq_per_s'), x['seq_per_s'])} | "
+            f"{'' if key == 'esmbench' else _ratio(ours.get('loop_seq_per_s'), x['loop_seq_per_s'])} | "
+            f"{_mib(x['peak_rss_bytes'])} | {_f(x.get('startup_seconds'), 2, ' s')} |")
+    lines.append("")
+    if ours:
+        frac = ours.get("inference_fraction")
+        lines.append(f"esmbench: {_f(frac * 100 if frac is not None else None)}% of wall time inside the model "
+                     f"(report.json inference_seconds / wall_seconds); model load {_f(ours.get('load_seconds'), 2, ' s')}; "
+                     f"padding efficiency {_f(ours.get('padding_efficiency'), 3)}; {ours.get('batches')} batches; "
+                     f"its own report says {_f(ours.get('report_seq_per_s'))} seq/s and peak RSS {_mib(ours.get('report_peak_rss_bytes'))}.")
+        lines.append("")
+    parity = [(label, s["parity"].get(key)) for key, label in CONTENDERS[1:] if s["parity"].get(key)]
+    if parity:
+        lines += ["| esmbench vs | max \\|Δp\\| | mean \\|Δp\\| | labels agree |", "|---|---:|---:|---:|"]
+        for label, p in parity:
+            if "error" in p:
+                lines.append(f"| {label} | {p['error']} | | |")
+            else:
+                lines.append(f"| {label} | {p['max_abs_diff']:.2e} | {p['mean_abs_diff']:.2e} | {p['label_agreement'] * 100:.2f}% |")
+        lines.append("")
+    ceiling = s.get("ceiling")
+    if ceiling and "gflop_per_sequence" in ceiling:
+        mm = ceiling["matmul"]
+        shapes = ", ".join(f"{k} {v['shape'][0]}x{v['shape'][1]}x{v['shape'][2]}: torch {v['torch_gflops']:.0f} / numpy {v['numpy_gflops']:.0f}"
+                           for k, v in mm.items())
+        best = ours.get("seq_per_s") if ours else None
+        lines.append(f"fp32 ceiling: measured sgemm GFLOP/s on {ceiling['threads']} threads ({shapes}); "
+                     f"{ceiling['gflop_per_sequence']:.3f} GFLOP per sequence at {ceiling['mean_tokens']:.1f} tokens "
+                     f"-> at most {ceiling['ceiling_seq_per_s']:.1f} seq/s (square-sgemm peak) or "
+                     f"{ceiling['ceiling_seq_per_s_model_shapes']:.1f} seq/s (the model's own matmul shapes). "
+                     f"esmbench end to end reaches {_f(100 * best / ceiling['ceiling_seq_per_s'] if best else None)}% of the first.")
+        lines.append("")
+    return lines
+
+
+def cmd_report(args) -> int:
+    work = Path(args.work)
+    machine = _load(work / "machine.json") or {}
+    settings = _load(work / "settings.json") or {}
+    main = section_numbers(work, "main")
+    tiny = section_numbers(work, "tiny")
+    variants = []
+    for name in ("optimize", "int8", "fp16"):
+        d = work / "variants" / name
+        x = _contender(d, "esmbench")
+        if x is None:
+            if (d / "export.log").exists():
+                variants.append((name, None, None, (d / "export.log").read_text(errors="replace")[-400:]))
+            continue
+        log = (d / "export.log").read_text(errors="replace") if (d / "export.log").exists() else ""
+        check = next((line.strip() for line in log.splitlines() if " check: " in line), None)
+        variants.append((name, x, compare(work / "main" / "esmbench" / "predictions.csv", d / "esmbench" / "predictions.csv",
+                                          (main or {}).get("settings", {}).get("threshold", 0.5)), check))
+    linearity = []
+    for d in sorted((work / "linearity").glob("*"), key=lambda p: int(p.name) if p.name.isdigit() else 0):
+        x = _contender(d, "esmbench")
+        if x:
+            linearity.append((int(d.name), x))
+    if tiny and tiny["contenders"].get("esmbench"):
+        linearity.append((tiny["settings"]["rows"], tiny["contenders"]["esmbench"]))
+
+    date = settings.get("date") or dt.date.today().isoformat()
+    lines = [f"# esmbench benchmark, {date}: {settings.get('label', '')}", ""]
+    if settings.get("quick"):
+        lines += ["**Quick validation run (--quick): small sizes, not a measurement.**", ""]
+    load = machine.get("load_average")
+    lines += [f"Command: `{settings.get('command', 'scripts/bench.sh')}`", ""]
+    flags = ", ".join(f for f, on in machine.get("cpu_flags", {}).items() if on) or "unknown"
+    lines += ["## Machine", "",
+              f"- CPU: {machine.get('cpu_model')} ({machine.get('physical_cores')} physical cores, "
+              f"{machine.get('logical_cores')} logical{', virtual machine' if machine.get('hypervisor') else ''})",
+              f"- ISA flags: {flags}",
+              f"- RAM: {machine.get('ram_bytes', 0) / 2**30:.1f} GiB; OS: {machine.get('os')} (kernel {machine.get('kernel')}, {machine.get('machine')})",
+              f"- Load average when the run started: {', '.join(f'{x:.2f}' for x in load) if load else 'unknown'}"
+              + (" (**the machine was busy: numbers are not trustworthy**)" if load and load[0] > 0.5 * (machine.get('logical_cores') or 1) else ""),
+              "- Versions: " + ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items()),
+              ""]
+    if main:
+        lines += _section_markdown("Main comparison", main)
+    if variants:
+        lines += ["## Export variants (esmbench on the re-exported model)", "",
+                  "| variant | seq/s (end to end) | vs fp32 esmbench | mean \\|Δp\\| vs fp32 | max \\|Δp\\| | labels agree | peak RSS | export check (vs PyTorch) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+        base = (main or {}).get("contenders", {}).get("esmbench") or {}
+        flag = {"optimize": "--optimize", "int8": "--quantize int8", "fp16": "--fp16"}
+        for name, x, p, log in variants:
+            if x is None:
+                lines.append(f"| `{flag[name]}` | export or run failed: `{' '.join(log.split())[-200:]}` | | | | | | |")
+                continue
+            p = p or {}
+            lines.append(f"| `{flag[name]}` | {_f(x['seq_per_s'])} | {_ratio(x['seq_per_s'], base.get('seq_per_s'))} | "
+                         f"{_f(p.get('mean_abs_diff'), 5)} | {_f(p.get('max_abs_diff'), 5)} | "
+                         f"{_f(100 * p['label_agreement'] if p.get('label_agreement') is not None else None, 2, '%')} | {_mib(x['peak_rss_bytes'])} | "
+                         f"{(log or '-').replace('|', chr(92) + '|')} |")
+        lines.append("")
+    if tiny:
+        lines += _section_markdown("Tiny model at Harvey scale", tiny)
+    if linearity:
+        lines += ["## Linearity (esmbench, tiny model)", "", "| rows | seq/s (end to end) | seq/s (loop) | peak RSS |", "|---:|---:|---:|---:|"]
+        for rows, x in linearity:
+            lines.append(f"| {rows:,} | {_f(x['seq_per_s'])} | {_f(x['loop_seq_per_s'])} | {_mib(x['peak_rss_bytes'])} |")
+        lines.append("")
+    lines += ["## Definitions", "", __doc__.split("Definitions used in the results file:")[1].strip(), ""]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines), encoding="utf-8")
+    _dump(out.with_suffix(".json"), {"settings": settings, "machine": machine, "main": main, "tiny": tiny,
+                                     "variants": [{"variant": n, "esmbench": x, "vs_fp32": p} for n, x, p, _ in variants],
+                                     "linearity": [{"rows": r, "esmbench": x} for r, x in linearity]})
+    print(out.read_text(encoding="utf-8"))
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("measure")
+    p.add_argument("--json", required=True)
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_measure)
+    p = sub.add_parser("machine")
+    p.add_argument("--json")
+    p.add_argument("--esmbench")
+    p.add_argument("--ort-lib")
+    p.add_argument("--print-threads", action="store_true")
+    p.add_argument("--print-label", action="store_true")
+    p.set_defaults(fn=cmd_machine)
+    p = sub.add_parser("report")
+    p.add_argument("--work", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_report)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

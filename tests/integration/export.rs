@@ -1,0 +1,296 @@
+//! Export round trip: scripts/export_onnx.py --random-init (real PyTorch, no network) -> esmbench -> PyTorch.
+//!
+//! Each test exports a random-init model with a head made here, has the script write PyTorch's
+//! probabilities for a CSV, scores the exported file with `esmbench test` and compares. Python comes
+//! from ESMBENCH_PYTHON, else the project's .venv; without one that imports torch the tests skip with a
+//! message, unless ESMBENCH_REQUIRE_EXPORT=1 (scripts/test.sh sets it), where that is a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::harness::*;
+
+/// Largest |p_esmbench - p_pytorch| accepted: float32 ONNX Runtime vs float32 PyTorch.
+const TOLERANCE: f64 = 1e-4;
+
+fn candidate_pythons() -> Vec<PathBuf> {
+    if let Some(p) = std::env::var_os("ESMBENCH_PYTHON").filter(|p| !p.is_empty()) {
+        return vec![PathBuf::from(p)];
+    }
+    let venv = root().join(".venv");
+    vec![venv.join("bin/python"), venv.join("Scripts/python.exe")]
+}
+
+/// A Python that can run the export script, or None (with a skip message) where none is set up.
+fn python(test: &str) -> Option<PathBuf> {
+    let probe = "import torch, transformers, onnx, onnxruntime, sklearn";
+    let mut tried = Vec::new();
+    for candidate in candidate_pythons() {
+        let ok = Command::new(&candidate)
+            .args(["-c", probe])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return Some(candidate);
+        }
+        tried.push(candidate.display().to_string());
+    }
+    let why = format!(
+        "no Python with torch, transformers, onnx, onnxruntime and scikit-learn (tried {}); \
+         run `export ESMBENCH_PYTHON=\"$(scripts/setup_export_env.sh)\"`",
+        tried.join(", ")
+    );
+    if std::env::var("ESMBENCH_REQUIRE_EXPORT").as_deref() == Ok("1") {
+        panic!("the export round trip is required here (ESMBENCH_REQUIRE_EXPORT=1): {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    None
+}
+
+fn ready(test: &str) -> Option<PathBuf> {
+    let python = python(test)?;
+    runtime_available(test).then_some(python)
+}
+
+/// Runs `python scripts/export_onnx.py ARGS`; returns (success, stdout + stderr).
+fn export(python: &Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new(python)
+        .arg(root().join("scripts/export_onnx.py"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("python runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn run_python(python: &Path, code: &str, args: &[&Path]) {
+    let output = Command::new(python)
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "python helper failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A logistic head for hidden size 32 with coefficients large enough to spread the probabilities.
+fn head_json(dir: &Path) -> PathBuf {
+    let coef: Vec<String> = (0..32)
+        .map(|i| format!("{:.3}", ((i * 7919 % 13) as f64 - 6.0) * 0.4))
+        .collect();
+    write(
+        dir,
+        "head.json",
+        &format!(
+            r#"{{"type": "logistic_regression", "pooling": "mean_residues", "threshold": 0.5, "coef": [{}], "intercept": 0.25}}"#,
+            coef.join(", ")
+        ),
+    )
+}
+
+/// The demo set plus rows at and past ESM's 1022-residue limit (esmbench and the reference both
+/// keep the first 1022 residues), so learned absolute positions are used up to the last one.
+fn data_with_long_rows(dir: &Path) -> PathBuf {
+    let demo = std::fs::read_to_string(root().join("test_datasets/demo_antibodies.csv"))
+        .expect("demo csv");
+    let header = demo.lines().next().expect("header");
+    assert_eq!(header, "id,sequence,label", "demo csv columns changed");
+    let residues = "ACDEFGHIKLMNPQRSTVWY";
+    let long = |n: usize| -> String { residues.chars().cycle().skip(n % 7).take(n).collect() };
+    let mut text = demo.trim_end().to_string();
+    for (i, n) in [1022, 1100, 700].iter().enumerate() {
+        text.push_str(&format!("\nlong-{i},{},{}", long(*n), i % 2));
+    }
+    text.push('\n');
+    write(dir, "data.csv", &text)
+}
+
+/// Scores `model` with esmbench and returns (esmbench, PyTorch) probabilities in row order.
+fn score_and_compare(model: &Path, reference: &Path, data: &Path, out: &Path) -> Vec<f64> {
+    esmbench()
+        .args(["test", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .assert()
+        .success();
+    let ours = read_csv(&out.join("predictions.csv"));
+    let theirs = read_csv(reference);
+    assert_eq!(ours.len(), theirs.len(), "row counts differ");
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert_eq!(a["row"], b["row"]);
+        assert_eq!(a["id"], b["id"]);
+    }
+    let p_ours = column_f64(&ours, "probability");
+    let p_torch = column_f64(&theirs, "probability");
+    let diff = max_abs_diff(&p_ours, &p_torch);
+    eprintln!(
+        "{}: max |p_esmbench - p_pytorch| = {diff:.3e} over {} rows",
+        model.display(),
+        p_ours.len()
+    );
+    assert!(diff < TOLERANCE, "max |p_esmbench - p_pytorch| = {diff:e}");
+    // A head that gives every row the same probability would make the comparison vacuous.
+    let spread = p_torch.iter().cloned().fold(f64::MIN, f64::max)
+        - p_torch.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(
+        spread > 0.05,
+        "reference probabilities barely vary ({spread})"
+    );
+    let report = read_json(&out.join("report.json"));
+    assert!(
+        report["model"]["head_source"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("esmbench.head"),
+        "the head should come from the model's metadata: {}",
+        report["model"]["head_source"]
+    );
+    p_ours
+}
+
+#[test]
+fn export_tiny_with_json_head_matches_pytorch() {
+    let test = "export_tiny_with_json_head_matches_pytorch";
+    let Some(python) = ready(test) else { return };
+    let dir = tempdir();
+    let head = head_json(dir.path());
+    let model = dir.path().join("tmp/M.onnx");
+    let reference = dir.path().join("torch.csv");
+    let data = root().join("test_datasets/demo_antibodies.csv");
+    let (ok, log) = export(
+        &python,
+        &[
+            "--random-init",
+            "tiny",
+            "--seed",
+            "0",
+            "--head",
+            head.to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+            "--reference-data",
+            data.to_str().unwrap(),
+            "--reference-out",
+            reference.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "export failed:\n{log}");
+    assert!(log.contains("largest |ONNX - PyTorch|"), "{log}");
+    score_and_compare(&model, &reference, &data, &dir.path().join("run"));
+
+    let inspect = esmbench()
+        .args(["inspect", "--model"])
+        .arg(&model)
+        .output()
+        .expect("inspect runs");
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    for expected in [
+        "esmbench.checkpoint = random-init:tiny:seed=0",
+        "esmbench.revision = random-init",
+        "esmbench.precision = fp32",
+        "esmbench.torch = ",
+        "esmbench.onnxruntime = ",
+    ] {
+        assert!(
+            text.contains(expected),
+            "inspect lacks `{expected}`:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn export_esm1v_tiny_with_sklearn_pickle_matches_predict_proba() {
+    let test = "export_esm1v_tiny_with_sklearn_pickle_matches_predict_proba";
+    let Some(python) = ready(test) else { return };
+    let dir = tempdir();
+    let data = data_with_long_rows(dir.path());
+    let pickle = dir.path().join("head.pkl");
+    // The real workflow: a StandardScaler + LogisticRegression pipeline trained on this model's
+    // PyTorch embeddings of the data's labels, pickled with the standard library. The script folds
+    // the scaler into the head; the reference uses predict_proba itself.
+    run_python(
+        &python,
+        "import pickle, sys\n\
+         sys.path.insert(0, sys.argv[1])\n\
+         import export_onnx as ex\n\
+         from sklearn.linear_model import LogisticRegression\n\
+         from sklearn.pipeline import make_pipeline\n\
+         from sklearn.preprocessing import StandardScaler\n\
+         sequences, labels, _ = ex.read_sequences(sys.argv[2])\n\
+         x = ex.torch_embeddings(ex.random_init_model('esm1v_tiny', 0), sequences)\n\
+         clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0)).fit(x, [int(float(y)) for y in labels])\n\
+         pickle.dump(clf, open(sys.argv[3], 'wb'))\n",
+        &[&root().join("scripts"), &data, &pickle],
+    );
+    let model = dir.path().join("esm1v.onnx");
+    let reference = dir.path().join("torch.csv");
+    let (ok, log) = export(
+        &python,
+        &[
+            "--random-init",
+            "esm1v_tiny",
+            "--seed",
+            "0",
+            "--sklearn",
+            pickle.to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+            "--reference-data",
+            data.to_str().unwrap(),
+            "--reference-out",
+            reference.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "export failed:\n{log}");
+    assert!(log.contains("batch 2 x 1024 tokens"), "{log}");
+    let out = dir.path().join("run");
+    score_and_compare(&model, &reference, &data, &out);
+    let report = read_json(&out.join("report.json"));
+    assert_eq!(report["data"]["rows_truncated"], 1, "the 1100-residue row");
+}
+
+#[test]
+fn export_refuses_over_tolerance_and_leaves_no_file() {
+    let test = "export_refuses_over_tolerance_and_leaves_no_file";
+    let Some(python) = ready(test) else { return };
+    let dir = tempdir();
+    let npz = dir.path().join("head.npz");
+    run_python(
+        &python,
+        "import sys, numpy as np\n\
+         np.savez(sys.argv[1], coef=np.linspace(-1, 1, 32), intercept=np.array([0.1]))\n",
+        &[&npz],
+    );
+    let model = dir.path().join("refused.onnx");
+    // float32 ONNX Runtime and PyTorch never agree to 1e-12, so the export must be refused.
+    let (ok, log) = export(
+        &python,
+        &[
+            "--random-init",
+            "tiny",
+            "--npz",
+            npz.to_str().unwrap(),
+            "--tolerance",
+            "1e-12",
+            "--out",
+            model.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok, "an export over tolerance must fail:\n{log}");
+    assert!(log.contains("refusing export"), "{log}");
+    assert!(log.contains("head: npz (head.npz)"), "{log}");
+    assert!(!model.exists(), "a refused export must not leave its file");
+}
