@@ -29,7 +29,7 @@ usage: scripts/bench.sh [options]
   --tiny-rows N          (default 141021)
   --linearity "N N"      extra esmbench-only sizes on the tiny model (default "1000 10000")
   --threads N            threads for every contender (default: physical cores, esmbench's default)
-  --max-tokens N         esmbench and sorted-ORT token budget (default 4096, esmbench's default)
+  --max-tokens N         esmbench and sorted-ORT token budget (default 2048, esmbench's default)
   --no-variants          skip the --optimize / --quantize int8 re-exports
   --fp16                 also run an --fp16 re-export (slow on CPU; meant for GPUs)
   --quick                --rows 200 --tiny-rows 3000 --linearity 1000 (checks the script, not the machine)
@@ -53,7 +53,7 @@ tiny_torch_source=""
 tiny_rows=141021
 linearity="1000 10000"
 threads=""
-max_tokens=4096
+max_tokens=2048
 variants=1
 fp16=0
 quick=0

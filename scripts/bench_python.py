@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("ort", help="onnxruntime Python loop")
     scoring(p, model_required=True)
     p.add_argument("--order", choices=["file", "sorted"], default="file")
-    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--max-tokens", type=int, default=2048)
     p.add_argument("--level", choices=["disable", "basic", "extended", "all"], default="all")
     p.set_defaults(fn=cmd_ort)
 
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--torch-source", required=True, help="the architecture")
     p.add_argument("--data", required=True, help="for the mean token count")
-    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--max-tokens", type=int, default=2048)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json")
     p.set_defaults(fn=cmd_ceiling)
