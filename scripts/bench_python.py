@@ -108,7 +108,8 @@ def cmd_pytorch(args) -> None:
     coef, intercept, _ = _resolve_head(args)
     sequences, labels, ids = ex.read_sequences(args.data)
     started = time.perf_counter()
-    model = torch_model(args.torch_source, args.attn)
+    dtype = {"float32": torch.float32, "float16": torch.float16}[args.dtype]
+    model = torch_model(args.torch_source, args.attn).to(device=args.device, dtype=dtype)
     load_seconds = time.perf_counter() - started
     loop_start = time.perf_counter()
     probabilities = []
@@ -116,8 +117,9 @@ def cmd_pytorch(args) -> None:
         for start in range(0, len(sequences), args.batch):
             chunk = sequences[start : start + args.batch]
             input_ids, attention_mask = ex.pad_batch(chunk)
-            hidden = model(input_ids=torch.from_numpy(input_ids),
-                           attention_mask=torch.from_numpy(attention_mask)).last_hidden_state.numpy()
+            hidden = model(input_ids=torch.from_numpy(input_ids).to(args.device),
+                           attention_mask=torch.from_numpy(attention_mask).to(args.device)
+                           ).last_hidden_state.float().cpu().numpy()
             probabilities.append(_probabilities(_pool(hidden, [len(s) for s in chunk]), coef, intercept))
     loop_seconds = time.perf_counter() - loop_start
     p = np.concatenate(probabilities)
@@ -126,6 +128,7 @@ def cmd_pytorch(args) -> None:
         "contender": "pytorch", "rows": len(sequences), "load_seconds": load_seconds,
         "loop_seconds": loop_seconds, "threads": args.threads, "batch": args.batch,
         "attention": args.attn, "torch": torch.__version__, "torch_source": args.torch_source,
+        "device": args.device, "dtype": args.dtype,
     })
 
 
@@ -384,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     scoring(p, model_required=False)
     p.add_argument("--torch-source", required=True)
     p.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                   help="weights and compute (float16 is the usual choice on a GPU)")
     p.set_defaults(fn=cmd_pytorch)
 
     p = sub.add_parser("ort", help="onnxruntime Python loop")

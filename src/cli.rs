@@ -113,6 +113,9 @@ pub struct ScoringArgs {
     /// Keep ONNX Runtime's idle threads from spinning (saves CPU in shared containers; slightly slower).
     #[arg(long)]
     pub no_spinning: bool,
+    /// On CUDA, run batches through plain session inputs instead of an IO binding over page-locked host memory.
+    #[arg(long)]
+    pub no_io_binding: bool,
     /// Name of the sequence column (default: sequence).
     #[arg(long)]
     pub sequence_column: Option<String>,
@@ -284,6 +287,9 @@ pub struct FitArgs {
     /// Keep ONNX Runtime's idle threads from spinning (saves CPU in shared containers; slightly slower).
     #[arg(long)]
     pub no_spinning: bool,
+    /// On CUDA, run batches through plain session inputs instead of an IO binding over page-locked host memory.
+    #[arg(long)]
+    pub no_io_binding: bool,
     /// Name of the sequence column (default: sequence).
     #[arg(long)]
     pub sequence_column: Option<String>,
@@ -315,6 +321,7 @@ impl FitArgs {
             on_invalid: self.on_invalid,
             shard: None,
             no_spinning: self.no_spinning,
+            no_io_binding: self.no_io_binding,
             sequence_column: self.sequence_column.clone(),
             label_column: self.label_column.clone(),
             id_column: self.id_column.clone(),

@@ -307,6 +307,7 @@ pub fn run_metrics(config: &RescoreConfig) -> Result<Report> {
             execution_provider: "none".into(),
             fallback: None,
             model_loads: 0,
+            io_binding: false,
             threads: 0,
             max_tokens: 0,
             max_residues: 0,

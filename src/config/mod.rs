@@ -110,6 +110,8 @@ pub struct ScoringConfig {
     pub columns: ColumnNames,
     pub on_invalid: OnInvalid,
     pub intra_op_spinning: bool,
+    /// On CUDA, bind inputs and output through page-locked host memory (ignored by other providers).
+    pub io_binding: bool,
     pub shard: Shard,
     pub mock_backend: bool,
 }
@@ -193,6 +195,7 @@ pub struct FileConfig {
     pub columns: Option<ColumnNames>,
     pub on_invalid: Option<OnInvalid>,
     pub intra_op_spinning: Option<bool>,
+    pub io_binding: Option<bool>,
     pub max_rss: Option<String>,
     pub soft_rss: Option<String>,
     pub checkpoint_seconds: Option<u64>,
@@ -212,7 +215,7 @@ impl FileConfig {
             let place = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
             Failure::usage(format!(
                 "config {}{place}: {e}\n  fix: keys are model, data, head, out, device, allow_cpu_fallback, max_tokens, threads, max_residues, truncate, threshold, \
-assay, bootstrap, columns {{sequence, label, id}}, on_invalid, intra_op_spinning, max_rss, soft_rss, checkpoint_seconds, \
+assay, bootstrap, columns {{sequence, label, id}}, on_invalid, intra_op_spinning, io_binding, max_rss, soft_rss, checkpoint_seconds, \
 models [{{model, head, name}}], datasets [{{data, name, threshold, assay}}], baselines",
                 path.display()
             ))
@@ -341,6 +344,7 @@ impl ScoringConfig {
                 .or(file.on_invalid)
                 .unwrap_or(OnInvalid::Fail),
             intra_op_spinning: !args.no_spinning && file.intra_op_spinning.unwrap_or(true),
+            io_binding: !args.no_io_binding && file.io_binding.unwrap_or(true),
             shard: args
                 .shard
                 .as_deref()
@@ -499,6 +503,24 @@ mod tests {
         assert_eq!(config.device.device, DeviceArg::Cuda);
         assert!(!config.device.allow_cpu_fallback);
         assert_eq!(config.model, ModelSource::Embedded);
+    }
+
+    #[test]
+    fn io_binding_is_on_by_default_and_off_from_the_file_or_the_flag() {
+        let data = ScoringArgs::default();
+        let on = ScoringConfig::resolve(&data, &FileConfig::default()).unwrap();
+        assert!(on.io_binding);
+        let file_off = FileConfig {
+            io_binding: Some(false),
+            ..Default::default()
+        };
+        assert!(!ScoringConfig::resolve(&data, &file_off).unwrap().io_binding);
+        let flag_off = ScoringArgs {
+            no_io_binding: true,
+            ..data.clone()
+        };
+        let config = ScoringConfig::resolve(&flag_off, &FileConfig::default()).unwrap();
+        assert!(!config.io_binding);
     }
 
     #[test]

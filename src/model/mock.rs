@@ -38,6 +38,7 @@ impl MockBackend {
                 load_seconds: 0.0,
                 metadata_head: Some(MOCK_HEAD.into()),
                 threads: config.threads,
+                io_binding: false,
             },
             delay: std::time::Duration::from_millis(delay_ms),
         }

@@ -44,6 +44,8 @@ pub struct ModelInfo {
     /// The head JSON stored in the model's metadata (`esmbench.head`), if any.
     pub metadata_head: Option<String>,
     pub threads: usize,
+    /// Whether batches go through a CUDA IO binding (page-locked host memory both ways).
+    pub io_binding: bool,
 }
 
 /// What one batch gave back, per row in batch order.

@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 use ort::ep::{self, ExecutionProvider};
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::SessionBuilder;
-use ort::session::Session;
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::session::{IoBinding, Session};
+use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 
 use crate::config::{ModelSource, ScoringConfig};
 use crate::data::batcher::TokenBatch;
@@ -24,6 +25,52 @@ pub struct OnnxBackend {
     session: Session,
     contract: Contract,
     info: ModelInfo,
+    /// Set on CUDA (unless `io_binding: false`): tokens go up from, and the output comes back to, page-locked
+    /// host memory, so both copies are DMA transfers rather than staged through pageable buffers.
+    pinned: Option<PinnedIo>,
+}
+
+/// The IO binding of a CUDA session and the page-locked allocator its inputs are written into.
+struct PinnedIo {
+    binding: IoBinding,
+    input_allocator: Allocator,
+    output: String,
+    output_memory: MemoryInfo<'static>,
+}
+
+impl PinnedIo {
+    fn new(session: &Session, output: &str) -> ort::Result<PinnedIo> {
+        let pinned = |memory_type| {
+            MemoryInfo::new(
+                AllocationDevice::CUDA_PINNED,
+                0,
+                AllocatorType::Device,
+                memory_type,
+            )
+        };
+        Ok(PinnedIo {
+            binding: session.create_binding()?,
+            input_allocator: Allocator::new(session, pinned(MemoryType::CPUInput)?)?,
+            output: output.to_string(),
+            output_memory: pinned(MemoryType::CPUOutput)?,
+        })
+    }
+
+    fn bind_tokens(&mut self, batch: &TokenBatch) -> ort::Result<()> {
+        let shape = [batch.len(), batch.seq_len];
+        for (name, values) in [
+            ("input_ids", &batch.input_ids),
+            ("attention_mask", &batch.attention_mask),
+        ] {
+            let mut tensor = Tensor::<i64>::new(&self.input_allocator, shape)?;
+            tensor.extract_tensor_mut().1.copy_from_slice(values);
+            self.binding.bind_input(name, &tensor)?;
+        }
+        // Bound anew each batch: a bound output keeps its last shape, and batch shapes vary. ONNX Runtime
+        // allocates it, in pinned memory, at this batch's shape.
+        self.binding
+            .bind_output_to_device(&self.output, &self.output_memory)
+    }
 }
 
 fn spec_of(name: &str, dtype: &ValueType) -> TensorSpec {
@@ -148,6 +195,10 @@ impl OnnxBackend {
         count_model_load();
         let (inputs, outputs) = describe(&session);
         let contract = contract::check(&origin, &inputs, &outputs)?;
+        let pinned = (selection.provider == Provider::Cuda && config.io_binding)
+            .then(|| PinnedIo::new(&session, &contract.output))
+            .transpose()
+            .map_err(|e| ort_failure(&format!("{origin}: CUDA IO binding"), e))?;
         let metadata_head = session
             .metadata()
             .ok()
@@ -162,11 +213,13 @@ impl OnnxBackend {
             load_seconds: started.elapsed().as_secs_f64(),
             metadata_head,
             threads: config.threads,
+            io_binding: pinned.is_some(),
         };
         Ok(OnnxBackend {
             session,
             contract,
             info,
+            pinned,
         })
     }
 }
@@ -177,13 +230,22 @@ impl Backend for OnnxBackend {
     }
 
     fn run(&mut self, batch: &TokenBatch) -> Result<ModelOutput> {
-        let shape = [batch.len(), batch.seq_len];
-        let ids = TensorRef::from_array_view((shape, batch.input_ids.as_slice()))?;
-        let mask = TensorRef::from_array_view((shape, batch.attention_mask.as_slice()))?;
-        let outputs = self
-            .session
-            .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
-            .map_err(|e| ort_failure("inference", e))?;
+        let outputs = match &mut self.pinned {
+            Some(pinned) => {
+                pinned
+                    .bind_tokens(batch)
+                    .map_err(|e| ort_failure("binding the batch", e))?;
+                self.session.run_binding(&pinned.binding)
+            }
+            None => {
+                let shape = [batch.len(), batch.seq_len];
+                let ids = TensorRef::from_array_view((shape, batch.input_ids.as_slice()))?;
+                let mask = TensorRef::from_array_view((shape, batch.attention_mask.as_slice()))?;
+                self.session
+                    .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+            }
+        }
+        .map_err(|e| ort_failure("inference", e))?;
         let value = outputs.get(&self.contract.output).ok_or_else(|| {
             Failure::runtime(format!(
                 "the model did not return `{}`",

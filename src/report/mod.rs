@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Metrics;
 
 /// Bumped whenever a field is added, removed or changes meaning.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +87,9 @@ pub struct Execution {
     pub execution_provider: String,
     pub fallback: Option<String>,
     pub model_loads: u64,
+    /// Inputs and output bound through page-locked host memory (CUDA only). Added in schema 2; absent in 1.
+    #[serde(default)]
+    pub io_binding: bool,
     pub threads: u64,
     pub max_tokens: u64,
     pub max_residues: u64,
@@ -219,6 +222,7 @@ pub(crate) mod tests {
                 execution_provider: "CPUExecutionProvider".into(),
                 fallback: None,
                 model_loads: 1,
+                io_binding: false,
                 threads: 2,
                 max_tokens: 4096,
                 max_residues: 1022,

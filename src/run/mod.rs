@@ -232,6 +232,7 @@ fn initial_report(
             execution_provider: info.execution_provider.clone(),
             fallback: info.fallback.clone(),
             model_loads: model::model_loads() as u64,
+            io_binding: info.io_binding,
             threads: info.threads as u64,
             max_tokens: scoring.max_tokens as u64,
             max_residues: scoring.max_residues as u64,

@@ -88,6 +88,7 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
             "execution_provider",
             "fallback",
             "model_loads",
+            "io_binding",
             "threads",
             "max_tokens",
             "max_residues",
