@@ -223,6 +223,17 @@ def architecture_summary(config: EsmConfig) -> dict:
 # ----------------------------------------------------------------------------- the traced module
 
 
+def _additive_key_mask(attention_mask: torch.Tensor, embedding_output: torch.Tensor, **_) -> tuple:
+    """What EsmModel._create_attention_masks gives eager attention, in the form that traces cheaply: an
+    additive [batch, 1, 1, keys] mask (0 where attended, the dtype's minimum at padding) that every
+    layer broadcasts, instead of transformers' [batch, 1, queries, keys] mask built per layer with
+    Expand/Where/IsNaN. Same softmax inputs, so the same numbers; on the ESM-2 8M graph it removes
+    about 30% of ONNX Runtime's CPU time (scripts/bench.sh). Rows are never fully masked: <cls> and
+    <eos> are always attended."""
+    dtype = embedding_output.dtype
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min, None
+
+
 class _LastHiddenState(torch.nn.Module):
     """Wraps EsmModel so the traced graph has exactly the contract's inputs and output."""
 
@@ -231,7 +242,12 @@ class _LastHiddenState(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        # Only while tracing: the post-export check runs the untouched model as its reference.
+        self.model._create_attention_masks = _additive_key_mask
+        try:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        finally:
+            del self.model._create_attention_masks
 
 
 @torch.no_grad()
