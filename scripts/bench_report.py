@@ -319,7 +319,7 @@ def cmd_report(args) -> int:
     main = section_numbers(work, "main")
     tiny = section_numbers(work, "tiny")
     variants = []
-    for name in ("optimize", "int8", "fp16"):
+    for name in ("reexport", "optimize", "int8", "fp16"):
         d = work / "variants" / name
         x = _contender(d, "esmbench")
         if x is None:
@@ -358,16 +358,18 @@ def cmd_report(args) -> int:
         lines += _section_markdown("Main comparison", main)
     if variants:
         lines += ["## Export variants (esmbench on the re-exported model)", "",
-                  "| variant | seq/s (end to end) | vs fp32 esmbench | mean \\|Δp\\| vs fp32 | max \\|Δp\\| | labels agree | peak RSS | export check (vs PyTorch) |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+                  "| variant | seq/s (end to end) | vs fp32 esmbench | vs PyTorch eager (end to end) | mean \\|Δp\\| vs fp32 | max \\|Δp\\| | labels agree | peak RSS | export check (vs PyTorch) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         base = (main or {}).get("contenders", {}).get("esmbench") or {}
-        flag = {"optimize": "--optimize", "int8": "--quantize int8", "fp16": "--fp16"}
+        torch_eager = (main or {}).get("contenders", {}).get("pytorch") or {}
+        flag = {"reexport": "fp32 (no option)", "optimize": "--optimize", "int8": "--quantize int8", "fp16": "--fp16"}
         for name, x, p, log in variants:
             if x is None:
-                lines.append(f"| `{flag[name]}` | export or run failed: `{' '.join(log.split())[-200:]}` | | | | | | |")
+                lines.append(f"| `{flag[name]}` | export or run failed: `{' '.join(log.split())[-200:]}` | | | | | | | |")
                 continue
             p = p or {}
             lines.append(f"| `{flag[name]}` | {_f(x['seq_per_s'])} | {_ratio(x['seq_per_s'], base.get('seq_per_s'))} | "
+                         f"{_ratio(x['seq_per_s'], torch_eager.get('seq_per_s'))} | "
                          f"{_f(p.get('mean_abs_diff'), 5)} | {_f(p.get('max_abs_diff'), 5)} | "
                          f"{_f(100 * p['label_agreement'] if p.get('label_agreement') is not None else None, 2, '%')} | {_mib(x['peak_rss_bytes'])} | "
                          f"{(log or '-').replace('|', chr(92) + '|')} |")
