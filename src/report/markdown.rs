@@ -100,9 +100,14 @@ pub fn to_markdown(r: &Report) -> Vec<u8> {
     if !rescored {
         let _ = writeln!(
             s,
-            "| execution | requested `{}`, ran on `{}`, {} thread(s), max_tokens {}, model loads {} |",
+            "| execution | requested `{}`, ran on `{}`{}, {} thread(s), max_tokens {}, model loads {} |",
             r.execution.device_requested,
             r.execution.execution_provider,
+            if r.execution.io_binding {
+                " (IO binding, page-locked host memory)"
+            } else {
+                ""
+            },
             r.execution.threads,
             r.execution.max_tokens,
             r.execution.model_loads
