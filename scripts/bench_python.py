@@ -355,7 +355,9 @@ def cmd_settings(args) -> None:
     name, layers, hidden, ffn = architecture(args.torch_source)
     _, _, threshold = _resolve_head(args)
     _dump(args.json, {
-        "model_name": Path(args.model).name, "model_path": args.model,
+        "model_name": Path(args.model).name,
+        # Relative to the repository, so a committed results file names no machine's folders.
+        "model_path": os.path.relpath(Path(args.model).resolve(), Path(__file__).resolve().parent.parent),
         "head_name": Path(args.head).name if args.head else "model metadata",
         "architecture": f"{name}: {layers} layers, hidden {hidden}, FFN {ffn}",
         "rows": len(sequences), "seed": args.seed,
