@@ -10,7 +10,7 @@
 # Sections: (1) the main model (default ../shared/models/esm2_t6_8M_seed0.onnx) on --rows synthetic
 # Harvey-like nanobodies: esmbench, PyTorch eager (batch 32, file order), onnxruntime Python (batch 32 in
 # file order; length-sorted under the token budget), start-up on one row, the fp32 matmul ceiling, and
-# esmbench on fp32 / --optimize / --quantize int8 re-exports; (2) the tiny model on --tiny-rows (default 141,021,
+# esmbench on fp32 / --optimize / --quantize int8 / int8-vnni re-exports; (2) the tiny model on --tiny-rows (default 141,021,
 # Harvey's size): the same contenders; (3) esmbench linearity on the tiny model at --linearity sizes.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -219,6 +219,7 @@ if [ "$variants" = 1 ]; then
   run_variant optimize --optimize
   # The bench reports int8's probability drift rather than letting the export's check refuse the file.
   run_variant int8 --quantize int8 --tolerance 1
+  run_variant int8-vnni --quantize int8-vnni --tolerance 1
 fi
 [ "$fp16" = 1 ] && run_variant fp16 --fp16
 

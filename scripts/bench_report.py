@@ -319,7 +319,7 @@ def cmd_report(args) -> int:
     main = section_numbers(work, "main")
     tiny = section_numbers(work, "tiny")
     variants = []
-    for name in ("reexport", "optimize", "int8", "fp16"):
+    for name in ("reexport", "optimize", "int8", "int8-vnni", "fp16"):
         d = work / "variants" / name
         x = _contender(d, "esmbench")
         if x is None:
@@ -362,7 +362,7 @@ def cmd_report(args) -> int:
                   "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         base = (main or {}).get("contenders", {}).get("esmbench") or {}
         torch_eager = (main or {}).get("contenders", {}).get("pytorch") or {}
-        flag = {"reexport": "fp32 (no option)", "optimize": "--optimize", "int8": "--quantize int8", "fp16": "--fp16"}
+        flag = {"reexport": "fp32 (no option)", "optimize": "--optimize", "int8": "--quantize int8", "int8-vnni": "--quantize int8-vnni", "fp16": "--fp16"}
         for name, x, p, log in variants:
             if x is None:
                 lines.append(f"| `{flag[name]}` | export or run failed: `{' '.join(log.split())[-200:]}` | | | | | | | |")
