@@ -294,3 +294,72 @@ fn export_refuses_over_tolerance_and_leaves_no_file() {
     assert!(log.contains("head: npz (head.npz)"), "{log}");
     assert!(!model.exists(), "a refused export must not leave its file");
 }
+
+#[test]
+fn reduced_precision_exports_stay_near_pytorch_and_record_their_precision() {
+    let test = "reduced_precision_exports_stay_near_pytorch_and_record_their_precision";
+    let Some(python) = ready(test) else { return };
+    let dir = tempdir();
+    let head = head_json(dir.path());
+    let data = root().join("test_datasets/demo_antibodies.csv");
+    for (name, flags, precision) in [
+        ("fp16", &["--fp16"][..], "fp16"),
+        ("int8", &["--optimize", "--quantize", "int8"][..], "int8"),
+        ("int8-vnni", &["--quantize", "int8-vnni"][..], "int8-vnni"),
+    ] {
+        let model = dir.path().join(format!("{name}.onnx"));
+        let reference = dir.path().join(format!("{name}.torch.csv"));
+        let mut args = vec![
+            "--random-init",
+            "tiny",
+            "--seed",
+            "0",
+            "--head",
+            head.to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+            "--reference-data",
+            data.to_str().unwrap(),
+            "--reference-out",
+            reference.to_str().unwrap(),
+        ];
+        args.extend_from_slice(flags);
+        let (ok, log) = export(&python, &args);
+        assert!(ok, "{name} export failed:\n{log}");
+        assert!(log.contains(&format!("{precision} check: ")), "{log}");
+
+        let out = dir.path().join(name);
+        esmbench()
+            .args(["test", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        let p_ours = column_f64(&read_csv(&out.join("predictions.csv")), "probability");
+        let p_torch = column_f64(&read_csv(&reference), "probability");
+        assert_eq!(p_ours.len(), p_torch.len());
+        let mean = p_ours
+            .iter()
+            .zip(&p_torch)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f64>()
+            / p_ours.len() as f64;
+        eprintln!("{name}: mean |p_esmbench - p_pytorch fp32| = {mean:.3e}");
+        // The export's own check refuses above 0.05 mean |dp| on its sample; the same bound here.
+        assert!(mean < 0.05, "{name}: mean |dp| = {mean}");
+
+        let inspect = esmbench()
+            .args(["inspect", "--model"])
+            .arg(&model)
+            .output()
+            .expect("inspect runs");
+        let text = String::from_utf8_lossy(&inspect.stdout);
+        assert!(
+            text.contains(&format!("esmbench.precision = {precision}\n")),
+            "{name}: inspect lacks the precision:\n{text}"
+        );
+    }
+}
