@@ -363,3 +363,62 @@ fn reduced_precision_exports_stay_near_pytorch_and_record_their_precision() {
         );
     }
 }
+
+#[test]
+fn simplify_attention_mask_rewrites_an_existing_export_without_changing_a_prediction() {
+    let test = "simplify_attention_mask_rewrites_an_existing_export_without_changing_a_prediction";
+    let Some(python) = ready(test) else { return };
+    let dir = tempdir();
+    let original = fixture("esm2_micro_with_head.onnx");
+    let rewritten = dir.path().join("simplified.onnx");
+    let output = Command::new(&python)
+        .arg(root().join("scripts/simplify_attention_mask.py"))
+        .arg(&original)
+        .arg(&rewritten)
+        .output()
+        .expect("python runs");
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        log.contains("1 attention masks now one broadcast key mask"),
+        "{log}"
+    );
+
+    let data = root().join("test_datasets/demo_antibodies.csv");
+    let mut probabilities = Vec::new();
+    for (name, model) in [("original", &original), ("simplified", &rewritten)] {
+        let out = dir.path().join(name);
+        esmbench()
+            .args(["test", "--model"])
+            .arg(model)
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        probabilities.push(column_f64(
+            &read_csv(&out.join("predictions.csv")),
+            "probability",
+        ));
+    }
+    let diff = max_abs_diff(&probabilities[0], &probabilities[1]);
+    eprintln!("simplified micro fixture: max |dp| = {diff:.3e}");
+    assert!(diff <= 1e-6, "max |dp| = {diff}");
+
+    // A graph without ESM's attention is refused and nothing is written.
+    let refused = dir.path().join("refused.onnx");
+    let output = Command::new(&python)
+        .arg(root().join("scripts/simplify_attention_mask.py"))
+        .arg(fixture("contract/wrong_input_name.onnx"))
+        .arg(&refused)
+        .output()
+        .expect("python runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nothing written"));
+    assert!(!refused.exists());
+}
