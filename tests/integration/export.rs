@@ -115,6 +115,23 @@ fn data_with_long_rows(dir: &Path) -> PathBuf {
     write(dir, "data.csv", &text)
 }
 
+/// `export_onnx.py` arguments: random-init tiny (seed 0) with `head`, and PyTorch's probabilities for `data`.
+fn tiny_export_args(head: &Path, model: &Path, data: &Path, reference: &Path) -> Vec<String> {
+    let mut args: Vec<String> = ["--random-init", "tiny", "--seed", "0"]
+        .map(String::from)
+        .to_vec();
+    for (flag, path) in [
+        ("--head", head),
+        ("--out", model),
+        ("--reference-data", data),
+        ("--reference-out", reference),
+    ] {
+        args.push(flag.into());
+        args.push(path.display().to_string());
+    }
+    args
+}
+
 /// Scores `model` with esmbench and returns (esmbench, PyTorch) probabilities in row order.
 fn score_and_compare(model: &Path, reference: &Path, data: &Path, out: &Path) -> Vec<f64> {
     esmbench()
@@ -170,22 +187,10 @@ fn export_tiny_with_json_head_matches_pytorch() {
     let model = dir.path().join("tmp/M.onnx");
     let reference = dir.path().join("torch.csv");
     let data = root().join("test_datasets/demo_antibodies.csv");
+    let args = tiny_export_args(&head, &model, &data, &reference);
     let (ok, log) = export(
         &python,
-        &[
-            "--random-init",
-            "tiny",
-            "--seed",
-            "0",
-            "--head",
-            head.to_str().unwrap(),
-            "--out",
-            model.to_str().unwrap(),
-            "--reference-data",
-            data.to_str().unwrap(),
-            "--reference-out",
-            reference.to_str().unwrap(),
-        ],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     assert!(ok, "export failed:\n{log}");
     assert!(log.contains("largest |ONNX - PyTorch|"), "{log}");
@@ -309,36 +314,16 @@ fn reduced_precision_exports_stay_near_pytorch_and_record_their_precision() {
     ] {
         let model = dir.path().join(format!("{name}.onnx"));
         let reference = dir.path().join(format!("{name}.torch.csv"));
-        let mut args = vec![
-            "--random-init",
-            "tiny",
-            "--seed",
-            "0",
-            "--head",
-            head.to_str().unwrap(),
-            "--out",
-            model.to_str().unwrap(),
-            "--reference-data",
-            data.to_str().unwrap(),
-            "--reference-out",
-            reference.to_str().unwrap(),
-        ];
-        args.extend_from_slice(flags);
-        let (ok, log) = export(&python, &args);
+        let mut args = tiny_export_args(&head, &model, &data, &reference);
+        args.extend(flags.iter().map(|f| f.to_string()));
+        let (ok, log) = export(
+            &python,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
         assert!(ok, "{name} export failed:\n{log}");
         assert!(log.contains(&format!("{precision} check: ")), "{log}");
 
-        let out = dir.path().join(name);
-        esmbench()
-            .args(["test", "--model"])
-            .arg(&model)
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(&out)
-            .assert()
-            .success();
-        let p_ours = column_f64(&read_csv(&out.join("predictions.csv")), "probability");
+        let p_ours = score_probabilities(&model, &data, &dir.path().join(name));
         let p_torch = column_f64(&read_csv(&reference), "probability");
         assert_eq!(p_ours.len(), p_torch.len());
         let mean = p_ours
@@ -391,20 +376,7 @@ fn simplify_attention_mask_rewrites_an_existing_export_without_changing_a_predic
     let data = root().join("test_datasets/demo_antibodies.csv");
     let mut probabilities = Vec::new();
     for (name, model) in [("original", &original), ("simplified", &rewritten)] {
-        let out = dir.path().join(name);
-        esmbench()
-            .args(["test", "--model"])
-            .arg(model)
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(&out)
-            .assert()
-            .success();
-        probabilities.push(column_f64(
-            &read_csv(&out.join("predictions.csv")),
-            "probability",
-        ));
+        probabilities.push(score_probabilities(model, &data, &dir.path().join(name)));
     }
     let diff = max_abs_diff(&probabilities[0], &probabilities[1]);
     eprintln!("simplified micro fixture: max |dp| = {diff:.3e}");

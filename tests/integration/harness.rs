@@ -137,3 +137,17 @@ pub fn synthetic_nanobodies(path: &Path, rows: usize, seed: u64) {
         writeln!(out, "nb-{i:06},{seq},{label}").unwrap();
     }
 }
+
+/// `esmbench test --model M --data D --out O` must succeed; returns predictions.csv's probabilities in row order.
+pub fn score_probabilities(model: &Path, data: &Path, out: &Path) -> Vec<f64> {
+    esmbench()
+        .args(["test", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .assert()
+        .success();
+    column_f64(&read_csv(&out.join("predictions.csv")), "probability")
+}
