@@ -132,18 +132,29 @@ fn tiny_export_args(head: &Path, model: &Path, data: &Path, reference: &Path) ->
     args
 }
 
+/// What `esmbench inspect --model M` prints.
+fn inspect_text(model: &Path) -> String {
+    let output = esmbench()
+        .args(["inspect", "--model"])
+        .arg(model)
+        .output()
+        .expect("inspect runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs scripts/simplify_attention_mask.py IN OUT.
+fn simplify_attention_mask(python: &Path, model: &Path, out: &Path) -> std::process::Output {
+    Command::new(python)
+        .arg(root().join("scripts/simplify_attention_mask.py"))
+        .arg(model)
+        .arg(out)
+        .output()
+        .expect("python runs")
+}
+
 /// Scores `model` with esmbench and returns (esmbench, PyTorch) probabilities in row order.
 fn score_and_compare(model: &Path, reference: &Path, data: &Path, out: &Path) -> Vec<f64> {
-    esmbench()
-        .args(["test", "--model"])
-        .arg(model)
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .assert()
-        .success();
-    let ours = read_csv(&out.join("predictions.csv"));
+    let ours = score(model, data, out);
     let theirs = read_csv(reference);
     assert_eq!(ours.len(), theirs.len(), "row counts differ");
     for (a, b) in ours.iter().zip(&theirs) {
@@ -196,12 +207,7 @@ fn export_tiny_with_json_head_matches_pytorch() {
     assert!(log.contains("largest |ONNX - PyTorch|"), "{log}");
     score_and_compare(&model, &reference, &data, &dir.path().join("run"));
 
-    let inspect = esmbench()
-        .args(["inspect", "--model"])
-        .arg(&model)
-        .output()
-        .expect("inspect runs");
-    let text = String::from_utf8_lossy(&inspect.stdout);
+    let text = inspect_text(&model);
     for expected in [
         "esmbench.checkpoint = random-init:tiny:seed=0",
         "esmbench.revision = random-init",
@@ -336,12 +342,7 @@ fn reduced_precision_exports_stay_near_pytorch_and_record_their_precision() {
         // The export's own check refuses above 0.05 mean |dp| on its sample; the same bound here.
         assert!(mean < 0.05, "{name}: mean |dp| = {mean}");
 
-        let inspect = esmbench()
-            .args(["inspect", "--model"])
-            .arg(&model)
-            .output()
-            .expect("inspect runs");
-        let text = String::from_utf8_lossy(&inspect.stdout);
+        let text = inspect_text(&model);
         assert!(
             text.contains(&format!("esmbench.precision = {precision}\n")),
             "{name}: inspect lacks the precision:\n{text}"
@@ -356,12 +357,7 @@ fn simplify_attention_mask_rewrites_an_existing_export_without_changing_a_predic
     let dir = tempdir();
     let original = fixture("esm2_micro_with_head.onnx");
     let rewritten = dir.path().join("simplified.onnx");
-    let output = Command::new(&python)
-        .arg(root().join("scripts/simplify_attention_mask.py"))
-        .arg(&original)
-        .arg(&rewritten)
-        .output()
-        .expect("python runs");
+    let output = simplify_attention_mask(&python, &original, &rewritten);
     let log = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -384,12 +380,11 @@ fn simplify_attention_mask_rewrites_an_existing_export_without_changing_a_predic
 
     // A graph without ESM's attention is refused and nothing is written.
     let refused = dir.path().join("refused.onnx");
-    let output = Command::new(&python)
-        .arg(root().join("scripts/simplify_attention_mask.py"))
-        .arg(fixture("contract/wrong_input_name.onnx"))
-        .arg(&refused)
-        .output()
-        .expect("python runs");
+    let output = simplify_attention_mask(
+        &python,
+        &fixture("contract/wrong_input_name.onnx"),
+        &refused,
+    );
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("nothing written"));
     assert!(!refused.exists());

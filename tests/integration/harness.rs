@@ -138,8 +138,12 @@ pub fn synthetic_nanobodies(path: &Path, rows: usize, seed: u64) {
     }
 }
 
-/// `esmbench test --model M --data D --out O` must succeed; returns predictions.csv's probabilities in row order.
-pub fn score_probabilities(model: &Path, data: &Path, out: &Path) -> Vec<f64> {
+/// `esmbench test --model M --data D --out O` must succeed; returns predictions.csv's rows.
+pub fn score(
+    model: &Path,
+    data: &Path,
+    out: &Path,
+) -> Vec<std::collections::HashMap<String, String>> {
     esmbench()
         .args(["test", "--model"])
         .arg(model)
@@ -149,5 +153,10 @@ pub fn score_probabilities(model: &Path, data: &Path, out: &Path) -> Vec<f64> {
         .arg(out)
         .assert()
         .success();
-    column_f64(&read_csv(&out.join("predictions.csv")), "probability")
+    read_csv(&out.join("predictions.csv"))
+}
+
+/// [`score`]'s probabilities in row order.
+pub fn score_probabilities(model: &Path, data: &Path, out: &Path) -> Vec<f64> {
+    column_f64(&score(model, data, out), "probability")
 }
