@@ -95,9 +95,12 @@ pub struct ScoringArgs {
     /// Token budget per batch: rows x longest row (with <cls> and <eos>), as fair-esm's toks_per_batch.
     #[arg(long)]
     pub max_tokens: Option<usize>,
-    /// ONNX Runtime intra-op threads (default: physical cores available to this process).
+    /// CPU threads for the model in all (default: physical cores available to this process).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// On CPU, batches run at once on one session, each on threads/K threads (default: threads, at most 8).
+    #[arg(long, value_name = "K")]
+    pub parallel_batches: Option<usize>,
     /// Longest sequence in residues; longer ones are truncated (and counted) unless --no-truncate.
     #[arg(long)]
     pub max_residues: Option<usize>,
@@ -272,9 +275,12 @@ pub struct FitArgs {
     /// Token budget per batch: rows x longest row (with <cls> and <eos>), as fair-esm's toks_per_batch.
     #[arg(long)]
     pub max_tokens: Option<usize>,
-    /// ONNX Runtime intra-op threads (default: physical cores available to this process).
+    /// CPU threads for the model in all (default: physical cores available to this process).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// On CPU, batches run at once on one session, each on threads/K threads (default: threads, at most 8).
+    #[arg(long, value_name = "K")]
+    pub parallel_batches: Option<usize>,
     /// Longest sequence in residues; longer ones are truncated (and counted) unless --no-truncate.
     #[arg(long)]
     pub max_residues: Option<usize>,
@@ -316,6 +322,7 @@ impl FitArgs {
             allow_cpu_fallback: self.allow_cpu_fallback,
             max_tokens: self.max_tokens,
             threads: self.threads,
+            parallel_batches: self.parallel_batches,
             max_residues: self.max_residues,
             no_truncate: self.no_truncate,
             on_invalid: self.on_invalid,

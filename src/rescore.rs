@@ -309,6 +309,7 @@ pub fn run_metrics(config: &RescoreConfig) -> Result<Report> {
             model_loads: 0,
             io_binding: false,
             threads: 0,
+            parallel_batches: 0,
             max_tokens: 0,
             max_residues: 0,
             shard: None,

@@ -173,7 +173,7 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
     signals::install()?;
 
     let mut monitor = Monitor::start(None);
-    let mut backend = model::load_backend(scoring)?;
+    let backend = model::load_backend(scoring)?;
     let info = backend.info().clone();
     if !info.kind.yields_embeddings() {
         return Err(Failure::usage(format!(
@@ -193,7 +193,7 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
     };
     let (totals, stop) = drive(
         options,
-        backend.as_mut(),
+        backend.as_ref(),
         &monitor,
         &mut progress,
         &mut sink,
@@ -282,6 +282,7 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
             device_requested: info.device_requested.clone(),
             execution_provider: info.execution_provider.clone(),
             threads: info.threads as u64,
+            parallel_batches: info.parallel_batches as u64,
         },
         data: DataPart {
             path: scoring.data.display_name(),
@@ -300,7 +301,7 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
             folds: config.folds,
             seed: config.seed,
             threshold: HEAD_THRESHOLD,
-            max_tokens: scoring.max_tokens as u64,
+            max_tokens: info.max_tokens as u64,
             max_residues: scoring.max_residues as u64,
         },
         solver,

@@ -63,6 +63,7 @@ pub struct ModelPart {
     pub device_requested: String,
     pub execution_provider: String,
     pub threads: u64,
+    pub parallel_batches: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -38,6 +38,10 @@ impl MockBackend {
                 load_seconds: 0.0,
                 metadata_head: Some(MOCK_HEAD.into()),
                 threads: config.threads,
+                parallel_batches: config.cpu_parallelism().0,
+                max_tokens: config
+                    .max_tokens
+                    .unwrap_or_else(|| crate::config::default_max_tokens(true, Some(MOCK_HIDDEN))),
                 io_binding: false,
             },
             delay: std::time::Duration::from_millis(delay_ms),
@@ -62,7 +66,7 @@ impl Backend for MockBackend {
         &self.info
     }
 
-    fn run(&mut self, batch: &TokenBatch) -> Result<ModelOutput> {
+    fn run(&self, batch: &TokenBatch) -> Result<ModelOutput> {
         if !self.delay.is_zero() {
             std::thread::sleep(self.delay);
         }

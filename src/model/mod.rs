@@ -44,6 +44,10 @@ pub struct ModelInfo {
     /// The head JSON stored in the model's metadata (`esmbench.head`), if any.
     pub metadata_head: Option<String>,
     pub threads: usize,
+    /// Batches the runner may have in flight at once on this backend (1 unless it runs on CPU).
+    pub parallel_batches: usize,
+    /// Token budget per batch: --max-tokens, or the default for this provider and hidden size.
+    pub max_tokens: usize,
     /// Whether batches go through a CUDA IO binding (page-locked host memory both ways).
     pub io_binding: bool,
 }
@@ -57,10 +61,11 @@ pub enum ModelOutput {
     Probabilities(Vec<f64>),
 }
 
-/// Anything that turns token batches into model outputs.
-pub trait Backend {
+/// Anything that turns token batches into model outputs. `run` takes `&self`: the runner calls it from
+/// `info().parallel_batches` threads at once.
+pub trait Backend: Send + Sync {
     fn info(&self) -> &ModelInfo;
-    fn run(&mut self, batch: &TokenBatch) -> Result<ModelOutput>;
+    fn run(&self, batch: &TokenBatch) -> Result<ModelOutput>;
 }
 
 /// The metadata key that carries a head JSON inside an ONNX model.

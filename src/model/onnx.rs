@@ -1,14 +1,18 @@
 //! The ONNX Runtime backend: the session is built once, with the provider and thread settings, then reused.
 
+use std::ffi::{CStr, CString};
 use std::path::Path;
+use std::ptr::{self, NonNull};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Result;
 use ort::ep::{self, ExecutionProvider};
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::SessionBuilder;
-use ort::session::{IoBinding, Session};
-use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
+use ort::session::{IoBinding, Session, SharedSessionInner};
+use ort::value::{DynValue, Tensor, TensorElementType, TensorRef, ValueType};
+use ort::AsPointer;
 
 use crate::config::{ModelSource, ScoringConfig};
 use crate::data::batcher::TokenBatch;
@@ -22,12 +26,64 @@ use crate::model::{
 };
 
 pub struct OnnxBackend {
-    session: Session,
+    /// Locked only by the IO-binding path, which runs one batch at a time.
+    session: Mutex<Session>,
+    /// The same ONNX Runtime session, for [`run_shared`]: every other batch goes through it, from several threads.
+    shared: Arc<SharedSessionInner>,
+    output_name: CString,
     contract: Contract,
     info: ModelInfo,
     /// Set on CUDA (unless `io_binding: false`): tokens go up from, and the output comes back to, page-locked
     /// host memory, so both copies are DMA transfers rather than staged through pageable buffers.
-    pinned: Option<PinnedIo>,
+    pinned: Option<Mutex<PinnedIo>>,
+}
+
+/// One `OrtApi::Run` on a session shared between threads, returning the named output.
+///
+/// ort's `Session::run` takes `&mut self`, which rules out concurrent runs on one session. ONNX Runtime itself
+/// documents `InferenceSession::Run` as safe to call from several threads at once, and on the CPU provider
+/// (the only one esmbench runs concurrently; see `ScoringConfig::cpu_parallelism`) that is how its own servers
+/// and Python users share a session. This calls the C API directly so one loaded model serves every batch
+/// in flight, instead of one copy of the weights per thread.
+fn run_shared(
+    session: &SharedSessionInner,
+    inputs: [(&CStr, &TensorRef<'_, i64>); 2],
+    output: &CStr,
+) -> std::result::Result<DynValue, String> {
+    let api = ort::api();
+    let input_names = inputs.map(|(name, _)| name.as_ptr());
+    let input_values = inputs.map(|(_, value)| value.ptr());
+    let output_names = [output.as_ptr()];
+    let mut output_value: *mut ort::sys::OrtValue = ptr::null_mut();
+    // SAFETY: the session pointer is live for as long as `session` is; the name and value arrays outlive the
+    // call and have the lengths passed; ONNX Runtime writes one owned OrtValue into `output_value`.
+    let status = unsafe {
+        (api.Run)(
+            session.ptr().cast_mut(),
+            ptr::null(),
+            input_names.as_ptr(),
+            input_values.as_ptr(),
+            input_values.len(),
+            output_names.as_ptr(),
+            output_names.len(),
+            &mut output_value,
+        )
+    };
+    if !status.0.is_null() {
+        // SAFETY: a non-null status is an OrtStatus we own; its message is a C string that lives until release.
+        let message = unsafe {
+            let text = CStr::from_ptr((api.GetErrorMessage)(status.0))
+                .to_string_lossy()
+                .into_owned();
+            (api.ReleaseStatus)(status.0);
+            text
+        };
+        return Err(message);
+    }
+    let value = NonNull::new(output_value).ok_or("ONNX Runtime returned no output value")?;
+    // SAFETY: `value` is the owned OrtValue Run just returned; the allocator handle only keeps an allocator alive
+    // (the session's, which outlives this value: it is dropped before `run` returns).
+    Ok(unsafe { DynValue::from_ptr(value, Some(&Allocator::default())) })
 }
 
 /// The IO binding of a CUDA session and the page-locked allocator its inputs are written into.
@@ -144,6 +200,10 @@ fn register(builder: &mut Option<SessionBuilder>, provider: Provider) -> Result<
     }
 }
 
+fn poisoned() -> Failure {
+    Failure::runtime("another batch failed while holding the CUDA IO binding")
+}
+
 fn ort_failure(origin: &str, e: impl std::fmt::Display) -> Failure {
     Failure::runtime(format!("{origin}: ONNX Runtime: {e}"))
 }
@@ -154,7 +214,6 @@ impl OnnxBackend {
         let origin = config.model.display_name();
         let (env, _) = runtime::environment()?;
         let builder = Session::builder(env)
-            .and_then(|b| b.with_intra_threads(config.threads).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .and_then(|b| {
                 b.with_intra_op_spinning(config.intra_op_spinning)
@@ -182,7 +241,22 @@ impl OnnxBackend {
                 selection.provider.ort_name()
             );
         }
-        let mut builder = slot.expect("builder present");
+        // Providers other than CPU run one batch at a time; CPU splits the threads across the batches in flight.
+        let (parallel_batches, intra_threads) = if selection.provider == Provider::Cpu {
+            config.cpu_parallelism()
+        } else {
+            if config.parallel_batches.is_some_and(|k| k > 1) {
+                eprintln!(
+                    "WARNING: --parallel-batches applies to CPU runs; {} runs one batch at a time. Raise --max-tokens to give it larger batches instead.",
+                    selection.provider.ort_name()
+                );
+            }
+            (1, config.threads)
+        };
+        let mut builder = slot
+            .expect("builder present")
+            .with_intra_threads(intra_threads)
+            .map_err(|e| ort_failure(&origin, e))?;
         let session = match &config.model {
             ModelSource::File(path) => builder.commit_from_file(path),
             ModelSource::Embedded => builder.commit_from_memory(embedded::DEMO_MODEL),
@@ -213,13 +287,24 @@ impl OnnxBackend {
             load_seconds: started.elapsed().as_secs_f64(),
             metadata_head,
             threads: config.threads,
+            parallel_batches,
+            max_tokens: config.max_tokens.unwrap_or_else(|| {
+                crate::config::default_max_tokens(
+                    selection.provider == Provider::Cpu,
+                    contract.hidden,
+                )
+            }),
             io_binding: pinned.is_some(),
         };
+        let output_name = CString::new(contract.output.clone())
+            .map_err(|_| Failure::usage(format!("{origin}: the output name has a NUL byte")))?;
         Ok(OnnxBackend {
-            session,
+            shared: session.inner(),
+            session: Mutex::new(session),
+            output_name,
             contract,
             info,
-            pinned,
+            pinned: pinned.map(Mutex::new),
         })
     }
 }
@@ -229,29 +314,36 @@ impl Backend for OnnxBackend {
         &self.info
     }
 
-    fn run(&mut self, batch: &TokenBatch) -> Result<ModelOutput> {
-        let outputs = match &mut self.pinned {
+    fn run(&self, batch: &TokenBatch) -> Result<ModelOutput> {
+        let value = match &self.pinned {
             Some(pinned) => {
+                let mut pinned = pinned.lock().map_err(|_| poisoned())?;
                 pinned
                     .bind_tokens(batch)
                     .map_err(|e| ort_failure("binding the batch", e))?;
-                self.session.run_binding(&pinned.binding)
+                let mut session = self.session.lock().map_err(|_| poisoned())?;
+                let mut outputs = session
+                    .run_binding(&pinned.binding)
+                    .map_err(|e| ort_failure("inference", e))?;
+                outputs.remove(&self.contract.output).ok_or_else(|| {
+                    Failure::runtime(format!(
+                        "the model did not return `{}`",
+                        self.contract.output
+                    ))
+                })?
             }
             None => {
                 let shape = [batch.len(), batch.seq_len];
                 let ids = TensorRef::from_array_view((shape, batch.input_ids.as_slice()))?;
                 let mask = TensorRef::from_array_view((shape, batch.attention_mask.as_slice()))?;
-                self.session
-                    .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+                run_shared(
+                    &self.shared,
+                    [(c"input_ids", &ids), (c"attention_mask", &mask)],
+                    &self.output_name,
+                )
+                .map_err(|e| ort_failure("inference", e))?
             }
-        }
-        .map_err(|e| ort_failure("inference", e))?;
-        let value = outputs.get(&self.contract.output).ok_or_else(|| {
-            Failure::runtime(format!(
-                "the model did not return `{}`",
-                self.contract.output
-            ))
-        })?;
+        };
         let array = value
             .try_extract_array::<f32>()
             .map_err(|e| ort_failure("reading the output", e))?;

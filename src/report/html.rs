@@ -138,10 +138,11 @@ pub fn to_html(r: &Report, plots: &Rendered) -> Vec<u8> {
             &mut s,
             "execution",
             &format!(
-                "requested {}, ran on {}, {} thread(s), max_tokens {}, model loads {}",
+                "requested {}, ran on {}, {} thread(s), {} batch(es) at once, max_tokens {}, model loads {}",
                 code(&r.execution.device_requested),
                 code(&r.execution.execution_provider),
                 r.execution.threads,
+                r.execution.parallel_batches,
                 r.execution.max_tokens,
                 r.execution.model_loads
             ),

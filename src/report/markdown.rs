@@ -100,7 +100,7 @@ pub fn to_markdown(r: &Report) -> Vec<u8> {
     if !rescored {
         let _ = writeln!(
             s,
-            "| execution | requested `{}`, ran on `{}`{}, {} thread(s), max_tokens {}, model loads {} |",
+            "| execution | requested `{}`, ran on `{}`{}, {} thread(s), {} batch(es) at once, max_tokens {}, model loads {} |",
             r.execution.device_requested,
             r.execution.execution_provider,
             if r.execution.io_binding {
@@ -109,6 +109,7 @@ pub fn to_markdown(r: &Report) -> Vec<u8> {
                 ""
             },
             r.execution.threads,
+            r.execution.parallel_batches,
             r.execution.max_tokens,
             r.execution.model_loads
         );

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Metrics;
 
 /// Bumped whenever a field is added, removed or changes meaning.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -91,10 +91,17 @@ pub struct Execution {
     #[serde(default)]
     pub io_binding: bool,
     pub threads: u64,
+    /// Batches in flight at once, each on threads / parallel_batches threads. Added in schema 3; absent (1) before.
+    #[serde(default = "one")]
+    pub parallel_batches: u64,
     pub max_tokens: u64,
     pub max_residues: u64,
     /// "K/N" when this run scored one shard of the data.
     pub shard: Option<String>,
+}
+
+fn one() -> u64 {
+    1
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -224,6 +231,7 @@ pub(crate) mod tests {
                 model_loads: 1,
                 io_binding: false,
                 threads: 2,
+                parallel_batches: 2,
                 max_tokens: 4096,
                 max_residues: 1022,
                 shard: None,

@@ -1,15 +1,16 @@
-//! The measured loop: batches from the reader thread through the backend, rows out in input order,
-//! with the stop checks (signals, memory watchdog) between batches.
+//! The measured loop: batches from the reader thread through the backend (on `parallel_batches` worker threads),
+//! rows out in input order, with the stop checks (signals, memory watchdog) between batches.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use crate::config::ScoringConfig;
-use crate::data::batcher::BatchRow;
+use crate::data::batcher::{BatchRow, TokenBatch};
 use crate::data::pipeline::{spawn_feed, Feed, FeedOptions};
 use crate::data::reader::{RowProblem, RowRules};
 use crate::error::Failure;
@@ -70,15 +71,82 @@ pub struct DriveOptions<'a> {
 /// Halving the budget more often than this would react to the previous halving's RSS, not this one's.
 const SOFT_LIMIT_COOLDOWN: Duration = Duration::from_secs(5);
 
+/// What a worker hands back to the delivering thread.
+enum Event {
+    Scored(TokenBatch, Result<ModelOutput>),
+    Skipped(RowProblem),
+    Failed(anyhow::Error),
+}
+
+/// Wall time with at least one batch inside the model: with several batches in flight, summing each batch's
+/// time would count the same second more than once.
+#[derive(Default)]
+struct BusyClock {
+    state: Mutex<(usize, Option<Instant>, Duration)>,
+}
+
+impl BusyClock {
+    fn enter(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.0 == 0 {
+            s.1 = Some(Instant::now());
+        }
+        s.0 += 1;
+    }
+
+    fn leave(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 -= 1;
+        if s.0 == 0 {
+            if let Some(since) = s.1.take() {
+                s.2 += since.elapsed();
+            }
+        }
+    }
+
+    fn total(&self) -> Duration {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).2
+    }
+}
+
+/// One inference worker: takes batches from the reader until it ends or the loop says stop.
+fn work(
+    backend: &dyn Backend,
+    feed: Receiver<Result<Feed>>,
+    events: Sender<Event>,
+    stop: &AtomicBool,
+    clock: &BusyClock,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(message) = feed.recv() else { return };
+        let event = match message {
+            Ok(Feed::Batch(batch)) => {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                clock.enter();
+                let output = backend.run(&batch);
+                clock.leave();
+                Event::Scored(batch, output)
+            }
+            Ok(Feed::Skipped(problem)) => Event::Skipped(problem),
+            Err(e) => Event::Failed(e),
+        };
+        if events.send(event).is_err() {
+            return;
+        }
+    }
+}
+
 pub fn drive(
     options: DriveOptions<'_>,
-    backend: &mut dyn Backend,
+    backend: &dyn Backend,
     monitor: &Monitor,
     progress: &mut Progress,
     sink: &mut dyn RowSink,
 ) -> Result<(LoopTotals, Stop)> {
     let scoring = options.scoring;
-    let max_tokens = Arc::new(AtomicUsize::new(scoring.max_tokens));
+    let max_tokens = Arc::new(AtomicUsize::new(backend.info().max_tokens));
     let (feed, producer) = spawn_feed(FeedOptions {
         source: scoring.data.clone(),
         columns: scoring.columns.clone(),
@@ -91,6 +159,55 @@ pub fn drive(
         skip_rows_before: options.start_row,
         shard: scoring.shard,
     })?;
+    let workers = backend.info().parallel_batches.max(1);
+    let stop_workers = AtomicBool::new(false);
+    let clock = BusyClock::default();
+    let (event_sender, events) = unbounded();
+    let outcome = std::thread::scope(|scope| {
+        for i in 0..workers {
+            let (feed, events, stop, clock) =
+                (feed.clone(), event_sender.clone(), &stop_workers, &clock);
+            std::thread::Builder::new()
+                .name(format!("esmbench-batch-{i}"))
+                .spawn_scoped(scope, move || work(backend, feed, events, stop, clock))
+                .map_err(|e| anyhow::anyhow!("cannot start an inference thread: {e}"))?;
+        }
+        drop(event_sender);
+        let outcome = deliver(
+            &options,
+            backend,
+            &events,
+            &max_tokens,
+            monitor,
+            progress,
+            sink,
+        );
+        // Workers finish the batch they hold and take no other; the reader stops when its receivers are gone.
+        stop_workers.store(true, Ordering::Relaxed);
+        outcome
+    });
+    drop(feed);
+    drop(events);
+    producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the reader thread panicked"))?;
+    let (mut totals, stop) = outcome?;
+    totals.inference = clock.total();
+    sink.checkpoint(totals.rows_done, true)?;
+    Ok((totals, stop))
+}
+
+/// Puts scored rows back in input order and hands them to the sink, with the stop checks between batches.
+fn deliver(
+    options: &DriveOptions<'_>,
+    backend: &dyn Backend,
+    events: &Receiver<Event>,
+    max_tokens: &AtomicUsize,
+    monitor: &Monitor,
+    progress: &mut Progress,
+    sink: &mut dyn RowSink,
+) -> Result<(LoopTotals, Stop)> {
+    let scoring = options.scoring;
     let mut totals = LoopTotals {
         rows_done: options.start_row,
         ..Default::default()
@@ -100,23 +217,22 @@ pub fn drive(
     let wants_probabilities = options.head.is_some() || !backend.info().kind.needs_head();
     let mut last_halving: Option<Instant> = None;
     let mut stop = Stop::Finished;
-    for message in &feed {
-        let batch = match message? {
-            Feed::Batch(batch) => batch,
-            Feed::Skipped(problem) => {
+    for event in events {
+        let (batch, output) = match event {
+            Event::Scored(batch, output) => (batch, output),
+            Event::Skipped(problem) => {
                 waiting.insert(problem.row, Slot::Skipped(problem));
                 continue;
             }
+            Event::Failed(e) => return Err(e),
         };
-        let started = Instant::now();
-        let output = backend.run(&batch).with_context(|| {
+        let output = output.with_context(|| {
             format!(
                 "running a batch of {} x {} tokens",
                 batch.len(),
                 batch.seq_len
             )
         })?;
-        totals.inference += started.elapsed();
         let probabilities = if wants_probabilities {
             Some(model::probabilities(&output, options.head)?)
         } else {
@@ -182,17 +298,11 @@ pub fn drive(
             last_halving = Some(Instant::now());
         }
     }
-    // Dropping the receiver unblocks a reader waiting to send, so it can finish.
-    drop(feed);
-    producer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the reader thread panicked"))?;
     if stop == Stop::Finished && !waiting.is_empty() {
         return Err(anyhow::anyhow!(
             "internal error: {} rows were scored out of order and never delivered",
             waiting.len()
         ));
     }
-    sink.checkpoint(totals.rows_done, true)?;
     Ok((totals, stop))
 }

@@ -234,7 +234,8 @@ fn initial_report(
             model_loads: model::model_loads() as u64,
             io_binding: info.io_binding,
             threads: info.threads as u64,
-            max_tokens: scoring.max_tokens as u64,
+            parallel_batches: info.parallel_batches as u64,
+            max_tokens: info.max_tokens as u64,
             max_residues: scoring.max_residues as u64,
             shard: (scoring.shard != crate::config::Shard::WHOLE).then(|| scoring.shard.label()),
         },
@@ -250,7 +251,7 @@ fn initial_report(
 
 /// A model already loaded by the caller, reused across datasets (`esmbench test` over a models x datasets config).
 pub struct Loaded<'a> {
-    pub backend: &'a mut dyn Backend,
+    pub backend: &'a dyn Backend,
     /// The process's model-load count before this model was loaded, so a report counts this model's loads only.
     pub loads_before: usize,
     /// Whether this run pays for the load in its timings (the model's first dataset) or found it loaded.
@@ -279,8 +280,8 @@ pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>)
     signals::install()?;
 
     let mut monitor = Monitor::start(config.rss_limits);
-    let mut owned;
-    let (backend, loads_before, load_seconds): (&mut dyn Backend, usize, f64) = match loaded {
+    let owned;
+    let (backend, loads_before, load_seconds): (&dyn Backend, usize, f64) = match loaded {
         Some(l) => {
             let seconds = if l.first_use {
                 l.backend.info().load_seconds
@@ -292,7 +293,7 @@ pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>)
         None => {
             owned = model::load_backend(scoring)?;
             let seconds = owned.info().load_seconds;
-            (owned.as_mut(), 0, seconds)
+            (owned.as_ref(), 0, seconds)
         }
     };
     let mut info = backend.info().clone();
@@ -550,7 +551,7 @@ pub fn run_embed(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64
     }
     signals::install()?;
     let mut monitor = Monitor::start(None);
-    let mut backend = model::load_backend(scoring)?;
+    let backend = model::load_backend(scoring)?;
     if !backend.info().kind.yields_embeddings() {
         return Err(Failure::usage(format!(
             "{} outputs {}, not embeddings\n  fix: use an encoder that outputs last_hidden_state or a pooled embedding",
@@ -571,7 +572,7 @@ pub fn run_embed(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64
     };
     let (totals, stop) = drive(
         options,
-        backend.as_mut(),
+        backend.as_ref(),
         &monitor,
         &mut progress,
         &mut sink,

@@ -38,11 +38,11 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
     let loads_at_start = model::model_loads();
     'models: for suite_model in &suite.models {
         let loads_before = model::model_loads();
-        let mut backend = model::load_backend(&suite_model.runs[0].config.scoring)?;
+        let backend = model::load_backend(&suite_model.runs[0].config.scoring)?;
         for (i, run) in suite_model.runs.iter().enumerate() {
             eprintln!("esmbench: {} on {}", run.model, run.data);
             let loaded = Loaded {
-                backend: backend.as_mut(),
+                backend: backend.as_ref(),
                 loads_before,
                 first_use: i == 0,
             };

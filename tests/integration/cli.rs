@@ -209,6 +209,30 @@ fn bad_flags_and_paths_are_usage_errors_before_anything_runs() {
         ),
         (vec!["--max-tokens".into(), "2".into()], "--max-tokens 2"),
         (
+            vec![
+                "--threads".into(),
+                "2".into(),
+                "--parallel-batches".into(),
+                "3".into(),
+            ],
+            "--parallel-batches 3 does not fit --threads 2",
+        ),
+        (
+            vec!["--parallel-batches".into(), "0".into()],
+            "--parallel-batches 0 does not fit",
+        ),
+        (
+            vec![
+                "--device".into(),
+                "cuda".into(),
+                "--parallel-batches".into(),
+                "2".into(),
+                "--threads".into(),
+                "2".into(),
+            ],
+            "--parallel-batches applies to CPU runs; --device cuda runs one batch at a time",
+        ),
+        (
             vec!["--threshold".into(), "1.5".into()],
             "not a probability",
         ),

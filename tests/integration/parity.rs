@@ -162,6 +162,76 @@ fn shehata_probabilities_do_not_depend_on_the_token_budget() {
     assert_eq!(report["execution"]["max_tokens"], 200);
 }
 
+#[test]
+fn parallel_batches_give_the_serial_probabilities_in_input_order_from_one_model_load() {
+    let test = "parallel_batches_give_the_serial_probabilities_in_input_order_from_one_model_load";
+    if !runtime_available(test) {
+        return;
+    }
+    let dir = tempdir();
+    let data = dir.path().join("nanobodies.csv");
+    synthetic_nanobodies(&data, 300, 7);
+    let model = fixture("esm2_micro_with_head.onnx");
+    let serial_out = dir.path().join("serial");
+    let serial = score(
+        &model,
+        None,
+        &data,
+        &serial_out,
+        &[
+            "--threads",
+            "1",
+            "--parallel-batches",
+            "1",
+            "--max-tokens",
+            "4096",
+        ],
+    );
+    // Small batches, four at once: batches finish out of order and must still come out in input order.
+    let parallel_out = dir.path().join("parallel");
+    let parallel = score(
+        &model,
+        None,
+        &data,
+        &parallel_out,
+        &[
+            "--threads",
+            "4",
+            "--parallel-batches",
+            "4",
+            "--max-tokens",
+            "300",
+        ],
+    );
+    assert_eq!(serial.len(), 300);
+    assert_eq!(parallel.len(), 300);
+    for (i, (a, b)) in serial.iter().zip(&parallel).enumerate() {
+        assert_eq!(b["row"], i.to_string());
+        assert_eq!(a["id"], b["id"], "row {i}");
+    }
+    let diff = max_abs_diff(
+        &column_f64(&serial, "probability"),
+        &column_f64(&parallel, "probability"),
+    );
+    eprintln!("micro: max |p(4 batches at once) - p(serial)| = {diff:.3e}");
+    assert!(diff < 1e-6, "parallel vs serial: {diff}");
+    let report = read_json(&parallel_out.join("report.json"));
+    assert_eq!(report["execution"]["parallel_batches"], 4);
+    assert_eq!(report["execution"]["threads"], 4);
+    assert_eq!(report["execution"]["model_loads"], 1);
+    let perf = &report["performance"];
+    let (inside, wall) = (
+        perf["inference_seconds"].as_f64().unwrap(),
+        perf["wall_seconds"].as_f64().unwrap(),
+    );
+    assert!(
+        inside > 0.0 && inside <= wall,
+        "time inside the model {inside} s must be counted once, within the wall time {wall} s"
+    );
+    let serial_report = read_json(&serial_out.join("report.json"));
+    assert_eq!(serial_report["execution"]["parallel_batches"], 1);
+}
+
 /// The committed micro fixture's PyTorch reference (each sequence run alone, unbatched).
 struct MicroReference {
     sequences: Vec<String>,

@@ -90,6 +90,7 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
             "model_loads",
             "io_binding",
             "threads",
+            "parallel_batches",
             "max_tokens",
             "max_residues",
             "shard"
