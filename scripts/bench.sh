@@ -29,7 +29,8 @@ usage: scripts/bench.sh [options]
   --tiny-rows N          (default 141021)
   --linearity "N N"      extra esmbench-only sizes on the tiny model (default "1000 10000")
   --threads N            threads for every contender (default: physical cores, esmbench's default)
-  --max-tokens N         esmbench and sorted-ORT token budget (default 2048, esmbench's default)
+  --max-tokens N         esmbench and sorted-ORT token budget (default: esmbench's own default for the
+                         model, which the sorted-ORT loop and the ceiling then use too)
   --no-variants          skip the fp32 / --optimize / --quantize int8 re-exports
   --fp16                 also run an --fp16 re-export (slow on CPU; meant for GPUs)
   --quick                --rows 200 --tiny-rows 3000 --linearity 1000 (checks the script, not the machine)
@@ -53,7 +54,7 @@ tiny_torch_source=""
 tiny_rows=141021
 linearity="1000 10000"
 threads=""
-max_tokens=2048
+max_tokens=""
 variants=1
 fp16=0
 quick=0
@@ -136,8 +137,6 @@ run_section() {
   say "$name: data ($n synthetic Harvey-like rows)"
   py scripts/make_synthetic_harvey.py --rows "$n" --seed 0 --out "$dir/data.csv"
   head -n 2 "$dir/data.csv" > "$dir/one.csv"
-  py scripts/bench_python.py settings --model "$m" ${hargs[@]+"${hargs[@]}"} --data "$dir/data.csv" --torch-source "$src" \
-    --threads "$threads" --max-tokens "$max_tokens" --json "$dir/settings.json"
 
   say "$name: are the PyTorch weights ($src) the ONNX model's?"
   local -a reexport=()
@@ -150,12 +149,24 @@ run_section() {
   py scripts/bench_python.py verify --model "$m" --torch-source "$src" --threads "$threads" ${reexport[@]+"${reexport[@]}"} \
     --json "$dir/verify.json"
 
-  local -a ours=("$esmbench" test --model "$m" ${hargs[@]+"${hargs[@]}"} --threads "$threads" --max-tokens "$max_tokens")
+  local -a ours=("$esmbench" test --model "$m" ${hargs[@]+"${hargs[@]}"} --threads "$threads" ${max_tokens:+--max-tokens "$max_tokens"})
   say "$name: esmbench"
   measure "$dir/esmbench.measure.json" "${ours[@]}" --data "$dir/data.csv" --out "$dir/esmbench" > "$dir/esmbench.log" 2>&1 \
     || echo "bench.sh: esmbench failed, see $dir/esmbench.log" >&2
   tail -n 3 "$dir/esmbench.log" >&2
   measure "$dir/startup-esmbench.measure.json" "${ours[@]}" --data "$dir/one.csv" --out "$dir/startup-esmbench" > /dev/null 2>&1 || true
+  # The budget esmbench chose (or was given) is the one the sorted onnxruntime loop and the ceiling use.
+  local budget
+  budget="$(py -c 'import json, sys; print(json.load(open(sys.argv[1]))["execution"]["max_tokens"])' "$dir/esmbench/report.json" 2>/dev/null \
+    || echo "${max_tokens:-2048}")"
+  py scripts/bench_python.py settings --model "$m" ${hargs[@]+"${hargs[@]}"} --data "$dir/data.csv" --torch-source "$src" \
+    --threads "$threads" --max-tokens "$budget" --json "$dir/settings.json"
+
+  say "$name: esmbench as it ran before parallel batches (one batch at a time on all threads, --max-tokens 2048)"
+  measure "$dir/esmbench-serial.measure.json" "$esmbench" test --model "$m" ${hargs[@]+"${hargs[@]}"} --threads "$threads" \
+    --parallel-batches 1 --max-tokens 2048 --data "$dir/data.csv" --out "$dir/esmbench-serial" > "$dir/esmbench-serial.log" 2>&1 \
+    || echo "bench.sh: esmbench (serial) failed, see $dir/esmbench-serial.log" >&2
+  tail -n 1 "$dir/esmbench-serial.log" >&2
 
   say "$name: PyTorch eager"
   local -a torch_cmd=("$python" scripts/bench_python.py pytorch --model "$m" ${hargs[@]+"${hargs[@]}"} --torch-source "$src" --threads "$threads")
@@ -166,7 +177,7 @@ run_section() {
   local order
   for order in file sorted; do
     say "$name: onnxruntime Python, $order order"
-    local -a ort_cmd=("$python" scripts/bench_python.py ort --model "$m" ${hargs[@]+"${hargs[@]}"} --threads "$threads" --order "$order" --max-tokens "$max_tokens")
+    local -a ort_cmd=("$python" scripts/bench_python.py ort --model "$m" ${hargs[@]+"${hargs[@]}"} --threads "$threads" --order "$order" --max-tokens "$budget")
     measure "$dir/ort-$order.measure.json" "${ort_cmd[@]}" --data "$dir/data.csv" --out "$dir/ort-$order.csv" --json "$dir/ort-$order.json" \
       || echo "bench.sh: onnxruntime Python ($order) failed" >&2
     measure "$dir/startup-ort-$order.measure.json" "${ort_cmd[@]}" --data "$dir/one.csv" --out "$dir/startup-ort-$order.csv" || true
@@ -177,7 +188,7 @@ run_section() {
     # it is bound by per-batch overhead.
     say "$name: fp32 matmul ceiling"
     py scripts/bench_python.py ceiling --threads "$threads" --torch-source "$src" --data "$dir/data.csv" \
-      --max-tokens "$max_tokens" --json "$dir/ceiling.json"
+      --max-tokens "$budget" --json "$dir/ceiling.json"
   fi
   echo "$src" > "$dir/torch_source"
 }
@@ -201,7 +212,7 @@ run_variant() {
   fi
   grep -E "check:|fusions" "$dir/export.log" >&2 || true
   measure "$dir/esmbench.measure.json" "$esmbench" test --model "$dir/model.onnx" --threads "$threads" \
-    --max-tokens "$max_tokens" --data "$work/main/data.csv" --out "$dir/esmbench" > "$dir/esmbench.log" 2>&1 || true
+    ${max_tokens:+--max-tokens "$max_tokens"} --data "$work/main/data.csv" --out "$dir/esmbench" > "$dir/esmbench.log" 2>&1 || true
   tail -n 2 "$dir/esmbench.log" >&2
 }
 
@@ -218,7 +229,7 @@ run_simplified() {
   local -a hargs=()
   [ -n "$head" ] && hargs=(--head "$head")
   measure "$dir/esmbench.measure.json" "$esmbench" test --model "$dir/model.onnx" ${hargs[@]+"${hargs[@]}"} \
-    --threads "$threads" --max-tokens "$max_tokens" --data "$work/main/data.csv" --out "$dir/esmbench" \
+    --threads "$threads" ${max_tokens:+--max-tokens "$max_tokens"} --data "$work/main/data.csv" --out "$dir/esmbench" \
     > "$dir/esmbench.log" 2>&1 || true
   tail -n 2 "$dir/esmbench.log" >&2
 }
@@ -227,7 +238,8 @@ py - "$work/settings.json" "$date" "$label" "$quick" "$command_line" "$threads" 
 import json, sys
 out, date, label, quick, command, threads, max_tokens = sys.argv[1:]
 json.dump({"date": date, "label": label, "quick": quick == "1", "command": command,
-           "threads": int(threads), "max_tokens": int(max_tokens)}, open(out, "w"), indent=1)
+           "threads": int(threads), "max_tokens": int(max_tokens) if max_tokens else "esmbench default"},
+          open(out, "w"), indent=1)
 PY
 
 run_section main "$model" "$head" "$torch_source" "$rows"
@@ -250,7 +262,7 @@ if [ "$tiny_model" != "none" ]; then
     mkdir -p "$dir"
     py scripts/make_synthetic_harvey.py --rows "$n" --seed 0 --out "$dir/data.csv" > /dev/null
     measure "$dir/esmbench.measure.json" "$esmbench" test --model "$tiny_model" ${tiny_head:+--head "$tiny_head"} \
-      --threads "$threads" --max-tokens "$max_tokens" --data "$dir/data.csv" --out "$dir/esmbench" > "$dir/esmbench.log" 2>&1 \
+      --threads "$threads" ${max_tokens:+--max-tokens "$max_tokens"} --data "$dir/data.csv" --out "$dir/esmbench" > "$dir/esmbench.log" 2>&1 \
       || echo "bench.sh: esmbench failed on $n rows" >&2
   done
 fi

@@ -187,8 +187,8 @@ def _contender(section: Path, name: str) -> dict | None:
     if measure is None or measure.get("exit_code") != 0:
         return None
     out = {"process_wall_seconds": measure["wall_seconds"], "peak_rss_bytes": measure["peak_rss_bytes"]}
-    if name == "esmbench":
-        report = _load(section / "esmbench" / "report.json") or {}
+    if name.startswith("esmbench"):
+        report = _load(section / name / "report.json") or {}
         perf = report.get("performance", {})
         rows = report.get("data", {}).get("rows_scored", 0)
         out.update({
@@ -200,6 +200,7 @@ def _contender(section: Path, name: str) -> dict | None:
             "padding_efficiency": perf.get("padding_efficiency"),
             "batches": perf.get("batches"),
             "threads": report.get("execution", {}).get("threads"),
+            "parallel_batches": report.get("execution", {}).get("parallel_batches", 1),
             "max_tokens": report.get("execution", {}).get("max_tokens"),
             "report_peak_rss_bytes": perf.get("peak_rss_bytes"),
         })
@@ -218,7 +219,8 @@ def _contender(section: Path, name: str) -> dict | None:
 
 
 CONTENDERS = [
-    ("esmbench", "esmbench (release binary)"),
+    ("esmbench", "esmbench (release binary, its defaults)"),
+    ("esmbench-serial", "esmbench, one batch at a time, --max-tokens 2048 (as before parallel batches)"),
     ("pytorch", "PyTorch eager, batch 32, file order"),
     ("ort-file", "onnxruntime Python, batch 32, file order"),
     ("ort-sorted", "onnxruntime Python, length-sorted, token budget"),
@@ -239,6 +241,10 @@ def _ratio(a, b) -> str:
     return "-" if not a or not b else f"{a / b:.2f}x"
 
 
+def _predictions(section: Path, key: str) -> Path:
+    return section / key / "predictions.csv" if key.startswith("esmbench") else section / f"{key}.csv"
+
+
 def section_numbers(work: Path, name: str) -> dict | None:
     section = work / name
     settings = _load(section / "settings.json")
@@ -247,7 +253,7 @@ def section_numbers(work: Path, name: str) -> dict | None:
     contenders = {key: _contender(section, key) for key, _ in CONTENDERS}
     threshold = settings.get("threshold", 0.5)
     ours = section / "esmbench" / "predictions.csv"
-    parity = {key: compare(ours, section / f"{key}.csv", threshold) for key, _ in CONTENDERS[1:]}
+    parity = {key: compare(ours, _predictions(section, key), threshold) for key, _ in CONTENDERS[1:]}
     return {"settings": settings, "contenders": contenders, "parity": parity,
             "ceiling": _load(section / "ceiling.json"), "verify": _load(section / "verify.json")}
 
@@ -258,7 +264,9 @@ def _section_markdown(title: str, s: dict) -> list[str]:
     lines.append(f"Model `{st['model_name']}` ({st.get('architecture', '?')}), head `{st.get('head_name', 'metadata')}`; "
                  f"data: {st['rows']:,} synthetic Harvey-like nanobodies (scripts/make_synthetic_harvey.py --seed {st.get('seed', 0)}, "
                  f"mean {st.get('mean_residues', 0):.1f} residues); {st['threads']} threads for every contender; "
-                 f"esmbench --max-tokens {st['max_tokens']}; PyTorch weights: `{st['torch_source']}`.")
+                 f"token budget {st['max_tokens']} (esmbench's, also given to the sorted onnxruntime loop); "
+                 f"esmbench ran {(c.get('esmbench') or {}).get('parallel_batches', '?')} batch(es) at once; "
+                 f"PyTorch weights: `{st['torch_source']}`.")
     v = s.get("verify")
     if v:
         line = f"Weights check: max |ONNX - PyTorch| last_hidden_state = {v['max_abs_last_hidden_state']:.2e}"
