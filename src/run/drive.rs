@@ -167,10 +167,14 @@ pub fn drive(
         for i in 0..workers {
             let (feed, events, stop, clock) =
                 (feed.clone(), event_sender.clone(), &stop_workers, &clock);
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("esmbench-batch-{i}"))
-                .spawn_scoped(scope, move || work(backend, feed, events, stop, clock))
-                .map_err(|e| anyhow::anyhow!("cannot start an inference thread: {e}"))?;
+                .spawn_scoped(scope, move || work(backend, feed, events, stop, clock));
+            if let Err(e) = spawned {
+                // The workers already started must not go on through the whole file.
+                stop_workers.store(true, Ordering::Relaxed);
+                return Err(anyhow::anyhow!("cannot start an inference thread: {e}"));
+            }
         }
         drop(event_sender);
         let outcome = deliver(
