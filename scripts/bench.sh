@@ -114,7 +114,7 @@ fi
 mkdir -p "$work"
 echo "bench.sh: work folder $work" >&2
 # The results file names the scratch folder by role, not by its path on this machine.
-command_line="${command_line//"$work"/WORK}"
+command_line="${command_line//"--work $work"/--work WORK}"
 
 py() { "$python" "$@"; }
 measure() { local json="$1"; shift; py scripts/bench_report.py measure --json "$json" -- "$@"; }

@@ -112,21 +112,24 @@ def cmd_pytorch(args) -> None:
     model = torch_model(args.torch_source, args.attn).to(device=args.device, dtype=dtype)
     load_seconds = time.perf_counter() - started
     loop_start = time.perf_counter()
+    model_seconds = 0.0
     probabilities = []
     with torch.inference_mode():
         for start in range(0, len(sequences), args.batch):
             chunk = sequences[start : start + args.batch]
             input_ids, attention_mask = ex.pad_batch(chunk)
+            in_model = time.perf_counter()
             hidden = model(input_ids=torch.from_numpy(input_ids).to(args.device),
                            attention_mask=torch.from_numpy(attention_mask).to(args.device)
                            ).last_hidden_state.float().cpu().numpy()
+            model_seconds += time.perf_counter() - in_model
             probabilities.append(_probabilities(_pool(hidden, [len(s) for s in chunk]), coef, intercept))
     loop_seconds = time.perf_counter() - loop_start
     p = np.concatenate(probabilities)
     _write(args.out, ids, labels, p)
     _dump(args.json, {
         "contender": "pytorch", "rows": len(sequences), "load_seconds": load_seconds,
-        "loop_seconds": loop_seconds, "threads": args.threads, "batch": args.batch,
+        "loop_seconds": loop_seconds, "model_seconds": model_seconds, "threads": args.threads, "batch": args.batch,
         "attention": args.attn, "torch": torch.__version__, "torch_source": args.torch_source,
         "device": args.device, "dtype": args.dtype,
     })
@@ -178,16 +181,19 @@ def cmd_ort(args) -> None:
         batches = _sorted_batches([len(s) for s in sequences], args.max_tokens)
     p = np.empty(len(sequences))
     loop_start = time.perf_counter()
+    model_seconds = 0.0
     for batch in batches:
         chunk = [sequences[i] for i in batch]
         input_ids, attention_mask = ex.pad_batch(chunk)
+        in_model = time.perf_counter()
         (hidden,) = session.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask})
+        model_seconds += time.perf_counter() - in_model
         p[batch] = _probabilities(_pool(hidden, [len(s) for s in chunk]), coef, intercept)
     loop_seconds = time.perf_counter() - loop_start
     _write(args.out, ids, labels, p)
     _dump(args.json, {
         "contender": f"ort-{args.order}", "rows": len(sequences), "load_seconds": load_seconds,
-        "loop_seconds": loop_seconds, "threads": args.threads, "batches": len(batches),
+        "loop_seconds": loop_seconds, "model_seconds": model_seconds, "threads": args.threads, "batches": len(batches),
         "batch": args.batch if args.order == "file" else None,
         "max_tokens": args.max_tokens if args.order == "sorted" else None,
         "graph_optimization_level": args.level, "onnxruntime": ort.__version__,

@@ -15,6 +15,10 @@ Definitions used in the results file:
 * seq/s (end to end) = rows / process wall time, imports, model load and output included: what a
   user waits for. seq/s (loop) = rows / time from the first batch to the last prediction
   (esmbench: wall_seconds - model_load_seconds from report.json).
+* outside the model = (process wall time - time inside the model) per 1,000 rows: process start, imports,
+  model load, reading, tokenising, batching, pooling, the head and the outputs. Time inside the model is
+  esmbench's report.json inference_seconds (wall time with any batch in flight) and, for the Python
+  contenders, the summed time of their session.run / model(...) calls.
 * start-up = process wall time of the same command on a one-row CSV (process start to the first,
   and only, prediction written).
 * % in model = esmbench report.json performance.inference_seconds / wall_seconds.
@@ -194,6 +198,7 @@ def _contender(section: Path, name: str) -> dict | None:
         out.update({
             "rows": rows,
             "loop_seconds": perf.get("wall_seconds", 0) - perf.get("model_load_seconds", 0),
+            "model_seconds": perf.get("inference_seconds"),
             "load_seconds": perf.get("model_load_seconds"),
             "inference_fraction": (perf.get("inference_seconds", 0) / perf["wall_seconds"]) if perf.get("wall_seconds") else None,
             "report_seq_per_s": perf.get("sequences_per_second"),
@@ -207,11 +212,14 @@ def _contender(section: Path, name: str) -> dict | None:
     else:
         info = _load(section / f"{name}.json") or {}
         out.update({"rows": info.get("rows", 0), "loop_seconds": info.get("loop_seconds"),
-                    "load_seconds": info.get("load_seconds"),
-                    "settings": {k: v for k, v in info.items() if k not in ("rows", "loop_seconds", "load_seconds")}})
+                    "load_seconds": info.get("load_seconds"), "model_seconds": info.get("model_seconds"),
+                    "settings": {k: v for k, v in info.items() if k not in ("rows", "loop_seconds", "load_seconds", "model_seconds")}})
     rows = out["rows"] or 0
     out["seq_per_s"] = rows / out["process_wall_seconds"] if out["process_wall_seconds"] else None
     out["loop_seq_per_s"] = rows / out["loop_seconds"] if out.get("loop_seconds") else None
+    # Everything but the model: process start, imports, reading, tokenising, batching, pooling, output.
+    if out.get("model_seconds") is not None and rows:
+        out["outside_model_ms_per_1k_rows"] = 1000 * 1000 * (out["process_wall_seconds"] - out["model_seconds"]) / rows
     startup = _load(section / f"startup-{name}.measure.json")
     if startup and startup.get("exit_code") == 0:
         out["startup_seconds"] = startup["wall_seconds"]
@@ -275,18 +283,20 @@ def _section_markdown(title: str, s: dict) -> list[str]:
             line += (f"; a fresh `export_onnx.py --random-init` has {'identical' if i['identical'] else 'DIFFERENT'} "
                      f"initializers ({i['model']} tensors, compared by dtype, shape and SHA-256)")
         lines += [line + ".", ""]
-    lines += ["", "| contender | seq/s (end to end) | seq/s (loop) | esmbench ÷ it (end to end) | esmbench ÷ it (loop) | peak RSS | start-up (1 row) |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| contender | seq/s (end to end) | seq/s (loop) | esmbench ÷ it (end to end) | esmbench ÷ it (loop) | outside the model, ms per 1k rows | it ÷ esmbench (outside the model) | peak RSS | start-up (1 row) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ours = c.get("esmbench") or {}
     for key, label in CONTENDERS:
         x = c.get(key)
         if x is None:
-            lines.append(f"| {label} | not run / failed | | | | | |")
+            lines.append(f"| {label} | not run / failed | | | | | | | |")
             continue
         lines.append(
             f"| {label} | {_f(x['seq_per_s'])} | {_f(x['loop_seq_per_s'])} | "
             f"{'' if key == 'esmbench' else _ratio(ours.get('seq_per_s'), x['seq_per_s'])} | "
             f"{'' if key == 'esmbench' else _ratio(ours.get('loop_seq_per_s'), x['loop_seq_per_s'])} | "
+            f"{_f(x.get('outside_model_ms_per_1k_rows'))} | "
+            f"{'' if key == 'esmbench' else _ratio(x.get('outside_model_ms_per_1k_rows'), ours.get('outside_model_ms_per_1k_rows'))} | "
             f"{_mib(x['peak_rss_bytes'])} | {_f(x.get('startup_seconds'), 2, ' s')} |")
     lines.append("")
     if ours:
