@@ -42,9 +42,9 @@ pub struct OnnxBackend {
 ///
 /// ort's `Session::run` takes `&mut self`, which rules out concurrent runs on one session. ONNX Runtime itself
 /// documents `InferenceSession::Run` as safe to call from several threads at once, and on the CPU provider
-/// (the only one esmbench runs concurrently; see `ScoringConfig::cpu_parallelism`) that is how its own servers
-/// and Python users share a session. This calls the C API directly so one loaded model serves every batch
-/// in flight, instead of one copy of the weights per thread.
+/// (the only one esmbench runs concurrently; see `ScoringConfig::cpu_parallelism`) that is how Python users
+/// share one session across threads (`InferenceSession.run` releases the GIL). This calls the C API directly
+/// so one loaded model serves every batch in flight, instead of one copy of the weights per thread.
 fn run_shared(
     session: &SharedSessionInner,
     inputs: [(&CStr, &TensorRef<'_, i64>); 2],
@@ -81,8 +81,9 @@ fn run_shared(
         return Err(message);
     }
     let value = NonNull::new(output_value).ok_or("ONNX Runtime returned no output value")?;
-    // SAFETY: `value` is the owned OrtValue Run just returned; the allocator handle only keeps an allocator alive
-    // (the session's, which outlives this value: it is dropped before `run` returns).
+    // SAFETY: `value` is the owned OrtValue Run just returned, released when the DynValue drops. The allocator
+    // argument is only a keep-alive handle (the default CPU allocator, never released); the session that
+    // allocated the value outlives it, since `run` extracts the output before returning.
     Ok(unsafe { DynValue::from_ptr(value, Some(&Allocator::default())) })
 }
 
