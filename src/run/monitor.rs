@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use crate::config::RssLimits;
@@ -26,13 +28,14 @@ pub struct Shared {
     pub over_soft_limit: AtomicBool,
     pub over_hard_limit: AtomicBool,
     timeline: Mutex<Vec<Sample>>,
-    stop: AtomicBool,
 }
 
 pub struct Monitor {
     pub shared: Arc<Shared>,
     pub rss_start_bytes: u64,
     handle: Option<JoinHandle<()>>,
+    /// Dropping it wakes the sampler at once, so finishing a run never waits out a sampling interval.
+    stop: Option<Sender<()>>,
 }
 
 struct Reader {
@@ -72,13 +75,14 @@ impl Monitor {
         shared.peak_rss_bytes.store(rss_start, Ordering::Relaxed);
         shared.peak_threads.store(threads, Ordering::Relaxed);
         let thread_shared = Arc::clone(&shared);
+        let (stop, stopped) = bounded::<()>(0);
         let handle = std::thread::Builder::new()
             .name("esmbench-monitor".into())
             .spawn(move || {
                 let started = Instant::now();
                 let mut next_sample = Duration::ZERO;
                 let mut every = TIMELINE_EVERY;
-                while !thread_shared.stop.load(Ordering::Relaxed) {
+                loop {
                     let (rss, threads) = reader.read();
                     thread_shared.rss_bytes.store(rss, Ordering::Relaxed);
                     thread_shared
@@ -111,7 +115,12 @@ impl Monitor {
                         }
                         next_sample = elapsed + every;
                     }
-                    std::thread::sleep(SAMPLE_EVERY);
+                    if !matches!(
+                        stopped.recv_timeout(SAMPLE_EVERY),
+                        Err(RecvTimeoutError::Timeout)
+                    ) {
+                        break;
+                    }
                 }
             })
             .expect("spawning the monitor thread");
@@ -119,6 +128,7 @@ impl Monitor {
             shared,
             rss_start_bytes: rss_start,
             handle: Some(handle),
+            stop: Some(stop),
         }
     }
 
@@ -132,7 +142,7 @@ impl Monitor {
 
     /// Stops sampling and returns (peak RSS, RSS now, peak threads, timeline).
     pub fn finish(&mut self) -> (u64, u64, u64, Vec<Sample>) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        self.stop.take();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -152,6 +162,6 @@ impl Monitor {
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        self.stop.take();
     }
 }
