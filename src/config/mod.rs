@@ -289,6 +289,12 @@ impl ScoringConfig {
         (batches, (self.threads / batches).max(1))
     }
 
+    /// The token budget for a backend once loaded: --max-tokens if given, else [`default_max_tokens`].
+    pub fn max_tokens_for(&self, on_cpu: bool, hidden: Option<usize>) -> usize {
+        self.max_tokens
+            .unwrap_or_else(|| default_max_tokens(on_cpu, hidden))
+    }
+
     pub fn resolve(args: &ScoringArgs, file: &FileConfig) -> Result<ScoringConfig> {
         let model_path = args.model.clone().or_else(|| file.model.clone());
         let data_path = args.data.clone().or_else(|| file.data.clone());

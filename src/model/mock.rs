@@ -39,9 +39,7 @@ impl MockBackend {
                 metadata_head: Some(MOCK_HEAD.into()),
                 threads: config.threads,
                 parallel_batches: config.cpu_parallelism().0,
-                max_tokens: config
-                    .max_tokens
-                    .unwrap_or_else(|| crate::config::default_max_tokens(true, Some(MOCK_HIDDEN))),
+                max_tokens: config.max_tokens_for(true, Some(MOCK_HIDDEN)),
                 io_binding: false,
             },
             delay: std::time::Duration::from_millis(delay_ms),

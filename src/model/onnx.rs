@@ -26,15 +26,15 @@ use crate::model::{
 };
 
 pub struct OnnxBackend {
-    /// Locked only by the IO-binding path, which runs one batch at a time.
-    session: Mutex<Session>,
-    /// The same ONNX Runtime session, for [`run_shared`]: every other batch goes through it, from several threads.
+    /// The loaded ONNX Runtime session, for [`run_shared`]: every batch not bound through `pinned` goes through
+    /// it, from several threads. It keeps the session alive whether or not `pinned` holds the `Session` too.
     shared: Arc<SharedSessionInner>,
     output_name: CString,
     contract: Contract,
     info: ModelInfo,
     /// Set on CUDA (unless `io_binding: false`): tokens go up from, and the output comes back to, page-locked
-    /// host memory, so both copies are DMA transfers rather than staged through pageable buffers.
+    /// host memory, so both copies are DMA transfers rather than staged through pageable buffers. Locked per
+    /// batch: a binding runs one batch at a time.
     pinned: Option<Mutex<PinnedIo>>,
 }
 
@@ -87,8 +87,9 @@ fn run_shared(
     Ok(unsafe { DynValue::from_ptr(value, Some(&Allocator::default())) })
 }
 
-/// The IO binding of a CUDA session and the page-locked allocator its inputs are written into.
+/// A CUDA session with its IO binding and the page-locked allocator its inputs are written into.
 struct PinnedIo {
+    session: Session,
     binding: IoBinding,
     input_allocator: Allocator,
     output: String,
@@ -96,7 +97,7 @@ struct PinnedIo {
 }
 
 impl PinnedIo {
-    fn new(session: &Session, output: &str) -> ort::Result<PinnedIo> {
+    fn new(session: Session, output: &str) -> ort::Result<PinnedIo> {
         let pinned = |memory_type| {
             MemoryInfo::new(
                 AllocationDevice::CUDA_PINNED,
@@ -107,9 +108,23 @@ impl PinnedIo {
         };
         Ok(PinnedIo {
             binding: session.create_binding()?,
-            input_allocator: Allocator::new(session, pinned(MemoryType::CPUInput)?)?,
+            input_allocator: Allocator::new(&session, pinned(MemoryType::CPUInput)?)?,
             output: output.to_string(),
             output_memory: pinned(MemoryType::CPUOutput)?,
+            session,
+        })
+    }
+
+    /// Binds the batch, runs it and returns the bound output.
+    fn run(&mut self, batch: &TokenBatch) -> Result<DynValue> {
+        self.bind_tokens(batch)
+            .map_err(|e| ort_failure("binding the batch", e))?;
+        let mut outputs = self
+            .session
+            .run_binding(&self.binding)
+            .map_err(|e| ort_failure("inference", e))?;
+        outputs.remove(&self.output).ok_or_else(|| {
+            Failure::runtime(format!("the model did not return `{}`", self.output)).into()
         })
     }
 
@@ -270,14 +285,15 @@ impl OnnxBackend {
         count_model_load();
         let (inputs, outputs) = describe(&session);
         let contract = contract::check(&origin, &inputs, &outputs)?;
-        let pinned = (selection.provider == Provider::Cuda && config.io_binding)
-            .then(|| PinnedIo::new(&session, &contract.output))
-            .transpose()
-            .map_err(|e| ort_failure(&format!("{origin}: CUDA IO binding"), e))?;
         let metadata_head = session
             .metadata()
             .ok()
             .and_then(|m| m.custom(HEAD_METADATA_KEY));
+        let shared = session.inner();
+        let pinned = (selection.provider == Provider::Cuda && config.io_binding)
+            .then(|| PinnedIo::new(session, &contract.output))
+            .transpose()
+            .map_err(|e| ort_failure(&format!("{origin}: CUDA IO binding"), e))?;
         let info = ModelInfo {
             kind: contract.kind,
             output: contract.output.clone(),
@@ -289,19 +305,13 @@ impl OnnxBackend {
             metadata_head,
             threads: config.threads,
             parallel_batches,
-            max_tokens: config.max_tokens.unwrap_or_else(|| {
-                crate::config::default_max_tokens(
-                    selection.provider == Provider::Cpu,
-                    contract.hidden,
-                )
-            }),
+            max_tokens: config.max_tokens_for(selection.provider == Provider::Cpu, contract.hidden),
             io_binding: pinned.is_some(),
         };
         let output_name = CString::new(contract.output.clone())
             .map_err(|_| Failure::usage(format!("{origin}: the output name has a NUL byte")))?;
         Ok(OnnxBackend {
-            shared: session.inner(),
-            session: Mutex::new(session),
+            shared,
             output_name,
             contract,
             info,
@@ -317,22 +327,7 @@ impl Backend for OnnxBackend {
 
     fn run(&self, batch: &TokenBatch) -> Result<ModelOutput> {
         let value = match &self.pinned {
-            Some(pinned) => {
-                let mut pinned = pinned.lock().map_err(|_| poisoned())?;
-                pinned
-                    .bind_tokens(batch)
-                    .map_err(|e| ort_failure("binding the batch", e))?;
-                let mut session = self.session.lock().map_err(|_| poisoned())?;
-                let mut outputs = session
-                    .run_binding(&pinned.binding)
-                    .map_err(|e| ort_failure("inference", e))?;
-                outputs.remove(&self.contract.output).ok_or_else(|| {
-                    Failure::runtime(format!(
-                        "the model did not return `{}`",
-                        self.contract.output
-                    ))
-                })?
-            }
+            Some(pinned) => pinned.lock().map_err(|_| poisoned())?.run(batch)?,
             None => {
                 let shape = [batch.len(), batch.seq_len];
                 let ids = TensorRef::from_array_view((shape, batch.input_ids.as_slice()))?;
