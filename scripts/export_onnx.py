@@ -77,6 +77,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# ONNX Runtime 1.31 otherwise contacts Microsoft's telemetry collector; an explicit value is kept.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 import numpy as np
 import onnx
 import torch

@@ -22,8 +22,12 @@ Usage: python scripts/simplify_attention_mask.py IN.onnx OUT.onnx [--tolerance 1
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+# ONNX Runtime 1.31 otherwise contacts Microsoft's telemetry collector; an explicit value is kept.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import numpy as np
 import onnx

@@ -71,6 +71,20 @@ or set ORT_DYLIB_PATH=/path/to/libonnxruntime.so"
     )))
 }
 
+/// The variable ONNX Runtime reads, when its environment starts, to leave out its built-in telemetry.
+pub const TELEMETRY_VARIABLE: &str = "ORT_DISABLE_TELEMETRY";
+
+/// Sets ORT_DISABLE_TELEMETRY=1 unless the user set it. `DisableTelemetryEvents` (ort's `with_telemetry(false)`)
+/// is not enough for the 1.31 Linux builds: their environment still writes a device id and an event store
+/// under ~/.cache/Microsoft and, seconds into the run, resolves and contacts mobile.events.data.microsoft.com.
+/// esmbench promises a run that reaches nothing outside the machine; an explicit value is the user's choice.
+fn keep_telemetry_off() {
+    if std::env::var_os(TELEMETRY_VARIABLE).is_none() {
+        // Runs before ONNX Runtime is loaded, so none of its threads can be reading the environment.
+        std::env::set_var(TELEMETRY_VARIABLE, "1");
+    }
+}
+
 static ENVIRONMENT: OnceLock<(Environment, PathBuf)> = OnceLock::new();
 
 /// The process-wide ONNX Runtime environment, loading the library on first use.
@@ -79,6 +93,7 @@ pub fn environment() -> Result<&'static (Environment, PathBuf)> {
         return Ok(env);
     }
     let path = locate_library()?;
+    keep_telemetry_off();
     let builder = ort::init_from(&path).map_err(|e| {
         Failure::runtime(format!(
             "cannot load ONNX Runtime from {}: {e}\n  fix: run scripts/setup_runtime.sh (onnxruntime {ORT_VERSION}) or point ORT_DYLIB_PATH at a compatible library",

@@ -245,3 +245,42 @@ fn a_missing_runtime_library_says_what_to_run() {
         "{stderr}"
     );
 }
+
+/// ONNX Runtime 1.31's Linux builds start a telemetry client that `DisableTelemetryEvents` does not stop: it
+/// writes a device id and an event store under $HOME/.cache/Microsoft and later looks up Microsoft's collector.
+#[test]
+fn onnx_runtime_telemetry_leaves_no_trace_in_home() {
+    if !runtime_available("onnx_runtime_telemetry_leaves_no_trace_in_home") {
+        return;
+    }
+    let dir = tempdir();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let data = micro_data(dir.path());
+    esmbench()
+        .env("HOME", &home)
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("ORT_DISABLE_TELEMETRY")
+        .args(["test", "--model"])
+        .arg(fixture("esm2_micro_with_head.onnx"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("o"))
+        .assert()
+        .success();
+    let left: Vec<_> = walk(&home);
+    assert!(left.is_empty(), "the run wrote into $HOME: {left:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
+}
