@@ -185,18 +185,6 @@ def compare(a: Path, b: Path, threshold: float = 0.5) -> dict | None:
 # ----------------------------------------------------------------------------- report
 
 
-def fixed_cost_fit(points: list[tuple[int, float]]) -> tuple[float, float] | None:
-    """(fixed seconds, rows per second) of wall = fixed + rows / rate by least squares; None below two sizes."""
-    if len({n for n, _ in points}) < 2:
-        return None
-    n_mean = sum(n for n, _ in points) / len(points)
-    w_mean = sum(w for _, w in points) / len(points)
-    slope = sum((n - n_mean) * (w - w_mean) for n, w in points) / sum((n - n_mean) ** 2 for n, _ in points)
-    if slope <= 0:
-        return None
-    return w_mean - slope * n_mean, 1 / slope
-
-
 def _contender(section: Path, name: str) -> dict | None:
     """Throughput, memory and start-up of one contender in one section of the work folder."""
     measure = _load(section / f"{name}.measure.json")
@@ -417,11 +405,10 @@ def cmd_report(args) -> int:
                 marginal = (rows - previous[0]) / (x["process_wall_seconds"] - previous[1])
             lines.append(f"| {rows:,} | {_f(x['seq_per_s'])} | {_f(x['loop_seq_per_s'])} | {_f(marginal)} | {_mib(x['peak_rss_bytes'])} |")
             previous = (rows, x["process_wall_seconds"])
-        fit = fixed_cost_fit([(rows, x["process_wall_seconds"]) for rows, x in linearity])
-        if fit:
-            lines += ["", f"Least-squares fit of process wall time = fixed + rows / rate: fixed {fit[0]:.3f} s, "
-                      f"rate {_f(fit[1])} seq/s. The fixed part (runtime library load, model load, reports) "
-                      "is what separates the end-to-end seq/s of a small run from a large one."]
+        startup = (tiny or {}).get("contenders", {}).get("esmbench", {}).get("startup_seconds")
+        if startup is not None:
+            lines += ["", f"Each run also pays a fixed start-up (runtime library, model load, reports): {startup:.2f} s on one row, "
+                      "which is what separates the end-to-end seq/s of a small run from a large one."]
         lines.append("")
     lines += ["## Definitions", "", __doc__.split("Definitions used in the results file:")[1].strip(), ""]
     out = Path(args.out)
