@@ -1,7 +1,7 @@
 //! Finding the ONNX Runtime shared library (ORT_DYLIB_PATH, then the setup location) and loading it once.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::Result;
 use ort::environment::Environment;
@@ -80,15 +80,23 @@ pub const TELEMETRY_VARIABLE: &str = "ORT_DISABLE_TELEMETRY";
 /// esmbench promises a run that reaches nothing outside the machine; an explicit value is the user's choice.
 fn keep_telemetry_off() {
     if std::env::var_os(TELEMETRY_VARIABLE).is_none() {
-        // Runs before ONNX Runtime is loaded, so none of its threads can be reading the environment.
+        // Runs once, under STARTING and before ONNX Runtime is loaded, so none of its threads can be reading the environment.
         std::env::set_var(TELEMETRY_VARIABLE, "1");
     }
 }
 
 static ENVIRONMENT: OnceLock<(Environment, PathBuf)> = OnceLock::new();
+static STARTING: Mutex<()> = Mutex::new(());
 
 /// The process-wide ONNX Runtime environment, loading the library on first use.
 pub fn environment() -> Result<&'static (Environment, PathBuf)> {
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    // One thread starts the runtime; another arriving meanwhile waits and gets the same environment.
+    let _starting = STARTING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(env) = ENVIRONMENT.get() {
         return Ok(env);
     }
