@@ -32,6 +32,8 @@ usage: scripts/bench.sh [options]
   --max-tokens N         esmbench and sorted-ORT token budget (default: esmbench's own default for the
                          model, which the sorted-ORT loop and the ceiling then use too)
   --no-variants          skip the fp32 / --optimize / --quantize int8 re-exports
+  --calibration D.csv    sequences for the bias-corrected int8 variants (default
+                         ../shared/datasets/boughter_914.csv when present; 'none' skips them)
   --fp16                 also run an --fp16 re-export (slow on CPU; meant for GPUs)
   --quick                --rows 200 --tiny-rows 3000 --linearity 1000 (checks the script, not the machine)
   --label L              results file label (default: CPU model, cores and ISA, e.g. amd-epyc-2c-avx2)
@@ -56,6 +58,7 @@ linearity="1000 10000"
 threads=""
 max_tokens=""
 variants=1
+calibration="$shared/datasets/boughter_914.csv"
 fp16=0
 quick=0
 label=""
@@ -79,6 +82,7 @@ while [ $# -gt 0 ]; do
     --threads) threads="$2"; shift 2 ;;
     --max-tokens) max_tokens="$2"; shift 2 ;;
     --no-variants) variants=0; shift ;;
+    --calibration) calibration="$2"; shift 2 ;;
     --fp16) fp16=1; shift ;;
     --quick) quick=1; rows=200; tiny_rows=3000; linearity="1000"; shift ;;
     --label) label="$2"; shift 2 ;;
@@ -212,7 +216,7 @@ run_variant() {
     echo "bench.sh: the $name export failed (see the results file)" >&2
     return 0
   fi
-  grep -E "check:|fusions" "$dir/export.log" >&2 || true
+  grep -E "check:|fusions|bias correction" "$dir/export.log" >&2 || true
   measure "$dir/esmbench.measure.json" "$esmbench" test --model "$dir/model.onnx" --threads "$threads" \
     ${max_tokens:+--max-tokens "$max_tokens"} --data "$work/main/data.csv" --out "$dir/esmbench" > "$dir/esmbench.log" 2>&1 || true
   tail -n 2 "$dir/esmbench.log" >&2
@@ -244,6 +248,10 @@ json.dump({"date": date, "label": label, "quick": quick == "1", "command": comma
           open(out, "w"), indent=1)
 PY
 
+if [ "$calibration" != none ] && [ ! -f "$calibration" ]; then
+  echo "bench.sh: calibration set $calibration not found; the bias-corrected int8 variants are skipped" >&2
+  calibration=none
+fi
 run_section main "$model" "$head" "$torch_source" "$rows"
 if [ "$variants" = 1 ]; then
   # The same weights through this project's export (its attention mask traces into fewer nodes).
@@ -253,6 +261,10 @@ if [ "$variants" = 1 ]; then
   # The bench reports int8's probability drift rather than letting the export's check refuse the file.
   run_variant int8 --quantize int8 --tolerance 1
   run_variant int8-vnni --quantize int8-vnni --tolerance 1
+  if [ "$calibration" != none ]; then
+    run_variant int8-cal --quantize int8 --tolerance 1 --calibration "$calibration"
+    run_variant int8-vnni-cal --quantize int8-vnni --tolerance 1 --calibration "$calibration"
+  fi
 fi
 [ "$fp16" = 1 ] && run_variant fp16 --fp16
 

@@ -389,3 +389,122 @@ fn simplify_attention_mask_rewrites_an_existing_export_without_changing_a_predic
     assert!(String::from_utf8_lossy(&output.stderr).contains("nothing written"));
     assert!(!refused.exists());
 }
+
+/// `esmbench embed` of `data` with `model`: pooled embeddings [rows, hidden].
+fn embed(model: &Path, data: &Path, out: &Path) -> ndarray::Array2<f32> {
+    esmbench()
+        .args(["embed", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .assert()
+        .success();
+    ndarray_npy::read_npy(out).expect("embeddings npy")
+}
+
+/// Length of the mean (over rows) of `ours - reference`: the drift every row shares.
+fn shared_drift(ours: &ndarray::Array2<f32>, reference: &ndarray::Array2<f32>) -> f64 {
+    assert_eq!(ours.dim(), reference.dim());
+    let diff = (ours - reference).mapv(f64::from);
+    let mean = diff.mean_axis(ndarray::Axis(0)).expect("rows");
+    mean.dot(&mean).sqrt()
+}
+
+#[test]
+fn int8_bias_correction_takes_the_shared_drift_off_the_embeddings() {
+    let test = "int8_bias_correction_takes_the_shared_drift_off_the_embeddings";
+    let Some(python) = ready(test) else { return };
+    let dir = tempdir();
+    // Calibrate on half the demo antibodies, measure on the other half against float32 PyTorch.
+    let demo = std::fs::read_to_string(root().join("test_datasets/demo_antibodies.csv"))
+        .expect("demo csv");
+    let lines: Vec<&str> = demo.lines().collect();
+    let half = 1 + (lines.len() - 1) / 2;
+    let calibration = write(
+        dir.path(),
+        "calibration.csv",
+        &(lines[..half].join("\n") + "\n"),
+    );
+    let held_out = write(
+        dir.path(),
+        "held_out.csv",
+        &format!("{}\n{}\n", lines[0], lines[half..].join("\n")),
+    );
+    let torch = dir.path().join("torch.npy");
+    let mut drift = Vec::new();
+    for corrected in [false, true] {
+        let model = dir.path().join(format!("int8-{corrected}.onnx"));
+        let mut args: Vec<String> = ["--random-init", "tiny", "--quantize", "int8", "--out"]
+            .map(String::from)
+            .to_vec();
+        args.push(model.display().to_string());
+        if corrected {
+            args.extend(["--calibration".into(), calibration.display().to_string()]);
+        } else {
+            args.extend([
+                "--reference-data".into(),
+                held_out.display().to_string(),
+                "--reference-embeddings".into(),
+                torch.display().to_string(),
+            ]);
+        }
+        let (ok, log) = export(
+            &python,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert!(ok, "export failed:\n{log}");
+        let recorded = if corrected {
+            assert!(
+                log.contains(&format!(
+                    "bias correction: 12 MatMul biases corrected from {} sequences",
+                    half - 1
+                )),
+                "{log}"
+            );
+            format!(
+                "esmbench.bias_correction = {} sequences from calibration.csv\n",
+                half - 1
+            )
+        } else {
+            "esmbench.bias_correction = none\n".to_string()
+        };
+        let text = inspect_text(&model);
+        assert!(
+            text.contains(&recorded),
+            "inspect lacks `{recorded}`:\n{text}"
+        );
+        let ours = embed(
+            &model,
+            &held_out,
+            &dir.path().join(format!("{corrected}.npy")),
+        );
+        let reference: ndarray::Array2<f32> = ndarray_npy::read_npy(&torch).expect("torch npy");
+        drift.push(shared_drift(&ours, &reference));
+    }
+    eprintln!(
+        "int8 shared embedding drift vs PyTorch on held-out rows: plain {:.3e}, bias-corrected {:.3e}",
+        drift[0], drift[1]
+    );
+    assert!(
+        drift[1] < 0.5 * drift[0],
+        "bias correction should take off most of the shared drift: {drift:?}"
+    );
+
+    let (ok, log) = export(
+        &python,
+        &[
+            "--random-init",
+            "tiny",
+            "--calibration",
+            &calibration.display().to_string(),
+            "--out",
+            &dir.path().join("fp32.onnx").display().to_string(),
+        ],
+    );
+    assert!(
+        !ok && log.contains("--calibration corrects int8 weights; it needs --quantize"),
+        "{log}"
+    );
+}
