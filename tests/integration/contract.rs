@@ -269,18 +269,10 @@ fn onnx_runtime_telemetry_leaves_no_trace_in_home() {
         .arg(dir.path().join("o"))
         .assert()
         .success();
-    let left: Vec<_> = walk(&home);
+    let left: Vec<_> = std::fs::read_dir(&home)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert!(left.is_empty(), "the run wrote into $HOME: {left:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        }
-        found.push(path);
-    }
-    found
 }

@@ -390,20 +390,6 @@ fn simplify_attention_mask_rewrites_an_existing_export_without_changing_a_predic
     assert!(!refused.exists());
 }
 
-/// `esmbench embed` of `data` with `model`: pooled embeddings [rows, hidden].
-fn embed(model: &Path, data: &Path, out: &Path) -> ndarray::Array2<f32> {
-    esmbench()
-        .args(["embed", "--model"])
-        .arg(model)
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .assert()
-        .success();
-    ndarray_npy::read_npy(out).expect("embeddings npy")
-}
-
 /// Length of the mean (over rows) of `ours - reference`: the drift every row shares.
 fn shared_drift(ours: &ndarray::Array2<f32>, reference: &ndarray::Array2<f32>) -> f64 {
     assert_eq!(ours.dim(), reference.dim());

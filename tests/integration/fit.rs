@@ -277,17 +277,7 @@ fn a_fitted_micro_head_scores_through_test_as_sigmoid_of_its_embeddings() {
         std::fs::read_to_string(dir.path().join("heads/demo.report.md")).expect("report.md");
     assert!(markdown.contains("mean ± sd"), "{markdown}");
 
-    let embeddings_path = dir.path().join("e.npy");
-    esmbench()
-        .args(["embed", "--model"])
-        .arg(&model)
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(&embeddings_path)
-        .assert()
-        .success();
-    let embeddings: Array2<f32> = ndarray_npy::read_npy(&embeddings_path).expect("npy");
+    let embeddings = embed(&model, &data, &dir.path().join("e.npy"));
     let (coef, intercept) = head_of(&head);
     let expected = probabilities(&embeddings, &coef, intercept);
     let out = dir.path().join("scored");

@@ -156,6 +156,20 @@ pub fn score(
     read_csv(&out.join("predictions.csv"))
 }
 
+/// `esmbench embed --model M --data D --out O` must succeed; returns the pooled embeddings [rows, hidden].
+pub fn embed(model: &Path, data: &Path, out: &Path) -> ndarray::Array2<f32> {
+    esmbench()
+        .args(["embed", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .assert()
+        .success();
+    ndarray_npy::read_npy(out).expect("embeddings npy")
+}
+
 /// [`score`]'s probabilities in row order.
 pub fn score_probabilities(model: &Path, data: &Path, out: &Path) -> Vec<f64> {
     column_f64(&score(model, data, out), "probability")

@@ -90,17 +90,11 @@ fn check_embeddings(model: &str, dataset: &str) {
         return;
     }
     let dir = tempdir();
-    let out = dir.path().join("e.npy");
-    esmbench()
-        .args(["embed", "--model"])
-        .arg(shared.join(format!("models/{model}.onnx")))
-        .arg("--data")
-        .arg(shared.join(format!("datasets/{dataset}.csv")))
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
-    let ours: ndarray::Array2<f32> = ndarray_npy::read_npy(&out).expect("our npy reads back");
+    let ours = embed(
+        &shared.join(format!("models/{model}.onnx")),
+        &shared.join(format!("datasets/{dataset}.csv")),
+        &dir.path().join("e.npy"),
+    );
     let reference: ndarray::Array2<f32> = ndarray_npy::read_npy(
         shared.join(format!("models/reference/{model}.{dataset}.embeddings.npy")),
     )
@@ -309,17 +303,11 @@ fn micro_fixture_pooling_matches_its_pytorch_reference() {
     let dir = tempdir();
     let order: Vec<usize> = (0..reference.sequences.len()).collect();
     let data = micro_csv(dir.path(), &order);
-    let out = dir.path().join("e.npy");
-    esmbench()
-        .args(["embed", "--model"])
-        .arg(fixture("esm2_micro.onnx"))
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
-    let ours: ndarray::Array2<f32> = ndarray_npy::read_npy(&out).expect("npy");
+    let ours = embed(
+        &fixture("esm2_micro.onnx"),
+        &data,
+        &dir.path().join("e.npy"),
+    );
     let mut worst = 0f64;
     for (i, expected) in reference.embeddings.iter().enumerate() {
         for (k, e) in expected.iter().enumerate() {
