@@ -494,3 +494,82 @@ fn int8_bias_correction_takes_the_shared_drift_off_the_embeddings() {
         "{log}"
     );
 }
+
+#[test]
+fn int8_keep_fp32_leaves_the_named_matmuls_in_float32() {
+    let test = "int8_keep_fp32_leaves_the_named_matmuls_in_float32";
+    let Some(python) = ready(test) else { return };
+    let dir = tempdir();
+    let head = head_json(dir.path());
+    let data = root().join("test_datasets/demo_antibodies.csv");
+    let model = dir.path().join("mixed.onnx");
+    let reference = dir.path().join("torch.csv");
+    let mut args = tiny_export_args(&head, &model, &data, &reference);
+    // --optimize first: the groups are found by node name, and the names must survive the fusions.
+    args.extend(
+        [
+            "--optimize",
+            "--quantize",
+            "int8-vnni",
+            "--keep-fp32",
+            "attention-output",
+            "--keep-fp32",
+            "ffn-out",
+        ]
+        .map(String::from),
+    );
+    let (ok, log) = export(
+        &python,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(ok, "export failed:\n{log}");
+    // The tiny architecture has 2 layers: per layer, the attention output and FFN output stay float32,
+    // query, key, value and FFN input become MatMulInteger.
+    assert!(
+        log.contains("kept in float32: 4 MatMuls (attention-output, ffn-out)"),
+        "{log}"
+    );
+    run_python(
+        &python,
+        r#"
+import re, sys, onnx
+graph = onnx.load(sys.argv[1]).graph
+constants = {t.name for t in graph.initializer}
+kept = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in constants]
+integer = [n.name for n in graph.node if n.op_type == "MatMulInteger"]
+assert len(kept) == 4 and all(re.search(r"/(attention/output|layer\.\d+/output)/dense/MatMul$", n) for n in kept), kept
+assert len(integer) == 8 and not any("/output/dense/" in n for n in integer), integer
+"#,
+        &[&model],
+    );
+    let text = inspect_text(&model);
+    assert!(
+        text.contains("esmbench.fp32_matmuls = attention-output,ffn-out (4 MatMuls)\n"),
+        "inspect lacks the kept MatMuls:\n{text}"
+    );
+    let p_ours = score_probabilities(&model, &data, &dir.path().join("scored"));
+    let p_torch = column_f64(&read_csv(&reference), "probability");
+    let mean = p_ours
+        .iter()
+        .zip(&p_torch)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f64>()
+        / p_ours.len() as f64;
+    assert!(mean < 0.05, "mean |dp| vs PyTorch = {mean}");
+
+    let (ok, log) = export(
+        &python,
+        &[
+            "--random-init",
+            "tiny",
+            "--keep-fp32",
+            "ffn-in",
+            "--out",
+            &dir.path().join("fp32.onnx").display().to_string(),
+        ],
+    );
+    assert!(
+        !ok && log.contains("--keep-fp32 picks MatMuls to leave out of int8; it needs --quantize"),
+        "{log}"
+    );
+}
