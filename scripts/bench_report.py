@@ -337,7 +337,7 @@ def cmd_report(args) -> int:
     main = section_numbers(work, "main")
     tiny = section_numbers(work, "tiny")
     variants = []
-    for name in ("simplified", "reexport", "optimize", "int8", "int8-vnni", "int8-cal", "int8-vnni-cal", "fp16"):
+    for name in ("simplified", "reexport", "optimize", "int8", "int8-vnni", "int8-cal", "int8-vnni-cal", "int8-mixed", "int8-vnni-mixed", "fp16"):
         d = work / "variants" / name
         x = _contender(d, "esmbench")
         if x is None:
@@ -380,7 +380,7 @@ def cmd_report(args) -> int:
                   "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         base = (main or {}).get("contenders", {}).get("esmbench") or {}
         torch_eager = (main or {}).get("contenders", {}).get("pytorch") or {}
-        flag = {"simplified": "simplify_attention_mask.py (same file)", "reexport": "fp32 (no option)", "optimize": "--optimize", "int8": "--quantize int8", "int8-vnni": "--quantize int8-vnni", "int8-cal": "--quantize int8 --calibration (bias correction)", "int8-vnni-cal": "--quantize int8-vnni --calibration (bias correction)", "fp16": "--fp16"}
+        flag = {"simplified": "simplify_attention_mask.py (same file)", "reexport": "fp32 (no option)", "optimize": "--optimize", "int8": "--quantize int8", "int8-vnni": "--quantize int8-vnni", "int8-cal": "--quantize int8 --calibration (bias correction)", "int8-vnni-cal": "--quantize int8-vnni --calibration (bias correction)", "int8-mixed": "--quantize int8 --calibration --keep-fp32 attention-output", "int8-vnni-mixed": "--quantize int8-vnni --calibration --keep-fp32 attention-output", "fp16": "--fp16"}
         for name, x, p, log in variants:
             if x is None:
                 lines.append(f"| `{flag[name]}` | export or run failed: `{' '.join(log.split())[-200:]}` | | | | | | | |")
@@ -392,6 +392,8 @@ def cmd_report(args) -> int:
                          f"{_f(100 * p['label_agreement'] if p.get('label_agreement') is not None else None, 2, '%')} | {_mib(x['peak_rss_bytes'])} | "
                          f"{(log or '-').replace('|', chr(92) + '|')} |")
         lines.append("")
+        if any(name.endswith(("-cal", "-mixed")) for name, *_ in variants):
+            lines += [f"Bias correction calibrated on: {settings.get('calibration', 'unknown')}.", ""]
     if tiny:
         lines += _section_markdown("Tiny model at Harvey scale", tiny)
     if linearity:
