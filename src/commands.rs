@@ -265,6 +265,7 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
         outputs,
         metadata,
         contract,
+        advice,
     } = model::onnx::inspect(path)?;
     println!("model: {}", path.display());
     println!("inputs:");
@@ -290,6 +291,9 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
         println!("  {k} = {shown}");
     }
     let contract = contract?;
+    if let Some(advice) = &advice {
+        println!("advice: {advice}");
+    }
     println!(
         "esmbench will read `{}` ({}): {}",
         contract.output,

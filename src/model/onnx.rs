@@ -21,8 +21,8 @@ use crate::error::Failure;
 use crate::model::contract::{self, Contract, Elem, OutputKind, TensorSpec};
 use crate::model::provider::{self, Provider};
 use crate::model::{
-    count_model_load, pooling, probabilities_from_scores, runtime, Backend, ModelInfo, ModelOutput,
-    HEAD_METADATA_KEY,
+    count_model_load, graph, pooling, probabilities_from_scores, runtime, Backend, ModelInfo,
+    ModelOutput, HEAD_METADATA_KEY,
 };
 
 pub struct OnnxBackend {
@@ -228,6 +228,14 @@ impl OnnxBackend {
     pub fn load(config: &ScoringConfig) -> Result<OnnxBackend> {
         let started = Instant::now();
         let origin = config.model.display_name();
+        // Read alongside the session build, which takes longer, so the advice costs no start-up time.
+        let advising = match &config.model {
+            ModelSource::File(path) => {
+                let path = path.clone();
+                Some(std::thread::spawn(move || graph::advice(&path)))
+            }
+            ModelSource::Embedded => None,
+        };
         let (env, _) = runtime::environment()?;
         let builder = Session::builder(env)
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
@@ -285,6 +293,9 @@ impl OnnxBackend {
         count_model_load();
         let (inputs, outputs) = describe(&session);
         let contract = contract::check(&origin, &inputs, &outputs)?;
+        if let Some(Ok(Some(advice))) = advising.map(std::thread::JoinHandle::join) {
+            eprintln!("note: {origin}: {advice}");
+        }
         let metadata_head = session
             .metadata()
             .ok()
@@ -377,6 +388,8 @@ pub struct Description {
     pub outputs: Vec<TensorSpec>,
     pub metadata: Vec<(String, String)>,
     pub contract: Result<Contract, Failure>,
+    /// A known slow pattern in the graph and its fix ([`graph::advice`]).
+    pub advice: Option<String>,
 }
 
 /// `esmbench inspect`: loads the model on CPU and describes it (no data is read).
@@ -407,5 +420,6 @@ pub fn inspect(path: &Path) -> Result<Description> {
         outputs,
         metadata,
         contract,
+        advice: graph::advice(path),
     })
 }

@@ -206,6 +206,49 @@ fn auto_picks_what_the_runtime_has_and_reports_it() {
 }
 
 #[test]
+fn a_mask_expanded_in_every_layer_gets_advice_to_simplify_it() {
+    if !runtime_available("a_mask_expanded_in_every_layer_gets_advice_to_simplify_it") {
+        return;
+    }
+    let dir = tempdir();
+    let data = micro_data(dir.path());
+    // The micro fixture comes from transformers' exporter path, whose attention adds an expanded mask.
+    let model = fixture("esm2_micro_with_head.onnx");
+    let command = format!(
+        "python scripts/simplify_attention_mask.py {} {}",
+        model.display(),
+        model.with_extension("simplified.onnx").display()
+    );
+    let assert = esmbench()
+        .args(["test", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path())
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr.contains(&format!(
+            "note: {}: 1 attention layer adds a [batch, 1, queries, keys] mask",
+            model.display()
+        )) && stderr.contains(&command),
+        "no advice in:\n{stderr}"
+    );
+    let inspect = esmbench()
+        .args(["inspect", "--model"])
+        .arg(&model)
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&inspect.get_output().stdout).to_string();
+    assert!(
+        stdout.contains("advice: 1 attention layer adds") && stdout.contains(&command),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn inspect_describes_inputs_outputs_metadata_and_the_plan() {
     if !runtime_available("inspect_describes_inputs_outputs_metadata_and_the_plan") {
         return;

@@ -377,6 +377,13 @@ fn simplify_attention_mask_rewrites_an_existing_export_without_changing_a_predic
     let diff = max_abs_diff(&probabilities[0], &probabilities[1]);
     eprintln!("simplified micro fixture: max |dp| = {diff:.3e}");
     assert!(diff <= 1e-6, "max |dp| = {diff}");
+    // esmbench's advice to run the script goes away once it has run.
+    assert!(inspect_text(&original).contains("advice: 1 attention layer adds"));
+    let text = inspect_text(&rewritten);
+    assert!(
+        text.contains("esmbench will read") && !text.contains("advice:"),
+        "{text}"
+    );
 
     // A graph without ESM's attention is refused and nothing is written.
     let refused = dir.path().join("refused.onnx");
