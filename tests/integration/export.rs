@@ -331,13 +331,7 @@ fn reduced_precision_exports_stay_near_pytorch_and_record_their_precision() {
 
         let p_ours = score_probabilities(&model, &data, &dir.path().join(name));
         let p_torch = column_f64(&read_csv(&reference), "probability");
-        assert_eq!(p_ours.len(), p_torch.len());
-        let mean = p_ours
-            .iter()
-            .zip(&p_torch)
-            .map(|(a, b)| (a - b).abs())
-            .sum::<f64>()
-            / p_ours.len() as f64;
+        let mean = mean_abs_diff(&p_ours, &p_torch);
         eprintln!("{name}: mean |p_esmbench - p_pytorch fp32| = {mean:.3e}");
         // The export's own check refuses above 0.05 mean |dp| on its sample; the same bound here.
         assert!(mean < 0.05, "{name}: mean |dp| = {mean}");
@@ -556,12 +550,7 @@ assert len(integer) == 8 and not any("/output/dense/" in n for n in integer), in
     );
     let p_ours = score_probabilities(&model, &data, &dir.path().join("scored"));
     let p_torch = column_f64(&read_csv(&reference), "probability");
-    let mean = p_ours
-        .iter()
-        .zip(&p_torch)
-        .map(|(a, b)| (a - b).abs())
-        .sum::<f64>()
-        / p_ours.len() as f64;
+    let mean = mean_abs_diff(&p_ours, &p_torch);
     assert!(mean < 0.05, "mean |dp| vs PyTorch = {mean}");
 
     let (ok, log) = export(
