@@ -219,15 +219,7 @@ fn a_mask_expanded_in_every_layer_gets_advice_to_simplify_it() {
         model.display(),
         model.with_extension("simplified.onnx").display()
     );
-    let assert = esmbench()
-        .args(["test", "--model"])
-        .arg(&model)
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(dir.path())
-        .assert()
-        .success();
+    let assert = test_command(&model, &data, dir.path()).assert().success();
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
     assert!(
         stderr.contains(&format!(
@@ -300,18 +292,16 @@ fn onnx_runtime_telemetry_leaves_no_trace_in_home() {
     let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();
     let data = micro_data(dir.path());
-    esmbench()
-        .env("HOME", &home)
-        .env_remove("XDG_CACHE_HOME")
-        .env_remove("ORT_DISABLE_TELEMETRY")
-        .args(["test", "--model"])
-        .arg(fixture("esm2_micro_with_head.onnx"))
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(dir.path().join("o"))
-        .assert()
-        .success();
+    test_command(
+        &fixture("esm2_micro_with_head.onnx"),
+        &data,
+        &dir.path().join("o"),
+    )
+    .env("HOME", &home)
+    .env_remove("XDG_CACHE_HOME")
+    .env_remove("ORT_DISABLE_TELEMETRY")
+    .assert()
+    .success();
     let left: Vec<_> = std::fs::read_dir(&home)
         .unwrap()
         .flatten()

@@ -143,21 +143,25 @@ pub fn synthetic_nanobodies(path: &Path, rows: usize, seed: u64) {
     }
 }
 
+/// `esmbench test --model M --data D --out O`, for more flags or environment before it runs.
+pub fn test_command(model: &Path, data: &Path, out: &Path) -> Command {
+    let mut cmd = esmbench();
+    cmd.args(["test", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out);
+    cmd
+}
+
 /// `esmbench test --model M --data D --out O` must succeed; returns predictions.csv's rows.
 pub fn score(
     model: &Path,
     data: &Path,
     out: &Path,
 ) -> Vec<std::collections::HashMap<String, String>> {
-    esmbench()
-        .args(["test", "--model"])
-        .arg(model)
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .assert()
-        .success();
+    test_command(model, data, out).assert().success();
     read_csv(&out.join("predictions.csv"))
 }
 
