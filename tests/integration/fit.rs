@@ -101,14 +101,7 @@ fn newton_optimum(x: &Array2<f32>, y: &[f64], c: f64) -> (Vec<f64>, f64) {
 }
 
 fn fit_cmd(model: &Path, data: &Path, out: &Path) -> assert_cmd::Command {
-    let mut cmd = esmbench();
-    cmd.args(["fit", "--model"])
-        .arg(model)
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out);
-    cmd
+    command_on("fit", model, data, out)
 }
 
 /// The head fitted on ESM-2 8M / Boughter matches scikit-learn run to convergence (tests/fixtures/

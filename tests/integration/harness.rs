@@ -143,16 +143,21 @@ pub fn synthetic_nanobodies(path: &Path, rows: usize, seed: u64) {
     }
 }
 
-/// `esmbench test --model M --data D --out O`, for more flags or environment before it runs.
-pub fn test_command(model: &Path, data: &Path, out: &Path) -> Command {
+/// `esmbench SUBCOMMAND --model M --data D --out O`, for more flags or environment before it runs.
+pub fn command_on(subcommand: &str, model: &Path, data: &Path, out: &Path) -> Command {
     let mut cmd = esmbench();
-    cmd.args(["test", "--model"])
+    cmd.args([subcommand, "--model"])
         .arg(model)
         .arg("--data")
         .arg(data)
         .arg("--out")
         .arg(out);
     cmd
+}
+
+/// `esmbench test --model M --data D --out O`.
+pub fn test_command(model: &Path, data: &Path, out: &Path) -> Command {
+    command_on("test", model, data, out)
 }
 
 /// `esmbench test --model M --data D --out O` must succeed; returns predictions.csv's rows.
@@ -167,15 +172,7 @@ pub fn score(
 
 /// `esmbench embed --model M --data D --out O` must succeed; returns the pooled embeddings [rows, hidden].
 pub fn embed(model: &Path, data: &Path, out: &Path) -> ndarray::Array2<f32> {
-    esmbench()
-        .args(["embed", "--model"])
-        .arg(model)
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .assert()
-        .success();
+    command_on("embed", model, data, out).assert().success();
     ndarray_npy::read_npy(out).expect("embeddings npy")
 }
 

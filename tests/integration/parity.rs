@@ -16,14 +16,8 @@ fn score(
     out: &Path,
     extra: &[&str],
 ) -> Vec<HashMap<String, String>> {
-    let mut cmd = esmbench();
-    cmd.args(["test", "--model"])
-        .arg(model)
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .args(extra);
+    let mut cmd = test_command(model, data, out);
+    cmd.args(extra);
     if let Some(h) = head {
         cmd.arg("--head").arg(h);
     }
