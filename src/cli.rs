@@ -119,6 +119,9 @@ pub struct ScoringArgs {
     /// On CUDA, run batches through plain session inputs instead of an IO binding over page-locked host memory.
     #[arg(long)]
     pub no_io_binding: bool,
+    /// Run the model file's graph as it is: no in-memory rewrite of a per-layer attention mask into one broadcast key mask.
+    #[arg(long)]
+    pub no_graph_rewrite: bool,
     /// Name of the sequence column (default: sequence).
     #[arg(long)]
     pub sequence_column: Option<String>,
@@ -296,6 +299,9 @@ pub struct FitArgs {
     /// On CUDA, run batches through plain session inputs instead of an IO binding over page-locked host memory.
     #[arg(long)]
     pub no_io_binding: bool,
+    /// Run the model file's graph as it is: no in-memory rewrite of a per-layer attention mask into one broadcast key mask.
+    #[arg(long)]
+    pub no_graph_rewrite: bool,
     /// Name of the sequence column (default: sequence).
     #[arg(long)]
     pub sequence_column: Option<String>,
@@ -329,6 +335,7 @@ impl FitArgs {
             shard: None,
             no_spinning: self.no_spinning,
             no_io_binding: self.no_io_binding,
+            no_graph_rewrite: self.no_graph_rewrite,
             sequence_column: self.sequence_column.clone(),
             label_column: self.label_column.clone(),
             id_column: self.id_column.clone(),

@@ -308,6 +308,7 @@ pub fn run_metrics(config: &RescoreConfig) -> Result<Report> {
             fallback: None,
             model_loads: 0,
             io_binding: false,
+            graph_rewrite: None,
             threads: 0,
             parallel_batches: 0,
             max_tokens: 0,

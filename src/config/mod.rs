@@ -129,6 +129,8 @@ pub struct ScoringConfig {
     pub intra_op_spinning: bool,
     /// On CUDA, bind inputs and output through page-locked host memory (ignored by other providers).
     pub io_binding: bool,
+    /// Rewrite a per-layer expanded attention mask into one broadcast key mask at load (model::rewrite).
+    pub graph_rewrite: bool,
     pub shard: Shard,
     pub mock_backend: bool,
 }
@@ -214,6 +216,7 @@ pub struct FileConfig {
     pub on_invalid: Option<OnInvalid>,
     pub intra_op_spinning: Option<bool>,
     pub io_binding: Option<bool>,
+    pub graph_rewrite: Option<bool>,
     pub max_rss: Option<String>,
     pub soft_rss: Option<String>,
     pub checkpoint_seconds: Option<u64>,
@@ -233,7 +236,7 @@ impl FileConfig {
             let place = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
             Failure::usage(format!(
                 "config {}{place}: {e}\n  fix: keys are model, data, head, out, device, allow_cpu_fallback, max_tokens, threads, parallel_batches, max_residues, truncate, threshold, \
-assay, bootstrap, columns {{sequence, label, id}}, on_invalid, intra_op_spinning, io_binding, max_rss, soft_rss, checkpoint_seconds, \
+assay, bootstrap, columns {{sequence, label, id}}, on_invalid, intra_op_spinning, io_binding, graph_rewrite, max_rss, soft_rss, checkpoint_seconds, \
 models [{{model, head, name}}], datasets [{{data, name, threshold, assay}}], baselines",
                 path.display()
             ))
@@ -400,6 +403,7 @@ impl ScoringConfig {
                 .unwrap_or(OnInvalid::Fail),
             intra_op_spinning: !args.no_spinning && file.intra_op_spinning.unwrap_or(true),
             io_binding: !args.no_io_binding && file.io_binding.unwrap_or(true),
+            graph_rewrite: !args.no_graph_rewrite && file.graph_rewrite.unwrap_or(true),
             shard: args
                 .shard
                 .as_deref()
@@ -597,6 +601,34 @@ mod tests {
         assert_eq!(config.device.device, DeviceArg::Cuda);
         assert!(!config.device.allow_cpu_fallback);
         assert_eq!(config.model, ModelSource::Embedded);
+    }
+
+    #[test]
+    fn graph_rewrite_is_on_by_default_and_off_from_the_file_or_the_flag() {
+        let data = ScoringArgs::default();
+        assert!(
+            ScoringConfig::resolve(&data, &FileConfig::default())
+                .unwrap()
+                .graph_rewrite
+        );
+        let file_off = FileConfig {
+            graph_rewrite: Some(false),
+            ..Default::default()
+        };
+        assert!(
+            !ScoringConfig::resolve(&data, &file_off)
+                .unwrap()
+                .graph_rewrite
+        );
+        let flag_off = ScoringArgs {
+            no_graph_rewrite: true,
+            ..data
+        };
+        assert!(
+            !ScoringConfig::resolve(&flag_off, &FileConfig::default())
+                .unwrap()
+                .graph_rewrite
+        );
     }
 
     #[test]

@@ -1,101 +1,217 @@
-//! Advice from the model's node list: graph patterns known to be slow on ONNX Runtime, with the fix.
+//! The model's node list as esmbench reads it: minimal ONNX views over the serialized graph, the
+//! attention layers found in it, and the advice for the slow per-layer mask that transformers' exporter
+//! writes.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use prost::Message;
 
-/// Files larger than this are not read for advice: decoding needs the whole file in memory while ONNX
-/// Runtime loads it too (ESM-2 8M's 30 MB file raised peak RSS by 4 MB), and in big models the mask is
-/// a small share of the time anyway.
-const MAX_SCANNED_BYTES: u64 = 64 << 20;
+use super::protobuf::{fields, Field};
 
-// Only the ONNX fields the scan needs (onnx.proto: ModelProto.graph = 7, GraphProto.node = 1,
-// NodeProto.input = 1, output = 2, op_type = 4); prost skips every other field, weights included.
-#[derive(Clone, PartialEq, Message)]
-struct ModelProto {
-    #[prost(message, optional, tag = "7")]
-    graph: Option<GraphProto>,
+/// Files larger than this are not read for advice or rewriting: the whole file is held in memory while
+/// ONNX Runtime loads it too, and in big models the mask is a small share of the time anyway.
+pub const MAX_READ_BYTES: u64 = 64 << 20;
+
+/// onnx.proto field numbers that esmbench reads or edits.
+pub mod tag {
+    pub const MODEL_IR_VERSION: u32 = 1;
+    pub const MODEL_GRAPH: u32 = 7;
+    pub const MODEL_OPSET_IMPORT: u32 = 8;
+    pub const GRAPH_NODE: u32 = 1;
+    pub const GRAPH_NAME: u32 = 2;
+    pub const GRAPH_INITIALIZER: u32 = 5;
+    pub const GRAPH_INPUT: u32 = 11;
+    pub const GRAPH_OUTPUT: u32 = 12;
+    pub const GRAPH_VALUE_INFO: u32 = 13;
+    pub const NODE_INPUT: u32 = 1;
+    pub const NODE_OUTPUT: u32 = 2;
+    pub const NODE_NAME: u32 = 3;
+    pub const NODE_OP_TYPE: u32 = 4;
+    pub const NODE_ATTRIBUTE: u32 = 5;
+    pub const ATTRIBUTE_NAME: u32 = 1;
+    pub const ATTRIBUTE_INT: u32 = 3;
+    pub const ATTRIBUTE_TYPE: u32 = 20;
+    pub const TENSOR_DIMS: u32 = 1;
+    pub const TENSOR_DATA_TYPE: u32 = 2;
+    pub const TENSOR_NAME: u32 = 8;
+    pub const TENSOR_RAW_DATA: u32 = 9;
+    pub const VALUE_INFO_NAME: u32 = 1;
 }
 
+/// The fields of a NodeProto that the analysis needs; prost skips the rest.
 #[derive(Clone, PartialEq, Message)]
-struct GraphProto {
-    #[prost(message, repeated, tag = "1")]
-    node: Vec<NodeProto>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct NodeProto {
+pub struct NodeView {
     #[prost(string, repeated, tag = "1")]
-    input: Vec<String>,
+    pub input: Vec<String>,
     #[prost(string, repeated, tag = "2")]
-    output: Vec<String>,
+    pub output: Vec<String>,
+    #[prost(string, tag = "3")]
+    pub name: String,
     #[prost(string, tag = "4")]
-    op_type: String,
+    pub op_type: String,
+    #[prost(message, repeated, tag = "5")]
+    pub attribute: Vec<AttributeView>,
 }
 
-/// Whether any node upstream of `name` (itself included) is one of `ops`.
-fn has_ancestor(name: &str, producers: &HashMap<&str, &NodeProto>, ops: &[&str]) -> bool {
-    let mut seen = HashSet::new();
-    let mut stack = vec![name];
+/// AttributeProto's type only (5 = GRAPH, 10 = GRAPHS mark a node with subgraphs).
+#[derive(Clone, PartialEq, Message)]
+pub struct AttributeView {
+    #[prost(int32, tag = "20")]
+    pub r#type: i32,
+}
+
+/// A node: its serialized bytes (the NodeProto, without the graph's key and length) and its view.
+pub struct Node<'a> {
+    pub bytes: &'a [u8],
+    pub view: NodeView,
+}
+
+/// A serialized ModelProto split into fields, with its graph's fields and decoded nodes.
+pub struct ModelFields<'a> {
+    pub model: Vec<Field<'a>>,
+    pub graph: Vec<Field<'a>>,
+    pub nodes: Vec<Node<'a>>,
+}
+
+/// Splits a serialized ModelProto; an error if it does not decode or has not exactly one graph.
+pub fn read(bytes: &[u8]) -> Result<ModelFields<'_>, String> {
+    let model = fields(bytes)?;
+    let mut graphs = model.iter().filter(|f| f.number == tag::MODEL_GRAPH);
+    let (Some(graph), None) = (graphs.next(), graphs.next()) else {
+        return Err("the model does not have exactly one graph".into());
+    };
+    let graph = fields(graph.value)?;
+    let nodes = graph
+        .iter()
+        .filter(|f| f.number == tag::GRAPH_NODE)
+        .map(|f| {
+            NodeView::decode(f.value)
+                .map(|view| Node {
+                    bytes: f.value,
+                    view,
+                })
+                .map_err(|e| format!("a node does not decode: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ModelFields {
+        model,
+        graph,
+        nodes,
+    })
+}
+
+/// Which node produces each tensor name.
+pub fn producers<'n>(nodes: &'n [Node<'_>]) -> HashMap<&'n str, usize> {
+    nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.view.output.iter().map(move |o| (o.as_str(), i)))
+        .collect()
+}
+
+/// The indices of the nodes upstream of the tensors `names` (their producers included).
+pub fn ancestors(
+    names: &[&str],
+    nodes: &[Node<'_>],
+    producers: &HashMap<&str, usize>,
+) -> Vec<usize> {
+    let mut seen_names = HashSet::new();
+    let mut found = HashSet::new();
+    let mut stack: Vec<&str> = names.to_vec();
     while let Some(current) = stack.pop() {
-        if !seen.insert(current) {
+        if !seen_names.insert(current) {
             continue;
         }
-        if let Some(node) = producers.get(current) {
-            if ops.contains(&node.op_type.as_str()) {
-                return true;
+        if let Some(&index) = producers.get(current) {
+            if found.insert(index) {
+                stack.extend(nodes[index].view.input.iter().map(String::as_str));
             }
-            stack.extend(node.input.iter().map(String::as_str));
         }
     }
-    false
+    let mut found: Vec<usize> = found.into_iter().collect();
+    found.sort_unstable();
+    found
 }
 
-/// Softmax(Add(scores, mask)) whose mask (the side without a MatMul upstream) goes through an Expand:
-/// transformers' exporter path materialises a [batch, 1, queries, keys] mask for every layer so, and
-/// often guards the softmax with Where(IsNaN) too.
-fn expanded_masks(graph: &GraphProto) -> usize {
-    let producers: HashMap<&str, &NodeProto> = graph
-        .node
+/// One Softmax(Add(scores, mask)): the Add node, which of its inputs is the mask, and whether the mask
+/// passes through an Expand (transformers' exporter materialises a [batch, 1, queries, keys] mask for
+/// every layer so).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionLayer {
+    pub add: usize,
+    pub mask_input: usize,
+    pub mask: String,
+    pub expanded: bool,
+}
+
+/// Every Softmax in the graph as an attention layer, or why it is not one (the scores are the Add's
+/// side with a MatMul upstream, the mask the side without).
+pub fn attention_layers(nodes: &[Node<'_>]) -> Vec<Result<AttentionLayer, String>> {
+    let producers = producers(nodes);
+    let upstream_has = |name: &str, ops: &[&str]| {
+        ancestors(&[name], nodes, &producers)
+            .iter()
+            .any(|&i| ops.contains(&nodes[i].view.op_type.as_str()))
+    };
+    nodes
         .iter()
-        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
-        .collect();
-    graph
-        .node
-        .iter()
-        .filter(|n| n.op_type == "Softmax")
-        .filter_map(|softmax| producers.get(softmax.input.first()?.as_str()))
-        .filter(|add| add.op_type == "Add")
-        .filter(|add| {
-            let masks: Vec<&String> = add
+        .filter(|n| n.view.op_type == "Softmax")
+        .map(|softmax| {
+            let describe = || format!("softmax {:?}", softmax.view.name);
+            let add = softmax
+                .view
                 .input
-                .iter()
-                .filter(|i| !has_ancestor(i, &producers, &["MatMul", "Gemm"]))
+                .first()
+                .and_then(|i| producers.get(i.as_str()))
+                .copied()
+                .filter(|&a| nodes[a].view.op_type == "Add" && nodes[a].view.input.len() == 2)
+                .ok_or_else(|| format!("{} does not take Add(scores, mask)", describe()))?;
+            let masks: Vec<usize> = (0..2)
+                .filter(|&k| !upstream_has(&nodes[add].view.input[k], &["MatMul", "Gemm"]))
                 .collect();
-            masks.len() == 1 && has_ancestor(masks[0], &producers, &["Expand"])
+            let [mask_input] = masks[..] else {
+                return Err(format!(
+                    "{}: cannot tell its scores from its mask",
+                    describe()
+                ));
+            };
+            let mask = nodes[add].view.input[mask_input].clone();
+            Ok(AttentionLayer {
+                add,
+                mask_input,
+                expanded: upstream_has(&mask, &["Expand"]),
+                mask,
+            })
         })
-        .count()
+        .collect()
 }
 
-/// How many attention layers of the serialized ModelProto in `bytes` add an expanded mask; None if it
-/// does not decode.
-fn expanded_masks_in(bytes: &[u8]) -> Option<usize> {
-    Some(expanded_masks(&ModelProto::decode(bytes).ok()?.graph?))
+/// How many attention layers of the serialized model add an expanded mask; None if it does not decode.
+pub fn expanded_masks(bytes: &[u8]) -> Option<usize> {
+    let model = read(bytes).ok()?;
+    Some(
+        attention_layers(&model.nodes)
+            .iter()
+            .filter(|layer| layer.as_ref().is_ok_and(|l| l.expanded))
+            .count(),
+    )
 }
 
-/// Advice for the model file at `path`; None when it has no known slow pattern, cannot be read, or is
-/// too large to scan (ONNX Runtime reports unreadable files itself).
+/// Advice for the model file at `path`, for runs that do not rewrite it at load (`esmbench inspect`,
+/// `--no-graph-rewrite`); None when it has no known slow pattern, cannot be read, or is too large to scan
+/// (ONNX Runtime reports unreadable files itself).
 pub fn advice(path: &Path) -> Option<String> {
-    if std::fs::metadata(path).ok()?.len() > MAX_SCANNED_BYTES {
+    if std::fs::metadata(path).ok()?.len() > MAX_READ_BYTES {
         return None;
     }
-    let layers = expanded_masks_in(&std::fs::read(path).ok()?)?;
+    let layers = expanded_masks(&std::fs::read(path).ok()?)?;
     (layers > 0).then(|| {
         format!(
             "{layers} attention {} a [batch, 1, queries, keys] mask expanded for each layer (transformers' exporter). \
-             `python scripts/simplify_attention_mask.py {} {}` rewrites the graph to add one broadcast key mask, and writes the file \
-             only if the outputs stay the same; that made ESM-2 8M 1.09x and the tiny model 1.45x faster on CPU",
+             `esmbench test`, `embed` and `fit` rewrite it in memory to add one broadcast key mask unless --no-graph-rewrite is given; \
+             `python scripts/simplify_attention_mask.py {} {}` writes the rewritten file for other tools, and only if the outputs stay the same. \
+             The rewrite made ESM-2 8M 1.09x and the tiny model 1.45x faster on CPU",
             if layers == 1 { "layer adds" } else { "layers add" },
             path.display(),
             path.with_extension("simplified.onnx").display()
@@ -104,29 +220,36 @@ pub fn advice(path: &Path) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::model::protobuf::put_bytes;
 
-    fn node(op_type: &str, input: &[&str], output: &[&str]) -> NodeProto {
-        NodeProto {
+    /// A NodeProto with the given op, inputs and outputs, serialized.
+    pub fn node(op_type: &str, input: &[&str], output: &[&str]) -> Vec<u8> {
+        NodeView {
             input: input.iter().map(|s| s.to_string()).collect(),
             output: output.iter().map(|s| s.to_string()).collect(),
+            name: format!("{op_type}_{}", output.first().copied().unwrap_or("")),
             op_type: op_type.into(),
+            attribute: Vec::new(),
         }
+        .encode_to_vec()
     }
 
-    fn model_file(dir: &Path, nodes: Vec<NodeProto>) -> std::path::PathBuf {
-        let path = dir.join("model.onnx");
-        let bytes = ModelProto {
-            graph: Some(GraphProto { node: nodes }),
+    /// A ModelProto whose graph holds `nodes` and the `extra` graph fields (already serialized).
+    pub fn model_bytes(nodes: &[Vec<u8>], extra: &[u8]) -> Vec<u8> {
+        let mut graph = Vec::new();
+        for n in nodes {
+            put_bytes(&mut graph, tag::GRAPH_NODE, n);
         }
-        .encode_to_vec();
-        std::fs::write(&path, bytes).expect("write model");
-        path
+        graph.extend_from_slice(extra);
+        let mut model = Vec::new();
+        put_bytes(&mut model, tag::MODEL_GRAPH, &graph);
+        model
     }
 
     /// One attention layer: scores from a MatMul, plus a mask built from `attention_mask` through `mask_ops`.
-    fn layer(nodes: &mut Vec<NodeProto>, k: usize, mask_ops: &[&str]) {
+    pub fn layer(nodes: &mut Vec<Vec<u8>>, k: usize, mask_ops: &[&str]) {
         let mut previous = "attention_mask".to_string();
         for (i, op) in mask_ops.iter().enumerate() {
             let out = format!("m{k}_{i}");
@@ -139,6 +262,12 @@ mod tests {
         nodes.push(node("Softmax", &[&sum], &[&p]));
     }
 
+    fn model_file(dir: &Path, nodes: &[Vec<u8>]) -> std::path::PathBuf {
+        let path = dir.join("model.onnx");
+        std::fs::write(&path, model_bytes(nodes, &[])).expect("write model");
+        path
+    }
+
     #[test]
     fn an_expanded_mask_per_layer_is_named_with_the_fix() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -146,9 +275,10 @@ mod tests {
         for k in 0..3 {
             layer(&mut nodes, k, &["Cast", "Expand", "Where"]);
         }
-        let path = model_file(dir.path(), nodes);
+        let path = model_file(dir.path(), &nodes);
         let advice = advice(&path).expect("advice");
         assert!(advice.starts_with("3 attention layers"), "{advice}");
+        assert!(advice.contains("unless --no-graph-rewrite"), "{advice}");
         let command = format!(
             "python scripts/simplify_attention_mask.py {} {}",
             path.display(),
@@ -166,7 +296,7 @@ mod tests {
         }
         // An Expand on the scores' side is not the mask.
         nodes.push(node("Expand", &["x"], &["q"]));
-        assert_eq!(advice(&model_file(dir.path(), nodes)), None);
+        assert_eq!(advice(&model_file(dir.path(), &nodes)), None);
     }
 
     #[test]
@@ -176,5 +306,26 @@ mod tests {
         std::fs::write(&path, b"not an onnx file").expect("write");
         assert_eq!(advice(&path), None);
         assert_eq!(advice(&dir.path().join("missing.onnx")), None);
+    }
+
+    #[test]
+    fn a_softmax_without_an_add_is_reported_not_skipped() {
+        let mut nodes = Vec::new();
+        layer(&mut nodes, 0, &["Cast", "Expand", "Where"]);
+        nodes.push(node("Softmax", &["s0"], &["lonely"]));
+        let bytes = model_bytes(&nodes, &[]);
+        let model = read(&bytes).expect("read");
+        let layers = attention_layers(&model.nodes);
+        assert_eq!(layers.len(), 2);
+        let first = layers[0].as_ref().expect("first layer");
+        assert_eq!(
+            (first.mask.as_str(), first.mask_input, first.expanded),
+            ("m0_2", 1, true)
+        );
+        let err = layers[1].as_ref().expect_err("no Add");
+        assert!(
+            err.contains("\"Softmax_lonely\" does not take Add(scores, mask)"),
+            "{err}"
+        );
     }
 }

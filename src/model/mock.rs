@@ -41,6 +41,7 @@ impl MockBackend {
                 parallel_batches: config.cpu_parallelism().0,
                 max_tokens: config.max_tokens_for(true, Some(MOCK_HIDDEN)),
                 io_binding: false,
+                graph_rewrite: None,
             },
             delay: std::time::Duration::from_millis(delay_ms),
         }

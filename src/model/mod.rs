@@ -6,7 +6,9 @@ pub mod head;
 pub mod mock;
 pub mod onnx;
 pub mod pooling;
+pub mod protobuf;
 pub mod provider;
+pub mod rewrite;
 pub mod runtime;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,6 +53,8 @@ pub struct ModelInfo {
     pub max_tokens: usize,
     /// Whether batches go through a CUDA IO binding (page-locked host memory both ways).
     pub io_binding: bool,
+    /// What the in-memory graph rewrite changed ([`rewrite::Rewrite::summary`]); None when the file ran as it is.
+    pub graph_rewrite: Option<String>,
 }
 
 /// What one batch gave back, per row in batch order.

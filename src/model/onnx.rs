@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Result;
+use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider};
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::SessionBuilder;
@@ -21,8 +22,8 @@ use crate::error::Failure;
 use crate::model::contract::{self, Contract, Elem, OutputKind, TensorSpec};
 use crate::model::provider::{self, Provider};
 use crate::model::{
-    count_model_load, graph, pooling, probabilities_from_scores, runtime, Backend, ModelInfo,
-    ModelOutput, HEAD_METADATA_KEY,
+    count_model_load, graph, pooling, probabilities_from_scores, rewrite, runtime, Backend,
+    ModelInfo, ModelOutput, HEAD_METADATA_KEY,
 };
 
 pub struct OnnxBackend {
@@ -224,19 +225,92 @@ fn ort_failure(origin: &str, e: impl std::fmt::Display) -> Failure {
     Failure::runtime(format!("{origin}: ONNX Runtime: {e}"))
 }
 
+/// The model rewritten in memory to add one broadcast key mask ([`rewrite`]), once its probe has shown
+/// every original mask equal to the new one; None (with a note saying why, where there was something to
+/// gain) to load the model as it is.
+fn rewrite_in_memory(
+    env: &Environment,
+    source: &ModelSource,
+    origin: &str,
+) -> Option<rewrite::Rewrite> {
+    let file_bytes;
+    let bytes: &[u8] = match source {
+        ModelSource::File(path) => {
+            if std::fs::metadata(path).ok()?.len() > graph::MAX_READ_BYTES {
+                return None;
+            }
+            file_bytes = std::fs::read(path).ok()?;
+            &file_bytes
+        }
+        ModelSource::Embedded => embedded::DEMO_MODEL,
+    };
+    let refused = |reason: String| {
+        eprintln!(
+            "note: {origin}: its attention layers add a mask expanded for each layer (transformers' exporter), which is slow on CPU; \
+             esmbench runs the graph as it is because {reason}"
+        );
+        None
+    };
+    let rewrite = match rewrite::plan(bytes) {
+        Ok(Some(rewrite)) => rewrite,
+        Ok(None) => return None,
+        Err(reason) => return refused(reason),
+    };
+    if let Err(reason) = run_probe(env, &rewrite) {
+        return refused(format!("the rewrite's probe failed: {reason}"));
+    }
+    eprintln!(
+        "note: {origin}: rewrote the graph in memory ({}); every original mask equals the new one on the probe batches. \
+         --no-graph-rewrite runs the file as it is",
+        rewrite.summary()
+    );
+    Some(rewrite)
+}
+
+/// Runs the rewrite's probe model on CPU over [`rewrite::probe_batches`] and checks every output.
+fn run_probe(env: &Environment, rewrite: &rewrite::Rewrite) -> Result<(), String> {
+    let mut session = Session::builder(env)
+        .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+        .and_then(|mut b| b.commit_from_memory(&rewrite.probe))
+        .map_err(|e| format!("ONNX Runtime cannot load it: {e}"))?;
+    for batch in rewrite::probe_batches() {
+        let shape = [batch.rows, batch.width];
+        let ids = TensorRef::from_array_view((shape, batch.input_ids.as_slice()))
+            .map_err(|e| e.to_string())?;
+        let mask = TensorRef::from_array_view((shape, batch.attention_mask.as_slice()))
+            .map_err(|e| e.to_string())?;
+        let outputs = session
+            .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+            .map_err(|e| format!("ONNX Runtime cannot run it: {e}"))?;
+        for name in rewrite.probe_outputs() {
+            let (shape, values) = outputs[name]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| format!("mask {name:?} is not float32: {e}"))?;
+            rewrite::check_probe_output(name, shape, values, &batch)?;
+        }
+    }
+    Ok(())
+}
+
 impl OnnxBackend {
     pub fn load(config: &ScoringConfig) -> Result<OnnxBackend> {
         let started = Instant::now();
         let origin = config.model.display_name();
-        // Read alongside the session build, which takes longer, so the advice costs no start-up time.
+        // Without the rewrite, the advice is read alongside the session build, which takes longer, so it
+        // costs no start-up time.
         let advising = match &config.model {
-            ModelSource::File(path) => {
+            ModelSource::File(path) if !config.graph_rewrite => {
                 let path = path.clone();
                 Some(std::thread::spawn(move || graph::advice(&path)))
             }
-            ModelSource::Embedded => None,
+            _ => None,
         };
         let (env, _) = runtime::environment()?;
+        let rewritten = if config.graph_rewrite {
+            rewrite_in_memory(env, &config.model, &origin)
+        } else {
+            None
+        };
         let builder = Session::builder(env)
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .and_then(|b| {
@@ -281,9 +355,10 @@ impl OnnxBackend {
             .expect("builder present")
             .with_intra_threads(intra_threads)
             .map_err(|e| ort_failure(&origin, e))?;
-        let session = match &config.model {
-            ModelSource::File(path) => builder.commit_from_file(path),
-            ModelSource::Embedded => builder.commit_from_memory(embedded::DEMO_MODEL),
+        let session = match (&rewritten, &config.model) {
+            (Some(rewrite), _) => builder.commit_from_memory(&rewrite.model),
+            (None, ModelSource::File(path)) => builder.commit_from_file(path),
+            (None, ModelSource::Embedded) => builder.commit_from_memory(embedded::DEMO_MODEL),
         }
         .map_err(|e| {
             Failure::usage(format!(
@@ -291,6 +366,8 @@ impl OnnxBackend {
             ))
         })?;
         count_model_load();
+        // The rewritten bytes are ONNX Runtime's to copy from, not needed once the session holds the graph.
+        let graph_rewrite = rewritten.map(|r| r.summary());
         let (inputs, outputs) = describe(&session);
         let contract = contract::check(&origin, &inputs, &outputs)?;
         if let Some(Ok(Some(advice))) = advising.map(std::thread::JoinHandle::join) {
@@ -318,6 +395,7 @@ impl OnnxBackend {
             parallel_batches,
             max_tokens: config.max_tokens_for(selection.provider == Provider::Cpu, contract.hidden),
             io_binding: pinned.is_some(),
+            graph_rewrite,
         };
         let output_name = CString::new(contract.output.clone())
             .map_err(|_| Failure::usage(format!("{origin}: the output name has a NUL byte")))?;

@@ -117,6 +117,12 @@ pub fn to_markdown(r: &Report) -> Vec<u8> {
     if let Some(f) = &r.execution.fallback {
         let _ = writeln!(s, "| **fallback** | {f} |");
     }
+    if let Some(g) = &r.execution.graph_rewrite {
+        let _ = writeln!(
+            s,
+            "| graph | rewritten in memory at load: {g} (probe-checked; `--no-graph-rewrite` runs the file as it is) |"
+        );
+    }
     if let Some(e) = &r.error {
         let _ = writeln!(s, "| **error** | {} |", e.replace('\n', " "));
     }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Metrics;
 
 /// Bumped whenever a field is added, removed or changes meaning.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +90,10 @@ pub struct Execution {
     /// Inputs and output bound through page-locked host memory (CUDA only). Added in schema 2; absent in 1.
     #[serde(default)]
     pub io_binding: bool,
+    /// What the in-memory attention-mask rewrite changed; null when the model file ran as it is.
+    /// Added in schema 4; absent (null) before.
+    #[serde(default)]
+    pub graph_rewrite: Option<String>,
     pub threads: u64,
     /// Batches in flight at once, each on threads / parallel_batches threads. Added in schema 3; absent (1) before.
     #[serde(default = "one")]
@@ -230,6 +234,7 @@ pub(crate) mod tests {
                 fallback: None,
                 model_loads: 1,
                 io_binding: false,
+                graph_rewrite: None,
                 threads: 2,
                 parallel_batches: 2,
                 max_tokens: 4096,

@@ -206,28 +206,73 @@ fn auto_picks_what_the_runtime_has_and_reports_it() {
 }
 
 #[test]
-fn a_mask_expanded_in_every_layer_gets_advice_to_simplify_it() {
-    if !runtime_available("a_mask_expanded_in_every_layer_gets_advice_to_simplify_it") {
+fn a_mask_expanded_in_every_layer_is_rewritten_at_load_without_changing_a_probability() {
+    if !runtime_available(
+        "a_mask_expanded_in_every_layer_is_rewritten_at_load_without_changing_a_probability",
+    ) {
         return;
     }
     let dir = tempdir();
     let data = micro_data(dir.path());
     // The micro fixture comes from transformers' exporter path, whose attention adds an expanded mask.
     let model = fixture("esm2_micro_with_head.onnx");
+    let (rewritten, as_is) = (dir.path().join("rewritten"), dir.path().join("as-is"));
+    let stderr_of = |assert: assert_cmd::assert::Assert| {
+        String::from_utf8_lossy(&assert.get_output().stderr).to_string()
+    };
+    let stderr = stderr_of(test_command(&model, &data, &rewritten).assert().success());
+    assert!(
+        stderr.contains(&format!(
+            "note: {}: rewrote the graph in memory (1 per-layer attention mask -> one broadcast key mask, 0 NaN guards removed, nodes 267 -> ",
+            model.display()
+        )),
+        "no rewrite note in:\n{stderr}"
+    );
+    let report = read_json(&rewritten.join("report.json"));
+    assert!(
+        report["execution"]["graph_rewrite"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("1 per-layer attention mask")),
+        "{}",
+        report["execution"]
+    );
+
+    let markdown = std::fs::read_to_string(rewritten.join("report.md")).expect("report.md");
+    assert!(
+        markdown.contains("| graph | rewritten in memory at load: 1 per-layer attention mask"),
+        "{markdown}"
+    );
+
     let command = format!(
         "python scripts/simplify_attention_mask.py {} {}",
         model.display(),
         model.with_extension("simplified.onnx").display()
     );
-    let assert = test_command(&model, &data, dir.path()).assert().success();
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(
+        test_command(&model, &data, &as_is)
+            .arg("--no-graph-rewrite")
+            .assert()
+            .success(),
+    );
     assert!(
         stderr.contains(&format!(
             "note: {}: 1 attention layer adds a [batch, 1, queries, keys] mask",
             model.display()
-        )) && stderr.contains(&command),
+        )) && stderr.contains(&command)
+            && !stderr.contains("rewrote"),
         "no advice in:\n{stderr}"
     );
+    assert!(read_json(&as_is.join("report.json"))["execution"]["graph_rewrite"].is_null());
+    // The same probabilities to the last digit written, row by row.
+    let probabilities = |out: &std::path::Path| -> Vec<String> {
+        read_csv(&out.join("predictions.csv"))
+            .into_iter()
+            .map(|row| row["probability"].clone())
+            .collect()
+    };
+    assert_eq!(probabilities(&rewritten), probabilities(&as_is));
+    assert_eq!(probabilities(&as_is).len(), 12);
+
     let inspect = esmbench()
         .args(["inspect", "--model"])
         .arg(&model)
@@ -238,6 +283,38 @@ fn a_mask_expanded_in_every_layer_gets_advice_to_simplify_it() {
         stdout.contains("advice: 1 attention layer adds") && stdout.contains(&command),
         "{stdout}"
     );
+}
+
+#[test]
+fn a_mask_the_probe_does_not_match_leaves_the_graph_as_it_is() {
+    if !runtime_available("a_mask_the_probe_does_not_match_leaves_the_graph_as_it_is") {
+        return;
+    }
+    let dir = tempdir();
+    let data = micro_data(dir.path());
+    // The fixture's padding value, float32 min, appears once in the file: make it -10000, a mask whose
+    // padded keys the rewrite's key mask would not reproduce exactly.
+    let mut bytes = std::fs::read(fixture("esm2_micro_with_head.onnx")).expect("fixture");
+    let min = f32::MIN.to_le_bytes();
+    let at: Vec<usize> = (0..bytes.len() - 3)
+        .filter(|&i| bytes[i..i + 4] == min)
+        .collect();
+    assert_eq!(at.len(), 1, "float32 min at {at:?}");
+    bytes[at[0]..at[0] + 4].copy_from_slice(&(-1e4f32).to_le_bytes());
+    let model = dir.path().join("soft_mask.onnx");
+    std::fs::write(&model, bytes).expect("write model");
+    let out = dir.path().join("out");
+    let assert = test_command(&model, &data, &out).assert().success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr
+            .contains("esmbench runs the graph as it is because the rewrite's probe failed: mask")
+            && stderr.contains("is -1e4 at row"),
+        "{stderr}"
+    );
+    let report = read_json(&out.join("report.json"));
+    assert!(report["execution"]["graph_rewrite"].is_null());
+    assert_eq!(report["data"]["rows_scored"], 12);
 }
 
 #[test]

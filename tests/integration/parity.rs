@@ -124,6 +124,46 @@ fn embed_tiny_matches_pytorch_embeddings_on_every_dataset() {
 }
 
 #[test]
+fn the_load_time_mask_rewrite_gives_the_files_own_embeddings_bit_for_bit() {
+    let test = "the_load_time_mask_rewrite_gives_the_files_own_embeddings_bit_for_bit";
+    let Some(shared) = shared(test) else { return };
+    if !runtime_available(test) {
+        return;
+    }
+    let dir = tempdir();
+    let data = shared.join("datasets/boughter_914.csv");
+    // Both shared files come from transformers' exporter: per-layer masks with -inf for padding, and
+    // Where(IsNaN) guards after every softmax.
+    for (model, layers) in [("esm2_tiny_seed0", 2), (MODEL_8M, 6)] {
+        let path = shared.join(format!("models/{model}.onnx"));
+        let (rewritten, as_is) = (
+            dir.path().join(format!("{model}.rewritten.npy")),
+            dir.path().join(format!("{model}.as-is.npy")),
+        );
+        let assert = command_on("embed", &path, &data, &rewritten)
+            .assert()
+            .success();
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+        let summary =
+            format!("{layers} per-layer attention masks -> one broadcast key mask, {layers} NaN guards removed");
+        assert!(stderr.contains(&summary), "{model}: {stderr}");
+        command_on("embed", &path, &data, &as_is)
+            .arg("--no-graph-rewrite")
+            .assert()
+            .success();
+        let read = |p: &Path| -> ndarray::Array2<f32> { ndarray_npy::read_npy(p).expect("npy") };
+        let (a, b) = (read(&rewritten), read(&as_is));
+        assert_eq!(a.dim(), (914, b.ncols()));
+        let differing = a
+            .iter()
+            .zip(b.iter())
+            .filter(|(x, y)| x.to_bits() != y.to_bits())
+            .count();
+        assert_eq!(differing, 0, "{model}: {differing} embedding values differ");
+    }
+}
+
+#[test]
 fn shehata_probabilities_do_not_depend_on_the_token_budget() {
     let test = "shehata_probabilities_do_not_depend_on_the_token_budget";
     let Some(shared) = shared(test) else { return };

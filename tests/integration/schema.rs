@@ -89,6 +89,7 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
             "fallback",
             "model_loads",
             "io_binding",
+            "graph_rewrite",
             "threads",
             "parallel_batches",
             "max_tokens",
