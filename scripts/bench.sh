@@ -131,7 +131,7 @@ py scripts/bench_report.py machine --json "$work/machine.json" --esmbench "$esmb
 date="$(date +%Y-%m-%d)"
 echo "bench.sh: $threads threads, label $label" >&2
 
-# One section: settings, weights check, the four contenders (+ start-up on one row), ceiling.
+# One section: settings, weights check, the contenders (+ start-up on one row), ceiling.
 # $1 section name, $2 model, $3 head ('' = metadata), $4 torch source ('' = guess), $5 rows
 run_section() {
   local name="$1" m="$2" h="$3" src="$4" n="$5"
@@ -174,6 +174,11 @@ run_section() {
     --parallel-batches 1 --max-tokens 2048 --data "$dir/data.csv" --out "$dir/esmbench-serial" > "$dir/esmbench-serial.log" 2>&1 \
     || echo "bench.sh: esmbench (serial) failed, see $dir/esmbench-serial.log" >&2
   tail -n 1 "$dir/esmbench-serial.log" >&2
+
+  say "$name: esmbench --no-graph-rewrite (the file's graph as it is, without the load-time mask rewrite)"
+  measure "$dir/esmbench-as-is.measure.json" "${ours[@]}" --no-graph-rewrite --data "$dir/data.csv" --out "$dir/esmbench-as-is" \
+    > "$dir/esmbench-as-is.log" 2>&1 || echo "bench.sh: esmbench (as is) failed, see $dir/esmbench-as-is.log" >&2
+  tail -n 1 "$dir/esmbench-as-is.log" >&2
 
   say "$name: PyTorch eager"
   local -a torch_cmd=("$python" scripts/bench_python.py pytorch --model "$m" ${hargs[@]+"${hargs[@]}"} --torch-source "$src" --threads "$threads")

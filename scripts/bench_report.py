@@ -229,6 +229,7 @@ def _contender(section: Path, name: str) -> dict | None:
 CONTENDERS = [
     ("esmbench", "esmbench (release binary, its defaults)"),
     ("esmbench-serial", "esmbench, one batch at a time, --max-tokens 2048 (as before parallel batches)"),
+    ("esmbench-as-is", "esmbench --no-graph-rewrite (the file's per-layer attention mask, as before the load-time rewrite)"),
     ("pytorch", "PyTorch eager, batch 32, file order"),
     ("ort-file", "onnxruntime Python, batch 32, file order"),
     ("ort-sorted", "onnxruntime Python, length-sorted, token budget"),
