@@ -68,9 +68,14 @@ pub fn fields(message: &[u8]) -> Result<Vec<Field<'_>>, String> {
 
 /// Appends a length-delimited field (a string, bytes or a nested message).
 pub fn put_bytes(buf: &mut Vec<u8>, number: u32, value: &[u8]) {
-    encode_key(number, WireType::LengthDelimited, buf);
-    encode_varint(value.len() as u64, buf);
+    put_header(buf, number, value.len());
     buf.extend_from_slice(value);
+}
+
+/// Appends the key and length of a length-delimited field whose `len` value bytes the caller appends.
+pub fn put_header(buf: &mut Vec<u8>, number: u32, len: usize) {
+    encode_key(number, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
 }
 
 /// Appends a varint field (an integer or an enum).

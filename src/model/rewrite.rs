@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use prost::Message;
 
 use super::graph::{self, tag, AttentionLayer, Node};
-use super::protobuf::{fields, put_bytes, put_varint, Field};
+use super::protobuf::{fields, put_bytes, put_header, put_varint, Field};
 
 /// The new key mask's tensor name; the helper tensors are named under it.
 pub const KEY_MASK: &str = "esmbench_additive_key_mask";
@@ -318,38 +318,40 @@ pub fn plan(bytes: &[u8]) -> Result<Option<Rewrite>, String> {
             }
         }));
     }
-    // Drop what no longer feeds an output, until nothing more goes.
-    loop {
-        let used: HashSet<&str> = outputs
-            .iter()
-            .map(String::as_str)
-            .chain(
-                written
-                    .iter()
-                    .flat_map(|w| w.input.iter().map(String::as_str)),
-            )
-            .collect();
-        let alive: Vec<bool> = written
-            .iter()
-            .map(|w| w.output.iter().any(|o| used.contains(o.as_str())))
-            .collect();
-        if alive.iter().all(|&a| a) {
-            break;
+    // Keep only what feeds an output: walk back from the outputs through the producers.
+    let producer_of: HashMap<&str, usize> = written
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| w.output.iter().map(move |o| (o.as_str(), i)))
+        .collect();
+    let mut alive = vec![false; written.len()];
+    let mut pending: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    while let Some(name) = pending.pop() {
+        if let Some(&i) = producer_of.get(name) {
+            if !alive[i] {
+                alive[i] = true;
+                pending.extend(written[i].input.iter().map(String::as_str));
+            }
         }
-        let mut keep = alive.into_iter();
-        written.retain(|_| keep.next().unwrap_or(true));
     }
-    let read_by_nodes: HashSet<&str> = written
+    let mut keep = alive.into_iter();
+    written.retain(|_| keep.next().unwrap_or(false));
+    // An initializer that is also a graph input stays even if unread: dropping it would make the input
+    // one the caller must feed.
+    let kept_initializers: HashSet<&str> = written
         .iter()
         .flat_map(|w| w.input.iter().map(String::as_str))
         .chain(outputs.iter().map(String::as_str))
+        .chain(inputs.iter().map(String::as_str))
         .collect();
     let produced: HashSet<&str> = written
         .iter()
         .flat_map(|w| w.output.iter().map(String::as_str))
         .collect();
 
-    let mut graph_bytes = Vec::with_capacity(bytes.len());
+    // Everything but the original weights goes into a small buffer; the weights are copied once, straight
+    // into the model's bytes.
+    let mut graph_bytes = Vec::new();
     for field in &model.graph {
         match field.number {
             tag::GRAPH_NODE | tag::GRAPH_INITIALIZER => {}
@@ -367,18 +369,23 @@ pub fn plan(bytes: &[u8]) -> Result<Option<Rewrite>, String> {
     for w in &written {
         put_bytes(&mut graph_bytes, tag::GRAPH_NODE, &w.bytes);
     }
-    for (field, tensor) in &initializers {
-        if read_by_nodes.contains(tensor.name.as_str()) {
-            graph_bytes.extend_from_slice(field.raw);
-        }
-    }
     for (_, tensor) in &new_initializers {
         put_bytes(&mut graph_bytes, tag::GRAPH_INITIALIZER, tensor);
     }
-    let mut model_bytes = Vec::with_capacity(graph_bytes.len() + 4096);
+    let weights: Vec<&[u8]> = initializers
+        .iter()
+        .filter(|(_, tensor)| kept_initializers.contains(tensor.name.as_str()))
+        .map(|(field, _)| field.raw)
+        .collect();
+    let graph_len = graph_bytes.len() + weights.iter().map(|w| w.len()).sum::<usize>();
+    let mut model_bytes = Vec::with_capacity(bytes.len() + graph_bytes.len());
     for field in &model.model {
         if field.number == tag::MODEL_GRAPH {
-            put_bytes(&mut model_bytes, tag::MODEL_GRAPH, &graph_bytes);
+            put_header(&mut model_bytes, tag::MODEL_GRAPH, graph_len);
+            model_bytes.extend_from_slice(&graph_bytes);
+            for w in &weights {
+                model_bytes.extend_from_slice(w);
+            }
         } else {
             model_bytes.extend_from_slice(field.raw);
         }
@@ -640,24 +647,14 @@ mod tests {
         assert_eq!(before, after);
         assert!(!before.is_empty());
         // Initializers kept are byte-identical to the original's.
-        let graph_of = |m: &[u8]| {
-            let f = fields(m).unwrap();
-            f.iter()
-                .find(|f| f.number == tag::MODEL_GRAPH)
-                .unwrap()
-                .value
-                .to_vec()
-        };
-        let (g0, g1) = (graph_of(&original), graph_of(&rewrite.model));
-        let weights = |g: &[u8]| -> Vec<Vec<u8>> {
-            fields(g)
-                .unwrap()
+        let weights = |m: &[u8]| -> Vec<Vec<u8>> {
+            fields_of_graph(m)
                 .iter()
                 .filter(|f| f.number == tag::GRAPH_INITIALIZER)
                 .map(|f| f.raw.to_vec())
                 .collect()
         };
-        let (w0, w1) = (weights(&g0), weights(&g1));
+        let (w0, w1) = (weights(&original), weights(&rewrite.model));
         assert_eq!(
             w1.len(),
             w0.len() + 3,
@@ -699,6 +696,44 @@ mod tests {
             .unwrap();
         assert_eq!(last.input, ["p0", "p1"]);
         assert_eq!(rewrite.masks, ["m0_2", "m1_2"]);
+    }
+
+    #[test]
+    fn initializers_only_the_old_mask_read_go_and_those_listed_as_inputs_stay() {
+        let mut nodes = vec![node("Mul", &["attention_mask", "mask_scale"], &["scaled"])];
+        layer(&mut nodes, 0, &["Cast", "Expand", "Where"]);
+        // The first mask op reads `scaled` instead of the raw input.
+        nodes[1] = node("Cast", &["scaled"], &["m0_0"]);
+        nodes.push(node("Identity", &["p0"], &["last_hidden_state"]));
+        let mut fields = Vec::new();
+        for name in ["mask_scale", "listed"] {
+            let mut tensor = Vec::new();
+            put_bytes(&mut tensor, tag::TENSOR_NAME, name.as_bytes());
+            put_bytes(&mut fields, tag::GRAPH_INITIALIZER, &tensor);
+        }
+        let mut listed = Vec::new();
+        put_bytes(&mut listed, tag::VALUE_INFO_NAME, b"listed");
+        put_bytes(&mut fields, tag::GRAPH_INPUT, &listed);
+        let rewrite = plan(&hand_model_with(&nodes, "last_hidden_state", &fields))
+            .expect("plan")
+            .expect("rewrite");
+        let graph = fields_of_graph(&rewrite.model);
+        let names: Vec<String> = graph
+            .iter()
+            .filter(|f| f.number == tag::GRAPH_INITIALIZER)
+            .map(|f| TensorView::decode(f.value).unwrap().name)
+            .filter(|n| !n.starts_with(KEY_MASK))
+            .collect();
+        assert_eq!(names, ["listed"]);
+    }
+
+    fn fields_of_graph(model: &[u8]) -> Vec<Field<'_>> {
+        let graph = fields(model)
+            .unwrap()
+            .into_iter()
+            .find(|f| f.number == tag::MODEL_GRAPH)
+            .unwrap();
+        fields(graph.value).unwrap()
     }
 
     #[test]
