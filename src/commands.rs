@@ -266,6 +266,7 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
         metadata,
         contract,
         advice,
+        graph_rewrite,
     } = model::onnx::inspect(path)?;
     println!("model: {}", path.display());
     println!("inputs:");
@@ -293,6 +294,9 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
     let contract = contract?;
     if let Some(advice) = &advice {
         println!("advice: {advice}");
+    }
+    if let Some(rewrite) = &graph_rewrite {
+        println!("graph rewrite at load: {rewrite}");
     }
     println!(
         "esmbench will read `{}` ({}): {}",

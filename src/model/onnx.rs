@@ -225,46 +225,60 @@ fn ort_failure(origin: &str, e: impl std::fmt::Display) -> Failure {
     Failure::runtime(format!("{origin}: ONNX Runtime: {e}"))
 }
 
-/// The model rewritten in memory to add one broadcast key mask ([`rewrite`]), once its probe has shown
-/// every original mask equal to the new one; None (with a note saying why, where there was something to
-/// gain) to load the model as it is.
+/// The load-time rewrite of the model ([`rewrite`]), with its probe passed: Ok(None) when there is
+/// nothing to rewrite (or the file is too large to read), Err(why) when the graph has the slow mask but
+/// the rewrite cannot be proven for it.
+fn planned_rewrite(
+    env: &Environment,
+    source: &ModelSource,
+) -> Result<Option<rewrite::Rewrite>, String> {
+    let file_bytes;
+    let bytes: &[u8] = match source {
+        ModelSource::File(path) => {
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX);
+            if size > graph::MAX_READ_BYTES {
+                return Ok(None);
+            }
+            // ONNX Runtime reports an unreadable file itself.
+            let Ok(read) = std::fs::read(path) else {
+                return Ok(None);
+            };
+            file_bytes = read;
+            &file_bytes
+        }
+        ModelSource::Embedded => embedded::DEMO_MODEL,
+    };
+    let Some(rewrite) = rewrite::plan(bytes)? else {
+        return Ok(None);
+    };
+    run_probe(env, &rewrite).map_err(|reason| format!("the rewrite's probe failed: {reason}"))?;
+    Ok(Some(rewrite))
+}
+
+/// [`planned_rewrite`] for a run, with a note saying what was done or why not.
 fn rewrite_in_memory(
     env: &Environment,
     source: &ModelSource,
     origin: &str,
 ) -> Option<rewrite::Rewrite> {
-    let file_bytes;
-    let bytes: &[u8] = match source {
-        ModelSource::File(path) => {
-            if std::fs::metadata(path).ok()?.len() > graph::MAX_READ_BYTES {
-                return None;
-            }
-            file_bytes = std::fs::read(path).ok()?;
-            &file_bytes
+    match planned_rewrite(env, source) {
+        Ok(Some(rewrite)) => {
+            eprintln!(
+                "note: {origin}: rewrote the graph in memory ({}); every original mask equals the new one on the probe batches. \
+                 --no-graph-rewrite runs the file as it is",
+                rewrite.summary()
+            );
+            Some(rewrite)
         }
-        ModelSource::Embedded => embedded::DEMO_MODEL,
-    };
-    let refused = |reason: String| {
-        eprintln!(
-            "note: {origin}: its attention layers add a mask expanded for each layer (transformers' exporter), which is slow on CPU; \
-             esmbench runs the graph as it is because {reason}"
-        );
-        None
-    };
-    let rewrite = match rewrite::plan(bytes) {
-        Ok(Some(rewrite)) => rewrite,
-        Ok(None) => return None,
-        Err(reason) => return refused(reason),
-    };
-    if let Err(reason) = run_probe(env, &rewrite) {
-        return refused(format!("the rewrite's probe failed: {reason}"));
+        Ok(None) => None,
+        Err(reason) => {
+            eprintln!(
+                "note: {origin}: its attention layers add a mask expanded for each layer (transformers' exporter), which is slow on CPU; \
+                 esmbench runs the graph as it is because {reason}"
+            );
+            None
+        }
     }
-    eprintln!(
-        "note: {origin}: rewrote the graph in memory ({}); every original mask equals the new one on the probe batches. \
-         --no-graph-rewrite runs the file as it is",
-        rewrite.summary()
-    );
-    Some(rewrite)
 }
 
 /// Runs the rewrite's probe model on CPU over [`rewrite::probe_batches`] and checks every output.
@@ -468,6 +482,9 @@ pub struct Description {
     pub contract: Result<Contract, Failure>,
     /// A known slow pattern in the graph and its fix ([`graph::advice`]).
     pub advice: Option<String>,
+    /// What `esmbench test` would do to the graph at load: the rewrite it would run, or why it would
+    /// run the file as it is; None when there is nothing to rewrite.
+    pub graph_rewrite: Option<String>,
 }
 
 /// `esmbench inspect`: loads the model on CPU and describes it (no data is read).
@@ -499,5 +516,13 @@ pub fn inspect(path: &Path) -> Result<Description> {
         metadata,
         contract,
         advice: graph::advice(path),
+        graph_rewrite: match planned_rewrite(env, &ModelSource::File(path.to_path_buf())) {
+            Ok(Some(rewrite)) => Some(format!(
+                "{}; the probe found every original mask equal to the new one",
+                rewrite.summary()
+            )),
+            Ok(None) => None,
+            Err(reason) => Some(format!("none, the file runs as it is because {reason}")),
+        },
     })
 }

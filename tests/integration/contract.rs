@@ -283,6 +283,12 @@ fn a_mask_expanded_in_every_layer_is_rewritten_at_load_without_changing_a_probab
         stdout.contains("advice: 1 attention layer adds") && stdout.contains(&command),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(
+            "graph rewrite at load: 1 per-layer attention mask -> one broadcast key mask"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -315,6 +321,16 @@ fn a_mask_the_probe_does_not_match_leaves_the_graph_as_it_is() {
     let report = read_json(&out.join("report.json"));
     assert!(report["execution"]["graph_rewrite"].is_null());
     assert_eq!(report["data"]["rows_scored"], 12);
+    let inspect = esmbench()
+        .args(["inspect", "--model"])
+        .arg(&model)
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&inspect.get_output().stdout).to_string();
+    assert!(
+        stdout.contains("graph rewrite at load: none, the file runs as it is because the rewrite's probe failed: mask"),
+        "{stdout}"
+    );
 }
 
 #[test]
