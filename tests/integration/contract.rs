@@ -273,12 +273,7 @@ fn a_mask_expanded_in_every_layer_is_rewritten_at_load_without_changing_a_probab
     assert_eq!(probabilities(&rewritten), probabilities(&as_is));
     assert_eq!(probabilities(&as_is).len(), 12);
 
-    let inspect = esmbench()
-        .args(["inspect", "--model"])
-        .arg(&model)
-        .assert()
-        .success();
-    let stdout = String::from_utf8_lossy(&inspect.get_output().stdout).to_string();
+    let stdout = inspect_text(&model);
     assert!(
         stdout.contains("advice: 1 attention layer adds") && stdout.contains(&command),
         "{stdout}"
@@ -321,12 +316,7 @@ fn a_mask_the_probe_does_not_match_leaves_the_graph_as_it_is() {
     let report = read_json(&out.join("report.json"));
     assert!(report["execution"]["graph_rewrite"].is_null());
     assert_eq!(report["data"]["rows_scored"], 12);
-    let inspect = esmbench()
-        .args(["inspect", "--model"])
-        .arg(&model)
-        .assert()
-        .success();
-    let stdout = String::from_utf8_lossy(&inspect.get_output().stdout).to_string();
+    let stdout = inspect_text(&model);
     assert!(
         stdout.contains("graph rewrite at load: none, the file runs as it is because the rewrite's probe failed: mask"),
         "{stdout}"
@@ -338,12 +328,7 @@ fn inspect_describes_inputs_outputs_metadata_and_the_plan() {
     if !runtime_available("inspect_describes_inputs_outputs_metadata_and_the_plan") {
         return;
     }
-    let assert = esmbench()
-        .args(["inspect", "--model"])
-        .arg(fixture("esm2_micro_with_head.onnx"))
-        .assert()
-        .success();
-    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    let stdout = inspect_text(&fixture("esm2_micro_with_head.onnx"));
     for expected in [
         "input_ids int64 [?, ?]",
         "last_hidden_state float32 [?, ?, 8]",

@@ -180,3 +180,13 @@ pub fn embed(model: &Path, data: &Path, out: &Path) -> ndarray::Array2<f32> {
 pub fn score_probabilities(model: &Path, data: &Path, out: &Path) -> Vec<f64> {
     column_f64(&score(model, data, out), "probability")
 }
+
+/// `esmbench inspect --model M` must succeed; returns what it printed.
+pub fn inspect_text(model: &Path) -> String {
+    let assert = esmbench()
+        .args(["inspect", "--model"])
+        .arg(model)
+        .assert()
+        .success();
+    String::from_utf8_lossy(&assert.get_output().stdout).into_owned()
+}
