@@ -667,6 +667,26 @@ mod tests {
     }
 
     #[test]
+    fn a_truncated_or_corrupted_model_is_an_error_or_left_alone_never_a_panic() {
+        let original = fixture("esm2_micro_with_head.onnx");
+        let mut outcomes = [0usize; 3];
+        for cut in (0..original.len()).step_by(97) {
+            match plan(&original[..cut]) {
+                Ok(Some(_)) => outcomes[0] += 1,
+                Ok(None) => outcomes[1] += 1,
+                Err(_) => outcomes[2] += 1,
+            }
+        }
+        let mut flipped = original.clone();
+        for at in (0..flipped.len()).step_by(131) {
+            flipped[at] ^= 0x5a;
+            let _ = plan(&flipped);
+        }
+        // Most prefixes end inside a field, and the reader says so.
+        assert!(outcomes[2] > outcomes[0] + outcomes[1], "{outcomes:?}");
+    }
+
+    #[test]
     fn nan_guards_are_bypassed_and_removed() {
         let mut nodes = Vec::new();
         for k in 0..2 {
