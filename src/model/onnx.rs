@@ -320,11 +320,6 @@ impl OnnxBackend {
             _ => None,
         };
         let (env, _) = runtime::environment()?;
-        let rewritten = if config.graph_rewrite {
-            rewrite_in_memory(env, &config.model, &origin)
-        } else {
-            None
-        };
         let builder = Session::builder(env)
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .and_then(|b| {
@@ -369,6 +364,12 @@ impl OnnxBackend {
             .expect("builder present")
             .with_intra_threads(intra_threads)
             .map_err(|e| ort_failure(&origin, e))?;
+        // After the provider checks, so a run refused for its device says nothing about its graph.
+        let rewritten = if config.graph_rewrite {
+            rewrite_in_memory(env, &config.model, &origin)
+        } else {
+            None
+        };
         let session = match (&rewritten, &config.model) {
             (Some(rewrite), _) => builder.commit_from_memory(&rewrite.model),
             (None, ModelSource::File(path)) => builder.commit_from_file(path),
