@@ -264,7 +264,7 @@ fn rewrite_in_memory(
     match planned_rewrite(env, source) {
         Ok(Some(rewrite)) => {
             eprintln!(
-                "note: {origin}: rewrote the graph in memory ({}); every original mask equals the new one on the probe batches. \
+                "note: {origin}: rewrote the graph in memory ({}); every original mask matches the new one on the probe batches. \
                  --no-graph-rewrite runs the file as it is",
                 rewrite.summary()
             );
@@ -519,7 +519,7 @@ pub fn inspect(path: &Path) -> Result<Description> {
         advice: graph::advice(path),
         graph_rewrite: match planned_rewrite(env, &ModelSource::File(path.to_path_buf())) {
             Ok(Some(rewrite)) => Some(format!(
-                "{}; the probe found every original mask equal to the new one",
+                "{}; the probe found every original mask matching the new one",
                 rewrite.summary()
             )),
             Ok(None) => None,

@@ -8,7 +8,8 @@
 //! The edit works on protobuf fields, so the weights and every field it does not touch are copied byte
 //! for byte. Before the rewritten graph is used, a probe model (the original mask nodes and the new
 //! ones, no weights on the scores' path) is run on padded batches and every layer's original mask must
-//! equal the new one exactly ([`check_probe_output`]); otherwise the file runs as it is.
+//! match the new one: exactly 0 at attended keys, float32 min or -inf at padded ones
+//! ([`check_probe_output`]); otherwise the file runs as it is.
 
 use std::collections::{HashMap, HashSet};
 
@@ -286,19 +287,21 @@ pub fn plan(bytes: &[u8]) -> Result<Option<Rewrite>, String> {
         return Err(format!("the graph already has a tensor named {KEY_MASK}*"));
     }
 
-    // Where(IsNaN(p), 0, p) -> p.
+    // Where(IsNaN(p), 0, p) -> p, for p a softmax output only: a softmax row with an attended key has
+    // no NaN, so there the guard passes p through unchanged.
     let producers = graph::producers(&model.nodes);
+    let op_of = |name: &str| producers.get(name).map(|&i| &model.nodes[i].view);
     let mut guards: HashMap<String, String> = HashMap::new();
     for n in &model.nodes {
         let v = &n.view;
         if v.op_type != "Where" || v.input.len() != 3 || v.output.len() != 1 {
             continue;
         }
-        let condition = producers
-            .get(v.input[0].as_str())
-            .map(|&i| &model.nodes[i].view);
-        if condition.is_some_and(|c| c.op_type == "IsNaN" && c.input.first() == Some(&v.input[2])) {
-            guards.insert(v.output[0].clone(), v.input[2].clone());
+        let guarded = &v.input[2];
+        let is_nan_of_guarded = op_of(&v.input[0])
+            .is_some_and(|c| c.op_type == "IsNaN" && c.input.first() == Some(guarded));
+        if is_nan_of_guarded && op_of(guarded).is_some_and(|p| p.op_type == "Softmax") {
+            guards.insert(v.output[0].clone(), guarded.clone());
         }
     }
     if let Some(out) = outputs.iter().find(|o| guards.contains_key(*o)) {
@@ -716,6 +719,23 @@ mod tests {
             .unwrap();
         assert_eq!(last.input, ["p0", "p1"]);
         assert_eq!(rewrite.masks, ["m0_2", "m1_2"]);
+
+        // The same guard on a tensor that is not a softmax output stays.
+        let mut other = nodes.clone();
+        other.pop();
+        other.push(node("IsNaN", &["s0"], &["nan_s"]));
+        other.push(node("Where", &["nan_s", "zero", "s0"], &["g_s"]));
+        other.push(node("Sum", &["g0", "g1", "g_s"], &["last_hidden_state"]));
+        let rewrite = plan(&hand_model(&other, "last_hidden_state"))
+            .expect("plan")
+            .expect("rewrite");
+        assert_eq!(rewrite.guards, 2);
+        let after = views(&rewrite.model);
+        let last = after
+            .iter()
+            .find(|n| n.output == ["last_hidden_state"])
+            .unwrap();
+        assert_eq!(last.input, ["p0", "p1", "g_s"]);
     }
 
     #[test]
