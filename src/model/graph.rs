@@ -198,14 +198,24 @@ pub fn expanded_masks(bytes: &[u8]) -> Option<usize> {
     )
 }
 
-/// Advice for the model file at `path`, for runs that do not rewrite it at load (`esmbench inspect`,
-/// `--no-graph-rewrite`); None when it has no known slow pattern, cannot be read, or is too large to scan
-/// (ONNX Runtime reports unreadable files itself).
-pub fn advice(path: &Path) -> Option<String> {
+/// The model file's bytes, when it can be read and is at most [`MAX_READ_BYTES`]; None otherwise (ONNX
+/// Runtime reports unreadable files itself).
+pub fn read_small(path: &Path) -> Option<Vec<u8>> {
     if std::fs::metadata(path).ok()?.len() > MAX_READ_BYTES {
         return None;
     }
-    let layers = expanded_masks(&std::fs::read(path).ok()?)?;
+    std::fs::read(path).ok()
+}
+
+/// Advice for the model file at `path`, for runs that do not rewrite it at load (`esmbench inspect`,
+/// `--no-graph-rewrite`); None when it has no known slow pattern, cannot be read, or is too large to scan.
+pub fn advice(path: &Path) -> Option<String> {
+    advice_for(path, &read_small(path)?)
+}
+
+/// [`advice`] for the model at `path` whose bytes are already read.
+pub fn advice_for(path: &Path, bytes: &[u8]) -> Option<String> {
+    let layers = expanded_masks(bytes)?;
     (layers > 0).then(|| {
         format!(
             "{layers} attention {} a [batch, 1, queries, keys] mask expanded for each layer (transformers' exporter). \

@@ -1,5 +1,6 @@
 //! The ONNX Runtime backend: the session is built once, with the provider and thread settings, then reused.
 
+use std::borrow::Cow;
 use std::ffi::{CStr, CString};
 use std::path::Path;
 use std::ptr::{self, NonNull};
@@ -225,29 +226,10 @@ fn ort_failure(origin: &str, e: impl std::fmt::Display) -> Failure {
     Failure::runtime(format!("{origin}: ONNX Runtime: {e}"))
 }
 
-/// The load-time rewrite of the model ([`rewrite`]), with its probe passed: Ok(None) when there is
-/// nothing to rewrite (or the file is too large to read), Err(why) when the graph has the slow mask but
-/// the rewrite cannot be proven for it.
-fn planned_rewrite(
-    env: &Environment,
-    source: &ModelSource,
-) -> Result<Option<rewrite::Rewrite>, String> {
-    let file_bytes;
-    let bytes: &[u8] = match source {
-        ModelSource::File(path) => {
-            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX);
-            if size > graph::MAX_READ_BYTES {
-                return Ok(None);
-            }
-            // ONNX Runtime reports an unreadable file itself.
-            let Ok(read) = std::fs::read(path) else {
-                return Ok(None);
-            };
-            file_bytes = read;
-            &file_bytes
-        }
-        ModelSource::Embedded => embedded::DEMO_MODEL,
-    };
+/// The load-time rewrite of the serialized model ([`rewrite`]), with its probe passed: Ok(None) when
+/// there is nothing to rewrite, Err(why) when the graph has the slow mask but the rewrite cannot be
+/// proven for it.
+fn planned_rewrite(env: &Environment, bytes: &[u8]) -> Result<Option<rewrite::Rewrite>, String> {
     let Some(rewrite) = rewrite::plan(bytes)? else {
         return Ok(None);
     };
@@ -255,13 +237,18 @@ fn planned_rewrite(
     Ok(Some(rewrite))
 }
 
-/// [`planned_rewrite`] for a run, with a note saying what was done or why not.
+/// [`planned_rewrite`] for a run, with a note saying what was done or why not; None also when the file
+/// is too large to read ([`graph::read_small`]).
 fn rewrite_in_memory(
     env: &Environment,
     source: &ModelSource,
     origin: &str,
 ) -> Option<rewrite::Rewrite> {
-    match planned_rewrite(env, source) {
+    let bytes: Cow<'_, [u8]> = match source {
+        ModelSource::File(path) => Cow::Owned(graph::read_small(path)?),
+        ModelSource::Embedded => Cow::Borrowed(embedded::DEMO_MODEL),
+    };
+    match planned_rewrite(env, &bytes) {
         Ok(Some(rewrite)) => {
             eprintln!(
                 "note: {origin}: rewrote the graph in memory ({}); every original mask matches the new one on the probe batches. \
@@ -511,19 +498,23 @@ pub fn inspect(path: &Path) -> Result<Description> {
         }
     }
     let contract = contract::check(&origin, &inputs, &outputs);
+    // One read for the advice and the rewrite plan.
+    let bytes = graph::read_small(path);
     Ok(Description {
         inputs,
         outputs,
         metadata,
         contract,
-        advice: graph::advice(path),
-        graph_rewrite: match planned_rewrite(env, &ModelSource::File(path.to_path_buf())) {
-            Ok(Some(rewrite)) => Some(format!(
-                "{}; the probe found every original mask matching the new one",
-                rewrite.summary()
-            )),
-            Ok(None) => None,
-            Err(reason) => Some(format!("none, the file runs as it is because {reason}")),
-        },
+        advice: bytes.as_deref().and_then(|b| graph::advice_for(path, b)),
+        graph_rewrite: bytes
+            .as_deref()
+            .and_then(|b| match planned_rewrite(env, b) {
+                Ok(Some(rewrite)) => Some(format!(
+                    "{}; the probe found every original mask matching the new one",
+                    rewrite.summary()
+                )),
+                Ok(None) => None,
+                Err(reason) => Some(format!("none, the file runs as it is because {reason}")),
+            }),
     })
 }
