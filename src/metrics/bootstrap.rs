@@ -7,14 +7,15 @@
 //! with scikit-learn, and the tests require equality to 1e-9.
 //!
 //! A resample is held as a count per row, the rows sorted by score once, so every resample is one linear pass
-//! instead of a sort. Resamples are split across threads; each starts its stretch of the one SplitMix64 stream
+//! instead of a sort; that pass sums the ROC area in integers and folds average precision in as it goes, with no
+//! list of curve points. Resamples are split across threads; each starts its stretch of the one SplitMix64 stream
 //! by skipping ahead, so the intervals are the same on any number of threads.
 
 use serde::{Deserialize, Serialize};
 use strength_reduce::StrengthReducedU64;
 
+use super::predict;
 use super::rng::SplitMix64;
-use super::{ap_area, predict, roc_area};
 
 pub const DEFAULT_RESAMPLES: usize = 1000;
 /// Fixed, so the same predictions always give the same interval; recorded in the report.
@@ -141,7 +142,6 @@ impl Resampling {
         let mut rng = SplitMix64::new(self.seed);
         rng.skip((range.start as u64).wrapping_mul(n as u64));
         let mut counts = vec![0u32; n];
-        let mut points: Vec<(f64, f64)> = Vec::with_capacity(n);
         let mut values = Values::default();
         for _ in range {
             counts.fill(0);
@@ -149,46 +149,77 @@ impl Resampling {
                 let row = (rng.next_u64() % self.modulus) as usize;
                 counts[self.rank[row] as usize] += 1;
             }
-            // One pass in score order gives the confusion counts and the ROC/PR points. A run of tied scores
-            // none of whose rows was drawn is not in the resample at all, so it adds no point.
-            points.clear();
-            let (mut tp, mut fp, mut fn_, mut tn) = (0u64, 0u64, 0u64, 0u64);
-            let mut run_weight = 0u32;
-            for (row, &w) in self.rows.iter().zip(&counts) {
-                let w64 = u64::from(w);
-                match (row.positive, row.predicted) {
-                    (true, true) => tp += w64,
-                    (true, false) => fn_ += w64,
-                    (false, true) => fp += w64,
-                    (false, false) => tn += w64,
-                }
-                run_weight += w;
-                if row.last_of_tie {
-                    if run_weight > 0 {
-                        points.push(((fp + tn) as f64, (tp + fn_) as f64));
-                    }
-                    run_weight = 0;
-                }
-            }
+            let sweep = self.sweep(&counts);
+            let (tp, fp) = (sweep.true_positives, sweep.false_positives);
+            let (p, neg) = (sweep.positives, sweep.negatives);
+            let (fn_, tn) = (p - tp, neg - fp);
             values.accuracy.push((tp + tn) as f64 / n as f64);
             if 2 * tp + fp + fn_ > 0 {
                 values.f1.push(2.0 * tp as f64 / (2 * tp + fp + fn_) as f64);
             }
-            let (p, neg) = (tp + fn_, tn + fp);
             if p == 0 {
                 continue;
             }
             values
                 .pr_auc
-                .push(ap_area(points.iter().copied(), p as f64));
+                .push(sweep.precision_weighted_recall / p as f64);
             if neg > 0 {
+                // Twice the trapezoid area in units of one negative by one positive: exact in integers.
                 values
                     .roc_auc
-                    .push(roc_area(points.iter().copied(), p as f64, neg as f64));
+                    .push(sweep.twice_roc_area as f64 / (2 * p * neg) as f64);
             }
         }
         values
     }
+
+    /// One pass over the rows in score order, each weighted by its count in the resample.
+    ///
+    /// The ROC and PR points sit where a run of tied scores ends. A run none of whose rows was drawn moves neither
+    /// count, so it adds nothing to either area, and every run end can be visited without a branch on its weight.
+    fn sweep(&self, counts: &[u32]) -> Sweep {
+        let (mut positives, mut negatives, mut tp, mut fp) = (0u64, 0u64, 0u64, 0u64);
+        let (mut prev_positives, mut prev_negatives) = (0u64, 0u64);
+        let (mut twice_roc_area, mut precision_weighted_recall) = (0u64, 0f64);
+        for (row, &count) in self.rows.iter().zip(counts) {
+            let w = u64::from(count);
+            let positive = u64::from(row.positive);
+            let predicted = u64::from(row.predicted);
+            positives += w * positive;
+            negatives += w * (1 - positive);
+            tp += w * positive * predicted;
+            fp += w * (1 - positive) * predicted;
+            if row.last_of_tie {
+                twice_roc_area += (negatives - prev_negatives) * (positives + prev_positives);
+                // Average precision: recall's step times the precision at this threshold. A step of zero adds
+                // zero; max(.., 1) only keeps 0/0 out before the first drawn row.
+                precision_weighted_recall += (positives - prev_positives) as f64
+                    * (positives as f64 / (positives + negatives).max(1) as f64);
+                prev_positives = positives;
+                prev_negatives = negatives;
+            }
+        }
+        Sweep {
+            positives,
+            negatives,
+            true_positives: tp,
+            false_positives: fp,
+            twice_roc_area,
+            precision_weighted_recall,
+        }
+    }
+}
+
+/// One resample's totals from [`Resampling::sweep`]; the areas are left undivided by the class totals.
+struct Sweep {
+    positives: u64,
+    negatives: u64,
+    true_positives: u64,
+    false_positives: u64,
+    /// Sum over points of (negatives_k - negatives_{k-1}) * (positives_k + positives_{k-1}).
+    twice_roc_area: u64,
+    /// Sum over points of (positives_k - positives_{k-1}) * precision_k.
+    precision_weighted_recall: f64,
 }
 
 /// Bootstrap intervals, or why there are none.
@@ -283,14 +314,16 @@ mod tests {
         let resamples = 5;
         let fast = intervals(&y, &p, 0.5, resamples, 11).unwrap();
         let mut rng = SplitMix64::new(11);
-        let (mut acc, mut roc, mut ap) = (vec![], vec![], vec![]);
+        let (mut acc, mut roc, mut ap, mut f1) = (vec![], vec![], vec![], vec![]);
         for _ in 0..resamples {
             let idx: Vec<usize> = (0..y.len())
                 .map(|_| rng.below(y.len() as u64) as usize)
                 .collect();
             let yb: Vec<u8> = idx.iter().map(|&i| y[i]).collect();
             let pb: Vec<f64> = idx.iter().map(|&i| p[i]).collect();
-            acc.push(compute(&yb, &pb, 0.5).accuracy.unwrap());
+            let plain = compute(&yb, &pb, 0.5);
+            acc.push(plain.accuracy.unwrap());
+            f1.push(plain.f1.unwrap());
             roc.push(roc_auc(&yb, &pb).unwrap());
             ap.push(average_precision(&yb, &pb).unwrap());
         }
@@ -298,6 +331,7 @@ mod tests {
             (acc, &fast.accuracy),
             (roc, &fast.roc_auc),
             (ap, &fast.pr_auc),
+            (f1, &fast.f1),
         ] {
             let want = interval(values);
             assert!((want.low.unwrap() - got.low.unwrap()).abs() < 1e-12);
