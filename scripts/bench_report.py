@@ -8,7 +8,8 @@ This file owns:
 * ``machine --json F``  CPU model, logical and physical cores, AVX2/AVX-512/AMX flags, RAM, OS,
   load average, the default thread count (physical cores this process may use), tool versions;
 * ``report --work DIR``  reads what bench.sh left in its work folder and writes the dated
-  Markdown results file (and the same numbers as JSON next to it).
+  Markdown results file (and the same numbers as JSON next to it), ending with each target of the
+  throughput issue, the figure this run measured for it and whether it is met.
 
 Definitions used in the results file:
 
@@ -331,6 +332,101 @@ def _section_markdown(title: str, s: dict) -> list[str]:
     return lines
 
 
+def _verdict(met: bool | None) -> str:
+    return "-" if met is None else ("met" if met else "**not met**")
+
+
+def _rss_growth_mib(x: dict, section: Path) -> float | None:
+    """RSS from the sample nearest a quarter of the rows to the last sample: what a leak would show."""
+    timeline = ((_load(section / "esmbench" / "report.json") or {}).get("performance") or {}).get("timeline") or []
+    rows = (x or {}).get("rows") or 0
+    if len(timeline) < 3 or not rows:
+        return None
+    quarter = min(timeline[1:], key=lambda t: abs(t["rows_done"] - rows / 4))
+    return (timeline[-1]["rss_bytes"] - quarter["rss_bytes"]) / 2**20
+
+
+def targets(work: Path, main: dict | None, tiny: dict | None, variants: list, linearity: list) -> list[dict]:
+    """Each target of the throughput issue with the figure this run measured for it (None: not measured)."""
+    out = []
+
+    def add(target: str, measured: str, met: bool | None) -> None:
+        out.append({"target": target, "measured": measured, "met": met})
+
+    c = (main or {}).get("contenders", {})
+    ours, torch_eager = c.get("esmbench") or {}, c.get("pytorch") or {}
+    if ours.get("seq_per_s") and torch_eager.get("seq_per_s"):
+        ratio = ours["seq_per_s"] / torch_eager["seq_per_s"]
+        drift = ((main or {}).get("parity", {}).get("pytorch") or {}).get("max_abs_diff")
+        ceiling = ((main or {}).get("ceiling") or {}).get("ceiling_seq_per_s")
+        add("fp32: at least 1.35x PyTorch eager end to end, probabilities within 1e-4",
+            (f"{ratio:.2f}x, max |Δp| {drift:.1e}" if drift is not None else f"{ratio:.2f}x, |Δp| not compared")
+            + (f"; {100 * ours['seq_per_s'] / ceiling:.0f}% of the sgemm ceiling" if ceiling else ""),
+            ratio >= 1.35 and drift is not None and drift <= 1e-4)
+    if ours.get("inference_fraction") is not None:
+        add("main model: at least 97% of wall time inside the model", f"{100 * ours['inference_fraction']:.1f}%",
+            ours["inference_fraction"] >= 0.97)
+    if ours.get("startup_seconds") is not None:
+        add("start-up (one row, process start to prediction) under 1 s", f"{ours['startup_seconds']:.2f} s",
+            ours["startup_seconds"] < 1.0)
+    model_path = Path((main or {}).get("settings", {}).get("model_path", ""))
+    if ours.get("peak_rss_bytes") and model_path.is_file():
+        limit = 2 * model_path.stat().st_size + 150e6
+        growth = _rss_growth_mib(ours, work / "main")
+        add("peak RSS under twice the model file plus 150 MB, flat over the run",
+            f"{_mib(ours['peak_rss_bytes'])} against {limit / 2**20:,.0f} MiB"
+            + (f"; {growth:+.1f} MiB from a quarter of the rows to the end" if growth is not None else ""),
+            ours["peak_rss_bytes"] <= limit)
+    t = (tiny or {}).get("contenders", {})
+    tiny_ours, loop = t.get("esmbench") or {}, t.get("ort-file") or {}
+    if tiny_ours.get("seq_per_s") and loop.get("seq_per_s"):
+        ratio = tiny_ours["seq_per_s"] / loop["seq_per_s"]
+        outside = None
+        if tiny_ours.get("outside_model_ms_per_1k_rows") and loop.get("outside_model_ms_per_1k_rows"):
+            outside = loop["outside_model_ms_per_1k_rows"] / tiny_ours["outside_model_ms_per_1k_rows"]
+        growth = _rss_growth_mib(tiny_ours, work / "tiny")
+        add("tiny model, all rows: at least 5x the onnxruntime Python loop (file order) end to end",
+            f"{ratio:.2f}x end to end"
+            + (f"; outside the model {outside:.1f}x leaner" if outside is not None else "")
+            + (f"; RSS {growth:+.1f} MiB from a quarter of the rows to the end" if growth is not None else ""),
+            ratio >= 5.0)
+    if len(linearity) >= 2:
+        e2e = [x["seq_per_s"] for _, x in linearity if x.get("seq_per_s")]
+        loops = [x["loop_seq_per_s"] for _, x in linearity if x.get("loop_seq_per_s")]
+        if e2e:
+            spread = max(e2e) / min(e2e) - 1
+            loop_spread = max(loops) / min(loops) - 1 if loops else None
+            sizes = "/".join(f"{r:,}" for r, _ in linearity)
+            add(f"seq/s at {sizes} rows within 5% of each other",
+                f"end to end {100 * spread:.0f}% apart"
+                + (f"; loop {100 * loop_spread:.0f}% apart" if loop_spread is not None else ""),
+                spread <= 0.05)
+    quantized = [(n, x, p) for n, x, p, _ in variants if n.startswith("int8") and x and p]
+    if quantized and torch_eager.get("seq_per_s"):
+        ok = [(n, x, p) for n, x, p in quantized
+              if p.get("mean_abs_diff") is not None and p["mean_abs_diff"] <= 0.01 and p.get("label_agreement", 0) >= 0.99]
+        pool = ok or quantized
+        n, x, p = max(pool, key=lambda v: v[1]["seq_per_s"])
+        ratio = x["seq_per_s"] / torch_eager["seq_per_s"]
+        add("int8: at least 2x PyTorch eager, mean |Δp| at most 0.01, labels agree on at least 99%",
+            f"{n}: {ratio:.2f}x, mean |Δp| {p['mean_abs_diff']:.4f}, labels {100 * p['label_agreement']:.2f}%",
+            bool(ok) and ratio >= 2.0)
+    return out
+
+
+def _targets_markdown(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## Targets", "",
+             "The throughput issue's targets against this run (each a ratio within this run; GPU: scripts/bench_gpu.sh).", "",
+             "| target | measured | verdict |", "|---|---|---|"]
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines += [f"| {cell(r['target'])} | {cell(r['measured'])} | {_verdict(r['met'])} |" for r in rows]
+    return lines + [""]
+
+
 def cmd_report(args) -> int:
     work = Path(args.work)
     machine = _load(work / "machine.json") or {}
@@ -413,13 +509,17 @@ def cmd_report(args) -> int:
             lines += ["", f"Each run also pays a fixed start-up (runtime library, model load, reports): {startup:.2f} s on one row, "
                       "which is what separates the end-to-end seq/s of a small run from a large one."]
         lines.append("")
+    checked = targets(work, main, tiny, variants, linearity)
+    if not settings.get("quick"):
+        lines += _targets_markdown(checked)
     lines += ["## Definitions", "", __doc__.split("Definitions used in the results file:")[1].strip(), ""]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines), encoding="utf-8")
     _dump(out.with_suffix(".json"), {"settings": settings, "machine": machine, "main": main, "tiny": tiny,
                                      "variants": [{"variant": n, "esmbench": x, "vs_fp32": p} for n, x, p, _ in variants],
-                                     "linearity": [{"rows": r, "esmbench": x} for r, x in linearity]})
+                                     "linearity": [{"rows": r, "esmbench": x} for r, x in linearity],
+                                     "targets": checked})
     print(out.read_text(encoding="utf-8"))
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
