@@ -414,16 +414,18 @@ def targets(work: Path, main: dict | None, tiny: dict | None, variants: list, li
     return out
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: its own pipes (as in |Δp|) escaped."""
+    return text.replace("|", "\\|")
+
+
 def _targets_markdown(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     lines = ["## Targets", "",
              "The throughput issue's targets against this run (each a ratio within this run; GPU: scripts/bench_gpu.sh).", "",
              "| target | measured | verdict |", "|---|---|---|"]
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
-
-    lines += [f"| {cell(r['target'])} | {cell(r['measured'])} | {_verdict(r['met'])} |" for r in rows]
+    lines += [f"| {_cell(r['target'])} | {_cell(r['measured'])} | {_verdict(r['met'])} |" for r in rows]
     return lines + [""]
 
 

@@ -133,7 +133,7 @@ pub(crate) fn sweep(labels: &[u8], scores: &[f64]) -> Vec<(f64, f64)> {
 }
 
 /// Trapezoidal area under (fps/n, tps/p) from the sweep's points; tied scores form one step (a diagonal).
-pub(crate) fn roc_area(points: impl IntoIterator<Item = (f64, f64)>, p: f64, n: f64) -> f64 {
+fn roc_area(points: impl IntoIterator<Item = (f64, f64)>, p: f64, n: f64) -> f64 {
     let (mut area, mut prev_fpr, mut prev_tpr) = (0.0, 0.0, 0.0);
     for (fps, tps) in points {
         let (fpr, tpr) = (fps / n, tps / p);
@@ -145,7 +145,7 @@ pub(crate) fn roc_area(points: impl IntoIterator<Item = (f64, f64)>, p: f64, n: 
 }
 
 /// Sum over the sweep's points of (R_k - R_{k-1}) * P_k.
-pub(crate) fn ap_area(points: impl IntoIterator<Item = (f64, f64)>, p: f64) -> f64 {
+fn ap_area(points: impl IntoIterator<Item = (f64, f64)>, p: f64) -> f64 {
     let (mut ap, mut prev_recall) = (0.0, 0.0);
     for (fps, tps) in points {
         let recall = tps / p;
