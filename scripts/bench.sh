@@ -11,7 +11,8 @@
 # Harvey-like nanobodies: esmbench, PyTorch eager (batch 32, file order), onnxruntime Python (batch 32 in
 # file order; length-sorted under the token budget), start-up on one row, the fp32 matmul ceiling, and
 # esmbench on fp32 / --optimize / --quantize int8 / int8-vnni re-exports; (2) the tiny model on --tiny-rows (default 141,021,
-# Harvey's size): the same contenders; (3) esmbench linearity on the tiny model at --linearity sizes.
+# Harvey's size): the same contenders; (3) esmbench linearity on the tiny model at --linearity sizes, and
+# on the main model at --linearity-main sizes when given (141,021 rows of ESM-2 8M take about 25 minutes on 2 cores).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -28,6 +29,8 @@ usage: scripts/bench.sh [options]
   --tiny-head H.json     (default: next to it, else metadata)   --tiny-torch-source S
   --tiny-rows N          (default 141021)
   --linearity "N N"      extra esmbench-only sizes on the tiny model (default "1000 10000")
+  --linearity-main "N N" esmbench-only sizes on the main model (default none; "1000 10000 141021"
+                         measures the issue's sizes where the model, not the fixed start-up, dominates)
   --threads N            threads for every contender (default: physical cores, esmbench's default)
   --max-tokens N         esmbench and sorted-ORT token budget (default: esmbench's own default for the
                          model, which the sorted-ORT loop and the ceiling then use too)
@@ -56,6 +59,7 @@ tiny_head=""
 tiny_torch_source=""
 tiny_rows=141021
 linearity="1000 10000"
+linearity_main=""
 threads=""
 max_tokens=""
 variants=1
@@ -80,6 +84,7 @@ while [ $# -gt 0 ]; do
     --tiny-torch-source) tiny_torch_source="$2"; shift 2 ;;
     --tiny-rows) tiny_rows="$2"; shift 2 ;;
     --linearity) linearity="$2"; shift 2 ;;
+    --linearity-main) linearity_main="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
     --max-tokens) max_tokens="$2"; shift 2 ;;
     --no-variants) variants=0; shift ;;
@@ -297,6 +302,16 @@ if [ "$tiny_model" != "none" ]; then
       || echo "bench.sh: esmbench failed on $n rows" >&2
   done
 fi
+
+for n in $linearity_main; do
+  say "linearity: esmbench, main model, $n rows"
+  dir="$work/linearity-main/$n"
+  mkdir -p "$dir"
+  py scripts/make_synthetic_harvey.py --rows "$n" --seed 0 --out "$dir/data.csv" > /dev/null
+  measure "$dir/esmbench.measure.json" "$esmbench" test --model "$model" ${head:+--head "$head"} \
+    --threads "$threads" ${max_tokens:+--max-tokens "$max_tokens"} --data "$dir/data.csv" --out "$dir/esmbench" > "$dir/esmbench.log" 2>&1 \
+    || echo "bench.sh: esmbench failed on $n rows of the main model" >&2
+done
 
 say "results"
 py scripts/bench_report.py report --work "$work" --out "$results/$date-$label.md"

@@ -346,7 +346,8 @@ def _rss_growth_mib(x: dict, section: Path) -> float | None:
     return (timeline[-1]["rss_bytes"] - quarter["rss_bytes"]) / 2**20
 
 
-def targets(work: Path, main: dict | None, tiny: dict | None, variants: list, linearity: list) -> list[dict]:
+def targets(work: Path, main: dict | None, tiny: dict | None, variants: list, linearity: list,
+            linearity_main: list | None = None) -> list[dict]:
     """Each target of the throughput issue with the figure this run measured for it (None: not measured)."""
     out = []
 
@@ -390,16 +391,25 @@ def targets(work: Path, main: dict | None, tiny: dict | None, variants: list, li
             + (f"; outside the model {outside:.1f}x leaner" if outside is not None else "")
             + (f"; RSS {growth:+.1f} MiB from a quarter of the rows to the end" if growth is not None else ""),
             ratio >= 5.0)
-    if len(linearity) >= 2:
-        e2e = [x["seq_per_s"] for _, x in linearity if x.get("seq_per_s")]
-        loops = [x["loop_seq_per_s"] for _, x in linearity if x.get("loop_seq_per_s")]
+    for model, points, folder, section in (("tiny model", linearity, "linearity", "tiny"),
+                                           ("main model", linearity_main or [], "linearity-main", "main")):
+        if len(points) < 2:
+            continue
+        largest_rows, largest = points[-1]
+        # The largest size is either one of the extra runs or the section's own run.
+        run_dir = work / folder / str(largest_rows)
+        growth = _rss_growth_mib(largest, run_dir if run_dir.is_dir() else work / section)
+        e2e = [x["seq_per_s"] for _, x in points if x.get("seq_per_s")]
+        loops = [x["loop_seq_per_s"] for _, x in points if x.get("loop_seq_per_s")]
         if e2e:
             spread = max(e2e) / min(e2e) - 1
             loop_spread = max(loops) / min(loops) - 1 if loops else None
-            sizes = "/".join(f"{r:,}" for r, _ in linearity)
-            add(f"seq/s at {sizes} rows within 5% of each other",
-                f"end to end {100 * spread:.0f}% apart"
-                + (f"; loop {100 * loop_spread:.0f}% apart" if loop_spread is not None else ""),
+            sizes = "/".join(f"{r:,}" for r, _ in points)
+            add(f"{model}: seq/s at {sizes} rows within 5% of each other",
+                f"end to end {100 * spread:.1f}% apart"
+                + (f"; loop {100 * loop_spread:.1f}% apart" if loop_spread is not None else "")
+                + (f"; {largest_rows:,} rows: RSS {growth:+.1f} MiB from a quarter of the rows to the end"
+                   if growth is not None else ""),
                 spread <= 0.05)
     quantized = [(n, x, p) for n, x, p, _ in variants if n.startswith("int8") and x and p]
     if quantized and torch_eager.get("seq_per_s"):
@@ -429,6 +439,38 @@ def _targets_markdown(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def _linearity_points(folder: Path, section: dict | None) -> list[tuple[int, dict]]:
+    """esmbench at each size under folder, with the section's own esmbench run as one more size."""
+    points = []
+    for d in sorted(folder.glob("*"), key=lambda p: int(p.name) if p.name.isdigit() else 0):
+        x = _contender(d, "esmbench")
+        if x and d.name.isdigit():
+            points.append((int(d.name), x))
+    if section and section["contenders"].get("esmbench"):
+        points.append((section["settings"]["rows"], section["contenders"]["esmbench"]))
+    return sorted(points, key=lambda p: p[0])
+
+
+def _linearity_markdown(model: str, points: list[tuple[int, dict]], section: dict | None) -> list[str]:
+    if len(points) < 2:
+        return []
+    lines = [f"## Linearity (esmbench, {model})", "",
+             "| rows | seq/s (end to end) | seq/s (loop) | marginal seq/s (from the size above) | peak RSS |",
+             "|---:|---:|---:|---:|---:|"]
+    previous = None
+    for rows, x in points:
+        marginal = None
+        if previous and x["process_wall_seconds"] > previous[1]:
+            marginal = (rows - previous[0]) / (x["process_wall_seconds"] - previous[1])
+        lines.append(f"| {rows:,} | {_f(x['seq_per_s'])} | {_f(x['loop_seq_per_s'])} | {_f(marginal)} | {_mib(x['peak_rss_bytes'])} |")
+        previous = (rows, x["process_wall_seconds"])
+    startup = (section or {}).get("contenders", {}).get("esmbench", {}).get("startup_seconds")
+    if startup is not None:
+        lines += ["", f"Each run also pays a fixed start-up (runtime library, model load, reports): {startup:.2f} s on one row, "
+                  "which is what separates the end-to-end seq/s of a small run from a large one."]
+    return lines + [""]
+
+
 def cmd_report(args) -> int:
     work = Path(args.work)
     machine = _load(work / "machine.json") or {}
@@ -447,13 +489,8 @@ def cmd_report(args) -> int:
         check = next((line.strip() for line in log.splitlines() if " check: " in line), None)
         variants.append((name, x, compare(work / "main" / "esmbench" / "predictions.csv", d / "esmbench" / "predictions.csv",
                                           (main or {}).get("settings", {}).get("threshold", 0.5)), check))
-    linearity = []
-    for d in sorted((work / "linearity").glob("*"), key=lambda p: int(p.name) if p.name.isdigit() else 0):
-        x = _contender(d, "esmbench")
-        if x:
-            linearity.append((int(d.name), x))
-    if tiny and tiny["contenders"].get("esmbench"):
-        linearity.append((tiny["settings"]["rows"], tiny["contenders"]["esmbench"]))
+    linearity = _linearity_points(work / "linearity", tiny)
+    linearity_main = _linearity_points(work / "linearity-main", main) if (work / "linearity-main").is_dir() else []
 
     date = settings.get("date") or dt.date.today().isoformat()
     lines = [f"# esmbench benchmark, {date}: {settings.get('label', '')}", ""]
@@ -495,23 +532,9 @@ def cmd_report(args) -> int:
             lines += [f"Bias correction calibrated on: {settings.get('calibration', 'unknown')}.", ""]
     if tiny:
         lines += _section_markdown("Tiny model at Harvey scale", tiny)
-    if linearity:
-        lines += ["## Linearity (esmbench, tiny model)", "",
-                  "| rows | seq/s (end to end) | seq/s (loop) | marginal seq/s (from the size above) | peak RSS |",
-                  "|---:|---:|---:|---:|---:|"]
-        previous = None
-        for rows, x in linearity:
-            marginal = None
-            if previous and x["process_wall_seconds"] > previous[1]:
-                marginal = (rows - previous[0]) / (x["process_wall_seconds"] - previous[1])
-            lines.append(f"| {rows:,} | {_f(x['seq_per_s'])} | {_f(x['loop_seq_per_s'])} | {_f(marginal)} | {_mib(x['peak_rss_bytes'])} |")
-            previous = (rows, x["process_wall_seconds"])
-        startup = (tiny or {}).get("contenders", {}).get("esmbench", {}).get("startup_seconds")
-        if startup is not None:
-            lines += ["", f"Each run also pays a fixed start-up (runtime library, model load, reports): {startup:.2f} s on one row, "
-                      "which is what separates the end-to-end seq/s of a small run from a large one."]
-        lines.append("")
-    checked = targets(work, main, tiny, variants, linearity)
+    lines += _linearity_markdown("tiny model", linearity, tiny)
+    lines += _linearity_markdown("main model", linearity_main, main)
+    checked = targets(work, main, tiny, variants, linearity, linearity_main)
     if not settings.get("quick"):
         lines += _targets_markdown(checked)
     lines += ["## Definitions", "", __doc__.split("Definitions used in the results file:")[1].strip(), ""]
@@ -521,6 +544,7 @@ def cmd_report(args) -> int:
     _dump(out.with_suffix(".json"), {"settings": settings, "machine": machine, "main": main, "tiny": tiny,
                                      "variants": [{"variant": n, "esmbench": x, "vs_fp32": p} for n, x, p, _ in variants],
                                      "linearity": [{"rows": r, "esmbench": x} for r, x in linearity],
+                                     "linearity_main": [{"rows": r, "esmbench": x} for r, x in linearity_main],
                                      "targets": checked})
     print(out.read_text(encoding="utf-8"))
     print(f"wrote {out} and {out.with_suffix('.json')}")
