@@ -237,32 +237,52 @@ fn planned_rewrite(env: &Environment, bytes: &[u8]) -> Result<Option<rewrite::Re
     Ok(Some(rewrite))
 }
 
-/// [`planned_rewrite`] for a run, with a note saying what was done or why not; None also when the file
-/// is too large to read ([`graph::read_small`]).
-fn rewrite_in_memory(
-    env: &Environment,
-    source: &ModelSource,
-    origin: &str,
-) -> Option<rewrite::Rewrite> {
+/// The rewrite a run would make ([`rewrite::plan`]), its probe not yet run; None, with a note saying
+/// why when the graph has the slow mask, when the graph runs as it is. None also when the file is too
+/// large to read ([`graph::read_small`]).
+fn rewrite_candidate(source: &ModelSource, origin: &str) -> Option<rewrite::Rewrite> {
     let bytes: Cow<'_, [u8]> = match source {
         ModelSource::File(path) => Cow::Owned(graph::read_small(path)?),
         ModelSource::Embedded => Cow::Borrowed(embedded::DEMO_MODEL),
     };
-    match planned_rewrite(env, &bytes) {
-        Ok(Some(rewrite)) => {
+    rewrite::plan(&bytes).unwrap_or_else(|reason| {
+        note_running_as_is(origin, &reason);
+        None
+    })
+}
+
+fn note_running_as_is(origin: &str, reason: &str) {
+    eprintln!(
+        "note: {origin}: its attention layers add a mask expanded for each layer (transformers' exporter), which is slow on CPU; \
+         esmbench runs the graph as it is because {reason}"
+    );
+}
+
+/// Builds the session for the rewritten graph while its probe runs on another thread, so proving the
+/// rewrite adds no start-up time on a machine with two cores. None, with a note, when the probe fails:
+/// the caller then builds the file as it is.
+fn commit_rewritten(
+    env: &Environment,
+    builder: &mut SessionBuilder,
+    rewrite: &rewrite::Rewrite,
+    origin: &str,
+) -> Option<ort::Result<Session>> {
+    let (probe, session) = std::thread::scope(|scope| {
+        let probe = scope.spawn(|| run_probe(env, rewrite));
+        let session = builder.commit_from_memory(&rewrite.model);
+        (probe.join(), session)
+    });
+    match probe.unwrap_or_else(|_| Err("the probe thread panicked".to_string())) {
+        Ok(()) => {
             eprintln!(
                 "note: {origin}: rewrote the graph in memory ({}); every original mask matches the new one on the probe batches. \
                  --no-graph-rewrite runs the file as it is",
                 rewrite.summary()
             );
-            Some(rewrite)
+            Some(session)
         }
-        Ok(None) => None,
         Err(reason) => {
-            eprintln!(
-                "note: {origin}: its attention layers add a mask expanded for each layer (transformers' exporter), which is slow on CPU; \
-                 esmbench runs the graph as it is because {reason}"
-            );
+            note_running_as_is(origin, &format!("the rewrite's probe failed: {reason}"));
             None
         }
     }
@@ -352,13 +372,21 @@ impl OnnxBackend {
             .with_intra_threads(intra_threads)
             .map_err(|e| ort_failure(&origin, e))?;
         // After the provider checks, so a run refused for its device says nothing about its graph.
-        let rewritten = if config.graph_rewrite {
-            rewrite_in_memory(env, &config.model, &origin)
-        } else {
-            None
-        };
-        let session = match (&rewritten, &config.model) {
-            (Some(rewrite), _) => builder.commit_from_memory(&rewrite.model),
+        let rewrite = config
+            .graph_rewrite
+            .then(|| rewrite_candidate(&config.model, &origin))
+            .flatten();
+        let rewritten = rewrite
+            .as_ref()
+            .and_then(|r| commit_rewritten(env, &mut builder, r, &origin));
+        let graph_rewrite = rewritten
+            .as_ref()
+            .and(rewrite.as_ref())
+            .map(|r| r.summary());
+        // The rewritten bytes are ONNX Runtime's to copy from, not needed once the session holds the graph.
+        drop(rewrite);
+        let session = match (rewritten, &config.model) {
+            (Some(session), _) => session,
             (None, ModelSource::File(path)) => builder.commit_from_file(path),
             (None, ModelSource::Embedded) => builder.commit_from_memory(embedded::DEMO_MODEL),
         }
@@ -368,8 +396,6 @@ impl OnnxBackend {
             ))
         })?;
         count_model_load();
-        // The rewritten bytes are ONNX Runtime's to copy from, not needed once the session holds the graph.
-        let graph_rewrite = rewritten.map(|r| r.summary());
         let (inputs, outputs) = describe(&session);
         let contract = contract::check(&origin, &inputs, &outputs)?;
         if let Some(Ok(Some(advice))) = advising.map(std::thread::JoinHandle::join) {
