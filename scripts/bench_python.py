@@ -122,8 +122,9 @@ def cmd_pytorch(args) -> None:
             hidden = model(input_ids=torch.from_numpy(input_ids).to(args.device),
                            attention_mask=torch.from_numpy(attention_mask).to(args.device)
                            ).last_hidden_state.float().cpu().numpy()
+            pooled = _pool(hidden, [len(s) for s in chunk])
             model_seconds += time.perf_counter() - in_model
-            probabilities.append(_probabilities(_pool(hidden, [len(s) for s in chunk]), coef, intercept))
+            probabilities.append(_probabilities(pooled, coef, intercept))
     loop_seconds = time.perf_counter() - loop_start
     p = np.concatenate(probabilities)
     _write(args.out, ids, labels, p)
@@ -187,8 +188,9 @@ def cmd_ort(args) -> None:
         input_ids, attention_mask = ex.pad_batch(chunk)
         in_model = time.perf_counter()
         (hidden,) = session.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask})
+        pooled = _pool(hidden, [len(s) for s in chunk])
         model_seconds += time.perf_counter() - in_model
-        p[batch] = _probabilities(_pool(hidden, [len(s) for s in chunk]), coef, intercept)
+        p[batch] = _probabilities(pooled, coef, intercept)
     loop_seconds = time.perf_counter() - loop_start
     _write(args.out, ids, labels, p)
     _dump(args.json, {
