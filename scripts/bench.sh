@@ -29,8 +29,9 @@ usage: scripts/bench.sh [options]
   --tiny-head H.json     (default: next to it, else metadata)   --tiny-torch-source S
   --tiny-rows N          (default 141021)
   --linearity "N N"      extra esmbench-only sizes on the tiny model (default "1000 10000")
-  --linearity-main "N N" esmbench-only sizes on the main model (default none; "1000 10000 141021"
-                         measures the issue's sizes where the model, not the fixed start-up, dominates)
+  --linearity-main "N N" esmbench-only sizes on the main model, run there and back (default none;
+                         "1000 10000 141021" measures the issue's sizes where the model, not the fixed
+                         start-up, dominates: about 30 minutes on 2 cores)
   --threads N            threads for every contender (default: physical cores, esmbench's default)
   --max-tokens N         esmbench and sorted-ORT token budget (default: esmbench's own default for the
                          model, which the sorted-ORT loop and the ceiling then use too)
@@ -303,9 +304,16 @@ if [ "$tiny_model" != "none" ]; then
   done
 fi
 
-for n in $linearity_main; do
-  say "linearity: esmbench, main model, $n rows"
+# The sizes run there and back (1k 10k 141k 10k 1k): this VM's speed drifts by ~10% over the minutes a
+# large run takes, and a drift that is linear in time then weighs on every size's mean alike.
+read -r -a there <<< "$linearity_main"
+back=()
+for ((i = ${#there[@]} - 2; i >= 0; i--)); do back+=("${there[i]}"); done
+for n in ${there[@]+"${there[@]}"} ${back[@]+"${back[@]}"}; do
   dir="$work/linearity-main/$n"
+  k=1
+  while [ -d "$dir" ]; do k=$((k + 1)); dir="$work/linearity-main/$n-run$k"; done
+  say "linearity: esmbench, main model, $n rows (${dir##*/})"
   mkdir -p "$dir"
   py scripts/make_synthetic_harvey.py --rows "$n" --seed 0 --out "$dir/data.csv" > /dev/null
   measure "$dir/esmbench.measure.json" "$esmbench" test --model "$model" ${head:+--head "$head"} \

@@ -17,9 +17,11 @@ Definitions used in the results file:
   user waits for. seq/s (loop) = rows / time from the first batch to the last prediction
   (esmbench: wall_seconds - model_load_seconds from report.json).
 * outside the model = (process wall time - time inside the model) per 1,000 rows: process start, imports,
-  model load, reading, tokenising, batching, pooling, the head and the outputs. Time inside the model is
-  esmbench's report.json inference_seconds (wall time with any batch in flight) and, for the Python
-  contenders, the summed time of their session.run / model(...) calls.
+  model load, reading, tokenising, batching, the head and the outputs. Time inside the model is the
+  model call and the residue-mean pooling of its output, for every contender: esmbench's report.json
+  inference_seconds (wall time with any batch in flight; its backend pools before it returns) and, for
+  the Python contenders, the summed time of their session.run / model(...) calls with the pooling after
+  each. Runs before 2026-11-26 run 12 left the Python contenders' pooling outside the model.
 * start-up = process wall time of the same command on a one-row CSV (process start to the first,
   and only, prediction written).
 * % in model = esmbench report.json performance.inference_seconds / wall_seconds.
@@ -440,29 +442,49 @@ def _targets_markdown(rows: list[dict]) -> list[str]:
 
 
 def _linearity_points(folder: Path, section: dict | None) -> list[tuple[int, dict]]:
-    """esmbench at each size under folder, with the section's own esmbench run as one more size."""
-    points = []
-    for d in sorted(folder.glob("*"), key=lambda p: int(p.name) if p.name.isdigit() else 0):
+    """esmbench at each size under folder (N/, and N-runK/ for a size run again), with the section's own
+    esmbench run as one more size when no size was run twice. A size run more than once gets the mean
+    of its runs' seq/s and wall time (its runs' seq/s in "runs") and the largest of their peak RSS."""
+    runs: dict[int, list[dict]] = {}
+    for d in sorted(folder.glob("*"), key=lambda p: p.name):
+        rows = d.name.split("-run")[0]
         x = _contender(d, "esmbench")
-        if x and d.name.isdigit():
-            points.append((int(d.name), x))
-    if section and section["contenders"].get("esmbench"):
-        points.append((section["settings"]["rows"], section["contenders"]["esmbench"]))
-    return sorted(points, key=lambda p: p[0])
+        if x and rows.isdigit():
+            runs.setdefault(int(rows), []).append(x)
+    repeated = any(len(r) > 1 for r in runs.values())
+    if section and section["contenders"].get("esmbench") and not repeated:
+        runs.setdefault(section["settings"]["rows"], []).append(section["contenders"]["esmbench"])
+    points = []
+    for rows, xs in sorted(runs.items()):
+        if len(xs) == 1:
+            points.append((rows, xs[0]))
+            continue
+        mean = lambda key: (sum(x[key] for x in xs) / len(xs)) if all(x.get(key) for x in xs) else None
+        points.append((rows, {"seq_per_s": mean("seq_per_s"), "loop_seq_per_s": mean("loop_seq_per_s"),
+                              "process_wall_seconds": mean("process_wall_seconds"),
+                              "peak_rss_bytes": max(x["peak_rss_bytes"] for x in xs),
+                              "runs": [x["seq_per_s"] for x in xs]}))
+    return points
 
 
 def _linearity_markdown(model: str, points: list[tuple[int, dict]], section: dict | None) -> list[str]:
     if len(points) < 2:
         return []
-    lines = [f"## Linearity (esmbench, {model})", "",
-             "| rows | seq/s (end to end) | seq/s (loop) | marginal seq/s (from the size above) | peak RSS |",
-             "|---:|---:|---:|---:|---:|"]
+    repeated = any(x.get("runs") for _, x in points)
+    lines = [f"## Linearity (esmbench, {model})", ""]
+    if repeated:
+        lines += ["Sizes run there and back (each size's runs in run order); seq/s is their mean, so a machine "
+                  "whose speed drifts linearly over the runs weighs on every size alike.", ""]
+    lines += ["| rows |" + (" seq/s of each run |" if repeated else "")
+              + " seq/s (end to end) | seq/s (loop) | marginal seq/s (from the size above) | peak RSS |",
+              "|---:|" + ("---:|" if repeated else "") + "---:|---:|---:|---:|"]
     previous = None
     for rows, x in points:
         marginal = None
         if previous and x["process_wall_seconds"] > previous[1]:
             marginal = (rows - previous[0]) / (x["process_wall_seconds"] - previous[1])
-        lines.append(f"| {rows:,} | {_f(x['seq_per_s'])} | {_f(x['loop_seq_per_s'])} | {_f(marginal)} | {_mib(x['peak_rss_bytes'])} |")
+        each = (" " + " / ".join(_f(v) for v in x.get("runs", [x["seq_per_s"]])) + " |") if repeated else ""
+        lines.append(f"| {rows:,} |{each} {_f(x['seq_per_s'])} | {_f(x['loop_seq_per_s'])} | {_f(marginal)} | {_mib(x['peak_rss_bytes'])} |")
         previous = (rows, x["process_wall_seconds"])
     startup = (section or {}).get("contenders", {}).get("esmbench", {}).get("startup_seconds")
     if startup is not None:
