@@ -186,6 +186,11 @@ run_section() {
     > "$dir/esmbench-as-is.log" 2>&1 || echo "bench.sh: esmbench (as is) failed, see $dir/esmbench-as-is.log" >&2
   tail -n 1 "$dir/esmbench-as-is.log" >&2
 
+  say "$name: esmbench --bootstrap 0 (no confidence intervals, which the Python contenders do not compute either)"
+  measure "$dir/esmbench-no-ci.measure.json" "${ours[@]}" --bootstrap 0 --data "$dir/data.csv" --out "$dir/esmbench-no-ci" \
+    > "$dir/esmbench-no-ci.log" 2>&1 || echo "bench.sh: esmbench (--bootstrap 0) failed, see $dir/esmbench-no-ci.log" >&2
+  tail -n 1 "$dir/esmbench-no-ci.log" >&2
+
   say "$name: PyTorch eager"
   local -a torch_cmd=("$python" scripts/bench_python.py pytorch --model "$m" ${hargs[@]+"${hargs[@]}"} --torch-source "$src" --threads "$threads")
   measure "$dir/pytorch.measure.json" "${torch_cmd[@]}" --data "$dir/data.csv" --out "$dir/pytorch.csv" --json "$dir/pytorch.json" \

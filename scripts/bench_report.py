@@ -233,6 +233,7 @@ CONTENDERS = [
     ("esmbench", "esmbench (release binary, its defaults)"),
     ("esmbench-serial", "esmbench, one batch at a time, --max-tokens 2048 (as before parallel batches)"),
     ("esmbench-as-is", "esmbench --no-graph-rewrite (the file's per-layer attention mask, as before the load-time rewrite)"),
+    ("esmbench-no-ci", "esmbench --bootstrap 0 (no confidence intervals, which the Python contenders do not compute)"),
     ("pytorch", "PyTorch eager, batch 32, file order"),
     ("ort-file", "onnxruntime Python, batch 32, file order"),
     ("ort-sorted", "onnxruntime Python, length-sorted, token budget"),
@@ -262,7 +263,9 @@ def section_numbers(work: Path, name: str) -> dict | None:
     settings = _load(section / "settings.json")
     if settings is None:
         return None
-    contenders = {key: _contender(section, key) for key, _ in CONTENDERS}
+    # A contender this run did not include (an older work folder) has no entry; one that failed maps to None.
+    contenders = {key: _contender(section, key) for key, _ in CONTENDERS
+                  if key == "esmbench" or (section / f"{key}.measure.json").exists()}
     threshold = settings.get("threshold", 0.5)
     ours = section / "esmbench" / "predictions.csv"
     parity = {key: compare(ours, _predictions(section, key), threshold) for key, _ in CONTENDERS[1:]}
@@ -291,7 +294,9 @@ def _section_markdown(title: str, s: dict) -> list[str]:
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ours = c.get("esmbench") or {}
     for key, label in CONTENDERS:
-        x = c.get(key)
+        if key not in c:
+            continue
+        x = c[key]
         if x is None:
             lines.append(f"| {label} | not run / failed | | | | | | | |")
             continue
@@ -388,9 +393,22 @@ def targets(work: Path, main: dict | None, tiny: dict | None, variants: list, li
         if tiny_ours.get("outside_model_ms_per_1k_rows") and loop.get("outside_model_ms_per_1k_rows"):
             outside = loop["outside_model_ms_per_1k_rows"] / tiny_ours["outside_model_ms_per_1k_rows"]
         growth = _rss_growth_mib(tiny_ours, work / "tiny")
+        # The issue's premise is that the tiny model costs almost nothing, so that a run measures what is
+        # around it; where the model's own kernels dominate, end to end measures them instead. Both are shown.
+        if outside is not None:
+            # The verdict is on esmbench's defaults; the same work as the peers (no intervals) is shown beside it.
+            no_ci = (t.get("esmbench-no-ci") or {}).get("outside_model_ms_per_1k_rows")
+            add("around the model (tiny model, all rows): at least 5x the onnxruntime Python loop (file order) "
+                "in time outside the model per row",
+                f"{outside:.1f}x leaner ({tiny_ours['outside_model_ms_per_1k_rows']:.1f} against "
+                f"{loop['outside_model_ms_per_1k_rows']:.1f} ms per 1k rows)"
+                + (f"; with --bootstrap 0, the peers' work, {no_ci:.1f} ms: "
+                   f"{loop['outside_model_ms_per_1k_rows'] / no_ci:.1f}x" if no_ci else ""),
+                outside >= 5.0)
+        inside = tiny_ours.get("inference_fraction")
         add("tiny model, all rows: at least 5x the onnxruntime Python loop (file order) end to end",
             f"{ratio:.2f}x end to end"
-            + (f"; outside the model {outside:.1f}x leaner" if outside is not None else "")
+            + (f"; {100 * inside:.1f}% of esmbench's wall time is inside the model" if inside is not None else "")
             + (f"; RSS {growth:+.1f} MiB from a quarter of the rows to the end" if growth is not None else ""),
             ratio >= 5.0)
     for model, points, folder, section in (("tiny model", linearity, "linearity", "tiny"),
