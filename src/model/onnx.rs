@@ -237,9 +237,9 @@ fn planned_rewrite(env: &Environment, bytes: &[u8]) -> Result<Option<rewrite::Re
     Ok(Some(rewrite))
 }
 
-/// The rewrite a run would make ([`rewrite::plan`]), its probe not yet run; None, with a note saying
-/// why when the graph has the slow mask, when the graph runs as it is. None also when the file is too
-/// large to read ([`graph::read_small`]).
+/// The rewrite a run would make ([`rewrite::plan`]), its probe not yet run. None when the graph runs as
+/// it is: nothing to rewrite, a file too large to read ([`graph::read_small`]), or the slow mask in a
+/// graph the rewrite cannot prove (with a note saying why).
 fn rewrite_candidate(source: &ModelSource, origin: &str) -> Option<rewrite::Rewrite> {
     let bytes: Cow<'_, [u8]> = match source {
         ModelSource::File(path) => Cow::Owned(graph::read_small(path)?),
@@ -258,9 +258,9 @@ fn note_running_as_is(origin: &str, reason: &str) {
     );
 }
 
-/// Builds the session for the rewritten graph while its probe runs on another thread, so proving the
-/// rewrite adds no start-up time on a machine with two cores. None, with a note, when the probe fails:
-/// the caller then builds the file as it is.
+/// Builds the session for the rewritten graph while its probe runs on another thread, so with two cores
+/// the probe's time hides behind the build. None, with a note, when the probe fails: the caller then
+/// builds the file as it is.
 fn commit_rewritten(
     env: &Environment,
     builder: &mut SessionBuilder,
