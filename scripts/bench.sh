@@ -296,16 +296,21 @@ if [ "$variants" = 1 ]; then
 fi
 [ "$fp16" = 1 ] && run_variant fp16 --fp16
 
+# One esmbench-only linearity run: $1 its folder, $2 model, $3 head ('' = metadata), $4 rows.
+run_linearity() {
+  local dir="$1" m="$2" h="$3" n="$4"
+  mkdir -p "$dir"
+  py scripts/make_synthetic_harvey.py --rows "$n" --seed 0 --out "$dir/data.csv" > /dev/null
+  measure "$dir/esmbench.measure.json" "$esmbench" test --model "$m" ${h:+--head "$h"} \
+    --threads "$threads" ${max_tokens:+--max-tokens "$max_tokens"} --data "$dir/data.csv" --out "$dir/esmbench" > "$dir/esmbench.log" 2>&1 \
+    || echo "bench.sh: esmbench failed on $n rows of $(basename "$m")" >&2
+}
+
 if [ "$tiny_model" != "none" ]; then
   run_section tiny "$tiny_model" "$tiny_head" "$tiny_torch_source" "$tiny_rows"
   for n in $linearity; do
     say "linearity: esmbench, tiny model, $n rows"
-    dir="$work/linearity/$n"
-    mkdir -p "$dir"
-    py scripts/make_synthetic_harvey.py --rows "$n" --seed 0 --out "$dir/data.csv" > /dev/null
-    measure "$dir/esmbench.measure.json" "$esmbench" test --model "$tiny_model" ${tiny_head:+--head "$tiny_head"} \
-      --threads "$threads" ${max_tokens:+--max-tokens "$max_tokens"} --data "$dir/data.csv" --out "$dir/esmbench" > "$dir/esmbench.log" 2>&1 \
-      || echo "bench.sh: esmbench failed on $n rows" >&2
+    run_linearity "$work/linearity/$n" "$tiny_model" "$tiny_head" "$n"
   done
 fi
 
@@ -319,11 +324,7 @@ for n in ${there[@]+"${there[@]}"} ${back[@]+"${back[@]}"}; do
   k=1
   while [ -d "$dir" ]; do k=$((k + 1)); dir="$work/linearity-main/$n-run$k"; done
   say "linearity: esmbench, main model, $n rows (${dir##*/})"
-  mkdir -p "$dir"
-  py scripts/make_synthetic_harvey.py --rows "$n" --seed 0 --out "$dir/data.csv" > /dev/null
-  measure "$dir/esmbench.measure.json" "$esmbench" test --model "$model" ${head:+--head "$head"} \
-    --threads "$threads" ${max_tokens:+--max-tokens "$max_tokens"} --data "$dir/data.csv" --out "$dir/esmbench" > "$dir/esmbench.log" 2>&1 \
-    || echo "bench.sh: esmbench failed on $n rows of the main model" >&2
+  run_linearity "$dir" "$model" "$head" "$n"
 done
 
 say "results"

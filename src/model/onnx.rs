@@ -233,7 +233,7 @@ fn planned_rewrite(env: &Environment, bytes: &[u8]) -> Result<Option<rewrite::Re
     let Some(rewrite) = rewrite::plan(bytes)? else {
         return Ok(None);
     };
-    run_probe(env, &rewrite).map_err(|reason| format!("the rewrite's probe failed: {reason}"))?;
+    run_probe(env, &rewrite)?;
     Ok(Some(rewrite))
 }
 
@@ -259,37 +259,46 @@ fn note_running_as_is(origin: &str, reason: &str) {
 }
 
 /// Builds the session for the rewritten graph while its probe runs on another thread, so with two cores
-/// the probe's time hides behind the build. None, with a note, when the probe fails: the caller then
-/// builds the file as it is.
+/// the probe's time hides behind the build; the session comes back with the rewrite's summary. None,
+/// with a note, when the probe fails: the caller then builds the file as it is. The rewritten bytes are
+/// dropped here, as ONNX Runtime holds its own copy of the graph once the session is built.
 fn commit_rewritten(
     env: &Environment,
     builder: &mut SessionBuilder,
-    rewrite: &rewrite::Rewrite,
+    rewrite: rewrite::Rewrite,
     origin: &str,
-) -> Option<ort::Result<Session>> {
+) -> Option<(ort::Result<Session>, String)> {
     let (probe, session) = std::thread::scope(|scope| {
-        let probe = scope.spawn(|| run_probe(env, rewrite));
+        let probe = scope.spawn(|| run_probe(env, &rewrite));
         let session = builder.commit_from_memory(&rewrite.model);
         (probe.join(), session)
     });
-    match probe.unwrap_or_else(|_| Err("the probe thread panicked".to_string())) {
+    match probe.unwrap_or_else(|_| {
+        Err("the rewrite's probe failed: the probe thread panicked".to_string())
+    }) {
         Ok(()) => {
+            let summary = rewrite.summary();
             eprintln!(
-                "note: {origin}: rewrote the graph in memory ({}); every original mask matches the new one on the probe batches. \
-                 --no-graph-rewrite runs the file as it is",
-                rewrite.summary()
+                "note: {origin}: rewrote the graph in memory ({summary}); every original mask matches the new one on the probe batches. \
+                 --no-graph-rewrite runs the file as it is"
             );
-            Some(session)
+            Some((session, summary))
         }
         Err(reason) => {
-            note_running_as_is(origin, &format!("the rewrite's probe failed: {reason}"));
+            note_running_as_is(origin, &reason);
             None
         }
     }
 }
 
-/// Runs the rewrite's probe model on CPU over [`rewrite::probe_batches`] and checks every output.
+/// Runs the rewrite's probe model on CPU over [`rewrite::probe_batches`] and checks every output;
+/// Err says why the probe failed, in words that finish "runs the file as it is because ...".
 fn run_probe(env: &Environment, rewrite: &rewrite::Rewrite) -> Result<(), String> {
+    probe_outputs_match(env, rewrite)
+        .map_err(|reason| format!("the rewrite's probe failed: {reason}"))
+}
+
+fn probe_outputs_match(env: &Environment, rewrite: &rewrite::Rewrite) -> Result<(), String> {
     let mut session = Session::builder(env)
         .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
         .and_then(|mut b| b.commit_from_memory(&rewrite.probe))
@@ -372,25 +381,19 @@ impl OnnxBackend {
             .with_intra_threads(intra_threads)
             .map_err(|e| ort_failure(&origin, e))?;
         // After the provider checks, so a run refused for its device says nothing about its graph.
-        let rewrite = config
+        let rewritten = config
             .graph_rewrite
             .then(|| rewrite_candidate(&config.model, &origin))
-            .flatten();
-        let rewritten = rewrite
-            .as_ref()
-            .and_then(|r| commit_rewritten(env, &mut builder, r, &origin));
-        let graph_rewrite = rewritten
-            .as_ref()
-            .and(rewrite.as_ref())
-            .map(|r| r.summary());
-        // The rewritten bytes are ONNX Runtime's to copy from, not needed once the session holds the graph.
-        drop(rewrite);
-        let session = match (rewritten, &config.model) {
-            (Some(session), _) => session,
-            (None, ModelSource::File(path)) => builder.commit_from_file(path),
-            (None, ModelSource::Embedded) => builder.commit_from_memory(embedded::DEMO_MODEL),
-        }
-        .map_err(|e| {
+            .flatten()
+            .and_then(|rewrite| commit_rewritten(env, &mut builder, rewrite, &origin));
+        let (session, graph_rewrite) = match (rewritten, &config.model) {
+            (Some((session, summary)), _) => (session, Some(summary)),
+            (None, ModelSource::File(path)) => (builder.commit_from_file(path), None),
+            (None, ModelSource::Embedded) => {
+                (builder.commit_from_memory(embedded::DEMO_MODEL), None)
+            }
+        };
+        let session = session.map_err(|e| {
             Failure::usage(format!(
                 "{origin}: ONNX Runtime cannot load the model: {e}\n  fix: check that it is an ONNX file (IR version 10 or lower for this runtime; scripts/export_onnx.py writes one)"
             ))
