@@ -92,7 +92,8 @@ pub struct ScoringArgs {
     /// Run on CPU (loudly) when the requested provider cannot be registered, instead of failing.
     #[arg(long)]
     pub allow_cpu_fallback: bool,
-    /// Token budget per batch: rows x longest row (with <cls> and <eos>), as fair-esm's toks_per_batch.
+    /// Token budget per batch: rows x longest row (with <cls> and <eos>), as fair-esm's toks_per_batch
+    /// (default: CPU 131072 / hidden size within 256..2048, CUDA 16384, CoreML 2048).
     #[arg(long)]
     pub max_tokens: Option<usize>,
     /// CPU threads for the model in all (default: physical cores available to this process).
@@ -275,7 +276,8 @@ pub struct FitArgs {
     /// Run on CPU (loudly) when the requested provider cannot be registered, instead of failing.
     #[arg(long)]
     pub allow_cpu_fallback: bool,
-    /// Token budget per batch: rows x longest row (with <cls> and <eos>), as fair-esm's toks_per_batch.
+    /// Token budget per batch: rows x longest row (with <cls> and <eos>), as fair-esm's toks_per_batch
+    /// (default: CPU 131072 / hidden size within 256..2048, CUDA 16384, CoreML 2048).
     #[arg(long)]
     pub max_tokens: Option<usize>,
     /// CPU threads for the model in all (default: physical cores available to this process).

@@ -15,21 +15,36 @@ pub mod suite;
 
 /// ESM's positional limit: 1024 tokens including <cls> and <eos>.
 pub const DEFAULT_MAX_RESIDUES: usize = 1022;
-/// Token budget on CUDA and CoreML when --max-tokens is not given: half fair-esm's toks_per_batch (4096).
-/// Large GPU runs raise it (configs/harvey.yaml).
+/// Token budget on CoreML when --max-tokens is not given: half fair-esm's toks_per_batch (4096).
 pub const DEFAULT_MAX_TOKENS: usize = 2048;
+/// Token budget on CUDA when --max-tokens is not given. Measured on an H200 with ESM-2 8M (float32, 50,000
+/// synthetic nanobodies, two runs each): 2,048 tokens gave 4,660-4,810 seq/s, 8,192 gave 5,940-6,150,
+/// 16,384 gave 5,910-6,940 and 65,536 gave 6,590-6,820; the 650M (float16) ran 922 seq/s at 16,384 and
+/// 944 at 65,536 (bench/results/2026-11-26-gpu-esm2_t33_650M-run2.md).
+pub const CUDA_MAX_TOKENS: usize = 16384;
 /// Budget x hidden size on CPU: one batch's activations stay small enough to live in cache while each
 /// batch runs on its own thread (`default_parallel_batches`). Measured on ESM-2 8M (hidden 320), 2 threads:
 /// 384-512 tokens ran 1.3x faster than 2048 with a third less peak RSS; the tiny model (hidden 32) was
 /// fastest at 2048.
 const CPU_TOKENS_TIMES_HIDDEN: usize = 131_072;
 
+/// Where the batches run, as far as the default token budget is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchDevice {
+    Cpu,
+    Cuda,
+    CoreMl,
+}
+
 /// The token budget when --max-tokens is not given, once the provider and the model's hidden size are known.
-pub fn default_max_tokens(on_cpu: bool, hidden: Option<usize>) -> usize {
-    match (on_cpu, hidden) {
-        (true, Some(hidden)) if hidden > 0 => (CPU_TOKENS_TIMES_HIDDEN / hidden).clamp(256, 2048),
-        (true, _) => 512,
-        (false, _) => DEFAULT_MAX_TOKENS,
+pub fn default_max_tokens(device: BatchDevice, hidden: Option<usize>) -> usize {
+    match (device, hidden) {
+        (BatchDevice::Cpu, Some(hidden)) if hidden > 0 => {
+            (CPU_TOKENS_TIMES_HIDDEN / hidden).clamp(256, 2048)
+        }
+        (BatchDevice::Cpu, _) => 512,
+        (BatchDevice::Cuda, _) => CUDA_MAX_TOKENS,
+        (BatchDevice::CoreMl, _) => DEFAULT_MAX_TOKENS,
     }
 }
 
@@ -293,9 +308,9 @@ impl ScoringConfig {
     }
 
     /// The token budget for a backend once loaded: --max-tokens if given, else [`default_max_tokens`].
-    pub fn max_tokens_for(&self, on_cpu: bool, hidden: Option<usize>) -> usize {
+    pub fn max_tokens_for(&self, device: BatchDevice, hidden: Option<usize>) -> usize {
         self.max_tokens
-            .unwrap_or_else(|| default_max_tokens(on_cpu, hidden))
+            .unwrap_or_else(|| default_max_tokens(device, hidden))
     }
 
     pub fn resolve(args: &ScoringArgs, file: &FileConfig) -> Result<ScoringConfig> {
@@ -547,12 +562,15 @@ mod tests {
     #[test]
     fn the_default_token_budget_follows_the_provider_and_the_hidden_size() {
         // 131072 / 320 = 409.6 for ESM-2 8M; the tiny model's 4096 and the 650M's 102 are clamped.
-        assert_eq!(default_max_tokens(true, Some(320)), 409);
-        assert_eq!(default_max_tokens(true, Some(32)), 2048);
-        assert_eq!(default_max_tokens(true, Some(1280)), 256);
-        assert_eq!(default_max_tokens(true, None), 512);
-        assert_eq!(default_max_tokens(false, Some(320)), 2048);
-        assert_eq!(default_max_tokens(false, None), 2048);
+        use BatchDevice::*;
+        assert_eq!(default_max_tokens(Cpu, Some(320)), 409);
+        assert_eq!(default_max_tokens(Cpu, Some(32)), 2048);
+        assert_eq!(default_max_tokens(Cpu, Some(1280)), 256);
+        assert_eq!(default_max_tokens(Cpu, None), 512);
+        assert_eq!(default_max_tokens(Cuda, Some(320)), 16384);
+        assert_eq!(default_max_tokens(Cuda, None), 16384);
+        assert_eq!(default_max_tokens(CoreMl, Some(320)), 2048);
+        assert_eq!(default_max_tokens(CoreMl, None), 2048);
     }
 
     #[test]

@@ -431,7 +431,7 @@ impl OnnxBackend {
             metadata_head,
             threads: config.threads,
             parallel_batches,
-            max_tokens: config.max_tokens_for(selection.provider == Provider::Cpu, contract.hidden),
+            max_tokens: config.max_tokens_for(selection.provider.batch_device(), contract.hidden),
             io_binding: pinned.is_some(),
             graph_rewrite,
         };

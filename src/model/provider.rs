@@ -1,7 +1,7 @@
 //! The execution-provider choice, in one place: what each --device means and when CPU may stand in.
 
 use crate::cli::DeviceArg;
-use crate::config::DeviceRequest;
+use crate::config::{BatchDevice, DeviceRequest};
 use crate::error::Failure;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,15 @@ impl Provider {
             Provider::Cuda => "CUDAExecutionProvider",
             Provider::CoreMl => "CoreMLExecutionProvider",
             Provider::Cpu => "CPUExecutionProvider",
+        }
+    }
+
+    /// Which default token budget its batches get.
+    pub fn batch_device(self) -> BatchDevice {
+        match self {
+            Provider::Cuda => BatchDevice::Cuda,
+            Provider::CoreMl => BatchDevice::CoreMl,
+            Provider::Cpu => BatchDevice::Cpu,
         }
     }
 }
