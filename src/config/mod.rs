@@ -19,8 +19,9 @@ pub const DEFAULT_MAX_RESIDUES: usize = 1022;
 pub const DEFAULT_MAX_TOKENS: usize = 2048;
 /// Token budget on CUDA when --max-tokens is not given. Measured on an H200 with ESM-2 8M (float32, 50,000
 /// synthetic nanobodies, two runs each): 2,048 tokens gave 4,660-4,810 seq/s, 8,192 gave 5,940-6,150,
-/// 16,384 gave 5,910-6,940 and 65,536 gave 6,590-6,820; the 650M (float16) ran 922 seq/s at 16,384 and
-/// 944 at 65,536 (bench/results/2026-11-26-gpu-esm2_t33_650M-run2.md).
+/// 16,384 gave 5,910-6,940 and 65,536 gave 6,590-6,820. The 650M (float16, IO binding) ran 757 seq/s at
+/// 2,048 and 924 at 16,384 (bench/results/2026-11-26-gpu-esm2_t33_650M-run4.md), and 922 at 16,384 against
+/// 944 at 65,536 in run 2.
 pub const CUDA_MAX_TOKENS: usize = 16384;
 /// Budget x hidden size on CPU: one batch's activations stay small enough to live in cache while each
 /// batch runs on its own thread (`default_parallel_batches`). Measured on ESM-2 8M (hidden 320), 2 threads:
