@@ -41,15 +41,7 @@ done
 mkdir -p "$work" "$results"
 
 # The CUDA libraries that pip's nvidia-* packages carry, for ONNX Runtime's CUDA provider.
-nvidia_libs="$("$python" - <<'PY'
-import glob, os
-try:
-    import nvidia
-    print(":".join(sorted({os.path.dirname(p) for d in nvidia.__path__ for p in glob.glob(f"{d}/*/lib/*.so*")})))
-except ImportError:
-    pass
-PY
-)"
+nvidia_libs="$("$python" scripts/nvidia_libs.py)"
 export LD_LIBRARY_PATH="${nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 log() { echo "bench_gpu: $*" >&2; }

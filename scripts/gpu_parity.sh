@@ -39,15 +39,7 @@ done
 [ -x "$esmbench" ] || { echo "gpu_parity: $esmbench is missing; run cargo build --release" >&2; exit 2; }
 [ -n "$work" ] || work="$(mktemp -d)"
 mkdir -p "$work/parity" "$work/budgets"
-nvidia_libs="$("$python" - <<'PY'
-import glob, os
-try:
-    import nvidia
-    print(":".join(sorted({os.path.dirname(p) for d in nvidia.__path__ for p in glob.glob(f"{d}/*/lib/*.so*")})))
-except ImportError:
-    pass
-PY
-)"
+nvidia_libs="$("$python" scripts/nvidia_libs.py)"
 export LD_LIBRARY_PATH="${nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 log() { echo "gpu_parity: $*" >&2; }
 
