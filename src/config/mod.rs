@@ -15,40 +15,6 @@ pub mod suite;
 
 /// ESM's positional limit: 1024 tokens including <cls> and <eos>.
 pub const DEFAULT_MAX_RESIDUES: usize = 1022;
-/// Token budget on CoreML when --max-tokens is not given: half fair-esm's toks_per_batch (4096).
-pub const DEFAULT_MAX_TOKENS: usize = 2048;
-/// Token budget on CUDA when --max-tokens is not given. Measured on an H200 with ESM-2 8M (float32, 50,000
-/// synthetic nanobodies, two runs each): 2,048 tokens gave 4,660-4,810 seq/s, 8,192 gave 5,940-6,150,
-/// 16,384 gave 5,910-6,940 and 65,536 gave 6,590-6,820. The 650M (float16, IO binding) ran 757 seq/s at
-/// 2,048 and 924 at 16,384 (bench/results/2026-11-26-gpu-esm2_t33_650M-run4.md), and 922 at 16,384 against
-/// 944 at 65,536 in run 2.
-pub const CUDA_MAX_TOKENS: usize = 16384;
-/// Budget x hidden size on CPU: one batch's activations stay small enough to live in cache while each
-/// batch runs on its own thread (`default_parallel_batches`). Measured on ESM-2 8M (hidden 320), 2 threads:
-/// 384-512 tokens ran 1.3x faster than 2048 with a third less peak RSS; the tiny model (hidden 32) was
-/// fastest at 2048.
-const CPU_TOKENS_TIMES_HIDDEN: usize = 131_072;
-
-/// Where the batches run, as far as the default token budget is concerned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BatchDevice {
-    Cpu,
-    Cuda,
-    CoreMl,
-}
-
-/// The token budget when --max-tokens is not given, once the provider and the model's hidden size are known.
-pub fn default_max_tokens(device: BatchDevice, hidden: Option<usize>) -> usize {
-    match (device, hidden) {
-        (BatchDevice::Cpu, Some(hidden)) if hidden > 0 => {
-            (CPU_TOKENS_TIMES_HIDDEN / hidden).clamp(256, 2048)
-        }
-        (BatchDevice::Cpu, _) => 512,
-        (BatchDevice::Cuda, _) => CUDA_MAX_TOKENS,
-        (BatchDevice::CoreMl, _) => DEFAULT_MAX_TOKENS,
-    }
-}
-
 /// Where the model bytes come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSource {
@@ -132,7 +98,8 @@ pub struct ScoringConfig {
     pub data: DataSource,
     pub head: Option<PathBuf>,
     pub device: DeviceRequest,
-    /// Token budget per batch as asked; None takes [`default_max_tokens`] once the model is loaded.
+    /// Token budget per batch as asked; None takes the provider's default once the model is loaded
+    /// ([`crate::model::provider::Provider::default_max_tokens`]).
     pub max_tokens: Option<usize>,
     pub threads: usize,
     /// Batches run at once on CPU (`--parallel-batches`), as asked; None takes [`default_parallel_batches`].
@@ -306,12 +273,6 @@ impl ScoringConfig {
             .unwrap_or_else(|| default_parallel_batches(self.threads))
             .clamp(1, self.threads);
         (batches, (self.threads / batches).max(1))
-    }
-
-    /// The token budget for a backend once loaded: --max-tokens if given, else [`default_max_tokens`].
-    pub fn max_tokens_for(&self, device: BatchDevice, hidden: Option<usize>) -> usize {
-        self.max_tokens
-            .unwrap_or_else(|| default_max_tokens(device, hidden))
     }
 
     pub fn resolve(args: &ScoringArgs, file: &FileConfig) -> Result<ScoringConfig> {
@@ -559,20 +520,6 @@ pub fn load_file_config(path: Option<&Path>) -> Result<FileConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_default_token_budget_follows_the_provider_and_the_hidden_size() {
-        // 131072 / 320 = 409.6 for ESM-2 8M; the tiny model's 4096 and the 650M's 102 are clamped.
-        use BatchDevice::*;
-        assert_eq!(default_max_tokens(Cpu, Some(320)), 409);
-        assert_eq!(default_max_tokens(Cpu, Some(32)), 2048);
-        assert_eq!(default_max_tokens(Cpu, Some(1280)), 256);
-        assert_eq!(default_max_tokens(Cpu, None), 512);
-        assert_eq!(default_max_tokens(Cuda, Some(320)), 16384);
-        assert_eq!(default_max_tokens(Cuda, None), 16384);
-        assert_eq!(default_max_tokens(CoreMl, Some(320)), 2048);
-        assert_eq!(default_max_tokens(CoreMl, None), 2048);
-    }
 
     #[test]
     fn cpu_threads_are_split_across_the_batches_in_flight() {

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use ndarray::Array2;
 
-use crate::config::{BatchDevice, ScoringConfig};
+use crate::config::ScoringConfig;
 use crate::data::batcher::TokenBatch;
 use crate::model::contract::OutputKind;
 use crate::model::{count_model_load, provider, Backend, ModelInfo, ModelOutput};
@@ -39,7 +39,9 @@ impl MockBackend {
                 metadata_head: Some(MOCK_HEAD.into()),
                 threads: config.threads,
                 parallel_batches: config.cpu_parallelism().0,
-                max_tokens: config.max_tokens_for(BatchDevice::Cpu, Some(MOCK_HIDDEN)),
+                max_tokens: config.max_tokens.unwrap_or_else(|| {
+                    provider::Provider::Cpu.default_max_tokens(Some(MOCK_HIDDEN))
+                }),
                 io_binding: false,
                 graph_rewrite: None,
             },

@@ -188,7 +188,7 @@ fn cuda_options() -> ep::CUDA {
         .with_arena_extend_strategy(ep::ArenaExtendStrategy::SameAsRequested)
         // ONNX Runtime runs float32 MatMul in TF32 on Ampere and newer GPUs unless told not to; on an H200
         // that moved ESM-2 8M's probabilities by 1.7e-3 from PyTorch float32. A float32 model runs in
-        // float32 (within 1e-5 of CPU); the fast GPU path is an --fp16 export.
+        // float32 (there, within 6.2e-7 of CPU); the fast GPU path is an --fp16 export.
         .with_tf32(false)
 }
 
@@ -431,7 +431,9 @@ impl OnnxBackend {
             metadata_head,
             threads: config.threads,
             parallel_batches,
-            max_tokens: config.max_tokens_for(selection.provider.batch_device(), contract.hidden),
+            max_tokens: config
+                .max_tokens
+                .unwrap_or_else(|| selection.provider.default_max_tokens(contract.hidden)),
             io_binding: pinned.is_some(),
             graph_rewrite,
         };

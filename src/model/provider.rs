@@ -1,8 +1,22 @@
 //! The execution-provider choice, in one place: what each --device means and when CPU may stand in.
 
 use crate::cli::DeviceArg;
-use crate::config::{BatchDevice, DeviceRequest};
+use crate::config::DeviceRequest;
 use crate::error::Failure;
+
+/// Token budget on CoreML when --max-tokens is not given: half fair-esm's toks_per_batch (4096).
+const COREML_MAX_TOKENS: usize = 2048;
+/// Token budget on CUDA when --max-tokens is not given. Measured on an H200 with ESM-2 8M (float32, 50,000
+/// synthetic nanobodies, two runs each): 2,048 tokens gave 4,660-4,810 seq/s, 8,192 gave 5,940-6,150,
+/// 16,384 gave 5,910-6,940 and 65,536 gave 6,590-6,820. The 650M (float16, IO binding) ran 757 seq/s at
+/// 2,048 and 924 at 16,384 (bench/results/2026-11-26-gpu-esm2_t33_650M-run4.md), and 922 at 16,384 against
+/// 944 at 65,536 in run 2.
+const CUDA_MAX_TOKENS: usize = 16384;
+/// Budget x hidden size on CPU: one batch's activations stay small enough to live in cache while each
+/// batch runs on its own thread (`config::default_parallel_batches`). Measured on ESM-2 8M (hidden 320), 2 threads:
+/// 384-512 tokens ran 1.3x faster than 2048 with a third less peak RSS; the tiny model (hidden 32) was
+/// fastest at 2048.
+const CPU_TOKENS_TIMES_HIDDEN: usize = 131_072;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
@@ -21,12 +35,15 @@ impl Provider {
         }
     }
 
-    /// Which default token budget its batches get.
-    pub fn batch_device(self) -> BatchDevice {
-        match self {
-            Provider::Cuda => BatchDevice::Cuda,
-            Provider::CoreMl => BatchDevice::CoreMl,
-            Provider::Cpu => BatchDevice::Cpu,
+    /// The token budget of its batches when --max-tokens is not given, once the model's hidden size is known.
+    pub fn default_max_tokens(self, hidden: Option<usize>) -> usize {
+        match (self, hidden) {
+            (Provider::Cpu, Some(hidden)) if hidden > 0 => {
+                (CPU_TOKENS_TIMES_HIDDEN / hidden).clamp(256, 2048)
+            }
+            (Provider::Cpu, _) => 512,
+            (Provider::Cuda, _) => CUDA_MAX_TOKENS,
+            (Provider::CoreMl, _) => COREML_MAX_TOKENS,
         }
     }
 }
@@ -95,6 +112,20 @@ or pass --device cpu; or allow a loud CPU fallback with --allow-cpu-fallback (co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_token_budget_follows_the_provider_and_the_hidden_size() {
+        // 131072 / 320 = 409.6 for ESM-2 8M; the tiny model's 4096 and the 650M's 102 are clamped.
+        use Provider::*;
+        assert_eq!(Cpu.default_max_tokens(Some(320)), 409);
+        assert_eq!(Cpu.default_max_tokens(Some(32)), 2048);
+        assert_eq!(Cpu.default_max_tokens(Some(1280)), 256);
+        assert_eq!(Cpu.default_max_tokens(None), 512);
+        assert_eq!(Cuda.default_max_tokens(Some(320)), 16384);
+        assert_eq!(Cuda.default_max_tokens(None), 16384);
+        assert_eq!(CoreMl.default_max_tokens(Some(320)), 2048);
+        assert_eq!(CoreMl.default_max_tokens(None), 2048);
+    }
 
     fn request(device: DeviceArg, allow_cpu_fallback: bool) -> DeviceRequest {
         DeviceRequest {
