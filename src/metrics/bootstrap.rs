@@ -178,17 +178,20 @@ impl Resampling {
     /// The ROC and PR points sit where a run of tied scores ends. A run none of whose rows was drawn moves neither
     /// count, so it adds nothing to either area, and every run end can be visited without a branch on its weight.
     fn sweep(&self, counts: &[u32]) -> Sweep {
-        let (mut positives, mut negatives, mut tp, mut fp) = (0u64, 0u64, 0u64, 0u64);
-        let (mut prev_positives, mut prev_negatives) = (0u64, 0u64);
-        let (mut twice_roc_area, mut precision_weighted_recall) = (0u64, 0f64);
+        // Signed totals: converting an i64 to f64 is one instruction, a u64 several, and this loop runs n times
+        // per resample.
+        let (mut positives, mut negatives, mut tp, mut fp) = (0i64, 0i64, 0i64, 0i64);
+        let (mut prev_positives, mut prev_negatives) = (0i64, 0i64);
+        let (mut twice_roc_area, mut precision_weighted_recall) = (0i64, 0f64);
         for (row, &count) in self.rows.iter().zip(counts) {
-            let w = u64::from(count);
-            let positive = u64::from(row.positive);
-            let predicted = u64::from(row.predicted);
-            positives += w * positive;
-            negatives += w * (1 - positive);
-            tp += w * positive * predicted;
-            fp += w * (1 - positive) * predicted;
+            let w = i64::from(count);
+            let positive = i64::from(row.positive);
+            let predicted = i64::from(row.predicted);
+            let drawn_positive = w * positive;
+            positives += drawn_positive;
+            negatives += w - drawn_positive;
+            tp += drawn_positive * predicted;
+            fp += (w - drawn_positive) * predicted;
             if row.last_of_tie {
                 twice_roc_area += (negatives - prev_negatives) * (positives + prev_positives);
                 // Average precision: recall's step times the precision at this threshold. A step of zero adds
@@ -199,12 +202,13 @@ impl Resampling {
                 prev_negatives = negatives;
             }
         }
+        // Every total is a sum of non-negative counts, at most n * n for the area.
         Sweep {
-            positives,
-            negatives,
-            true_positives: tp,
-            false_positives: fp,
-            twice_roc_area,
+            positives: positives as u64,
+            negatives: negatives as u64,
+            true_positives: tp as u64,
+            false_positives: fp as u64,
+            twice_roc_area: twice_roc_area as u64,
             precision_weighted_recall,
         }
     }
