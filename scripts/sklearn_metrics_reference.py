@@ -13,8 +13,9 @@ identical arrays. For a generated set of n rows, row i takes draws 3i+1, 3i+2, 3
 Quantized scores tie heavily (q=1000 over 141,021 rows puts ~141 rows on each value), hit the threshold exactly
 (k/q == 0.5) and reach 0 and 1 (log-loss clipping).
 
-Bootstrap: resample r (from 0) of an n-row set takes draws r*n+1 .. r*n+n of a SplitMix64 stream with the given
-seed, index = draw % n. Each metric is computed by scikit-learn on every resample where it is defined, and the
+Bootstrap: the rows are put in descending score order once, ties in row order (numpy's stable argsort of -score).
+Resample r (from 0) of an n-row set takes draws r*n+1 .. r*n+n of a SplitMix64 stream with the given seed, and
+each draw picks the row at position (draw * n) >> 64 of that order. Each metric is computed by scikit-learn on every resample where it is defined, and the
 interval is numpy.percentile(values, [2.5, 97.5]) (linear interpolation).
 
 Where scikit-learn cannot define a metric it raises, returns nan or warns (UndefinedMetricWarning, "y_pred
@@ -69,6 +70,14 @@ def splitmix(seed: int, first: int, count: int) -> np.ndarray:
         z = (z ^ (z >> np.uint64(30))) * M1
         z = (z ^ (z >> np.uint64(27))) * M2
     return z ^ (z >> np.uint64(31))
+
+
+def scaled_below(draws: np.ndarray, n: int) -> np.ndarray:
+    """(draw * n) >> 64 for each uint64 draw, from its 32-bit halves; n < 2^31 keeps every step inside uint64."""
+    assert 0 < n < 2**31
+    n64 = np.uint64(n)
+    high, low = draws >> np.uint64(32), draws & np.uint64(0xFFFFFFFF)
+    return ((high * n64 + ((low * n64) >> np.uint64(32))) >> np.uint64(32)).astype(np.int64)
 
 
 def generate(n: int, seed: int, prevalence_permille: int, quantize: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,8 +142,9 @@ def metrics_at(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
 def bootstrap(y: np.ndarray, p: np.ndarray, threshold: float, resamples: int, seed: int) -> dict:
     n = len(y)
     values: dict[str, list[float]] = {m: [] for m in INTERVAL_METRICS}
+    order = np.argsort(-p, kind="stable")
     for r in range(resamples):
-        idx = (splitmix(seed, r * n, n) % np.uint64(n)).astype(np.int64)
+        idx = order[scaled_below(splitmix(seed, r * n, n), n)]
         yb, pb = y[idx], p[idx]
         pred = (pb > threshold).astype(np.int64)
         for name, (v, _) in {

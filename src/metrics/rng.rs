@@ -38,6 +38,12 @@ impl SplitMix64 {
         self.next_u64() % n
     }
 
+    /// An index in `0..n` as the high word of `next_u64() * n` (Lemire's multiply-shift): one multiplication
+    /// instead of a division, with the same bias below n / 2^64; numpy computes it from the draw's 32-bit halves.
+    pub fn scaled_below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
     /// A float in [0, 1) from the top 53 bits: exact, so Python computes the identical value.
     pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
@@ -78,10 +84,22 @@ mod tests {
     }
 
     #[test]
+    fn scaled_below_is_the_high_word_of_draw_times_n() {
+        // Python's exact integers on the reference vector's outputs: [x * n >> 64 for x in outputs].
+        let mut rng = SplitMix64::new(1_234_567);
+        let got: Vec<u64> = (0..5).map(|_| rng.scaled_below(86)).collect();
+        assert_eq!(got, [30, 14, 45, 21, 76]);
+        let mut rng = SplitMix64::new(1_234_567);
+        let got: Vec<u64> = (0..5).map(|_| rng.scaled_below(141_021)).collect();
+        assert_eq!(got, [49_368, 24_487, 75_052, 35_115, 125_442]);
+    }
+
+    #[test]
     fn below_and_unit_stay_in_range() {
         let mut rng = SplitMix64::new(7);
         for _ in 0..10_000 {
             assert!(rng.below(86) < 86);
+            assert!(rng.scaled_below(86) < 86);
             let u = rng.unit();
             assert!((0.0..1.0).contains(&u));
         }
