@@ -89,13 +89,15 @@ const MAX_THREADS: usize = 8;
 
 struct SortedRow {
     positive: bool,
-    predicted: bool,
     last_of_tie: bool,
 }
 
 /// What every resample shares: the rows in score order.
 struct Resampling {
     rows: Vec<SortedRow>,
+    /// Rows predicted positive (score > threshold). In descending score order they are the first ones, so a
+    /// resample's true and false positives are its running totals at this position.
+    predicted_rows: usize,
     seed: u64,
 }
 
@@ -119,12 +121,19 @@ impl Resampling {
             .enumerate()
             .map(|(k, &i)| SortedRow {
                 positive: labels[i] == 1,
-                predicted: predict(scores[i], threshold) == 1,
                 // The ROC and PR sweeps take a point where a run of equal scores ends.
                 last_of_tie: k + 1 == n || scores[order[k + 1]] != scores[i],
             })
             .collect();
-        Resampling { rows, seed }
+        let predicted_rows = order
+            .iter()
+            .take_while(|&&i| predict(scores[i], threshold) == 1)
+            .count();
+        Resampling {
+            rows,
+            predicted_rows,
+            seed,
+        }
     }
 
     fn run(&self, range: std::ops::Range<usize>) -> Values {
@@ -167,23 +176,55 @@ impl Resampling {
     /// The ROC and PR points sit where a run of tied scores ends. A run none of whose rows was drawn moves neither
     /// count, so it adds nothing to either area, and every run end can be visited without a branch on its weight.
     fn sweep(&self, counts: &[u32]) -> Sweep {
-        // Signed totals: converting an i64 to f64 is one instruction, a u64 several, and this loop runs n times
-        // per resample.
-        let (mut positives, mut negatives, mut tp, mut fp) = (0i64, 0i64, 0i64, 0i64);
-        let (mut prev_positives, mut prev_negatives) = (0i64, 0i64);
-        let mut twice_roc_area = 0i64;
-        // Average precision sums into two accumulators taken in turn: one f64 sum's add latency, not the rest of
-        // the row's work, would otherwise set the pace of the whole loop.
-        let (mut precision_weighted_recall, mut other_sum) = (0f64, 0f64);
-        for (row, &count) in self.rows.iter().zip(counts) {
+        let mut running = Running::default();
+        let predicted = self.predicted_rows;
+        running.add(&self.rows[..predicted], &counts[..predicted]);
+        let (true_positives, false_positives) = (running.positives, running.negatives);
+        running.add(&self.rows[predicted..], &counts[predicted..]);
+        // Every total is a sum of non-negative counts, at most n * n for the area.
+        Sweep {
+            positives: running.positives as u64,
+            negatives: running.negatives as u64,
+            true_positives: true_positives as u64,
+            false_positives: false_positives as u64,
+            twice_roc_area: running.twice_roc_area as u64,
+            precision_weighted_recall: running.precision_weighted_recall + running.other_sum,
+        }
+    }
+}
+
+/// The sweep's running totals. Signed: converting an i64 to f64 is one instruction, a u64 several, and the
+/// loop runs n times per resample.
+#[derive(Default, Clone, Copy)]
+struct Running {
+    positives: i64,
+    negatives: i64,
+    prev_positives: i64,
+    prev_negatives: i64,
+    twice_roc_area: i64,
+    precision_weighted_recall: f64,
+    /// Average precision sums into two accumulators taken in turn: one f64 sum's add latency, not the rest of
+    /// the row's work, would otherwise set the pace of the whole loop.
+    other_sum: f64,
+}
+
+impl Running {
+    #[inline(always)]
+    fn add(&mut self, rows: &[SortedRow], counts: &[u32]) {
+        let Running {
+            mut positives,
+            mut negatives,
+            mut prev_positives,
+            mut prev_negatives,
+            mut twice_roc_area,
+            mut precision_weighted_recall,
+            mut other_sum,
+        } = *self;
+        for (row, &count) in rows.iter().zip(counts) {
             let w = i64::from(count);
-            let positive = i64::from(row.positive);
-            let predicted = i64::from(row.predicted);
-            let drawn_positive = w * positive;
+            let drawn_positive = w * i64::from(row.positive);
             positives += drawn_positive;
             negatives += w - drawn_positive;
-            tp += drawn_positive * predicted;
-            fp += (w - drawn_positive) * predicted;
             if row.last_of_tie {
                 twice_roc_area += (negatives - prev_negatives) * (positives + prev_positives);
                 // Average precision: recall's step times the precision at this threshold. A step of zero adds
@@ -195,15 +236,15 @@ impl Resampling {
                 prev_negatives = negatives;
             }
         }
-        // Every total is a sum of non-negative counts, at most n * n for the area.
-        Sweep {
-            positives: positives as u64,
-            negatives: negatives as u64,
-            true_positives: tp as u64,
-            false_positives: fp as u64,
-            twice_roc_area: twice_roc_area as u64,
-            precision_weighted_recall: precision_weighted_recall + other_sum,
-        }
+        *self = Running {
+            positives,
+            negatives,
+            prev_positives,
+            prev_negatives,
+            twice_roc_area,
+            precision_weighted_recall,
+            other_sum,
+        };
     }
 }
 
