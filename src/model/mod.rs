@@ -165,6 +165,18 @@ pub fn probabilities_from_scores(kind: OutputKind, values: &[f32], rows: usize) 
         .collect()
 }
 
+/// Starts the ONNX Runtime library on its own thread, so the caller can read the data meanwhile and
+/// [`load_backend`] then finds the runtime ready (about 15 ms of start-up). Only the library: the model
+/// itself still loads after the data is validated. A failure here is not reported; the load meets it again
+/// and reports it in its place. Join the handle before loading.
+pub fn start_runtime(config: &ScoringConfig) -> Option<std::thread::JoinHandle<()>> {
+    (!config.mock_backend).then(|| {
+        std::thread::spawn(|| {
+            let _ = runtime::environment();
+        })
+    })
+}
+
 /// Loads the backend the configuration asks for; this is the only place a model is loaded.
 pub fn load_backend(config: &ScoringConfig) -> Result<Box<dyn Backend>> {
     if config.mock_backend {

@@ -268,12 +268,23 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
 pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>) -> Result<Report> {
     let wall = Instant::now();
     let scoring = &config.scoring;
+    // The hashes and the runtime library are ready by the time the data has been read through once.
     let model_hashing = {
         let source = scoring.model.clone();
         std::thread::spawn(move || fingerprint::model_sha256(&source))
     };
+    let data_hashing = {
+        let source = scoring.data.clone();
+        std::thread::spawn(move || fingerprint::data_sha256(&source))
+    };
+    let runtime_starting = match loaded {
+        None => model::start_runtime(scoring),
+        Some(_) => None,
+    };
     let summary = validate_data(scoring)?;
-    let (data_sha256, data_bytes) = fingerprint::data_sha256(&scoring.data)?;
+    let (data_sha256, data_bytes) = data_hashing
+        .join()
+        .map_err(|_| anyhow::anyhow!("the data hashing thread panicked"))??;
     let model_sha256 = model_hashing
         .join()
         .map_err(|_| anyhow::anyhow!("the model hashing thread panicked"))??;
@@ -292,6 +303,9 @@ pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>)
             (l.backend, l.loads_before, seconds)
         }
         None => {
+            if let Some(starting) = runtime_starting {
+                let _ = starting.join();
+            }
             owned = model::load_backend(scoring)?;
             let seconds = owned.info().load_seconds;
             (owned.as_ref(), 0, seconds)
