@@ -86,6 +86,29 @@ pub struct ScoringArgs {
     /// YAML run configuration; flags given on the command line win over it.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// What to do with invalid rows: fail (default) or skip them into skipped.csv.
+    #[arg(long, value_enum)]
+    pub on_invalid: Option<OnInvalid>,
+    /// Score only shard K of N (rows whose 0-based index modulo N is K-1); combine shards with `esmbench merge`.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+    /// Name of the sequence column (default: sequence).
+    #[arg(long)]
+    pub sequence_column: Option<String>,
+    /// Name of the 0/1 label column (default: label; absent column means no metrics).
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// Name of the id column (default: id; optional).
+    #[arg(long)]
+    pub id_column: Option<String>,
+}
+
+/// How the model is run and the sequences are batched: one struct flattened into `test`, `embed` and `fit`,
+/// so a new engine flag reaches every command that loads the model.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EngineArgs {
     /// Execution provider: cpu, cuda, coreml, or auto (CUDA, then CoreML, then CPU).
     #[arg(long, value_enum)]
     pub device: Option<DeviceArg>,
@@ -108,12 +131,6 @@ pub struct ScoringArgs {
     /// Fail on sequences longer than --max-residues instead of truncating them.
     #[arg(long)]
     pub no_truncate: bool,
-    /// What to do with invalid rows: fail (default) or skip them into skipped.csv.
-    #[arg(long, value_enum)]
-    pub on_invalid: Option<OnInvalid>,
-    /// Score only shard K of N (rows whose 0-based index modulo N is K-1); combine shards with `esmbench merge`.
-    #[arg(long, value_name = "K/N")]
-    pub shard: Option<String>,
     /// Keep ONNX Runtime's idle threads from spinning (saves CPU in shared containers; slightly slower).
     #[arg(long)]
     pub no_spinning: bool,
@@ -123,15 +140,6 @@ pub struct ScoringArgs {
     /// Run the model file's graph as it is: no in-memory rewrite of a per-layer attention mask into one broadcast key mask.
     #[arg(long)]
     pub no_graph_rewrite: bool,
-    /// Name of the sequence column (default: sequence).
-    #[arg(long)]
-    pub sequence_column: Option<String>,
-    /// Name of the 0/1 label column (default: label; absent column means no metrics).
-    #[arg(long)]
-    pub label_column: Option<String>,
-    /// Name of the id column (default: id; optional).
-    #[arg(long)]
-    pub id_column: Option<String>,
     /// Use the deterministic mock backend instead of ONNX Runtime (tests only).
     #[arg(long, hide = true)]
     pub mock_backend: bool,
@@ -270,40 +278,11 @@ pub struct FitArgs {
     /// YAML run configuration (model, data, device, threads, max_tokens, columns, ...); flags win over it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Execution provider: cpu, cuda, coreml, or auto (CUDA, then CoreML, then CPU).
-    #[arg(long, value_enum)]
-    pub device: Option<DeviceArg>,
-    /// Run on CPU (loudly) when the requested provider cannot be registered, instead of failing.
-    #[arg(long)]
-    pub allow_cpu_fallback: bool,
-    /// Token budget per batch: rows x longest row (with <cls> and <eos>), as fair-esm's toks_per_batch
-    /// (default: CPU 131072 / hidden size within 256..2048, CUDA 16384, CoreML 2048).
-    #[arg(long)]
-    pub max_tokens: Option<usize>,
-    /// CPU threads for the model in all (default: physical cores available to this process).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// On CPU, batches run at once on one session, each on threads/K threads (default: threads, at most 8).
-    #[arg(long, value_name = "K")]
-    pub parallel_batches: Option<usize>,
-    /// Longest sequence in residues; longer ones are truncated (and counted) unless --no-truncate.
-    #[arg(long)]
-    pub max_residues: Option<usize>,
-    /// Fail on sequences longer than --max-residues instead of truncating them.
-    #[arg(long)]
-    pub no_truncate: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// What to do with invalid rows: fail (default) or leave them out of training.
     #[arg(long, value_enum)]
     pub on_invalid: Option<OnInvalid>,
-    /// Keep ONNX Runtime's idle threads from spinning (saves CPU in shared containers; slightly slower).
-    #[arg(long)]
-    pub no_spinning: bool,
-    /// On CUDA, run batches through plain session inputs instead of an IO binding over page-locked host memory.
-    #[arg(long)]
-    pub no_io_binding: bool,
-    /// Run the model file's graph as it is: no in-memory rewrite of a per-layer attention mask into one broadcast key mask.
-    #[arg(long)]
-    pub no_graph_rewrite: bool,
     /// Name of the sequence column (default: sequence).
     #[arg(long)]
     pub sequence_column: Option<String>,
@@ -313,9 +292,6 @@ pub struct FitArgs {
     /// Name of the id column (default: id; optional).
     #[arg(long)]
     pub id_column: Option<String>,
-    /// Use the deterministic mock backend instead of ONNX Runtime (tests only).
-    #[arg(long, hide = true)]
-    pub mock_backend: bool,
 }
 
 impl FitArgs {
@@ -326,22 +302,12 @@ impl FitArgs {
             data: self.data.clone(),
             head: None,
             config: self.config.clone(),
-            device: self.device,
-            allow_cpu_fallback: self.allow_cpu_fallback,
-            max_tokens: self.max_tokens,
-            threads: self.threads,
-            parallel_batches: self.parallel_batches,
-            max_residues: self.max_residues,
-            no_truncate: self.no_truncate,
+            engine: self.engine.clone(),
             on_invalid: self.on_invalid,
             shard: None,
-            no_spinning: self.no_spinning,
-            no_io_binding: self.no_io_binding,
-            no_graph_rewrite: self.no_graph_rewrite,
             sequence_column: self.sequence_column.clone(),
             label_column: self.label_column.clone(),
             id_column: self.id_column.clone(),
-            mock_backend: self.mock_backend,
         }
     }
 }

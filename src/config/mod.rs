@@ -304,7 +304,7 @@ impl ScoringConfig {
         if let Some(p) = &head {
             check_readable(p, "head", "--head")?;
         }
-        let max_tokens = args.max_tokens.or(file.max_tokens);
+        let max_tokens = args.engine.max_tokens.or(file.max_tokens);
         if let Some(max_tokens) = max_tokens.filter(|&m| m < 3) {
             return Err(Failure::usage(format!(
                 "--max-tokens {max_tokens} cannot hold one residue with <cls> and <eos>\n  fix: use at least 3 (typical: 512 on CPU, 2048 and up on a GPU)"
@@ -312,6 +312,7 @@ impl ScoringConfig {
             .into());
         }
         let threads = args
+            .engine
             .threads
             .or(file.threads)
             .unwrap_or_else(default_threads);
@@ -320,7 +321,7 @@ impl ScoringConfig {
                 Failure::usage(format!("--threads {threads} is out of range\n  fix: use 1..=1024 (default: physical cores)")).into()
             );
         }
-        let parallel_batches = args.parallel_batches.or(file.parallel_batches);
+        let parallel_batches = args.engine.parallel_batches.or(file.parallel_batches);
         if let Some(k) = parallel_batches {
             if k == 0 || k > threads {
                 return Err(Failure::usage(format!(
@@ -330,13 +331,14 @@ impl ScoringConfig {
             }
         }
         let max_residues = args
+            .engine
             .max_residues
             .or(file.max_residues)
             .unwrap_or(DEFAULT_MAX_RESIDUES);
         if max_residues == 0 {
             return Err(Failure::usage("--max-residues 0 would score nothing\n  fix: use a positive length (ESM's limit is 1022)").into());
         }
-        let truncate = if args.no_truncate {
+        let truncate = if args.engine.no_truncate {
             false
         } else {
             file.truncate.unwrap_or(true)
@@ -352,8 +354,9 @@ impl ScoringConfig {
             columns.id = c.clone();
         }
         let device = DeviceRequest {
-            device: args.device.or(file.device).unwrap_or(DeviceArg::Cpu),
-            allow_cpu_fallback: args.allow_cpu_fallback || file.allow_cpu_fallback.unwrap_or(false),
+            device: args.engine.device.or(file.device).unwrap_or(DeviceArg::Cpu),
+            allow_cpu_fallback: args.engine.allow_cpu_fallback
+                || file.allow_cpu_fallback.unwrap_or(false),
         };
         let accelerator = matches!(device.device, DeviceArg::Cuda | DeviceArg::Coreml);
         if accelerator && !device.allow_cpu_fallback && parallel_batches.is_some_and(|k| k > 1) {
@@ -378,16 +381,16 @@ impl ScoringConfig {
                 .on_invalid
                 .or(file.on_invalid)
                 .unwrap_or(OnInvalid::Fail),
-            intra_op_spinning: !args.no_spinning && file.intra_op_spinning.unwrap_or(true),
-            io_binding: !args.no_io_binding && file.io_binding.unwrap_or(true),
-            graph_rewrite: !args.no_graph_rewrite && file.graph_rewrite.unwrap_or(true),
+            intra_op_spinning: !args.engine.no_spinning && file.intra_op_spinning.unwrap_or(true),
+            io_binding: !args.engine.no_io_binding && file.io_binding.unwrap_or(true),
+            graph_rewrite: !args.engine.no_graph_rewrite && file.graph_rewrite.unwrap_or(true),
             shard: args
                 .shard
                 .as_deref()
                 .map(Shard::parse)
                 .transpose()?
                 .unwrap_or(Shard::WHOLE),
-            mock_backend: args.mock_backend,
+            mock_backend: args.engine.mock_backend,
         })
     }
 }
@@ -520,6 +523,7 @@ pub fn load_file_config(path: Option<&Path>) -> Result<FileConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::EngineArgs;
 
     #[test]
     fn cpu_threads_are_split_across_the_batches_in_flight() {
@@ -558,7 +562,10 @@ mod tests {
             ..Default::default()
         };
         let args = ScoringArgs {
-            max_tokens: Some(200),
+            engine: EngineArgs {
+                max_tokens: Some(200),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let config = ScoringConfig::resolve(&args, &file).unwrap();
@@ -587,7 +594,10 @@ mod tests {
                 .graph_rewrite
         );
         let flag_off = ScoringArgs {
-            no_graph_rewrite: true,
+            engine: EngineArgs {
+                no_graph_rewrite: true,
+                ..Default::default()
+            },
             ..data
         };
         assert!(
@@ -608,7 +618,10 @@ mod tests {
         };
         assert!(!ScoringConfig::resolve(&data, &file_off).unwrap().io_binding);
         let flag_off = ScoringArgs {
-            no_io_binding: true,
+            engine: EngineArgs {
+                no_io_binding: true,
+                ..Default::default()
+            },
             ..data.clone()
         };
         let config = ScoringConfig::resolve(&flag_off, &FileConfig::default()).unwrap();
