@@ -168,13 +168,36 @@ pub fn probabilities_from_scores(kind: OutputKind, values: &[f32], rows: usize) 
 /// Starts the ONNX Runtime library on its own thread, so the caller can read the data meanwhile and
 /// [`load_backend`] then finds the runtime ready (about 15 ms of start-up). Only the library: the model
 /// itself still loads after the data is validated. A failure here is not reported; the load meets it again
-/// and reports it in its place. Join the handle before loading.
-pub fn start_runtime(config: &ScoringConfig) -> Option<std::thread::JoinHandle<()>> {
-    (!config.mock_backend).then(|| {
-        std::thread::spawn(|| {
-            let _ = runtime::environment();
-        })
-    })
+/// and reports it in its place.
+pub fn start_runtime(config: &ScoringConfig) -> RuntimeStart {
+    RuntimeStart(
+        (!config.mock_backend).then(|| std::thread::spawn(|| drop(runtime::environment()))),
+    )
+}
+
+/// The runtime library loading on its own thread (see [`start_runtime`]). Dropping it waits for the load
+/// to finish: a process that exits (say, on a validation error) while the library's static initializers
+/// still run on the other thread printed ONNX Runtime "Schema error" lines and sometimes died of a
+/// segmentation fault (exit 139) instead of exiting 2.
+pub struct RuntimeStart(Option<std::thread::JoinHandle<()>>);
+
+impl RuntimeStart {
+    /// Waits until the library has loaded (or failed to).
+    pub fn wait(mut self) {
+        self.join();
+    }
+
+    fn join(&mut self) {
+        if let Some(loading) = self.0.take() {
+            let _ = loading.join();
+        }
+    }
+}
+
+impl Drop for RuntimeStart {
+    fn drop(&mut self) {
+        self.join();
+    }
 }
 
 /// Loads the backend the configuration asks for; this is the only place a model is loaded.

@@ -277,10 +277,7 @@ pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>)
         let source = scoring.data.clone();
         std::thread::spawn(move || fingerprint::data_sha256(&source))
     };
-    let runtime_starting = match loaded {
-        None => model::start_runtime(scoring),
-        Some(_) => None,
-    };
+    let runtime_starting = loaded.is_none().then(|| model::start_runtime(scoring));
     let summary = validate_data(scoring)?;
     let (data_sha256, data_bytes) = data_hashing
         .join()
@@ -304,7 +301,7 @@ pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>)
         }
         None => {
             if let Some(starting) = runtime_starting {
-                let _ = starting.join();
+                starting.wait();
             }
             owned = model::load_backend(scoring)?;
             let seconds = owned.info().load_seconds;
