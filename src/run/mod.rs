@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod drive;
+pub mod lock;
 pub mod monitor;
 pub mod progress;
 pub mod signals;
@@ -268,6 +269,7 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
 pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>) -> Result<Report> {
     let wall = Instant::now();
     let scoring = &config.scoring;
+    let _output_lock = lock::OutputLock::acquire(&config.out_dir)?;
     // The hashes and the runtime library are ready by the time the data has been read through once.
     let model_hashing = {
         let source = scoring.model.clone();

@@ -408,3 +408,71 @@ fn the_thread_count_stays_flat_over_a_run() {
         "thread count moved during the run: {counts:?}"
     );
 }
+
+/// Regression: two runs on the same --out (a job started twice in tmux, or a --resume while the first still
+/// ran) both wrote into one predictions.csv, and both exited 0 over a file that held neither run's rows.
+#[test]
+fn regression_a_second_run_on_a_busy_out_directory_exits_2_and_leaves_the_first_intact() {
+    let dir = tempdir();
+    let data = dir.path().join("nb.csv");
+    synthetic_nanobodies(&data, 300, 17);
+    let out = dir.path().join("o");
+    let first = slow_mock_run(&data, &out, "20");
+    let started = Instant::now();
+    while !out.join("predictions.csv").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the first run never started writing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for resume in [false, true] {
+        let mut second = Command::new(binary());
+        second
+            .args(["test", "--mock-backend", "--model"])
+            .arg(fixture("esm2_micro.onnx"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out);
+        if resume {
+            second.arg("--resume");
+        }
+        let second = second.output().unwrap();
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert_eq!(second.status.code(), Some(2), "resume={resume}: {stderr}");
+        assert!(
+            stderr.contains(&format!("in use by esmbench process {}", first.id()))
+                && stderr.contains("fix:"),
+            "resume={resume}: {stderr}"
+        );
+    }
+    let output = first.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows = predictions(&out);
+    assert_eq!(
+        rows.len(),
+        301,
+        "the first run's predictions, header and 300 rows"
+    );
+    let mut expected: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+    let mut seen: Vec<String> = rows[1..]
+        .iter()
+        .map(|line| line.split(',').next().unwrap().to_string())
+        .collect();
+    expected.sort();
+    seen.sort();
+    assert_eq!(seen, expected, "every row once");
+    assert_eq!(read_json(&out.join("report.json"))["status"], "complete");
+
+    let after = slow_mock_run(&data, &out, "0").wait_with_output().unwrap();
+    assert!(
+        after.status.success(),
+        "the lock is released when the run ends: {}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+}
