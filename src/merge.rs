@@ -88,7 +88,7 @@ fn check_set(shards: &[ShardOutput]) -> Result<()> {
         let slot = &mut seen[(s.shard.index - 1) as usize];
         if *slot {
             return Err(Failure::usage(format!(
-                "shard {} is given twice ({})",
+                "shard {} is given twice ({})\n  fix: pass each shard's directory once",
                 s.shard.label(),
                 s.dir.display()
             ))

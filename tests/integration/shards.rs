@@ -85,6 +85,24 @@ fn three_shards_merged_equal_one_unsharded_run_row_for_row() {
         .assert()
         .code(2);
     assert!(String::from_utf8_lossy(&assert.get_output().stderr).contains("missing shard(s) 3/3"));
+
+    let assert = esmbench()
+        .arg("merge")
+        .args([
+            &shard_dirs[0],
+            &shard_dirs[0],
+            &shard_dirs[1],
+            &shard_dirs[2],
+        ])
+        .arg("--out")
+        .arg(dir.path().join("m3"))
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("shard 1/3 is given twice") && stderr.contains("fix:"),
+        "{stderr}"
+    );
 }
 
 #[test]
