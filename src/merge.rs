@@ -119,7 +119,10 @@ fn write_merged(
 ) -> Result<()> {
     rows.sort_by_key(|(row, _)| *row);
     if let Some(w) = rows.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(Failure::usage(format!("row {} appears in two shards", w[0].0)).into());
+        return Err(Failure::usage(format!(
+            "row {} appears in two shards\n  fix: merge the shards of one --shard K/N split, each once",
+            w[0].0
+        )).into());
     }
     let mut log = CsvLog::create(path, header)?;
     for (_, record) in &rows {

@@ -64,7 +64,7 @@ pub fn spawn_feed(options: FeedOptions) -> Result<(Receiver<Result<Feed>>, JoinH
                 }
                 RowOutcome::Invalid(problem) => {
                     let _ = sender.send(Err(Failure::input(format!(
-                        "{name}: {problem}\n  (the file changed after validation, or the row was not checked)"
+                        "{name}: {problem}\n  (the file changed after validation, or the row was not checked)\n  fix: leave the data file unchanged while a run reads it, and run again"
                     ))
                     .into()));
                     return;

@@ -270,7 +270,7 @@ pub fn fit(samples: &Samples, rows: &[usize], settings: &Settings) -> Result<Fit
     let positives = rows.iter().filter(|&&i| samples.label(i) == 1).count();
     if positives == 0 || positives == rows.len() {
         return Err(Failure::input(format!(
-            "logistic regression needs both classes, and all {} training rows are class {}",
+            "logistic regression needs both classes, and all {} training rows are class {}\n  fix: check --label-column and that the training CSV has rows labelled 0 and 1",
             rows.len(),
             u8::from(positives > 0)
         ))
@@ -477,6 +477,7 @@ mod tests {
         let rows: Vec<usize> = (0..12).collect();
         let err = fit(&samples, &rows, &Settings::with_c(1.0)).unwrap_err();
         assert!(err.to_string().contains("both classes"), "{err}");
+        assert!(err.to_string().contains("\n  fix: "), "{err}");
         let (x, y) = small();
         let samples = Samples::new(&x, 3, &y).unwrap();
         for c in [0.0, -1.0, f64::NAN, f64::INFINITY] {

@@ -78,7 +78,7 @@ impl Head {
             Number::List(v) if v.len() == 1 => v[0],
             Number::List(v) => {
                 return Err(Failure::usage(format!(
-                    "{origin}: intercept has {} values; a binary head has one",
+                    "{origin}: intercept has {} values; a binary head has one\n  fix: write scikit-learn's intercept_[0] as `intercept`",
                     v.len()
                 ))
                 .into())
@@ -91,7 +91,7 @@ impl Head {
             || !(0.0..=1.0).contains(&threshold)
         {
             return Err(Failure::usage(format!(
-                "{origin}: coef must be non-empty and finite, threshold in [0, 1]"
+                "{origin}: coef must be non-empty and finite, threshold in [0, 1]\n  fix: write the fitted coef_[0] (finite numbers) and a threshold between 0 and 1"
             ))
             .into());
         }
@@ -167,5 +167,24 @@ mod tests {
             Head::from_json(r#"{"type":"svm","coef":[1],"intercept":0}"#, "h.json").unwrap_err();
         assert!(err.to_string().contains("svm"));
         assert!(Head::from_json("[1,2]", "h.json").is_err());
+        for (json, names) in [
+            (
+                r#"{"coef":[1,2],"intercept":[0.1,0.2]}"#,
+                "intercept has 2 values",
+            ),
+            (r#"{"coef":[],"intercept":0}"#, "coef must be non-empty"),
+            (
+                r#"{"coef":[1],"intercept":0,"threshold":1.5}"#,
+                "threshold in [0, 1]",
+            ),
+        ] {
+            let err = Head::from_json(json, "h.json").unwrap_err();
+            assert_eq!(crate::error::exit_code_for(&err), 2, "{json}");
+            let text = err.to_string();
+            assert!(
+                text.contains(names) && text.contains("\n  fix: "),
+                "{json}: {text}"
+            );
+        }
     }
 }

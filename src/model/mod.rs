@@ -79,8 +79,12 @@ pub const HEAD_METADATA_KEY: &str = "esmbench.head";
 /// The head to apply and where it came from: `--head` wins over the model's metadata.
 pub fn resolve_head(config: &ScoringConfig, info: &ModelInfo) -> Result<Option<(Head, String)>> {
     let head = if let Some(path) = &config.head {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::usage(format!("cannot read head {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::usage(format!(
+                "cannot read head {}: {e}\n  fix: check the path given to --head",
+                path.display()
+            ))
+        })?;
         Some((
             Head::from_json(&text, &path.display().to_string())?,
             path.display().to_string(),

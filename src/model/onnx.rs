@@ -40,6 +40,9 @@ pub struct OnnxBackend {
     pinned: Option<Mutex<PinnedIo>>,
 }
 
+/// What to do when ONNX Runtime refuses a model file, for `test`, `embed`, `fit` and `inspect` alike.
+const LOAD_FIX: &str = "check that it is an ONNX file (IR version 10 or lower for this runtime; scripts/export_onnx.py writes one)";
+
 /// One `OrtApi::Run` on a session shared between threads, returning the named output.
 ///
 /// ort's `Session::run` takes `&mut self`, which rules out concurrent runs on one session. ONNX Runtime itself
@@ -402,7 +405,7 @@ impl OnnxBackend {
         };
         let session = session.map_err(|e| {
             Failure::usage(format!(
-                "{origin}: ONNX Runtime cannot load the model: {e}\n  fix: check that it is an ONNX file (IR version 10 or lower for this runtime; scripts/export_onnx.py writes one)"
+                "{origin}: ONNX Runtime cannot load the model: {e}\n  fix: {LOAD_FIX}"
             ))
         })?;
         count_model_load();
@@ -521,7 +524,9 @@ pub fn inspect(path: &Path) -> Result<Description> {
         .map_err(|e| ort_failure(&origin, e))?
         .commit_from_file(path)
         .map_err(|e| {
-            Failure::usage(format!("{origin}: ONNX Runtime cannot load the model: {e}"))
+            Failure::usage(format!(
+                "{origin}: ONNX Runtime cannot load the model: {e}\n  fix: {LOAD_FIX}"
+            ))
         })?;
     count_model_load();
     let (inputs, outputs) = describe(&session);
