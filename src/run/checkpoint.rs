@@ -110,8 +110,9 @@ impl Checkpoint {
         write_atomically(&path_in(dir), &bytes)
     }
 
-    /// The checkpoint to resume from, refused when it was made with other data, model or settings.
-    pub fn load_for_resume(dir: &Path, current: &Fingerprint) -> Result<Checkpoint> {
+    /// The checkpoint in `dir`, whatever it was made with: read before the model loads, so a --resume
+    /// with nothing to resume fails at once.
+    pub fn read(dir: &Path) -> Result<Checkpoint> {
         let path = path_in(dir);
         let text = std::fs::read_to_string(&path).map_err(|_| {
             Failure::usage(format!(
@@ -133,7 +134,12 @@ impl Checkpoint {
             ))
             .into());
         }
-        let changed = checkpoint.fingerprint.differences(current);
+        Ok(checkpoint)
+    }
+
+    /// This checkpoint, refused when it was made with other data, model or settings than `current`.
+    pub fn matching(self, current: &Fingerprint) -> Result<Checkpoint> {
+        let changed = self.fingerprint.differences(current);
         if !changed.is_empty() {
             return Err(Failure::usage(format!(
                 "--resume refused: {} since the interrupted run\n  fix: resume with the same data, model, head and settings, or drop --resume (or use another --out) to start afresh",
@@ -141,7 +147,7 @@ impl Checkpoint {
             ))
             .into());
         }
-        Ok(checkpoint)
+        Ok(self)
     }
 
     pub fn remove(dir: &Path) {
@@ -174,7 +180,10 @@ mod tests {
         let c = Checkpoint::new(fingerprint(), 42, 1000, 0);
         c.save(dir.path()).unwrap();
         assert_eq!(
-            Checkpoint::load_for_resume(dir.path(), &fingerprint()).unwrap(),
+            Checkpoint::read(dir.path())
+                .unwrap()
+                .matching(&fingerprint())
+                .unwrap(),
             c
         );
     }
@@ -188,7 +197,10 @@ mod tests {
         let mut other = fingerprint();
         other.model_sha256 = "m2".into();
         other.threshold = 0.6;
-        let err = Checkpoint::load_for_resume(dir.path(), &other).unwrap_err();
+        let err = Checkpoint::read(dir.path())
+            .unwrap()
+            .matching(&other)
+            .unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("the model file changed") && text.contains("the threshold changed"),
@@ -200,7 +212,7 @@ mod tests {
     #[test]
     fn resume_without_a_checkpoint_says_so() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Checkpoint::load_for_resume(dir.path(), &fingerprint()).unwrap_err();
+        let err = Checkpoint::read(dir.path()).unwrap_err();
         assert!(err.to_string().contains("has no checkpoint"));
     }
 }

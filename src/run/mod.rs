@@ -270,6 +270,11 @@ pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>)
     let wall = Instant::now();
     let scoring = &config.scoring;
     let _output_lock = lock::OutputLock::acquire(&config.out_dir)?;
+    let previous = if config.resume {
+        Some(Checkpoint::read(&config.out_dir)?)
+    } else {
+        None
+    };
     // The hashes and the runtime library are ready by the time the data has been read through once.
     let model_hashing = {
         let source = scoring.model.clone();
@@ -338,8 +343,8 @@ pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>)
 
     let predictions_path = config.out_dir.join("predictions.csv");
     let skipped_path = config.out_dir.join("skipped.csv");
-    let (resumed, predictions, skipped) = if config.resume {
-        let checkpoint = Checkpoint::load_for_resume(&config.out_dir, &fingerprint)?;
+    let (resumed, predictions, skipped) = if let Some(previous) = previous {
+        let checkpoint = previous.matching(&fingerprint)?;
         let predictions = CsvLog::resume(
             &predictions_path,
             checkpoint.predictions_bytes,

@@ -423,3 +423,25 @@ fn regression_invalid_data_while_the_runtime_loads_exits_2_without_a_crash() {
         assert!(!stderr.contains("Schema error"), "run {attempt}: {stderr}");
     }
 }
+
+/// `--resume` with no checkpoint in --out is refused before the model loads: a file ONNX Runtime would
+/// refuse is never opened, so the error is about the checkpoint, not the model.
+#[test]
+fn resume_with_nothing_to_resume_fails_before_the_model_loads() {
+    if !runtime_available("resume_with_nothing_to_resume_fails_before_the_model_loads") {
+        return;
+    }
+    let dir = tempdir();
+    let data = micro_data(dir.path());
+    let not_a_model = write(dir.path(), "broken.onnx", "not an ONNX file");
+    let assert = test_command(&not_a_model, &data, &dir.path().join("out"))
+        .arg("--resume")
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("has no checkpoint") && stderr.contains("fix: drop --resume"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cannot load the model"), "{stderr}");
+}
