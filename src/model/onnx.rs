@@ -248,13 +248,17 @@ fn planned_rewrite(env: &Environment, bytes: &[u8]) -> Result<Option<rewrite::Re
 }
 
 /// The rewrite a run would make ([`rewrite::plan`]), its probe not yet run. None when the graph runs as
-/// it is: nothing to rewrite, a file too large to read ([`graph::read_small`]), or the slow mask in a
-/// graph the rewrite cannot prove (with a note saying why).
+/// it is: nothing to rewrite, a file too large to read ([`graph::read_small`]), a graph this reader
+/// cannot walk, or the slow mask in a graph the rewrite cannot prove (with a note saying why).
 fn rewrite_candidate(source: &ModelSource, origin: &str) -> Option<rewrite::Rewrite> {
     let bytes: Cow<'_, [u8]> = match source {
         ModelSource::File(path) => Cow::Owned(graph::read_small(path)?),
         ModelSource::Embedded => Cow::Borrowed(embedded::DEMO_MODEL),
     };
+    // A file this reader cannot walk (corrupt, external data, several graphs) says nothing about its
+    // attention layers, so the note below, which names the slow mask, would be wrong; ONNX Runtime's load
+    // reports a file that is really broken, and `esmbench inspect` gives the reader's reason.
+    graph::read(&bytes).ok()?;
     rewrite::plan(&bytes).unwrap_or_else(|reason| {
         note_running_as_is(origin, &reason);
         None

@@ -445,3 +445,26 @@ fn resume_with_nothing_to_resume_fails_before_the_model_loads() {
     );
     assert!(!stderr.contains("cannot load the model"), "{stderr}");
 }
+
+/// Regression: a file that is not a model drew a note that "its attention layers add a mask expanded for each
+/// layer" before ONNX Runtime's load error; the graph reader had failed, so nothing was known of its layers.
+#[test]
+fn regression_a_file_that_is_not_a_model_gets_the_load_error_and_no_note_about_attention() {
+    if !runtime_available(
+        "regression_a_file_that_is_not_a_model_gets_the_load_error_and_no_note_about_attention",
+    ) {
+        return;
+    }
+    let dir = tempdir();
+    let data = micro_data(dir.path());
+    let not_a_model = write(dir.path(), "broken.onnx", "not an ONNX file");
+    let assert = test_command(&not_a_model, &data, &dir.path().join("out"))
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("cannot load the model") && stderr.contains("fix:"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("attention"), "{stderr}");
+}
