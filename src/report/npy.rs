@@ -1,18 +1,26 @@
 //! A streaming writer of float32 [rows, cols] .npy files (format 1.0), so embeddings never sit in memory whole.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::error::Failure;
+
+/// Writes `<out>.partial` under an OS lock and renames it into place once every row is in. Two `esmbench
+/// embed` runs on one --out would otherwise truncate and append to the same partial file; the second is
+/// refused instead. A run that ends without finishing removes its partial file.
 pub struct NpyWriter {
     path: PathBuf,
     tmp: PathBuf,
+    /// The locked partial file, until the first row gives the width for the header.
+    file: Option<File>,
     out: Option<BufWriter<File>>,
     rows: u64,
     cols: Option<usize>,
     written: u64,
+    finished: bool,
 }
 
 /// The .npy header for a little-endian float32 C-order array, padded so the data starts on a 64-byte boundary.
@@ -32,22 +40,44 @@ pub fn header(rows: u64, cols: usize) -> Vec<u8> {
 
 impl NpyWriter {
     /// Rows must be known up front (the validation pass counts them); columns are fixed by the first row.
+    /// Fails with exit 2 while another run holds the same output.
     pub fn create(path: &Path, rows: u64) -> Result<NpyWriter> {
         let tmp = path.with_extension("npy.partial");
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        match file.try_lock() {
+            // Where the file system cannot lock (some network mounts) the run goes on unlocked.
+            Ok(()) | Err(TryLockError::Error(_)) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Failure::usage(format!(
+                    "{} is being written by another esmbench run ({} is locked)\n  fix: wait for that run to finish, or pass another --out",
+                    path.display(),
+                    tmp.display()
+                ))
+                .into())
+            }
+        }
+        file.set_len(0)
+            .with_context(|| format!("emptying {}", tmp.display()))?;
         Ok(NpyWriter {
             path: path.to_path_buf(),
             tmp,
+            file: Some(file),
             out: None,
             rows,
             cols: None,
             written: 0,
+            finished: false,
         })
     }
 
     pub fn push_row(&mut self, row: &[f32]) -> Result<()> {
         if self.out.is_none() {
-            let file = File::create(&self.tmp)
-                .with_context(|| format!("creating {}", self.tmp.display()))?;
+            let file = self.file.take().context("the partial file is open")?;
             let mut out = BufWriter::with_capacity(1 << 20, file);
             out.write_all(&header(self.rows, row.len()))?;
             self.out = Some(out);
@@ -82,7 +112,17 @@ impl NpyWriter {
         file.sync_all()?;
         std::fs::rename(&self.tmp, &self.path)
             .with_context(|| format!("moving {} into place", self.path.display()))?;
+        self.finished = true;
         Ok(())
+    }
+}
+
+impl Drop for NpyWriter {
+    fn drop(&mut self) {
+        // Still locked here (the file closes after this), so no other run's partial file is removed.
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -108,5 +148,30 @@ mod tests {
         w.finish().unwrap();
         let a: ndarray::Array2<f32> = ndarray_npy::read_npy(&path).unwrap();
         assert_eq!(a, ndarray::arr2(&[[1.0, 2.5], [-3.0, 0.125]]));
+        assert!(!path.with_extension("npy.partial").exists());
+    }
+
+    #[test]
+    fn a_second_writer_on_the_same_output_is_refused_and_an_unfinished_one_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.npy");
+        let partial = path.with_extension("npy.partial");
+        let mut first = NpyWriter::create(&path, 2).unwrap();
+        first.push_row(&[1.0]).unwrap();
+        let err = NpyWriter::create(&path, 2).err().expect("refused");
+        assert_eq!(crate::error::exit_code_for(&err), 2);
+        assert!(err.to_string().contains("another esmbench run"), "{err}");
+        assert!(
+            partial.exists(),
+            "the refused writer left the first one's file alone"
+        );
+        drop(first);
+        assert!(!partial.exists());
+        assert!(!path.exists());
+        let mut again = NpyWriter::create(&path, 1).unwrap();
+        again.push_row(&[2.0]).unwrap();
+        again.finish().unwrap();
+        let a: ndarray::Array2<f32> = ndarray_npy::read_npy(&path).unwrap();
+        assert_eq!(a, ndarray::arr2(&[[2.0]]));
     }
 }

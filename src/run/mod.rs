@@ -568,6 +568,8 @@ pub fn run_embed(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         crate::config::ensure_writable_dir(parent)?;
     }
+    // Before the model loads, so a second run on the same --out is refused at once.
+    let writer = NpyWriter::create(out, summary.rows_valid)?;
     signals::install()?;
     let mut monitor = Monitor::start(None);
     let backend = model::load_backend(scoring)?;
@@ -579,9 +581,7 @@ pub fn run_embed(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64
         ))
         .into());
     }
-    let mut sink = EmbedSink {
-        writer: NpyWriter::create(out, summary.rows_valid)?,
-    };
+    let mut sink = EmbedSink { writer };
     let mut progress = Progress::new(summary.rows_total, quiet);
     let options = DriveOptions {
         scoring,
