@@ -58,25 +58,39 @@ fn find_column(
     file: &str,
 ) -> Result<usize, Failure> {
     let listed = headers.join(", ");
-    match flag {
-        Some(name) => headers
-            .iter()
-            .position(|h| *h == normalize(name))
-            .ok_or_else(|| {
-                Failure::usage(format!(
+    let fields_named =
+        |name: &str| -> Vec<usize> { (0..headers.len()).filter(|&i| headers[i] == name).collect() };
+    let fields = match flag {
+        Some(name) => {
+            let fields = fields_named(&normalize(name));
+            if fields.is_empty() {
+                return Err(Failure::usage(format!(
                     "{file}: no `{name}` column (columns: {listed})\n  fix: pass {flag_name} with one of them"
-                ))
-            }),
+                )));
+            }
+            fields
+        }
         None => candidates
             .iter()
-            .find_map(|c| headers.iter().position(|h| h == c))
+            .map(|c| fields_named(c))
+            .find(|fields| !fields.is_empty())
             .ok_or_else(|| {
                 Failure::usage(format!(
                     "{file}: no {what} column (looked for {}; columns: {listed})\n  fix: name it with {flag_name} C",
                     candidates.join(", ")
                 ))
-            }),
+            })?,
+    };
+    // Two columns with one name would silently be read by whichever comes first.
+    if let [_, _, ..] = fields[..] {
+        return Err(Failure::input(format!(
+            "{file}: line 1: {} columns are named `{}` (fields {})\n  fix: rename all but one of them, or pass {flag_name} NAME",
+            fields.len(),
+            headers[fields[0]],
+            fields.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(", ")
+        )));
     }
+    Ok(fields[0])
 }
 
 fn parse_label(text: &str) -> Result<Option<u8>, String> {

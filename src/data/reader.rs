@@ -132,19 +132,47 @@ impl RecordReader {
             })?;
             headers.push(text.trim_start_matches('\u{feff}').trim().to_string());
         }
-        let find = |wanted: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(wanted));
-        let sequence = find(&columns.sequence).ok_or_else(|| {
+        // A name that matches two columns would silently score (or label) by whichever comes first.
+        let find = |wanted: &str, flag: &str| -> Result<Option<usize>, Failure> {
+            let fields: Vec<usize> = (0..headers.len())
+                .filter(|&i| headers[i].eq_ignore_ascii_case(wanted))
+                .collect();
+            match fields[..] {
+                [] => Ok(None),
+                [only] => Ok(Some(only)),
+                _ => Err(Failure::input(format!(
+                    "{name}: line 1: {} columns are named `{wanted}` (fields {})\n  fix: rename all but one of them, or pass {flag} NAME",
+                    fields.len(),
+                    fields.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(", ")
+                ))),
+            }
+        };
+        let sequence = find(&columns.sequence, "--sequence-column")?.ok_or_else(|| {
+            // One header field holding tabs or semicolons is a TSV or a European-locale CSV, read as one column.
+            let separator = match headers[..] {
+                [ref only] if only.contains('\t') => Some("tab"),
+                [ref only] if only.contains(';') => Some("semicolon"),
+                _ => None,
+            };
+            let fix = match separator {
+                Some(separator) => format!(
+                    "the header looks {separator}-separated; esmbench reads comma-separated files: save it with commas between the fields"
+                ),
+                None => format!(
+                    "rename the sequence column to `{}` or pass --sequence-column NAME",
+                    columns.sequence
+                ),
+            };
             Failure::input(format!(
-                "{name}: line 1: no `{}` column (columns: {})\n  fix: rename the sequence column to `{}` or pass --sequence-column NAME",
+                "{name}: line 1: no `{}` column (columns: {})\n  fix: {fix}",
                 columns.sequence,
                 headers.join(", "),
-                columns.sequence
             ))
         })?;
         let layout = Layout {
             sequence,
-            label: find(&columns.label),
-            id: find(&columns.id),
+            label: find(&columns.label, "--label-column")?,
+            id: find(&columns.id, "--id-column")?,
             headers,
         };
         Ok(RecordReader {

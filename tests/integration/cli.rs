@@ -348,3 +348,66 @@ fn help_documents_the_exit_codes() {
         assert!(stdout.contains(code), "missing `{code}` in --help");
     }
 }
+
+/// Regression: a header naming the sequence (or label, or id) column twice was read by its first match, so
+/// the run scored one of two columns without a word; it is refused now, for `test` and for `metrics`.
+#[test]
+fn regression_a_column_named_twice_is_refused_not_read_by_its_first_match() {
+    let dir = tempdir();
+    for (name, text, expected) in [
+        (
+            "two_sequences.csv",
+            "sequence,label,Sequence\nEVQL,1,QVQL\n",
+            "2 columns are named `sequence` (fields 1, 3)",
+        ),
+        (
+            "two_labels.csv",
+            "sequence,label,label\nEVQL,1,0\n",
+            "2 columns are named `label` (fields 2, 3)",
+        ),
+    ] {
+        let data = write(dir.path(), name, text);
+        let assert = mock_test(&dir.path().join(format!("run-{name}")), &data).code(2);
+        let stderr = stderr_of(&assert);
+        assert!(
+            stderr.contains(expected) && stderr.contains("fix: rename all but one"),
+            "{name}: {stderr}"
+        );
+    }
+    let predictions = write(
+        dir.path(),
+        "p.csv",
+        "y_true,y_proba,y_true\n1,0.9,0\n0,0.2,1\n",
+    );
+    let assert = esmbench()
+        .args(["metrics", "--predictions"])
+        .arg(&predictions)
+        .arg("--out")
+        .arg(dir.path().join("m"))
+        .assert()
+        .code(2);
+    let stderr = stderr_of(&assert);
+    assert!(
+        stderr.contains("2 columns are named `y_true` (fields 1, 3)")
+            && stderr.contains("--label-column"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("m/report.json").exists());
+}
+
+#[test]
+fn a_tab_or_semicolon_separated_file_is_named_as_such() {
+    let dir = tempdir();
+    for (name, text, separator) in [
+        ("t.csv", "sequence\tlabel\nEVQL\t1\n", "tab"),
+        ("s.csv", "sequence;label\nEVQL;1\n", "semicolon"),
+    ] {
+        let data = write(dir.path(), name, text);
+        let assert = mock_test(&dir.path().join(format!("run-{name}")), &data).code(2);
+        let stderr = stderr_of(&assert);
+        assert!(
+            stderr.contains(&format!("fix: the header looks {separator}-separated")),
+            "{name}: {stderr}"
+        );
+    }
+}
