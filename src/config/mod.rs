@@ -213,8 +213,12 @@ pub struct FileConfig {
 impl FileConfig {
     /// Reads a YAML config; relative paths in it are taken relative to the file's own folder.
     pub fn load(path: &Path) -> Result<FileConfig> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::usage(format!("cannot read config {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::usage(format!(
+                "cannot read config {}: {e}\n  fix: check the path given to --config",
+                path.display()
+            ))
+        })?;
         let mut config: FileConfig = serde_yaml_ng::from_str(&text).map_err(|e| {
             let place = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
             Failure::usage(format!(
@@ -637,6 +641,18 @@ mod tests {
         let err = ScoringConfig::resolve(&args, &FileConfig::default()).unwrap_err();
         assert_eq!(crate::error::exit_code_for(&err), 2);
         assert!(err.to_string().contains("--data"));
+    }
+
+    #[test]
+    fn a_missing_config_file_is_a_usage_error_with_a_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = FileConfig::load(&dir.path().join("absent.yaml")).unwrap_err();
+        assert_eq!(crate::error::exit_code_for(&err), 2);
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("absent.yaml") && text.contains("fix: check the path given to --config"),
+            "{text}"
+        );
     }
 
     #[test]
