@@ -77,7 +77,7 @@ pub struct ScoringArgs {
     /// ONNX model (see `esmbench inspect` for the contract).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// CSV with a sequence column (and optionally label and id columns).
+    /// CSV with a sequence column (and optionally label and id columns); a gzipped .csv.gz is read as it is.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Logistic-regression head JSON (coef, intercept, threshold); overrides a head in the model's metadata.

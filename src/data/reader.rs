@@ -1,7 +1,7 @@
 //! Streaming CSV reader: finds the columns, checks every row, and yields records with their line numbers.
 
 use std::fmt;
-use std::io::Read;
+use std::io::{BufRead, Read};
 
 use anyhow::{Context, Result};
 
@@ -72,14 +72,31 @@ pub enum RowOutcome {
     Invalid(RowProblem),
 }
 
-/// Opens the data source as a byte stream.
+/// The two bytes every gzip stream starts with.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Opens the data source as a byte stream; a gzipped file (found by its first bytes, whatever its name) is
+/// decompressed on the fly, as pandas reads a .csv.gz.
 pub fn open_source(source: &DataSource) -> Result<Box<dyn Read + Send>> {
     Ok(match source {
-        DataSource::File(path) => Box::new(std::io::BufReader::with_capacity(
-            1 << 20,
-            std::fs::File::open(path)
-                .with_context(|| format!("opening data {}", path.display()))?,
-        )),
+        DataSource::File(path) => {
+            let mut file = std::io::BufReader::with_capacity(
+                1 << 20,
+                std::fs::File::open(path)
+                    .with_context(|| format!("opening data {}", path.display()))?,
+            );
+            let head = file
+                .fill_buf()
+                .with_context(|| format!("reading data {}", path.display()))?;
+            if head.starts_with(&GZIP_MAGIC) {
+                Box::new(std::io::BufReader::with_capacity(
+                    1 << 20,
+                    flate2::bufread::MultiGzDecoder::new(file),
+                ))
+            } else {
+                Box::new(file)
+            }
+        }
         DataSource::Embedded => Box::new(embedded::DEMO_DATA),
     })
 }
@@ -399,6 +416,21 @@ fn csv_failure(name: &str, error: csv::Error) -> anyhow::Error {
         .map(|p| format!(": line {}", p.line()))
         .unwrap_or_default();
     match error.kind() {
+        // Reading a plain file gives none of these kinds; the gzip decoder gives them for a stream that is cut
+        // short or damaged (a partial download, a file that was still being written).
+        csv::ErrorKind::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::InvalidInput
+                    | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            Failure::input(format!(
+                "{name}{place}: the gzip data is cut short or damaged ({e})\n  fix: check it with `gzip -t {name}`, and download or compress it again"
+            ))
+            .into()
+        }
         csv::ErrorKind::Io(_) => anyhow::Error::new(error).context(format!("reading {name}")),
         _ => Failure::input(format!(
             "{name}{place}: {error}\n  fix: check the quoting of that line"

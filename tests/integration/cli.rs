@@ -411,3 +411,32 @@ fn a_tab_or_semicolon_separated_file_is_named_as_such() {
         );
     }
 }
+
+#[test]
+fn gzipped_data_is_scored_as_the_plain_file_and_a_cut_stream_is_invalid_input() {
+    use std::io::Write;
+    let dir = tempdir();
+    let text = "id,sequence,label\na,EVQLVESGG,1\nb,QVQLQESGP,0\nc,DIQMTQSPS,1\n";
+    let plain = write(dir.path(), "d.csv", text);
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(text.as_bytes()).unwrap();
+    let gz = encoder.finish().unwrap();
+    let zipped = dir.path().join("d.csv.gz");
+    std::fs::write(&zipped, &gz).unwrap();
+    mock_test(&dir.path().join("plain"), &plain).success();
+    mock_test(&dir.path().join("zipped"), &zipped).success();
+    let predictions = |run: &str| {
+        std::fs::read_to_string(dir.path().join(run).join("out/predictions.csv")).unwrap()
+    };
+    assert_eq!(predictions("plain"), predictions("zipped"));
+
+    let cut = dir.path().join("cut.csv.gz");
+    std::fs::write(&cut, &gz[..gz.len() - 12]).unwrap();
+    let assert = mock_test(&dir.path().join("cut"), &cut).code(2);
+    let stderr = stderr_of(&assert);
+    assert!(
+        stderr.contains("the gzip data is cut short or damaged") && stderr.contains("gzip -t"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("cut/out/predictions.csv").exists());
+}
