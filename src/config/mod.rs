@@ -400,6 +400,14 @@ impl ScoringConfig {
 }
 
 fn check_readable(path: &Path, what: &str, flag: &str) -> Result<()> {
+    if path.as_os_str() == "-" {
+        // The data is read twice (validated before the model loads, then scored) and hashed for --resume,
+        // which a pipe cannot give.
+        return Err(Failure::usage(format!(
+            "{flag} - (standard input) is not supported: esmbench reads its {what} file more than once\n  fix: save the stream to a file and pass its path"
+        ))
+        .into());
+    }
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => std::fs::File::open(path)
             .map(|_| ())
@@ -641,6 +649,26 @@ mod tests {
         let err = ScoringConfig::resolve(&args, &FileConfig::default()).unwrap_err();
         assert_eq!(crate::error::exit_code_for(&err), 2);
         assert!(err.to_string().contains("--data"));
+    }
+
+    #[test]
+    fn standard_input_as_data_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.onnx");
+        std::fs::write(&model, b"").unwrap();
+        let args = ScoringArgs {
+            model: Some(model),
+            data: Some("-".into()),
+            ..Default::default()
+        };
+        let err = ScoringConfig::resolve(&args, &FileConfig::default()).unwrap_err();
+        assert_eq!(crate::error::exit_code_for(&err), 2);
+        let text = err.to_string();
+        assert!(
+            text.contains("--data - (standard input) is not supported")
+                && text.contains("fix: save the stream"),
+            "{text}"
+        );
     }
 
     #[test]
