@@ -153,7 +153,7 @@ pub struct TestArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Probability threshold for the positive class (default: the head's, else 0.5).
-    #[arg(long, conflicts_with = "assay")]
+    #[arg(long, conflicts_with = "assay", allow_negative_numbers = true)]
     pub threshold: Option<f64>,
     /// Hard memory limit, e.g. 8GiB: over it the run checkpoints, writes a partial report and exits 4 (resumable).
     #[arg(long)]
@@ -209,7 +209,7 @@ pub struct MetricsArgs {
     #[arg(long)]
     pub score_column: Option<String>,
     /// Positive when probability > T (default 0.5).
-    #[arg(long, conflicts_with = "assay")]
+    #[arg(long, conflicts_with = "assay", allow_negative_numbers = true)]
     pub threshold: Option<f64>,
     /// Threshold preset: elisa (0.5) or psr (0.5495).
     #[arg(long, value_enum)]

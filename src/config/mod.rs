@@ -483,6 +483,12 @@ impl TestConfig {
             .checkpoint_seconds
             .or(file.checkpoint_seconds)
             .unwrap_or(DEFAULT_CHECKPOINT_SECONDS);
+        if checkpoint_seconds == 0 {
+            return Err(Failure::usage(format!(
+                "--checkpoint-seconds 0 would checkpoint after every batch\n  fix: use 1 or more (default {DEFAULT_CHECKPOINT_SECONDS})"
+            ))
+            .into());
+        }
         ensure_writable_dir(&out_dir)?;
         Ok(TestConfig {
             scoring,
@@ -490,7 +496,7 @@ impl TestConfig {
             threshold,
             rss_limits,
             resume: args.resume,
-            checkpoint_every: std::time::Duration::from_secs(checkpoint_seconds.max(1)),
+            checkpoint_every: std::time::Duration::from_secs(checkpoint_seconds),
             bootstrap,
         })
     }

@@ -236,6 +236,19 @@ fn bad_flags_and_paths_are_usage_errors_before_anything_runs() {
             vec!["--threshold".into(), "1.5".into()],
             "not a probability",
         ),
+        // A negative value reaches the range check instead of clap's "unexpected argument '-0'".
+        (
+            vec!["--threshold".into(), "-0.1".into()],
+            "--threshold -0.1 is not a probability",
+        ),
+        (
+            vec!["--checkpoint-seconds".into(), "0".into()],
+            "--checkpoint-seconds 0 would checkpoint after every batch",
+        ),
+        (
+            vec!["--data".into(), "-".into()],
+            "--data - (standard input) is not supported",
+        ),
         (
             vec!["--data".into(), dir.path().join("missing.csv").into()],
             "not found",
