@@ -187,10 +187,10 @@ pub struct GateArgs {
     #[arg(long)]
     pub write_baseline: Option<PathBuf>,
     /// Absolute tolerance per metric written by --write-baseline (default 0.005).
-    #[arg(long, requires = "write_baseline")]
+    #[arg(long, requires = "write_baseline", allow_negative_numbers = true)]
     pub tolerance: Option<f64>,
     /// Also record throughput in the baseline, gated with this relative tolerance (0.5 = fail when >50% slower).
-    #[arg(long, requires = "write_baseline")]
+    #[arg(long, requires = "write_baseline", allow_negative_numbers = true)]
     pub throughput_tolerance: Option<f64>,
 }
 

@@ -86,6 +86,32 @@ fn check_gate_flags(gate: &GateArgs) -> Result<()> {
     if let Some(path) = &gate.baseline {
         Baseline::load(path)?;
     }
+    // Checked before the run, so an hour of scoring does not end on a path the baseline cannot go to.
+    if let Some(path) = &gate.write_baseline {
+        if path.is_dir() {
+            return Err(Failure::usage(format!(
+                "--write-baseline {} is a directory\n  fix: name the file, e.g. {}",
+                path.display(),
+                path.join("baseline.json").display()
+            ))
+            .into());
+        }
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let probe = parent.join(".esmbench-write-check");
+        std::fs::create_dir_all(parent)
+            .and_then(|()| std::fs::write(&probe, b""))
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| {
+                Failure::usage(format!(
+                    "--write-baseline {}: cannot write in {} ({e})\n  fix: pass a path in a writable folder",
+                    path.display(),
+                    parent.display()
+                ))
+            })?;
+    }
     Ok(())
 }
 

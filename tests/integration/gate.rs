@@ -277,3 +277,41 @@ fn suite_mistakes_are_usage_errors_before_any_model_loads() {
         .code(2);
     assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("both named"));
 }
+
+/// Regression: a `--write-baseline` path in a folder that cannot be written was found only after the whole
+/// run had scored every row, and the run then failed; it is refused before anything runs now.
+#[test]
+fn regression_a_write_baseline_path_that_cannot_be_written_is_refused_before_the_run() {
+    let dir = tempdir();
+    let blocker = write(
+        dir.path(),
+        "not-a-folder",
+        "a file where a folder should be",
+    );
+    let run = dir.path().join("run");
+    for (target, expected) in [
+        (blocker.join("b.json"), "cannot write in"),
+        (dir.path().to_path_buf(), "is a directory"),
+    ] {
+        let assert = esmbench()
+            .args(["test", "--mock-backend", "--model"])
+            .arg(fixture("esm2_micro_with_head.onnx"))
+            .arg("--data")
+            .arg(demo())
+            .arg("--out")
+            .arg(&run)
+            .arg("--write-baseline")
+            .arg(&target)
+            .assert()
+            .code(2);
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+        assert!(
+            stderr.contains(expected) && stderr.contains("fix:"),
+            "{stderr}"
+        );
+        assert!(
+            !run.join("predictions.csv").exists(),
+            "the run started: {stderr}"
+        );
+    }
+}
