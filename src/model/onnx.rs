@@ -258,8 +258,8 @@ fn rewrite_candidate(source: &ModelSource, origin: &str) -> Option<rewrite::Rewr
     // A file this reader cannot walk (corrupt, external data, several graphs) says nothing about its
     // attention layers, so the note below, which names the slow mask, would be wrong; ONNX Runtime's load
     // reports a file that is really broken, and `esmbench inspect` gives the reader's reason.
-    graph::read(&bytes).ok()?;
-    rewrite::plan(&bytes).unwrap_or_else(|reason| {
+    let model = graph::read(&bytes).ok()?;
+    rewrite::plan_read(&model).unwrap_or_else(|reason| {
         note_running_as_is(origin, &reason);
         None
     })

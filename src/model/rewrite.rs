@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 
 use prost::Message;
 
-use super::graph::{self, tag, AttentionLayer, Node};
+use super::graph::{self, tag, AttentionLayer, ModelFields, Node};
 use super::protobuf::{fields, put_bytes, put_header, put_varint, Field};
 
 /// The new key mask's tensor name; the helper tensors are named under it.
@@ -210,9 +210,14 @@ fn names_of<'a>(graph: &'a [Field<'a>], number: u32) -> Result<Vec<String>, Stri
 }
 
 /// Plans the rewrite of a serialized ModelProto: None when no layer adds an expanded mask (nothing to
-/// gain), an error saying why when the graph has the slow mask but not a shape this rewrite can prove.
+/// gain), an error saying why when the file does not decode, or the graph has the slow mask but not a shape
+/// this rewrite can prove.
 pub fn plan(bytes: &[u8]) -> Result<Option<Rewrite>, String> {
-    let model = graph::read(bytes)?;
+    plan_read(&graph::read(bytes)?)
+}
+
+/// [`plan`] for a model already split by [`graph::read`].
+pub fn plan_read(model: &ModelFields<'_>) -> Result<Option<Rewrite>, String> {
     let layers: Vec<Result<AttentionLayer, String>> = graph::attention_layers(&model.nodes);
     if !layers.iter().any(|l| l.as_ref().is_ok_and(|l| l.expanded)) {
         return Ok(None);
@@ -381,7 +386,8 @@ pub fn plan(bytes: &[u8]) -> Result<Option<Rewrite>, String> {
         .map(|(field, _)| field.raw)
         .collect();
     let graph_len = graph_bytes.len() + weights.iter().map(|w| w.len()).sum::<usize>();
-    let mut model_bytes = Vec::with_capacity(bytes.len() + graph_bytes.len());
+    let original_len: usize = model.model.iter().map(|f| f.raw.len()).sum();
+    let mut model_bytes = Vec::with_capacity(original_len + graph_bytes.len());
     for field in &model.model {
         if field.number == tag::MODEL_GRAPH {
             put_header(&mut model_bytes, tag::MODEL_GRAPH, graph_len);
@@ -400,7 +406,7 @@ pub fn plan(bytes: &[u8]) -> Result<Option<Rewrite>, String> {
         }
         masks
     });
-    let probe = probe_model(&model, &masks, &initializers, &inputs)?;
+    let probe = probe_model(model, &masks, &initializers, &inputs)?;
     Ok(Some(Rewrite {
         model: model_bytes,
         probe,
