@@ -100,10 +100,8 @@ fn check_gate_flags(gate: &GateArgs) -> Result<()> {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let probe = parent.join(".esmbench-write-check");
         std::fs::create_dir_all(parent)
-            .and_then(|()| std::fs::write(&probe, b""))
-            .and_then(|()| std::fs::remove_file(&probe))
+            .and_then(|()| crate::config::write_probe(parent))
             .map_err(|e| {
                 Failure::usage(format!(
                     "--write-baseline {}: cannot write in {} ({e})\n  fix: pass a path in a writable folder",

@@ -425,13 +425,19 @@ pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
             dir.display()
         ))
     })?;
-    let probe = dir.join(".esmbench-write-check");
-    std::fs::write(&probe, b"").map_err(|e| {
+    write_probe(dir).map_err(|e| {
         Failure::usage(format!(
             "output directory {} is not writable: {e}\n  fix: pass a writable --out",
             dir.display()
         ))
     })?;
+    Ok(())
+}
+
+/// Creates and removes a small file in `dir`: whether a file can be written there, asked before the run.
+pub fn write_probe(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(".esmbench-write-check");
+    std::fs::write(&probe, b"")?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
