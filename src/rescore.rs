@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 
+use crate::data::reader::column_named_twice;
 use crate::error::Failure;
 use crate::metrics::{self, threshold::Threshold};
 use crate::report::{self, DataSection, Execution, ModelSection, Performance, Report, Tool};
@@ -81,14 +82,13 @@ fn find_column(
                 ))
             })?,
     };
-    // Two columns with one name would silently be read by whichever comes first.
-    if let [_, _, ..] = fields[..] {
-        return Err(Failure::input(format!(
-            "{file}: line 1: {} columns are named `{}` (fields {})\n  fix: rename all but one of them, or pass {flag_name} NAME",
-            fields.len(),
-            headers[fields[0]],
-            fields.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(", ")
-        )));
+    if let [first, _, ..] = fields[..] {
+        return Err(column_named_twice(
+            file,
+            &headers[first],
+            &fields,
+            flag_name,
+        ));
     }
     Ok(fields[0])
 }

@@ -72,6 +72,16 @@ pub enum RowOutcome {
     Invalid(RowProblem),
 }
 
+/// A header naming one column at several 0-based `fields`: refused, since reading whichever comes first
+/// would score (or label) by one of them without a word. Shared with the predictions reader of `metrics`.
+pub fn column_named_twice(file: &str, name: &str, fields: &[usize], flag: &str) -> Failure {
+    Failure::input(format!(
+        "{file}: line 1: {} columns are named `{name}` (fields {})\n  fix: rename all but one of them, or pass {flag} NAME",
+        fields.len(),
+        fields.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(", ")
+    ))
+}
+
 /// The two bytes every gzip stream starts with.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -157,11 +167,7 @@ impl RecordReader {
             match fields[..] {
                 [] => Ok(None),
                 [only] => Ok(Some(only)),
-                _ => Err(Failure::input(format!(
-                    "{name}: line 1: {} columns are named `{wanted}` (fields {})\n  fix: rename all but one of them, or pass {flag} NAME",
-                    fields.len(),
-                    fields.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(", ")
-                ))),
+                _ => Err(column_named_twice(&name, wanted, &fields, flag)),
             }
         };
         let sequence = find(&columns.sequence, "--sequence-column")?.ok_or_else(|| {
