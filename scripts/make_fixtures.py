@@ -14,6 +14,9 @@ This file owns:
     logits_output.onnx       output ``logits`` [batch, 2] = [0, z], z = coef . embedding + intercept
     probability_output.onnx  output ``probability`` [batch] = sigmoid(z)
     no_known_output.onnx     output ``foo`` [batch, 3] (nothing esmbench can use)
+    int8_signed_weights.onnx the micro encoder through ``export_onnx.quantize_int8(vnni=True)``:
+                             MatMulInteger with signed 8-bit weights, which esmbench refuses on a
+                             CPU without VNNI (checked for structure, not accuracy)
 
 All ONNX files are opset 17, ir_version 10. After writing, every fixture is loaded and
 run with ONNX Runtime (CPU) at batch 1 and batch 3, and the encoder, pooled, logits and
@@ -190,6 +193,14 @@ def make_no_known_output(out: Path, metadata: dict) -> None:
     _save(proto, out, metadata)
 
 
+def make_int8_signed_weights(encoder: Path, out: Path, metadata: dict) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        quantized = Path(tmp) / "int8.onnx"
+        ex.quantize_int8(encoder, quantized, vnni=True)
+        proto = onnx.load(str(quantized))
+    _save(proto, out, metadata)
+
+
 def _save(proto: onnx.ModelProto, out: Path, metadata: dict) -> None:
     proto.ir_version = ex.IR_VERSION
     del proto.metadata_props[:]
@@ -253,9 +264,21 @@ def verify(out_dir: Path, reference: dict, head: dict) -> None:
                 worst = max(worst, float(diff))
         assert worst <= TOLERANCE, f"{label}: differs from the reference by {worst:.3e}"
         print(f"  {label:34s} {path.stat().st_size:6d} bytes  max diff vs reference {worst:.2e}")
+    verify_int8(contract / "int8_signed_weights.onnx", seqs)
     meta = ort.InferenceSession(str(out_dir / "esm2_micro_with_head.onnx")).get_modelmeta()
     embedded = json.loads(meta.custom_metadata_map["esmbench.head"])
     assert embedded == head, "embedded head differs from esm2_micro.head.json"
+
+
+def verify_int8(path: Path, seqs: list[str]) -> None:
+    """The int8 fixture exists for its structure: every MatMulInteger takes a signed 8-bit weight initializer."""
+    proto = onnx.load(str(path))
+    int8 = {t.name for t in proto.graph.initializer if t.data_type == TensorProto.INT8}
+    weights = [n.input[1] for n in proto.graph.node if n.op_type == "MatMulInteger"]
+    assert weights and all(w in int8 for w in weights), f"{path}: MatMulInteger weights are not all int8"
+    out, _, name = _run(path, seqs[:3])
+    assert name == "last_hidden_state" and np.isfinite(out).all(), path
+    print(f"  contract/int8_signed_weights.onnx  {path.stat().st_size:6d} bytes  {len(weights)} MatMulInteger, signed int8 weights")
 
 
 # ----------------------------------------------------------------------------- main
@@ -330,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         ex.export_module(PooledHead(model, head, output), contract / f"{name}.onnx", meta(name), axes, compact=True)
     make_no_known_output(contract / "no_known_output.onnx", meta("no_known_output"))
+    make_int8_signed_weights(encoder, contract / "int8_signed_weights.onnx", meta("int8_signed_weights"))
 
     print("verifying with onnxruntime", ort.__version__)
     verify(out_dir, reference, head)

@@ -468,3 +468,71 @@ fn regression_a_file_that_is_not_a_model_gets_the_load_error_and_no_note_about_a
     );
     assert!(!stderr.contains("attention"), "{stderr}");
 }
+
+/// On an AVX2 CPU an `--quantize int8-vnni` export ran without a word while a quarter of its labels flipped.
+#[test]
+fn regression_signed_int8_weights_are_refused_where_the_cpu_saturates_them() {
+    let test = "regression_signed_int8_weights_are_refused_where_the_cpu_saturates_them";
+    if !runtime_available(test) {
+        return;
+    }
+    let dir = tempdir();
+    let data = micro_data(dir.path());
+    let run = |out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let output = esmbench()
+            .args(["test", "--model"])
+            .arg(fixture("contract/int8_signed_weights.onnx"))
+            .arg("--head")
+            .arg(fixture("esm2_micro.head.json"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        (output.status.code(), stderr, out)
+    };
+    let saturation = |out: &std::path::Path| {
+        read_json(&out.join("report.json"))["execution"]["int8_saturation"].clone()
+    };
+    if esmbench::model::quantization::cpu_sums_u8s8_exactly() {
+        eprintln!("{test}: this CPU has VNNI, so only the run that must go through is checked");
+        let (code, stderr, out) = run("vnni", &[]);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(!stderr.contains("signed weights"), "{stderr}");
+        assert!(saturation(&out).is_null());
+        return;
+    }
+    let (code, stderr, out) = run("refused", &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("6 8-bit MatMuls have signed weights") && stderr.contains("no VNNI"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("fix: re-export with `export_onnx.py --quantize int8`"),
+        "{stderr}"
+    );
+    assert!(!out.join("predictions.csv").exists());
+    assert!(!out.join("report.json").exists());
+
+    let (code, stderr, out) = run("allowed", &["--allow-int8-saturation"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("WARNING:") && stderr.contains("--allow-int8-saturation is set"),
+        "{stderr}"
+    );
+    let recorded = saturation(&out);
+    assert!(
+        recorded
+            .as_str()
+            .is_some_and(|s| s.contains("signed weights")),
+        "{recorded}"
+    );
+    assert!(std::fs::read_to_string(out.join("report.md"))
+        .unwrap()
+        .contains("int8 saturation"));
+}
