@@ -234,8 +234,7 @@ run_variant() {
     return 0
   fi
   grep -E "check:|fusions|bias correction" "$dir/export.log" >&2 || true
-  # --allow-int8-saturation: on a CPU without VNNI esmbench refuses int8-vnni files; the bench measures their drift.
-  measure "$dir/esmbench.measure.json" "$esmbench" test --model "$dir/model.onnx" --threads "$threads" --allow-int8-saturation \
+  measure "$dir/esmbench.measure.json" "$esmbench" test --model "$dir/model.onnx" --threads "$threads" \
     ${max_tokens:+--max-tokens "$max_tokens"} --data "$work/main/data.csv" --out "$dir/esmbench" > "$dir/esmbench.log" 2>&1 || true
   tail -n 2 "$dir/esmbench.log" >&2
 }

@@ -518,7 +518,6 @@ def cmd_report(args) -> int:
     main = section_numbers(work, "main")
     tiny = section_numbers(work, "tiny")
     variants = []
-    saturated = []  # variants esmbench ran only because bench.sh allows int8 saturation
     for name in ("simplified", "reexport", "optimize", "int8", "int8-vnni", "int8-cal", "int8-vnni-cal", "int8-mixed", "int8-vnni-mixed", "fp16"):
         d = work / "variants" / name
         x = _contender(d, "esmbench")
@@ -527,8 +526,6 @@ def cmd_report(args) -> int:
                 variants.append((name, None, None, (d / "export.log").read_text(errors="replace")[-400:]))
             continue
         log = (d / "export.log").read_text(errors="replace") if (d / "export.log").exists() else ""
-        if ((_load(d / "esmbench" / "report.json") or {}).get("execution") or {}).get("int8_saturation"):
-            saturated.append(name)
         check = next((line.strip() for line in log.splitlines() if " check: " in line), None)
         variants.append((name, x, compare(work / "main" / "esmbench" / "predictions.csv", d / "esmbench" / "predictions.csv",
                                           (main or {}).get("settings", {}).get("threshold", 0.5)), check))
@@ -571,10 +568,6 @@ def cmd_report(args) -> int:
                          f"{_f(100 * p['label_agreement'] if p.get('label_agreement') is not None else None, 2, '%')} | {_mib(x['peak_rss_bytes'])} | "
                          f"{(log or '-').replace('|', chr(92) + '|')} |")
         lines.append("")
-        if saturated:
-            lines += [f"This CPU has no VNNI, so esmbench refuses {', '.join(saturated)} by default (signed 8-bit weights "
-                      "saturate in ONNX Runtime's u8 x s8 kernel here); bench.sh passes --allow-int8-saturation to measure "
-                      "the drift.", ""]
         if any(name.endswith(("-cal", "-mixed")) for name, *_ in variants):
             lines += [f"Bias correction calibrated on: {settings.get('calibration', 'unknown')}.", ""]
     if tiny:

@@ -41,9 +41,7 @@ Precision and graph options:
     --quantize int8-vnni
                      the same with signed, full-range (8-bit) weights: faster where the CPU has
                      VNNI (AVX-512 VNNI, AVX-VNNI, AMX; about 1.5x int8 on the ESM-2 8M graph), but
-                     on AVX2-only CPUs the u8 x s8 kernel saturates and probabilities drift
-                     (esmbench refuses such a file on a CPU without VNNI unless
-                     --allow-int8-saturation).
+                     on AVX2-only CPUs the u8 x s8 kernel saturates and probabilities drift.
     --calibration D.csv
                      with --quantize: bias correction. Rounding the weights to 8 bits shifts each
                      MatMul's output by (W_int8 - W) . E[x], the same way for every input, so

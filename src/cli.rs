@@ -115,10 +115,6 @@ pub struct EngineArgs {
     /// Run on CPU (loudly) when the requested provider cannot be registered, instead of failing.
     #[arg(long)]
     pub allow_cpu_fallback: bool,
-    /// Score a model whose 8-bit MatMuls have signed weights on a CPU without VNNI, where they saturate
-    /// (refused by default: the probabilities drift).
-    #[arg(long)]
-    pub allow_int8_saturation: bool,
     /// Token budget per batch: rows x longest row (with <cls> and <eos>), as fair-esm's toks_per_batch
     /// (default: CPU 131072 / hidden size within 256..2048, CUDA 16384, CoreML 2048).
     #[arg(long)]

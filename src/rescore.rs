@@ -323,7 +323,6 @@ pub fn run_metrics(config: &RescoreConfig) -> Result<Report> {
             model_loads: 0,
             io_binding: false,
             graph_rewrite: None,
-            int8_saturation: None,
             threads: 0,
             parallel_batches: 0,
             max_tokens: 0,

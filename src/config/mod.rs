@@ -114,8 +114,6 @@ pub struct ScoringConfig {
     pub io_binding: bool,
     /// Rewrite a per-layer expanded attention mask into one broadcast key mask at load (model::rewrite).
     pub graph_rewrite: bool,
-    /// Run signed-weight 8-bit MatMuls on a CPU whose kernel saturates them (model::quantization).
-    pub allow_int8_saturation: bool,
     pub shard: Shard,
     pub mock_backend: bool,
 }
@@ -189,7 +187,6 @@ pub struct FileConfig {
     pub out: Option<PathBuf>,
     pub device: Option<DeviceArg>,
     pub allow_cpu_fallback: Option<bool>,
-    pub allow_int8_saturation: Option<bool>,
     pub max_tokens: Option<usize>,
     pub threads: Option<usize>,
     pub parallel_batches: Option<usize>,
@@ -225,7 +222,7 @@ impl FileConfig {
         let mut config: FileConfig = serde_yaml_ng::from_str(&text).map_err(|e| {
             let place = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
             Failure::usage(format!(
-                "config {}{place}: {e}\n  fix: keys are model, data, head, out, device, allow_cpu_fallback, allow_int8_saturation, max_tokens, threads, parallel_batches, max_residues, truncate, threshold, \
+                "config {}{place}: {e}\n  fix: keys are model, data, head, out, device, allow_cpu_fallback, max_tokens, threads, parallel_batches, max_residues, truncate, threshold, \
 assay, bootstrap, columns {{sequence, label, id}}, on_invalid, intra_op_spinning, io_binding, graph_rewrite, max_rss, soft_rss, checkpoint_seconds, \
 models [{{model, head, name}}], datasets [{{data, name, threshold, assay}}], baselines",
                 path.display()
@@ -391,8 +388,6 @@ impl ScoringConfig {
             intra_op_spinning: !args.engine.no_spinning && file.intra_op_spinning.unwrap_or(true),
             io_binding: !args.engine.no_io_binding && file.io_binding.unwrap_or(true),
             graph_rewrite: !args.engine.no_graph_rewrite && file.graph_rewrite.unwrap_or(true),
-            allow_int8_saturation: args.engine.allow_int8_saturation
-                || file.allow_int8_saturation.unwrap_or(false),
             shard: args
                 .shard
                 .as_deref()
@@ -634,29 +629,6 @@ mod tests {
                 .unwrap()
                 .graph_rewrite
         );
-    }
-
-    #[test]
-    fn int8_saturation_is_refused_by_default_and_allowed_from_the_yaml_key_or_the_flag() {
-        let data = ScoringArgs::default();
-        let resolve = |args: &ScoringArgs, file: &FileConfig| {
-            ScoringConfig::resolve(args, file)
-                .unwrap()
-                .allow_int8_saturation
-        };
-        assert!(!resolve(&data, &FileConfig::default()));
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
-        std::fs::write(&path, "allow_int8_saturation: true\n").unwrap();
-        assert!(resolve(&data, &FileConfig::load(&path).unwrap()));
-        let flag = ScoringArgs {
-            engine: EngineArgs {
-                allow_int8_saturation: true,
-                ..Default::default()
-            },
-            ..data
-        };
-        assert!(resolve(&flag, &FileConfig::default()));
     }
 
     #[test]

@@ -44,7 +44,6 @@ impl MockBackend {
                 }),
                 io_binding: false,
                 graph_rewrite: None,
-                int8_saturation: None,
             },
             delay: std::time::Duration::from_millis(delay_ms),
         }

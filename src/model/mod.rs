@@ -8,7 +8,6 @@ pub mod onnx;
 pub mod pooling;
 pub mod protobuf;
 pub mod provider;
-pub mod quantization;
 pub mod rewrite;
 pub mod runtime;
 
@@ -56,8 +55,6 @@ pub struct ModelInfo {
     pub io_binding: bool,
     /// What the in-memory graph rewrite changed ([`rewrite::Rewrite::summary`]); None when the file ran as it is.
     pub graph_rewrite: Option<String>,
-    /// Set when signed-weight 8-bit MatMuls run on a CPU that saturates them, allowed by --allow-int8-saturation.
-    pub int8_saturation: Option<String>,
 }
 
 /// What one batch gave back, per row in batch order.

@@ -22,7 +22,6 @@ use crate::embedded;
 use crate::error::Failure;
 use crate::model::contract::{self, Contract, Elem, OutputKind, TensorSpec};
 use crate::model::provider::{self, Provider};
-use crate::model::quantization;
 use crate::model::{
     count_model_load, graph, pooling, probabilities_from_scores, rewrite, runtime, Backend,
     ModelInfo, ModelOutput, HEAD_METADATA_KEY,
@@ -337,38 +336,6 @@ fn probe_outputs_match(env: &Environment, rewrite: &rewrite::Rewrite) -> Result<
     Ok(())
 }
 
-/// Refuses signed-weight 8-bit MatMuls on a CPU whose kernel saturates them, before the session is built;
-/// with --allow-int8-saturation, warns instead and returns what the report records.
-fn check_int8_saturation(
-    config: &ScoringConfig,
-    provider: Provider,
-    origin: &str,
-) -> Result<Option<String>, Failure> {
-    let cpu_exact = quantization::cpu_sums_u8s8_exactly();
-    let ModelSource::File(path) = &config.model else {
-        return Ok(None);
-    };
-    if provider != Provider::Cpu || cpu_exact {
-        return Ok(None);
-    }
-    // A file this walk cannot read is left to ONNX Runtime's load, which says what is wrong with it.
-    let Ok(signed) = quantization::signed_int8_matmuls(path) else {
-        return Ok(None);
-    };
-    if !quantization::saturates(provider, cpu_exact, signed) {
-        return Ok(None);
-    }
-    let message = quantization::saturation_message(origin, signed);
-    if !config.allow_int8_saturation {
-        return Err(Failure::usage(format!(
-            "{message}\n  fix: {}",
-            quantization::SATURATION_FIX
-        )));
-    }
-    eprintln!("WARNING: {message}; scoring anyway because --allow-int8-saturation is set");
-    Ok(Some(message))
-}
-
 impl OnnxBackend {
     pub fn load(config: &ScoringConfig) -> Result<OnnxBackend> {
         let started = Instant::now();
@@ -411,7 +378,6 @@ impl OnnxBackend {
                 selection.provider.ort_name()
             );
         }
-        let int8_saturation = check_int8_saturation(config, selection.provider, &origin)?;
         // Providers other than CPU run one batch at a time; CPU splits the threads across the batches in flight.
         let (parallel_batches, intra_threads) = if selection.provider == Provider::Cpu {
             config.cpu_parallelism()
@@ -477,7 +443,6 @@ impl OnnxBackend {
                 .unwrap_or_else(|| selection.provider.default_max_tokens(contract.hidden)),
             io_binding: pinned.is_some(),
             graph_rewrite,
-            int8_saturation,
         };
         let output_name = CString::new(contract.output.clone())
             .map_err(|_| Failure::usage(format!("{origin}: the output name has a NUL byte")))?;

@@ -155,16 +155,6 @@ pub fn to_html(r: &Report, plots: &Rendered) -> Vec<u8> {
             &format!("<strong>{}</strong>", escape(f)),
         );
     }
-    if let Some(w) = &r.execution.int8_saturation {
-        row(
-            &mut s,
-            "int8 saturation",
-            &format!(
-                "<strong>{}</strong> (allowed by --allow-int8-saturation)",
-                escape(w)
-            ),
-        );
-    }
     if let Some(e) = &r.error {
         row(&mut s, "error", &format!("<strong>{}</strong>", escape(e)));
     }

@@ -117,13 +117,6 @@ pub fn to_markdown(r: &Report) -> Vec<u8> {
     if let Some(f) = &r.execution.fallback {
         let _ = writeln!(s, "| **fallback** | {f} |");
     }
-    if let Some(w) = &r.execution.int8_saturation {
-        let _ = writeln!(
-            s,
-            "| **int8 saturation** | {} (allowed by --allow-int8-saturation) |",
-            w.replace('|', "\\|")
-        );
-    }
     if let Some(g) = &r.execution.graph_rewrite {
         let _ = writeln!(
             s,

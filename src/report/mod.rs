@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Metrics;
 
 /// Bumped whenever a field is added, removed or changes meaning.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -94,10 +94,6 @@ pub struct Execution {
     /// Added in schema 4; absent (null) before.
     #[serde(default)]
     pub graph_rewrite: Option<String>,
-    /// Why the probabilities may drift: 8-bit MatMuls with signed weights ran on a CPU whose kernel saturates
-    /// them (allowed by --allow-int8-saturation); null otherwise. Added in schema 5; absent (null) before.
-    #[serde(default)]
-    pub int8_saturation: Option<String>,
     pub threads: u64,
     /// Batches in flight at once, each on threads / parallel_batches threads. Added in schema 3; absent (1) before.
     #[serde(default = "one")]
@@ -239,7 +235,6 @@ pub(crate) mod tests {
                 model_loads: 1,
                 io_binding: false,
                 graph_rewrite: None,
-                int8_saturation: None,
                 threads: 2,
                 parallel_batches: 2,
                 max_tokens: 4096,

@@ -235,7 +235,6 @@ fn initial_report(
             model_loads: model::model_loads() as u64,
             io_binding: info.io_binding,
             graph_rewrite: info.graph_rewrite.clone(),
-            int8_saturation: info.int8_saturation.clone(),
             threads: info.threads as u64,
             parallel_batches: info.parallel_batches as u64,
             max_tokens: info.max_tokens as u64,

@@ -90,7 +90,6 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
             "model_loads",
             "io_binding",
             "graph_rewrite",
-            "int8_saturation",
             "threads",
             "parallel_batches",
             "max_tokens",
