@@ -40,8 +40,10 @@ Precision and graph options:
                      1 - min cosine of pooled embeddings.
     --quantize int8-vnni
                      the same with signed, full-range (8-bit) weights: faster where the CPU has
-                     VNNI (AVX-512 VNNI, AVX-VNNI, AMX; about 1.5x int8 on the ESM-2 8M graph), but
-                     on AVX2-only CPUs the u8 x s8 kernel saturates and probabilities drift.
+                     VNNI (AVX-512 VNNI, AVX-VNNI, AMX; about 1.5x int8 on the ESM-2 8M graph). On
+                     x86 CPUs without VNNI ONNX Runtime's u8 x s8 kernel saturates (ESM-2 8M: mean
+                     |dp| 0.14), so esmbench and this check set session.x64quantprecision, which
+                     makes the weights unsigned at load there: exact, and no faster than int8.
     --calibration D.csv
                      with --quantize: bias correction. Rounding the weights to 8 bits shifts each
                      MatMul's output by (W_int8 - W) . E[x], the same way for every input, so
@@ -609,7 +611,9 @@ def quantize_int8(src: Path, dest: Path, vnni: bool = False, keep_fp32: list[str
     0.14 mean |dp| on the ESM-2 8M architecture; u8 + reduce_range gave 0.008 (256 nanobody-like
     sequences), at the same speed. `vnni`: signed full-range weights, for CPUs whose VNNI instructions
     accumulate u8 x s8 products in int32 without that saturation; there ONNX Runtime's kernel is about
-    1.5x faster than with reduce_range (ESM-2 8M graph, AVX-512 VNNI)."""
+    1.5x faster than with reduce_range (ESM-2 8M graph, AVX-512 VNNI). Elsewhere on x86 the sessions that
+    run it (esmbench's, and `_session` here) set session.x64quantprecision, which converts the signed
+    weights to unsigned at load: exact (mean |dp| 0.0059 on ESM-2 8M, as on VNNI), but no faster."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -801,6 +805,9 @@ def _session(path: Path, threads: int | None = None):
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    # As esmbench runs every model: signed 8-bit weights (int8-vnni) are made unsigned at load on x86 CPUs
+    # without VNNI, whose u8 x s8 kernel saturates; the check then measures the file, not this CPU's kernel.
+    options.add_session_config_entry("session.x64quantprecision", "1")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -1035,7 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--optimize", action="store_true", help="save onnxruntime.transformers graph fusions offline")
     parser.add_argument("--quantize", choices=["int8", "int8-vnni"],
                         help="dynamic int8 quantisation of MatMul weights (int8-vnni: signed full-range weights, "
-                             "faster on CPUs with VNNI, drifts on AVX2-only CPUs)")
+                             "faster on CPUs with VNNI; exact but no faster than int8 on other x86 CPUs)")
     parser.add_argument("--calibration", metavar="D.csv",
                         help="with --quantize: sequences (column sequence, e.g. the training set) whose float32 "
                              "activations set the bias correction of the rounded weights")

@@ -15,8 +15,9 @@ This file owns:
     probability_output.onnx  output ``probability`` [batch] = sigmoid(z)
     no_known_output.onnx     output ``foo`` [batch, 3] (nothing esmbench can use)
     int8_signed_weights.onnx the micro encoder through ``export_onnx.quantize_int8(vnni=True)``:
-                             MatMulInteger with signed 8-bit weights, which esmbench refuses on a
-                             CPU without VNNI (checked for structure, not accuracy)
+                             MatMulInteger with signed 8-bit weights, which saturate in ONNX
+                             Runtime's u8 x s8 kernel on x86 CPUs without VNNI unless the session
+                             makes them unsigned (checked here for structure, not accuracy)
 
 All ONNX files are opset 17, ir_version 10. After writing, every fixture is loaded and
 run with ONNX Runtime (CPU) at batch 1 and batch 3, and the encoder, pooled, logits and
