@@ -58,10 +58,29 @@ def _load(path: Path) -> dict | None:
 # ----------------------------------------------------------------------------- measure
 
 
+def speed_probe() -> float:
+    """GFLOP/s of a fixed float32 matmul workload. Run just before every measured process, so a virtual machine
+    whose speed changes during the benchmark (other tenants on the host) shows it in the results file: the
+    contenders are timed minutes apart, and their ratios are only as good as the machine's steadiness."""
+    import numpy as np
+
+    n, rounds = 512, 20
+    a = np.full((n, n), 0.5, dtype=np.float32)
+    a @ a
+    speeds = []
+    for _ in range(5):  # the median of five short windows, about 0.3 s in all
+        start = time.perf_counter()
+        for _ in range(rounds):
+            a @ a
+        speeds.append(rounds * 2 * n**3 / (time.perf_counter() - start) / 1e9)
+    return sorted(speeds)[2]
+
+
 def cmd_measure(args) -> int:
     command = args.command[1:] if args.command and args.command[0] == "--" else args.command
     if not command:
         raise SystemExit("bench_report measure: no command after --")
+    probe = speed_probe()
     start = time.perf_counter()
     child = subprocess.Popen(command)
     _, status, usage = os.wait4(child.pid, 0)
@@ -71,7 +90,7 @@ def cmd_measure(args) -> int:
     peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     _dump(args.json, {"command": command, "wall_seconds": wall, "peak_rss_bytes": peak,
                       "exit_code": child.returncode, "user_seconds": usage.ru_utime,
-                      "system_seconds": usage.ru_stime})
+                      "system_seconds": usage.ru_stime, "probe_gflops": probe})
     return child.returncode
 
 
@@ -546,8 +565,15 @@ def cmd_report(args) -> int:
               f"- RAM: {machine.get('ram_bytes', 0) / 2**30:.1f} GiB; OS: {machine.get('os')} (kernel {machine.get('kernel')}, {machine.get('machine')})",
               f"- Load average when the run started: {', '.join(f'{x:.2f}' for x in load) if load else 'unknown'}"
               + (" (**the machine was busy: numbers are not trustworthy**)" if load and load[0] > 0.5 * (machine.get('logical_cores') or 1) else ""),
-              "- Versions: " + ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items()),
-              ""]
+              "- Versions: " + ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items())]
+    probes = [x["probe_gflops"] for x in (_load(f) for f in sorted(work.rglob("*.measure.json"))) if x and x.get("probe_gflops")]
+    if probes:
+        spread = max(probes) / min(probes) - 1
+        lines.append(f"- Speed probe (a fixed float32 matmul just before each of the {len(probes)} measured processes): "
+                     f"{min(probes):.0f} to {max(probes):.0f} GFLOP/s, {100 * spread:.0f}% apart"
+                     + (" (**the machine's speed changed during the run: a ratio between contenders timed at different "
+                        "moments may be off by as much**)" if spread > 0.20 else ""))
+    lines.append("")
     if main:
         lines += _section_markdown("Main comparison", main)
     if variants:
