@@ -482,15 +482,9 @@ fn regression_signed_int8_weights_score_near_pytorch_on_a_cpu_without_vnni() {
     let dir = tempdir();
     let data = micro_data(dir.path());
     let out = dir.path().join("int8");
-    esmbench()
-        .args(["test", "--model"])
-        .arg(fixture("contract/int8_signed_weights.onnx"))
+    test_command(&fixture("contract/int8_signed_weights.onnx"), &data, &out)
         .arg("--head")
         .arg(fixture("esm2_micro.head.json"))
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
         .assert()
         .success();
     let ours = column_f64(&read_csv(&out.join("predictions.csv")), "probability");
