@@ -125,8 +125,10 @@ if [ -z "$work" ]; then
 fi
 mkdir -p "$work"
 echo "bench.sh: work folder $work" >&2
-# The results file names the scratch folder by role, not by its path on this machine.
+# The results file names the scratch and results folders by role, not by their paths on this machine
+# (the default results folder is the repository's own, and stays as it is).
 command_line="${command_line//"--work $work"/--work WORK}"
+[ "$results" = "$root/bench/results" ] || command_line="${command_line//"--results $results"/--results RESULTS}"
 
 py() { "$python" "$@"; }
 measure() { local json="$1"; shift; py scripts/bench_report.py measure --json "$json" -- "$@"; }

@@ -374,9 +374,22 @@ def _verdict(met: bool | None) -> str:
     return "-" if met is None else ("met" if met else "**not met**")
 
 
+def _timeline(section: Path) -> list[dict]:
+    return ((_load(section / "esmbench" / "report.json") or {}).get("performance") or {}).get("timeline") or []
+
+
+def window_rates(section: Path) -> list[float]:
+    """seq/s between consecutive timeline samples of one esmbench run, the first interval (start-up and the
+    pipeline filling) and the last (a partial one) left out. The batches are alike all through a run of
+    synthetic rows, so their spread is how much the machine's own speed moved during the run."""
+    timeline = _timeline(section)
+    pairs = list(zip(timeline[1:-2], timeline[2:-1]))
+    return [(b["rows_done"] - a["rows_done"]) / (b["seconds"] - a["seconds"]) for a, b in pairs if b["seconds"] > a["seconds"]]
+
+
 def _rss_growth_mib(x: dict, section: Path) -> float | None:
     """RSS from the sample nearest a quarter of the rows to the last sample: what a leak would show."""
-    timeline = ((_load(section / "esmbench" / "report.json") or {}).get("performance") or {}).get("timeline") or []
+    timeline = _timeline(section)
     rows = (x or {}).get("rows") or 0
     if len(timeline) < 3 or not rows:
         return None
@@ -455,6 +468,7 @@ def targets(work: Path, main: dict | None, tiny: dict | None, variants: list, li
         # The largest size is either one of the extra runs or the section's own run.
         run_dir = work / folder / str(largest_rows)
         growth = _rss_growth_mib(largest, run_dir if run_dir.is_dir() else work / section)
+        windows = window_rates(run_dir if run_dir.is_dir() else work / section)
         e2e = [x["seq_per_s"] for _, x in points if x.get("seq_per_s")]
         loops = [x["loop_seq_per_s"] for _, x in points if x.get("loop_seq_per_s")]
         if e2e:
@@ -465,7 +479,10 @@ def targets(work: Path, main: dict | None, tiny: dict | None, variants: list, li
                 f"end to end {100 * spread:.1f}% apart"
                 + (f"; loop {100 * loop_spread:.1f}% apart" if loop_spread is not None else "")
                 + (f"; {largest_rows:,} rows: RSS {growth:+.1f} MiB from a quarter of the rows to the end"
-                   if growth is not None else ""),
+                   if growth is not None else "")
+                + (f"; that run's own {len(windows)} timeline windows ran {min(windows):,.0f} to {max(windows):,.0f} seq/s "
+                   f"({100 * (max(windows) / min(windows) - 1):.0f}% apart) on alike batches"
+                   if len(windows) >= 3 else ""),
                 spread <= 0.05)
     quantized = [(n, x, p) for n, x, p, _ in variants if n.startswith("int8") and x and p]
     if quantized and torch_eager.get("seq_per_s"):
