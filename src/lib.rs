@@ -14,3 +14,4 @@ pub mod model;
 pub mod report;
 pub mod rescore;
 pub mod run;
+pub mod threads;

@@ -81,6 +81,7 @@ pub fn spawn_feed(options: FeedOptions) -> Result<(Receiver<Result<Feed>>, JoinH
                 return;
             }
         }
-    })?;
+    });
+    let handle = handle.map_err(|e| crate::threads::refused("data reader", &e))?;
     Ok((receiver, handle))
 }

@@ -162,7 +162,9 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
     let scoring = &config.scoring;
     let model_hashing = {
         let source = scoring.model.clone();
-        std::thread::spawn(move || fingerprint::model_sha256(&source))
+        crate::threads::in_background("esmbench-model-hash", move || {
+            fingerprint::model_sha256(&source)
+        })
     };
     let summary = validate_data(config)?;
     check_labels(config, &summary)?;
@@ -172,7 +174,7 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
         .map_err(|_| anyhow::anyhow!("the model hashing thread panicked"))??;
     signals::install()?;
 
-    let mut monitor = Monitor::start(None);
+    let mut monitor = Monitor::start(None)?;
     let backend = model::load_backend(scoring)?;
     let info = backend.info().clone();
     if !info.kind.yields_embeddings() {

@@ -292,7 +292,7 @@ pub fn intervals(
             .map(|t| {
                 let range = (t * chunk).min(resamples)..((t + 1) * chunk).min(resamples);
                 let problem = &problem;
-                scope.spawn(move || problem.run(range))
+                crate::threads::in_scope(scope, "esmbench-bootstrap", move || problem.run(range))
             })
             .collect();
         handles

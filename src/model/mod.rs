@@ -174,16 +174,16 @@ pub fn probabilities_from_scores(kind: OutputKind, values: &[f32], rows: usize) 
 /// itself still loads after the data is validated. A failure here is not reported; the load meets it again
 /// and reports it in its place.
 pub fn start_runtime(config: &ScoringConfig) -> RuntimeStart {
-    RuntimeStart(
-        (!config.mock_backend).then(|| std::thread::spawn(|| drop(runtime::environment()))),
-    )
+    RuntimeStart((!config.mock_backend).then(|| {
+        crate::threads::in_background("esmbench-runtime", || drop(runtime::environment()))
+    }))
 }
 
 /// The runtime library loading on its own thread (see [`start_runtime`]). Dropping it waits for the load
 /// to finish: a process that exits (say, on a validation error) while the library's static initializers
 /// still run on the other thread printed ONNX Runtime "Schema error" lines and sometimes died of a
 /// segmentation fault (exit 139) instead of exiting 2.
-pub struct RuntimeStart(Option<std::thread::JoinHandle<()>>);
+pub struct RuntimeStart(Option<crate::threads::Background<()>>);
 
 impl RuntimeStart {
     /// Waits until the library has loaded (or failed to).

@@ -283,7 +283,7 @@ fn commit_rewritten(
     origin: &str,
 ) -> Option<(ort::Result<Session>, String)> {
     let (probe, session) = std::thread::scope(|scope| {
-        let probe = scope.spawn(|| run_probe(env, &rewrite));
+        let probe = crate::threads::in_scope(scope, "esmbench-probe", || run_probe(env, &rewrite));
         let session = builder.commit_from_memory(&rewrite.model);
         (probe.join(), session)
     });
@@ -345,7 +345,10 @@ impl OnnxBackend {
         let advising = match &config.model {
             ModelSource::File(path) if !config.graph_rewrite => {
                 let path = path.clone();
-                Some(std::thread::spawn(move || graph::advice(&path)))
+                Some(crate::threads::in_background(
+                    "esmbench-advice",
+                    move || graph::advice(&path),
+                ))
             }
             _ => None,
         };
@@ -421,7 +424,7 @@ impl OnnxBackend {
         count_model_load();
         let (inputs, outputs) = describe(&session);
         let contract = contract::check(&origin, &inputs, &outputs)?;
-        if let Some(Ok(Some(advice))) = advising.map(std::thread::JoinHandle::join) {
+        if let Some(Ok(Some(advice))) = advising.map(crate::threads::Background::join) {
             eprintln!("note: {origin}: {advice}");
         }
         let metadata_head = session

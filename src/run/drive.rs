@@ -19,6 +19,7 @@ use crate::model::{self, Backend, ModelOutput};
 use crate::run::monitor::Monitor;
 use crate::run::progress::Progress;
 use crate::run::signals;
+use crate::threads;
 
 /// One row's result, delivered in input order.
 pub struct Scored {
@@ -171,9 +172,16 @@ pub fn drive(
                 .name(format!("esmbench-batch-{i}"))
                 .spawn_scoped(scope, move || work(backend, feed, events, stop, clock));
             if let Err(e) = spawned {
-                // The workers already started must not go on through the whole file.
-                stop_workers.store(true, Ordering::Relaxed);
-                return Err(anyhow::anyhow!("cannot start an inference thread: {e}"));
+                if i == 0 {
+                    return Err(threads::refused("inference", &e).into());
+                }
+                // The workers that started take every batch between them: fewer batches at once, same results.
+                threads::note_refused(
+                    &format!("inference thread {} of {workers}", i + 1),
+                    &e,
+                    "the inference threads that started take every batch: fewer at once, the same results",
+                );
+                break;
             }
         }
         drop(event_sender);

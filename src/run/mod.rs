@@ -26,6 +26,7 @@ use crate::model::{self, Backend, ModelInfo};
 use crate::report::npy::NpyWriter;
 use crate::report::predictions::{read_scored, CsvLog, PREDICTIONS_HEADER, SKIPPED_HEADER};
 use crate::report::{self, DataSection, Execution, ModelSection, Performance, Report, Tool};
+use crate::threads;
 use checkpoint::{Checkpoint, Fingerprint};
 use drive::{drive, DriveOptions, LoopTotals, RowSink, Slot, Stop};
 use monitor::Monitor;
@@ -278,11 +279,15 @@ pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>)
     // The hashes and the runtime library are ready by the time the data has been read through once.
     let model_hashing = {
         let source = scoring.model.clone();
-        std::thread::spawn(move || fingerprint::model_sha256(&source))
+        threads::in_background("esmbench-model-hash", move || {
+            fingerprint::model_sha256(&source)
+        })
     };
     let data_hashing = {
         let source = scoring.data.clone();
-        std::thread::spawn(move || fingerprint::data_sha256(&source))
+        threads::in_background("esmbench-data-hash", move || {
+            fingerprint::data_sha256(&source)
+        })
     };
     let runtime_starting = loaded.is_none().then(|| model::start_runtime(scoring));
     let summary = validate_data(scoring)?;
@@ -295,7 +300,7 @@ pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>)
     let threshold_for_fingerprint = config.threshold.as_ref().map(|t| t.value);
     signals::install()?;
 
-    let mut monitor = Monitor::start(config.rss_limits);
+    let mut monitor = Monitor::start(config.rss_limits)?;
     let owned;
     let (backend, loads_before, load_seconds): (&dyn Backend, usize, f64) = match loaded {
         Some(l) => {
@@ -571,7 +576,7 @@ pub fn run_embed(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64
     // Before the model loads, so a second run on the same --out is refused at once.
     let writer = NpyWriter::create(out, summary.rows_valid)?;
     signals::install()?;
-    let mut monitor = Monitor::start(None);
+    let mut monitor = Monitor::start(None)?;
     let backend = model::load_backend(scoring)?;
     if !backend.info().kind.yields_embeddings() {
         return Err(Failure::usage(format!(

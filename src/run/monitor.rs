@@ -66,8 +66,9 @@ impl Reader {
 }
 
 impl Monitor {
-    /// Starts sampling; with `limits`, the sampler is also the RSS watchdog.
-    pub fn start(limits: Option<RssLimits>) -> Monitor {
+    /// Starts sampling; with `limits`, the sampler is also the RSS watchdog. Err when no thread can be
+    /// started for it: the run's RSS figures, and its watchdog, depend on it.
+    pub fn start(limits: Option<RssLimits>) -> Result<Monitor, crate::error::Failure> {
         let shared = Arc::new(Shared::default());
         let mut reader = Reader::new();
         let (rss_start, threads) = reader.read();
@@ -123,13 +124,13 @@ impl Monitor {
                     }
                 }
             })
-            .expect("spawning the monitor thread");
-        Monitor {
+            .map_err(|e| crate::threads::refused("memory monitor", &e))?;
+        Ok(Monitor {
             shared,
             rss_start_bytes: rss_start,
             handle: Some(handle),
             stop: Some(stop),
-        }
+        })
     }
 
     pub fn rss_bytes(&self) -> u64 {

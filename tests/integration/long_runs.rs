@@ -476,3 +476,108 @@ fn regression_a_second_run_on_a_busy_out_directory_exits_2_and_leaves_the_first_
         String::from_utf8_lossy(&after.stderr)
     );
 }
+
+/// A pids cgroup of this test's own (cgroup v1's pids hierarchy, or v2 with the pids controller), removed on
+/// drop; None where this process may not make one (not root, no pids controller).
+struct ThreadLimit {
+    dir: PathBuf,
+}
+
+impl ThreadLimit {
+    fn create() -> Option<ThreadLimit> {
+        let name = format!("esmbench-test-{}", std::process::id());
+        ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+            .iter()
+            .find_map(|base| {
+                let dir = Path::new(base).join(&name);
+                std::fs::create_dir(&dir).ok()?;
+                let limit = ThreadLimit { dir };
+                limit.set(64).then_some(limit)
+            })
+    }
+
+    fn set(&self, tasks: u32) -> bool {
+        std::fs::write(self.dir.join("pids.max"), tasks.to_string()).is_ok()
+    }
+
+    /// `program args` started inside the cgroup: the shell moves itself in, then execs the program.
+    fn command(&self, program: &Path, args: &[String]) -> Command {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > '{}' && exec \"$0\" \"$@\"",
+                self.dir.join("cgroup.procs").display()
+            ))
+            .arg(program)
+            .args(args);
+        command
+    }
+}
+
+impl Drop for ThreadLimit {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Regression: in a container that allows few threads (pids.max), a thread the system refused panicked
+/// ("failed to spawn thread", exit 101) instead of failing with the documented runtime exit code and a fix.
+/// Under every limit a run now either completes, or exits 1 naming the thread and the fix; helper threads
+/// the limit refuses have their work done on the calling thread.
+#[test]
+fn regression_a_thread_limit_gives_a_complete_run_or_an_error_with_the_fix_never_a_panic() {
+    let test =
+        "regression_a_thread_limit_gives_a_complete_run_or_an_error_with_the_fix_never_a_panic";
+    if !runtime_available(test) {
+        return;
+    }
+    let Some(limit) = ThreadLimit::create() else {
+        eprintln!(
+            "SKIPPED {test}: cannot make a pids cgroup here (needs root and the pids controller)"
+        );
+        return;
+    };
+    let dir = tempdir();
+    let data = dir.path().join("nb.csv");
+    synthetic_nanobodies(&data, 300, 23);
+    let (mut failed, mut completed, mut noted) = (0, 0, 0);
+    for tasks in 1..=8 {
+        assert!(limit.set(tasks), "cannot set pids.max");
+        let out = dir.path().join(format!("o{tasks}"));
+        let mut args = test_args(&data, &out);
+        args.extend(["--threads".into(), "2".into()]);
+        let output = limit.command(&binary(), &args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !stderr.contains("panicked"),
+            "pids.max {tasks}: a panic\n{stderr}"
+        );
+        noted += usize::from(stderr.contains("note: cannot start"));
+        match output.status.code() {
+            Some(0) => {
+                completed += 1;
+                assert_eq!(predictions(&out).len(), 301, "pids.max {tasks}");
+                assert_eq!(read_json(&out.join("report.json"))["status"], "complete");
+            }
+            Some(1) => {
+                failed += 1;
+                assert!(
+                    stderr.contains("cannot start the")
+                        && stderr.contains("fix: raise the limit on threads"),
+                    "pids.max {tasks}: the error does not say which thread or how to fix it\n{stderr}"
+                );
+                if let Ok(text) = std::fs::read_to_string(out.join("report.json")) {
+                    assert!(!text.contains("\"complete\""), "pids.max {tasks}: {text}");
+                }
+            }
+            code => panic!("pids.max {tasks}: exit {code:?}\n{stderr}"),
+        }
+    }
+    // The sweep must reach both sides of the limit, and the path where helper threads are refused but the run goes on.
+    assert!(
+        failed > 0 && completed > 0,
+        "failed {failed}, completed {completed}"
+    );
+    assert!(noted > 0, "no run went on without a refused thread");
+}
