@@ -3,14 +3,66 @@
 //! with the fix. std's `thread::spawn` panics when the system refuses a thread; nothing here does.
 
 use std::io;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle, Scope, ScopedJoinHandle};
 
 use crate::error::Failure;
 
-/// The fix for a refused thread, shared by the error and the note.
-const FIX: &str =
+/// A limit on the threads (tasks) this process may start: a pids cgroup it runs in, and how many more that
+/// cgroup allows now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// Threads this process may still start before the limit refuses one.
+    pub headroom: usize,
+    /// Where the limit comes from, for messages: "pids.max 8 with 3 in use (/sys/fs/cgroup/...)".
+    pub source: String,
+}
+
+/// The tightest pids cgroup limit over this process (cgroup v1's pids hierarchy or v2), or None where no
+/// limit is set or none can be read. The whole cgroup's tasks count against it, not only this process's.
+pub fn limit() -> Option<Limit> {
+    let membership = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    limit_under(Path::new("/"), &membership)
+}
+
+/// [`limit`] for a /proc/self/cgroup text, with the cgroup file systems mounted under `root`.
+fn limit_under(root: &Path, membership: &str) -> Option<Limit> {
+    membership
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (id, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            let base = if controllers.split(',').any(|c| c == "pids") {
+                root.join("sys/fs/cgroup/pids")
+            } else if id == "0" && controllers.is_empty() {
+                root.join("sys/fs/cgroup")
+            } else {
+                return None;
+            };
+            // The cgroup and each one above it, up to the hierarchy's root: any of them may set the limit.
+            let leaf = base.join(path.trim_start_matches('/'));
+            leaf.ancestors()
+                .take_while(|dir| dir.starts_with(&base))
+                .filter_map(read_limit)
+                .min_by_key(|limit| limit.headroom)
+        })
+        .min_by_key(|limit| limit.headroom)
+}
+
+fn read_limit(dir: &Path) -> Option<Limit> {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let max: usize = read("pids.max")?.trim().parse().ok()?; // "max": no limit here
+    let current: usize = read("pids.current")?.trim().parse().ok()?;
+    Some(Limit {
+        headroom: max.saturating_sub(current),
+        source: format!("pids.max {max} with {current} in use ({})", dir.display()),
+    })
+}
+
+/// The fix for a refused thread, shared by the errors and the note.
+pub const FIX: &str =
     "raise the limit on threads (a container's pids.max, or ulimit -u), or lower --threads \
                    (and --parallel-batches), which sets how many threads ONNX Runtime starts";
 
@@ -134,6 +186,39 @@ mod tests {
                 .unwrap()
         });
         assert_eq!(sum, 6);
+    }
+
+    #[test]
+    fn the_tightest_pids_limit_on_the_way_up_is_the_one_that_counts() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |dir: &str, max: &str, current: &str| {
+            let dir = root.path().join(dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("pids.max"), max).unwrap();
+            std::fs::write(dir.join("pids.current"), current).unwrap();
+        };
+        // v1: the job's cgroup allows 100 with 10 in use, its parent 20 with 15 in use: 5 left.
+        write("sys/fs/cgroup/pids/batch", "20\n", "15\n");
+        write("sys/fs/cgroup/pids/batch/job", "100\n", "10\n");
+        let v1 = "9:name=systemd:/\n8:pids:/batch/job\n4:memory:/batch/job\n0::/\n";
+        let limit = limit_under(root.path(), v1).unwrap();
+        assert_eq!(limit.headroom, 5);
+        assert!(
+            limit.source.starts_with("pids.max 20 with 15 in use"),
+            "{}",
+            limit.source
+        );
+        // v2: "max" sets no limit; an exhausted cgroup leaves none.
+        write("sys/fs/cgroup/pod", "max\n", "3\n");
+        assert_eq!(limit_under(root.path(), "0::/pod\n"), None);
+        write("sys/fs/cgroup/pod/app", "8\n", "9\n");
+        assert_eq!(
+            limit_under(root.path(), "0::/pod/app\n").unwrap().headroom,
+            0
+        );
+        // No pids controller, or no files: no limit known.
+        assert_eq!(limit_under(root.path(), "4:memory:/batch/job\n"), None);
+        assert_eq!(limit_under(root.path(), "8:pids:/elsewhere\n"), None);
     }
 
     #[test]

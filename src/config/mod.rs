@@ -269,14 +269,72 @@ pub fn default_parallel_batches(threads: usize) -> usize {
     threads.clamp(1, 8)
 }
 
+/// Batches in flight and ONNX Runtime intra-op threads per batch, for `threads` on CPU.
+fn cpu_parallelism(threads: usize, parallel_batches: Option<usize>) -> (usize, usize) {
+    let batches = parallel_batches
+        .unwrap_or_else(|| default_parallel_batches(threads))
+        .clamp(1, threads);
+    (batches, (threads / batches).max(1))
+}
+
+/// Threads a run starts besides the main one: the reader, the memory monitor, one per batch in flight, and
+/// ONNX Runtime's intra-op pool (one fewer than a batch's share: the calling thread works too). Helper
+/// threads (hashing, the rewrite's probe, the bootstrap) are left out: refused, their work runs inline.
+pub fn threads_started(threads: usize, parallel_batches: Option<usize>) -> usize {
+    let (batches, intra) = cpu_parallelism(threads, parallel_batches);
+    2 + batches + (intra - 1)
+}
+
+/// `--threads` checked against a limit on threads (a container's pids.max) before the model loads: where
+/// ONNX Runtime's pool was refused a thread it failed with a misleading load error, or hung. Without
+/// `--threads` the default is lowered to fit, with a note; a count given that cannot fit is refused.
+fn fit_thread_limit(
+    threads: usize,
+    given: bool,
+    parallel_batches: Option<usize>,
+    limit: Option<&crate::threads::Limit>,
+) -> std::result::Result<usize, Failure> {
+    let Some(limit) = limit else {
+        return Ok(threads);
+    };
+    let fits = |n: usize| threads_started(n, parallel_batches) <= limit.headroom;
+    if fits(threads) {
+        return Ok(threads);
+    }
+    let smallest = parallel_batches.unwrap_or(1);
+    let fitting = (smallest..threads).rev().find(|&n| fits(n));
+    if let (false, Some(n)) = (given, fitting) {
+        eprintln!(
+            "note: --threads defaults to {n} here, not {threads}: this process may start {} more threads ({}), \
+             and {threads} would need {}. --threads sets it",
+            limit.headroom,
+            limit.source,
+            threads_started(threads, parallel_batches)
+        );
+        return Ok(n);
+    }
+    let (batches, intra) = cpu_parallelism(threads, parallel_batches);
+    let fix = match fitting {
+        Some(n) => format!("use --threads {n} or fewer, or raise the limit (a container's pids limit)"),
+        None => format!(
+            "raise the limit (a container's pids limit): a run needs at least {} threads besides the main one",
+            threads_started(smallest, parallel_batches)
+        ),
+    };
+    Err(Failure::usage(format!(
+        "--threads {threads} starts {} threads besides the main one (the reader, the memory monitor, {batches} for \
+         batches in flight and {} in ONNX Runtime's pool), but this process may start {} more: {}\n  fix: {fix}",
+        threads_started(threads, parallel_batches),
+        intra - 1,
+        limit.headroom,
+        limit.source
+    )))
+}
+
 impl ScoringConfig {
     /// Batches in flight and ONNX Runtime intra-op threads per batch, for a session on CPU.
     pub fn cpu_parallelism(&self) -> (usize, usize) {
-        let batches = self
-            .parallel_batches
-            .unwrap_or_else(|| default_parallel_batches(self.threads))
-            .clamp(1, self.threads);
-        (batches, (self.threads / batches).max(1))
+        cpu_parallelism(self.threads, self.parallel_batches)
     }
 
     pub fn resolve(args: &ScoringArgs, file: &FileConfig) -> Result<ScoringConfig> {
@@ -315,11 +373,8 @@ impl ScoringConfig {
             ))
             .into());
         }
-        let threads = args
-            .engine
-            .threads
-            .or(file.threads)
-            .unwrap_or_else(default_threads);
+        let given_threads = args.engine.threads.or(file.threads);
+        let threads = given_threads.unwrap_or_else(default_threads);
         if threads == 0 || threads > 1024 {
             return Err(
                 Failure::usage(format!("--threads {threads} is out of range\n  fix: use 1..=1024 (default: physical cores)")).into()
@@ -334,6 +389,12 @@ impl ScoringConfig {
                 .into());
             }
         }
+        let threads = fit_thread_limit(
+            threads,
+            given_threads.is_some(),
+            parallel_batches,
+            crate::threads::limit().as_ref(),
+        )?;
         let max_residues = args
             .engine
             .max_residues
@@ -548,6 +609,66 @@ pub fn load_file_config(path: Option<&Path>) -> Result<FileConfig> {
 mod tests {
     use super::*;
     use crate::cli::EngineArgs;
+
+    #[test]
+    fn a_run_starts_the_reader_the_monitor_a_thread_per_batch_and_the_pool() {
+        assert_eq!(threads_started(1, None), 3);
+        assert_eq!(threads_started(2, None), 4);
+        assert_eq!(threads_started(4, Some(1)), 6);
+        assert_eq!(threads_started(8, Some(2)), 7);
+        assert_eq!(threads_started(16, None), 11);
+    }
+
+    #[test]
+    fn a_thread_limit_lowers_the_default_and_refuses_a_count_given_that_cannot_fit() {
+        let limit = |headroom| crate::threads::Limit {
+            headroom,
+            source: "pids.max 9 with 2 in use (/sys/fs/cgroup/pids/job)".into(),
+        };
+        assert_eq!(fit_thread_limit(4, false, None, None).unwrap(), 4);
+        assert_eq!(fit_thread_limit(4, true, None, Some(&limit(6))).unwrap(), 4);
+        assert_eq!(
+            fit_thread_limit(8, true, Some(2), Some(&limit(7))).unwrap(),
+            8
+        );
+        // The default: two batches need 4 threads besides main, so 3 left means one batch.
+        assert_eq!(
+            fit_thread_limit(2, false, None, Some(&limit(3))).unwrap(),
+            1
+        );
+        // Given: 4 threads on one batch need 6 (3 of them ONNX Runtime's pool); 2 threads need 4.
+        let error = fit_thread_limit(4, true, Some(1), Some(&limit(4))).unwrap_err();
+        assert_eq!(error.kind, crate::error::FailureKind::Usage);
+        assert!(
+            error.message.contains("--threads 4 starts 6 threads"),
+            "{}",
+            error.message
+        );
+        assert!(
+            error.message.contains("3 in ONNX Runtime's pool"),
+            "{}",
+            error.message
+        );
+        assert!(
+            error.message.contains("may start 4 more: pids.max 9"),
+            "{}",
+            error.message
+        );
+        assert!(
+            error.message.contains("fix: use --threads 2 or fewer"),
+            "{}",
+            error.message
+        );
+        // Nothing fits: the fix is the limit, default or not.
+        for given in [true, false] {
+            let error = fit_thread_limit(1, given, None, Some(&limit(2))).unwrap_err();
+            assert!(
+                error.message.contains("needs at least 3 threads"),
+                "{}",
+                error.message
+            );
+        }
+    }
 
     #[test]
     fn cpu_threads_are_split_across_the_batches_in_flight() {

@@ -232,6 +232,21 @@ fn poisoned() -> Failure {
     Failure::runtime("another batch failed while holding the CUDA IO binding")
 }
 
+/// A session that would not build. Its thread pool refused a thread (a limit config could not see, such as
+/// ulimit -u) is not a bad file, so that case gets the threads fix and the runtime exit code.
+fn load_failure(origin: &str, e: impl std::fmt::Display) -> Failure {
+    let message = e.to_string();
+    if message.contains("PosixThread") || message.contains("Resource temporarily unavailable") {
+        return Failure::runtime(format!(
+            "{origin}: ONNX Runtime could not start its thread pool: {message}\n  fix: {}",
+            crate::threads::FIX
+        ));
+    }
+    Failure::usage(format!(
+        "{origin}: ONNX Runtime cannot load the model: {message}\n  fix: {LOAD_FIX}"
+    ))
+}
+
 fn ort_failure(origin: &str, e: impl std::fmt::Display) -> Failure {
     Failure::runtime(format!("{origin}: ONNX Runtime: {e}"))
 }
@@ -416,11 +431,7 @@ impl OnnxBackend {
                 (builder.commit_from_memory(embedded::DEMO_MODEL), None)
             }
         };
-        let session = session.map_err(|e| {
-            Failure::usage(format!(
-                "{origin}: ONNX Runtime cannot load the model: {e}\n  fix: {LOAD_FIX}"
-            ))
-        })?;
+        let session = session.map_err(|e| load_failure(&origin, e))?;
         count_model_load();
         let (inputs, outputs) = describe(&session);
         let contract = contract::check(&origin, &inputs, &outputs)?;
@@ -536,11 +547,7 @@ pub fn inspect(path: &Path) -> Result<Description> {
     let session = Session::builder(env)
         .map_err(|e| ort_failure(&origin, e))?
         .commit_from_file(path)
-        .map_err(|e| {
-            Failure::usage(format!(
-                "{origin}: ONNX Runtime cannot load the model: {e}\n  fix: {LOAD_FIX}"
-            ))
-        })?;
+        .map_err(|e| load_failure(&origin, e))?;
     count_model_load();
     let (inputs, outputs) = describe(&session);
     let mut metadata = Vec::new();
@@ -578,6 +585,31 @@ pub fn inspect(path: &Path) -> Result<Description> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pool_refused_a_thread_is_not_called_a_bad_model_file() {
+        // ONNX Runtime 1.31's words when pthread_create fails while its intra-op pool starts.
+        let refused = "/onnxruntime_src/onnxruntime/core/platform/posix/env.cc:327 onnxruntime::{anonymous}::PosixThread::PosixThread(...) \
+                       pthread_create failed: Resource temporarily unavailable";
+        let failure = load_failure("m.onnx", refused);
+        assert_eq!(failure.kind, crate::error::FailureKind::Runtime);
+        assert!(
+            failure.message.contains("could not start its thread pool"),
+            "{}",
+            failure.message
+        );
+        assert!(
+            failure.message.contains(crate::threads::FIX),
+            "{}",
+            failure.message
+        );
+        let corrupt = load_failure(
+            "m.onnx",
+            "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model failed",
+        );
+        assert_eq!(corrupt.kind, crate::error::FailureKind::Usage);
+        assert!(corrupt.message.contains(LOAD_FIX), "{}", corrupt.message);
+    }
 
     #[test]
     fn cuda_runs_float32_in_float32_with_an_arena_that_grows_by_what_is_asked() {

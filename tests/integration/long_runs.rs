@@ -521,10 +521,43 @@ impl Drop for ThreadLimit {
     }
 }
 
+/// One run of `args` under `tasks` as pids.max: (exit code, stderr). A run that outlives a generous deadline
+/// is killed and fails the test: ONNX Runtime once hung when its pool was refused a thread.
+fn run_under_thread_limit(
+    limit: &ThreadLimit,
+    tasks: u32,
+    args: &[String],
+    stderr_path: &Path,
+) -> (Option<i32>, String) {
+    assert!(limit.set(tasks), "cannot set pids.max");
+    let mut child = limit
+        .command(&binary(), args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pids.max {tasks}: still running after 60 s (hung), args {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        status.code(),
+        std::fs::read_to_string(stderr_path).unwrap_or_default(),
+    )
+}
+
 /// Regression: in a container that allows few threads (pids.max), a thread the system refused panicked
-/// ("failed to spawn thread", exit 101) instead of failing with the documented runtime exit code and a fix.
-/// Under every limit a run now either completes, or exits 1 naming the thread and the fix; helper threads
-/// the limit refuses have their work done on the calling thread.
+/// ("failed to spawn thread", exit 101), and where ONNX Runtime's pool was refused one the load failed as
+/// "check that it is an ONNX file" (exit 2) or hung. Under every limit a run now completes, or stops with
+/// a documented exit code naming the threads and the fix: before the model loads when the limit is
+/// visible, at the refused thread otherwise. Without --threads the default is lowered to fit.
 #[test]
 fn regression_a_thread_limit_gives_a_complete_run_or_an_error_with_the_fix_never_a_panic() {
     let test =
@@ -541,43 +574,55 @@ fn regression_a_thread_limit_gives_a_complete_run_or_an_error_with_the_fix_never
     let dir = tempdir();
     let data = dir.path().join("nb.csv");
     synthetic_nanobodies(&data, 300, 23);
-    let (mut failed, mut completed, mut noted) = (0, 0, 0);
-    for tasks in 1..=8 {
-        assert!(limit.set(tasks), "cannot set pids.max");
-        let out = dir.path().join(format!("o{tasks}"));
-        let mut args = test_args(&data, &out);
-        args.extend(["--threads".into(), "2".into()]);
-        let output = limit.command(&binary(), &args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            !stderr.contains("panicked"),
-            "pids.max {tasks}: a panic\n{stderr}"
-        );
-        noted += usize::from(stderr.contains("note: cannot start"));
-        match output.status.code() {
-            Some(0) => {
-                completed += 1;
-                assert_eq!(predictions(&out).len(), 301, "pids.max {tasks}");
-                assert_eq!(read_json(&out.join("report.json"))["status"], "complete");
-            }
-            Some(1) => {
-                failed += 1;
-                assert!(
-                    stderr.contains("cannot start the")
-                        && stderr.contains("fix: raise the limit on threads"),
-                    "pids.max {tasks}: the error does not say which thread or how to fix it\n{stderr}"
-                );
-                if let Ok(text) = std::fs::read_to_string(out.join("report.json")) {
-                    assert!(!text.contains("\"complete\""), "pids.max {tasks}: {text}");
+    // Esmbench's defaults; then 4 threads on one batch, where ONNX Runtime starts a pool of 3.
+    for (name, extra) in [
+        ("default", vec![]),
+        ("pool", vec!["--threads", "4", "--parallel-batches", "1"]),
+    ] {
+        let (mut refused, mut completed, mut lowered) = (0, 0, 0);
+        for tasks in 1..=9 {
+            let out = dir.path().join(format!("{name}{tasks}"));
+            let mut args = test_args(&data, &out);
+            args.extend(extra.iter().map(|a| a.to_string()));
+            let stderr_path = dir.path().join(format!("{name}{tasks}.stderr"));
+            let (code, stderr) = run_under_thread_limit(&limit, tasks, &args, &stderr_path);
+            let context = format!("{name}, pids.max {tasks}: exit {code:?}\n{stderr}");
+            assert!(!stderr.contains("panicked"), "{context}");
+            assert!(
+                !stderr.contains("check that it is an ONNX file"),
+                "{context}"
+            );
+            lowered += usize::from(stderr.contains("note: --threads defaults to"));
+            match code {
+                Some(0) => {
+                    completed += 1;
+                    assert_eq!(predictions(&out).len(), 301, "{context}");
+                    assert_eq!(read_json(&out.join("report.json"))["status"], "complete");
                 }
+                Some(1 | 2) => {
+                    refused += 1;
+                    assert!(
+                        stderr.contains("fix: use --threads")
+                            || stderr.contains("fix: raise the limit"),
+                        "{context}"
+                    );
+                    if let Ok(text) = std::fs::read_to_string(out.join("report.json")) {
+                        assert!(!text.contains("\"complete\""), "{context}");
+                    }
+                }
+                _ => panic!("{context}"),
             }
-            code => panic!("pids.max {tasks}: exit {code:?}\n{stderr}"),
+        }
+        // The sweep must reach both sides of the limit.
+        assert!(
+            refused > 0 && completed > 0,
+            "{name}: refused {refused}, completed {completed}"
+        );
+        if name == "default" {
+            assert!(
+                lowered > 0,
+                "the default --threads was never lowered to fit"
+            );
         }
     }
-    // The sweep must reach both sides of the limit, and the path where helper threads are refused but the run goes on.
-    assert!(
-        failed > 0 && completed > 0,
-        "failed {failed}, completed {completed}"
-    );
-    assert!(noted > 0, "no run went on without a refused thread");
 }
