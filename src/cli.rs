@@ -119,7 +119,8 @@ pub struct EngineArgs {
     /// (default: CPU 131072 / hidden size within 256..2048, CUDA 16384, CoreML 2048).
     #[arg(long)]
     pub max_tokens: Option<usize>,
-    /// CPU threads for the model in all (default: physical cores available to this process).
+    /// CPU threads for the model in all (default: physical cores available to this process, lowered to fit
+    /// a container's pids limit).
     #[arg(long)]
     pub threads: Option<usize>,
     /// On CPU, batches run at once on one session, each on threads/K threads (default: threads, at most 8).
