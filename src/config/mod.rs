@@ -280,9 +280,19 @@ fn cpu_parallelism(threads: usize, parallel_batches: Option<usize>) -> (usize, u
 /// Threads a run starts besides the main one: the reader, the memory monitor, one per batch in flight, and
 /// ONNX Runtime's intra-op pool (one fewer than a batch's share: the calling thread works too). Helper
 /// threads (hashing, the rewrite's probe, the bootstrap) are left out: refused, their work runs inline.
-pub fn threads_started(threads: usize, parallel_batches: Option<usize>) -> usize {
+/// A run that may go to CUDA or CoreML counts one batch on all threads, the larger of the two.
+pub fn threads_started(
+    threads: usize,
+    parallel_batches: Option<usize>,
+    accelerator: bool,
+) -> usize {
     let (batches, intra) = cpu_parallelism(threads, parallel_batches);
-    2 + batches + (intra - 1)
+    let on_cpu = 2 + batches + (intra - 1);
+    if accelerator {
+        on_cpu.max(2 + threads)
+    } else {
+        on_cpu
+    }
 }
 
 /// `--threads` checked against a limit on threads (a container's pids.max) before the model loads: where
@@ -292,12 +302,14 @@ fn fit_thread_limit(
     threads: usize,
     given: bool,
     parallel_batches: Option<usize>,
+    accelerator: bool,
     limit: Option<&crate::threads::Limit>,
 ) -> std::result::Result<usize, Failure> {
     let Some(limit) = limit else {
         return Ok(threads);
     };
-    let fits = |n: usize| threads_started(n, parallel_batches) <= limit.headroom;
+    let started = |n: usize| threads_started(n, parallel_batches, accelerator);
+    let fits = |n: usize| started(n) <= limit.headroom;
     if fits(threads) {
         return Ok(threads);
     }
@@ -309,23 +321,21 @@ fn fit_thread_limit(
              and {threads} would need {}. --threads sets it",
             limit.headroom,
             limit.source,
-            threads_started(threads, parallel_batches)
+            started(threads)
         );
         return Ok(n);
     }
-    let (batches, intra) = cpu_parallelism(threads, parallel_batches);
     let fix = match fitting {
         Some(n) => format!("use --threads {n} or fewer, or raise the limit (a container's pids limit)"),
         None => format!(
             "raise the limit (a container's pids limit): a run needs at least {} threads besides the main one",
-            threads_started(smallest, parallel_batches)
+            started(smallest)
         ),
     };
     Err(Failure::usage(format!(
-        "--threads {threads} starts {} threads besides the main one (the reader, the memory monitor, {batches} for \
-         batches in flight and {} in ONNX Runtime's pool), but this process may start {} more: {}\n  fix: {fix}",
-        threads_started(threads, parallel_batches),
-        intra - 1,
+        "--threads {threads} starts up to {} threads besides the main one (the reader, the memory monitor, the \
+         batches in flight and ONNX Runtime's pool), but this process may start {} more: {}\n  fix: {fix}",
+        started(threads),
         limit.headroom,
         limit.source
     )))
@@ -389,12 +399,6 @@ impl ScoringConfig {
                 .into());
             }
         }
-        let threads = fit_thread_limit(
-            threads,
-            given_threads.is_some(),
-            parallel_batches,
-            crate::threads::limit().as_ref(),
-        )?;
         let max_residues = args
             .engine
             .max_residues
@@ -424,6 +428,13 @@ impl ScoringConfig {
                 || file.allow_cpu_fallback.unwrap_or(false),
         };
         let accelerator = matches!(device.device, DeviceArg::Cuda | DeviceArg::Coreml);
+        let threads = fit_thread_limit(
+            threads,
+            given_threads.is_some(),
+            parallel_batches,
+            device.device != DeviceArg::Cpu,
+            crate::threads::limit().as_ref(),
+        )?;
         if accelerator && !device.allow_cpu_fallback && parallel_batches.is_some_and(|k| k > 1) {
             return Err(Failure::usage(format!(
                 "--parallel-batches applies to CPU runs; --device {} runs one batch at a time\n  fix: drop --parallel-batches, or raise --max-tokens to give the device larger batches",
@@ -612,11 +623,13 @@ mod tests {
 
     #[test]
     fn a_run_starts_the_reader_the_monitor_a_thread_per_batch_and_the_pool() {
-        assert_eq!(threads_started(1, None), 3);
-        assert_eq!(threads_started(2, None), 4);
-        assert_eq!(threads_started(4, Some(1)), 6);
-        assert_eq!(threads_started(8, Some(2)), 7);
-        assert_eq!(threads_started(16, None), 11);
+        assert_eq!(threads_started(1, None, false), 3);
+        assert_eq!(threads_started(2, None, false), 4);
+        assert_eq!(threads_started(4, Some(1), false), 6);
+        assert_eq!(threads_started(8, Some(2), false), 7);
+        assert_eq!(threads_started(16, None, false), 11);
+        // On CUDA or CoreML one batch runs on all 16 threads: a pool of 15.
+        assert_eq!(threads_started(16, None, true), 18);
     }
 
     #[test]
@@ -625,43 +638,29 @@ mod tests {
             headroom,
             source: "pids.max 9 with 2 in use (/sys/fs/cgroup/pids/job)".into(),
         };
-        assert_eq!(fit_thread_limit(4, false, None, None).unwrap(), 4);
-        assert_eq!(fit_thread_limit(4, true, None, Some(&limit(6))).unwrap(), 4);
-        assert_eq!(
-            fit_thread_limit(8, true, Some(2), Some(&limit(7))).unwrap(),
-            8
-        );
+        let fit = |threads, given, k, accelerator, headroom| {
+            fit_thread_limit(threads, given, k, accelerator, Some(&limit(headroom)))
+        };
+        assert_eq!(fit_thread_limit(4, false, None, false, None).unwrap(), 4);
+        assert_eq!(fit(4, true, None, false, 6).unwrap(), 4);
+        assert_eq!(fit(8, true, Some(2), false, 7).unwrap(), 8);
+        // The same on CUDA is one batch on 8 threads: a pool of 7.
+        assert!(fit(8, true, Some(2), true, 7).is_err());
         // The default: two batches need 4 threads besides main, so 3 left means one batch.
-        assert_eq!(
-            fit_thread_limit(2, false, None, Some(&limit(3))).unwrap(),
-            1
-        );
+        assert_eq!(fit(2, false, None, false, 3).unwrap(), 1);
         // Given: 4 threads on one batch need 6 (3 of them ONNX Runtime's pool); 2 threads need 4.
-        let error = fit_thread_limit(4, true, Some(1), Some(&limit(4))).unwrap_err();
+        let error = fit(4, true, Some(1), false, 4).unwrap_err();
         assert_eq!(error.kind, crate::error::FailureKind::Usage);
-        assert!(
-            error.message.contains("--threads 4 starts 6 threads"),
-            "{}",
-            error.message
-        );
-        assert!(
-            error.message.contains("3 in ONNX Runtime's pool"),
-            "{}",
-            error.message
-        );
-        assert!(
-            error.message.contains("may start 4 more: pids.max 9"),
-            "{}",
-            error.message
-        );
-        assert!(
-            error.message.contains("fix: use --threads 2 or fewer"),
-            "{}",
-            error.message
-        );
+        for expected in [
+            "--threads 4 starts up to 6 threads",
+            "may start 4 more: pids.max 9",
+            "fix: use --threads 2 or fewer",
+        ] {
+            assert!(error.message.contains(expected), "{}", error.message);
+        }
         // Nothing fits: the fix is the limit, default or not.
         for given in [true, false] {
-            let error = fit_thread_limit(1, given, None, Some(&limit(2))).unwrap_err();
+            let error = fit_thread_limit(1, given, None, false, Some(&limit(2))).unwrap_err();
             assert!(
                 error.message.contains("needs at least 3 threads"),
                 "{}",
