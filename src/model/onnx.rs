@@ -232,8 +232,9 @@ fn poisoned() -> Failure {
     Failure::runtime("another batch failed while holding the CUDA IO binding")
 }
 
-/// A session that would not build. Its thread pool refused a thread (a limit config could not see, such as
-/// ulimit -u) is not a bad file, so that case gets the threads fix and the runtime exit code.
+/// A session that would not build. When its thread pool was refused a thread (by a limit the config check
+/// could not see, such as ulimit -u) the file is not at fault, so that case gets the threads fix and the
+/// runtime exit code.
 fn load_failure(origin: &str, e: impl std::fmt::Display) -> Failure {
     let message = e.to_string();
     if message.contains("PosixThread") || message.contains("Resource temporarily unavailable") {
@@ -589,8 +590,9 @@ mod tests {
     #[test]
     fn a_pool_refused_a_thread_is_not_called_a_bad_model_file() {
         // ONNX Runtime 1.31's words when pthread_create fails while its intra-op pool starts.
-        let refused = "/onnxruntime_src/onnxruntime/core/platform/posix/env.cc:327 onnxruntime::{anonymous}::PosixThread::PosixThread(...) \
-                       pthread_create failed: Resource temporarily unavailable";
+        let refused = "/onnxruntime_src/onnxruntime/core/platform/posix/env.cc:327 onnxruntime::{anonymous}::PosixThread::PosixThread(\
+                       const char*, int, unsigned int (*)(int, Eigen::ThreadPoolInterface*), Eigen::ThreadPoolInterface*, \
+                       const onnxruntime::ThreadOptions&) pthread_create failed, error code: 11 error msg: Resource temporarily unavailable";
         let failure = load_failure("m.onnx", refused);
         assert_eq!(failure.kind, crate::error::FailureKind::Runtime);
         assert!(
