@@ -132,6 +132,11 @@ command_line="${command_line//"--work $work"/--work WORK}"
 
 py() { "$python" "$@"; }
 measure() { local json="$1"; shift; py scripts/bench_report.py measure --json "$json" -- "$@"; }
+# One setting esmbench ran with (report.json's execution section) in section folder $1: key $2, else $3.
+ran_with() {
+  py -c 'import json, sys; print(json.load(open(sys.argv[1]))["execution"][sys.argv[2]])' "$1/esmbench/report.json" "$2" 2>/dev/null \
+    || echo "$3"
+}
 
 py scripts/bench_report.py machine --json "$work/machine.json" --esmbench "$esmbench" ${ort_lib:+--ort-lib "$ort_lib"}
 [ -n "$threads" ] || threads="$(py scripts/bench_report.py machine --print-threads)"
@@ -173,8 +178,7 @@ run_section() {
   measure "$dir/startup-esmbench.measure.json" "${ours[@]}" --data "$dir/one.csv" --out "$dir/startup-esmbench" > /dev/null 2>&1 || true
   # The budget esmbench chose (or was given) is the one the sorted onnxruntime loop and the ceiling use.
   local budget
-  budget="$(py -c 'import json, sys; print(json.load(open(sys.argv[1]))["execution"]["max_tokens"])' "$dir/esmbench/report.json" 2>/dev/null \
-    || echo "${max_tokens:-2048}")"
+  budget="$(ran_with "$dir" max_tokens "${max_tokens:-2048}")"
   py scripts/bench_python.py settings --model "$m" ${hargs[@]+"${hargs[@]}"} --data "$dir/data.csv" --torch-source "$src" \
     --threads "$threads" --max-tokens "$budget" --json "$dir/settings.json"
 
@@ -214,8 +218,7 @@ run_section() {
   # batches at once as esmbench ran, inputs padded before the clock starts.
   say "$name: onnxruntime alone on esmbench's batches (the bound for any tool on this runtime)"
   local parallel bound_model="$dir/rewritten.onnx"
-  parallel="$(py -c 'import json, sys; print(json.load(open(sys.argv[1]))["execution"]["parallel_batches"])' "$dir/esmbench/report.json" 2>/dev/null \
-    || echo 1)"
+  parallel="$(ran_with "$dir" parallel_batches 1)"
   py scripts/simplify_attention_mask.py "$m" "$bound_model" > "$dir/rewritten.log" 2>&1 || bound_model="$m"
   measure "$dir/ort-bound.measure.json" "$python" scripts/bench_python.py bound --model "$bound_model" ${hargs[@]+"${hargs[@]}"} \
     --threads "$threads" --parallel "$parallel" --max-tokens "$budget" --data "$dir/data.csv" --out "$dir/ort-bound.csv" \
