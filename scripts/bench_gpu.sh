@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The GPU benchmark: esmbench on CUDA (fp16 export, with and without the IO binding over page-locked host
-# memory) against PyTorch eager on the same GPU (float16, batches of 32 in file order, the old pipeline's
-# way), on the same random-init ESM-2 graph and the same synthetic Harvey-like nanobodies. Writes a
-# results file (markdown + json) and prints the table.
+# The GPU benchmark: first the committed micro fixture on CUDA against its PyTorch reference (IO binding on
+# and off; it stops if they differ by more than 1e-5), then esmbench on CUDA (fp16 export, with and without
+# the IO binding over page-locked host memory) against PyTorch eager on the same GPU (float16, batches of 32
+# in file order, the old pipeline's way), on the same random-init ESM-2 graph and the same synthetic
+# Harvey-like nanobodies. Writes a results file (markdown + json) and prints the table.
 #
 #   ORT_DYLIB_PATH=.../libonnxruntime.so.1.31.1 scripts/bench_gpu.sh [--arch esm2_t33_650M] [--rows 20000]
 #
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
     --esmbench) esmbench="$2"; shift 2 ;;
     --work) work="$2"; shift 2 ;;
     --results) results="$2"; shift 2 ;;
-    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,14p "$0"; exit 0 ;;
     *) echo "bench_gpu: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -58,6 +59,39 @@ hidden = ex.ARCHS[arch][1]
 coef = np.random.default_rng(0).normal(0.0, 0.05, hidden)
 json.dump({"type": "logistic_regression", "pooling": "mean_residues", "threshold": 0.5,
            "coef": coef.tolist(), "intercept": 0.0}, open(path, "w"))
+PY
+
+# Parity first, so a broken provider fails in seconds rather than after the export: the committed micro fixture
+# (float32) on this device, with and without the IO binding, against its PyTorch reference probabilities.
+log "parity: tests/fixtures/esm2_micro.onnx on $device, IO binding on and off, against its PyTorch reference"
+"$python" - "$work/micro.csv" <<'PY'
+import csv, json, sys
+reference = json.load(open("tests/fixtures/esm2_micro.reference.json"))["sequences"]
+with open(sys.argv[1], "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["id", "sequence", "label"])
+    w.writerows([i, r["sequence"], i % 2] for i, r in enumerate(reference))
+PY
+for binding in iobinding plain; do
+  flag=""; [ "$binding" = plain ] && flag="--no-io-binding"
+  "$esmbench" test --model tests/fixtures/esm2_micro.onnx --head tests/fixtures/esm2_micro.head.json \
+    --data "$work/micro.csv" --device "$device" --bootstrap 0 $flag --out "$work/micro-$binding" \
+    >"$work/micro-$binding.log" 2>&1 || { cat "$work/micro-$binding.log" >&2; exit 1; }
+done
+"$python" - "$work" <<'PY'
+import csv, json, pathlib, sys
+work = pathlib.Path(sys.argv[1])
+reference = json.load(open("tests/fixtures/esm2_micro.reference.json"))["sequences"]
+parity = {}
+for binding in ("iobinding", "plain"):
+    rows = list(csv.DictReader(open(work / f"micro-{binding}" / "predictions.csv")))
+    assert len(rows) == len(reference), f"micro-{binding}: {len(rows)} of {len(reference)} rows"
+    parity[binding] = max(abs(float(r["probability"]) - reference[int(r["id"])]["probability"]) for r in rows)
+    print(f"bench_gpu: parity {binding}: max |p - PyTorch| = {parity[binding]:.2e} over {len(rows)} rows", file=sys.stderr)
+(work / "parity.json").write_text(json.dumps(parity))
+# float32 in float32 (TF32 off) lands near 1e-7; TF32 would give about 1e-4.
+if max(parity.values()) > 1e-5:
+    sys.exit("bench_gpu: the micro fixture is off its PyTorch reference by more than 1e-5")
 PY
 
 t0="$(date +%s)"
@@ -121,10 +155,13 @@ for name in names:
     })
 table.append({"contender": "pytorch-eager-fp16-batch32", "seq_per_s": torch_rate, "wall_s": torch_json["loop_seconds"],
               "load_s": torch_json["load_seconds"], "ratio_vs_pytorch": 1.0})
+parity = json.loads((work / "parity.json").read_text())
 date = datetime.date.today().isoformat()
 out = results / f"{date}-gpu-{arch}.md"
 lines = [f"# esmbench GPU benchmark, {date}", "", f"- GPU: {gpu}", f"- model: {arch} random-init, --fp16 export" + (f" (export + check {float(export_s):.0f} s)" if float(export_s) > 1 else " (reused from an earlier run)"),
-         f"- data: {rows} synthetic Harvey-like nanobodies (scripts/make_synthetic_harvey.py --seed 0)", "",
+         f"- data: {rows} synthetic Harvey-like nanobodies (scripts/make_synthetic_harvey.py --seed 0)",
+         "- parity: tests/fixtures/esm2_micro.onnx (float32) on this device, max |p - PyTorch reference| "
+         f"{parity['iobinding']:.1e} with the IO binding, {parity['plain']:.1e} without", "",
          "| contender | max_tokens | seq/s | x PyTorch | wall s | load s | in model s | peak RSS MB | max abs diff vs PyTorch fp16 | label agreement |",
          "|---|---|---|---|---|---|---|---|---|---|"]
 for r in table:
@@ -134,7 +171,7 @@ for r in table:
         f'{r["max_abs_diff_vs_pytorch_fp16"]:.2e}' if "max_abs_diff_vs_pytorch_fp16" in r else "",
         f'{r["label_agreement"]:.4f}' if "label_agreement" in r else ""))
 out.write_text("\n".join(lines) + "\n")
-out.with_suffix(".json").write_text(json.dumps({"gpu": gpu, "arch": arch, "rows": rows, "runs": table}, indent=1) + "\n")
+out.with_suffix(".json").write_text(json.dumps({"gpu": gpu, "arch": arch, "rows": rows, "micro_fixture_parity": parity, "runs": table}, indent=1) + "\n")
 print("\n".join(lines))
 print(f"\nwrote {out}")
 PY
