@@ -99,6 +99,9 @@ struct Resampling {
     /// resample's true and false positives are its running totals at this position.
     predicted_rows: usize,
     seed: u64,
+    /// 1 / m for m in 0..=n (0 for m = 0). A sweep reads it in order as its drawn total grows, so average
+    /// precision multiplies where it divided once per row; the division was the sweep's costliest step.
+    reciprocal: Vec<f64>,
 }
 
 /// Each metric's value on the resamples where it is defined, in resample order.
@@ -129,10 +132,14 @@ impl Resampling {
             .iter()
             .take_while(|&&i| predict(scores[i], threshold) == 1)
             .count();
+        let reciprocal = (0..=n)
+            .map(|m| if m == 0 { 0.0 } else { 1.0 / m as f64 })
+            .collect();
         Resampling {
             rows,
             predicted_rows,
             seed,
+            reciprocal,
         }
     }
 
@@ -140,14 +147,17 @@ impl Resampling {
         let n = self.rows.len();
         let mut rng = SplitMix64::new(self.seed);
         rng.skip((range.start as u64).wrapping_mul(n as u64));
-        let mut counts = vec![0u32; n];
+        let mut counts = Tally::new(n);
         let mut values = Values::default();
         for _ in range {
-            counts.fill(0);
+            counts.clear();
             for _ in 0..n {
-                counts[rng.scaled_below(n as u64) as usize] += 1;
+                counts.add(rng.scaled_below(n as u64) as usize);
             }
-            let sweep = self.sweep(&counts);
+            let sweep = match counts.view() {
+                CountsView::Narrow(counts) => self.sweep(counts),
+                CountsView::Wide(counts) => self.sweep(counts),
+            };
             let (tp, fp) = (sweep.true_positives, sweep.false_positives);
             let (p, neg) = (sweep.positives, sweep.negatives);
             let (fn_, tn) = (p - tp, neg - fp);
@@ -175,12 +185,20 @@ impl Resampling {
     ///
     /// The ROC and PR points sit where a run of tied scores ends. A run none of whose rows was drawn moves neither
     /// count, so it adds nothing to either area, and every run end can be visited without a branch on its weight.
-    fn sweep(&self, counts: &[u32]) -> Sweep {
+    fn sweep<Count: Copy + Into<i64>>(&self, counts: &[Count]) -> Sweep {
         let mut running = Running::default();
         let predicted = self.predicted_rows;
-        running.add(&self.rows[..predicted], &counts[..predicted]);
+        running.add(
+            &self.rows[..predicted],
+            &counts[..predicted],
+            &self.reciprocal,
+        );
         let (true_positives, false_positives) = (running.positives, running.negatives);
-        running.add(&self.rows[predicted..], &counts[predicted..]);
+        running.add(
+            &self.rows[predicted..],
+            &counts[predicted..],
+            &self.reciprocal,
+        );
         // Every total is a sum of non-negative counts, at most n * n for the area.
         Sweep {
             positives: running.positives as u64,
@@ -190,6 +208,59 @@ impl Resampling {
             twice_roc_area: running.twice_roc_area as u64,
             precision_weighted_recall: running.precision_weighted_recall + running.other_sum,
         }
+    }
+}
+
+/// One resample's count per position.
+///
+/// A byte per position keeps the counts of 141,021 rows (138 KiB) inside a core's 512 KiB L2 cache, where four
+/// bytes (551 KiB) do not, and every random increment would wait on L3: the bootstrap ran about a fifth faster
+/// on a Zen 3 core. A position drawn more than 255 times in one resample (about never) keeps its further
+/// draws in `spilled`, and that resample is swept over four-byte counts.
+struct Tally {
+    narrow: Vec<u8>,
+    spilled: Vec<usize>,
+    wide: Vec<u32>,
+}
+
+enum CountsView<'a> {
+    Narrow(&'a [u8]),
+    Wide(&'a [u32]),
+}
+
+impl Tally {
+    fn new(n: usize) -> Tally {
+        Tally {
+            narrow: vec![0; n],
+            spilled: Vec::new(),
+            wide: Vec::new(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.narrow.fill(0);
+        self.spilled.clear();
+    }
+
+    #[inline(always)]
+    fn add(&mut self, position: usize) {
+        let count = &mut self.narrow[position];
+        match count.checked_add(1) {
+            Some(more) => *count = more,
+            None => self.spilled.push(position),
+        }
+    }
+
+    fn view(&mut self) -> CountsView<'_> {
+        if self.spilled.is_empty() {
+            return CountsView::Narrow(&self.narrow);
+        }
+        self.wide.clear();
+        self.wide.extend(self.narrow.iter().map(|&c| u32::from(c)));
+        for &position in &self.spilled {
+            self.wide[position] += 1;
+        }
+        CountsView::Wide(&self.wide)
     }
 }
 
@@ -210,7 +281,12 @@ struct Running {
 
 impl Running {
     #[inline(always)]
-    fn add(&mut self, rows: &[SortedRow], counts: &[u32]) {
+    fn add<Count: Copy + Into<i64>>(
+        &mut self,
+        rows: &[SortedRow],
+        counts: &[Count],
+        reciprocal: &[f64],
+    ) {
         let Running {
             mut positives,
             mut negatives,
@@ -221,16 +297,16 @@ impl Running {
             mut other_sum,
         } = *self;
         for (row, &count) in rows.iter().zip(counts) {
-            let w = i64::from(count);
+            let w: i64 = count.into();
             let drawn_positive = w * i64::from(row.positive);
             positives += drawn_positive;
             negatives += w - drawn_positive;
             if row.last_of_tie {
                 twice_roc_area += (negatives - prev_negatives) * (positives + prev_positives);
                 // Average precision: recall's step times the precision at this threshold. A step of zero adds
-                // zero; max(.., 1) only keeps 0/0 out before the first drawn row.
+                // zero; before the first drawn row the total is 0, whose table entry is 0, not 1/0.
                 precision_weighted_recall += (positives - prev_positives) as f64
-                    * (positives as f64 / (positives + negatives).max(1) as f64);
+                    * (positives as f64 * reciprocal[(positives + negatives) as usize]);
                 std::mem::swap(&mut precision_weighted_recall, &mut other_sum);
                 prev_positives = positives;
                 prev_negatives = negatives;
@@ -392,6 +468,49 @@ mod tests {
         assert_eq!(whole.pr_auc, joined(&first.pr_auc, &second.pr_auc));
         assert_eq!(whole.f1, joined(&first.f1, &second.f1));
         assert_eq!(whole.accuracy.len(), 10);
+    }
+
+    #[test]
+    fn a_position_drawn_more_than_255_times_counts_every_draw() {
+        // In score order: a positive (0.9), a negative (0.7), a positive (0.4), then 297 negatives below 0.3.
+        let n = 300;
+        let labels: Vec<u8> = (0..n).map(|i| u8::from(i == 0 || i == 2)).collect();
+        let scores: Vec<f64> = (0..n)
+            .map(|i| match i {
+                0 => 0.9,
+                1 => 0.7,
+                2 => 0.4,
+                _ => 0.3 - i as f64 * 1e-4,
+            })
+            .collect();
+        let problem = Resampling::new(&labels, &scores, 0.5, 0);
+        // A resample always holds n draws: here one of row 0, 294 of row 1 and 5 of row 2.
+        let mut tally = Tally::new(n);
+        tally.add(0);
+        (0..294).for_each(|_| tally.add(1));
+        (0..5).for_each(|_| tally.add(2));
+        let CountsView::Wide(counts) = tally.view() else {
+            panic!("294 draws of one position must leave the one-byte counts");
+        };
+        assert_eq!(counts[..4], [1, 294, 5, 0]);
+        assert_eq!(counts.iter().sum::<u32>(), n as u32);
+        let sweep = problem.sweep(counts);
+        assert_eq!((sweep.positives, sweep.negatives), (6, 294));
+        assert_eq!((sweep.true_positives, sweep.false_positives), (1, 294));
+        // ROC: the one 0.9 positive outranks all 294 drawn negatives, the five 0.4 positives none: 294 of
+        // 6 x 294 pairs, so twice the area in pair units is 588.
+        assert_eq!(sweep.twice_roc_area, 588);
+        // Average precision before dividing by the 6 positives: 1 at precision 1/1, then 5 at 6/300.
+        assert!((sweep.precision_weighted_recall - (1.0 + 5.0 * 6.0 / 300.0)).abs() < 1e-12);
+        tally.clear();
+        tally.add(3);
+        let CountsView::Narrow(counts) = tally.view() else {
+            panic!("after clear() one draw fits in a byte");
+        };
+        assert_eq!(
+            (counts[3], counts.iter().map(|&c| u32::from(c)).sum::<u32>()),
+            (1, 1)
+        );
     }
 
     #[test]
