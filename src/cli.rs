@@ -120,7 +120,7 @@ pub struct EngineArgs {
     #[arg(long)]
     pub max_tokens: Option<usize>,
     /// CPU threads for the model in all (default: physical cores available to this process, lowered to fit
-    /// a container's pids limit).
+    /// a container's pids limit or ulimit -u).
     #[arg(long)]
     pub threads: Option<usize>,
     /// On CPU, batches run at once on one session, each on threads/K threads (default: threads, at most 8).

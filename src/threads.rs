@@ -10,21 +10,88 @@ use std::thread::{self, JoinHandle, Scope, ScopedJoinHandle};
 
 use crate::error::Failure;
 
-/// A limit on the threads (tasks) this process may start: a pids cgroup it runs in, and how many more that
-/// cgroup allows now.
+/// A limit on the threads (tasks) this process may start: a pids cgroup it runs in or the user's process
+/// limit, and how many more it allows now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limit {
     /// Threads this process may still start before the limit refuses one.
     pub headroom: usize,
     /// Where the limit comes from, for messages: "pids.max 8 with 3 in use (/sys/fs/cgroup/...)".
     pub source: String,
+    /// What a user raises to lift it, for the fix: "the container's pids limit" or "ulimit -u".
+    pub raise: &'static str,
 }
 
-/// The tightest pids cgroup limit over this process (cgroup v1's pids hierarchy or v2), or None where no
-/// limit is set or none can be read. The whole cgroup's tasks count against it, not only this process's.
+/// The tightest limit on threads over this process, or None where none is set or none can be read: a pids
+/// cgroup (cgroup v1's pids hierarchy or v2; the whole cgroup's tasks count against it) or the user's
+/// process limit (`ulimit -u`; every thread of the user's processes counts against it).
 pub fn limit() -> Option<Limit> {
-    let membership = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    limit_under(Path::new("/"), &membership)
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|membership| limit_under(Path::new("/"), &membership));
+    [cgroup, user_limit(Path::new("/proc"))]
+        .into_iter()
+        .flatten()
+        .min_by_key(|limit| limit.headroom)
+}
+
+/// RLIMIT_NPROC (`ulimit -u`) for the /proc mounted at `proc`: the kernel refuses a new thread once the real
+/// user's threads, in all its processes, reach the soft limit. Root, and a process with CAP_SYS_ADMIN or
+/// CAP_SYS_RESOURCE, is not held to it.
+fn user_limit(proc: &Path) -> Option<Limit> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let own = std::fs::read_to_string(proc.join("self/status")).ok()?;
+    let uid = real_uid(&own)?;
+    let capabilities = u64::from_str_radix(status_field(&own, "CapEff")?, 16).ok()?;
+    let exempt = (1u64 << CAP_SYS_ADMIN) | (1u64 << CAP_SYS_RESOURCE);
+    if uid == 0 || capabilities & exempt != 0 {
+        return None;
+    }
+    let limits = std::fs::read_to_string(proc.join("self/limits")).ok()?;
+    let soft: usize = limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max processes"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?; // "unlimited": no limit
+    let running: usize = std::fs::read_dir(proc)
+        .ok()?
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("status")).ok())
+        .filter(|status| real_uid(status) == Some(uid))
+        .filter_map(|status| status_field(&status, "Threads")?.parse::<usize>().ok())
+        .sum();
+    Some(Limit {
+        headroom: soft.saturating_sub(running),
+        source: format!("ulimit -u {soft} with {running} threads of user {uid} running"),
+        raise: "ulimit -u",
+    })
+}
+
+/// A field of a /proc/<pid>/status text: "Threads:\t4" gives "4".
+fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// The real user id, the first of the four on a status text's Uid line.
+fn real_uid(status: &str) -> Option<u32> {
+    status_field(status, "Uid")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// [`limit`] for a /proc/self/cgroup text, with the cgroup file systems mounted under `root`.
@@ -58,6 +125,7 @@ fn read_limit(dir: &Path) -> Option<Limit> {
     Some(Limit {
         headroom: max.saturating_sub(current),
         source: format!("pids.max {max} with {current} in use ({})", dir.display()),
+        raise: "the container's pids limit",
     })
 }
 
@@ -219,6 +287,57 @@ mod tests {
         // No pids controller, or no files: no limit known.
         assert_eq!(limit_under(root.path(), "4:memory:/batch/job\n"), None);
         assert_eq!(limit_under(root.path(), "8:pids:/elsewhere\n"), None);
+    }
+
+    #[test]
+    fn ulimit_u_counts_every_thread_of_the_user_and_spares_root() {
+        let proc = tempfile::tempdir().unwrap();
+        let status = |dir: &str, uid: u32, threads: usize, capabilities: &str| {
+            let dir = proc.path().join(dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join("status"),
+                format!(
+                    "Name:\tx\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nThreads:\t{threads}\nCapEff:\t{capabilities}\n"
+                ),
+            )
+            .unwrap();
+        };
+        let limits = |soft: &str| {
+            std::fs::write(
+                proc.path().join("self/limits"),
+                format!(
+                    "Limit                     Soft Limit           Hard Limit           Units     \n\
+                     Max cpu time              unlimited            unlimited            seconds   \n\
+                     Max processes             {soft:<20} {soft:<20} processes \n"
+                ),
+            )
+            .unwrap();
+        };
+        // User 1000 runs this process (listed under its pid and as self) with 1 thread and another with 6;
+        // user 1001's 50 threads do not count.
+        status("self", 1000, 1, "0000000000000000");
+        status("4242", 1000, 1, "0000000000000000");
+        status("4300", 1000, 6, "0000000000000000");
+        status("4400", 1001, 50, "0000000000000000");
+        std::fs::create_dir_all(proc.path().join("sys")).unwrap();
+        limits("10");
+        let limit = user_limit(proc.path()).unwrap();
+        assert_eq!(limit.headroom, 3);
+        assert_eq!(limit.raise, "ulimit -u");
+        assert!(limit
+            .source
+            .starts_with("ulimit -u 10 with 7 threads of user 1000"));
+        limits("5");
+        assert_eq!(user_limit(proc.path()).unwrap().headroom, 0);
+        limits("unlimited");
+        assert_eq!(user_limit(proc.path()), None);
+        // Root, or CAP_SYS_RESOURCE (bit 24), is not held to the limit.
+        limits("10");
+        status("self", 0, 1, "0000000000000000");
+        assert_eq!(user_limit(proc.path()), None);
+        status("self", 1000, 1, "0000000001000000");
+        assert_eq!(user_limit(proc.path()), None);
     }
 
     #[test]

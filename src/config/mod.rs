@@ -295,7 +295,7 @@ pub fn threads_started(
     }
 }
 
-/// `--threads` checked against a limit on threads (a container's pids.max) before the model loads: where
+/// `--threads` checked against a limit on threads (a container's pids.max, ulimit -u) before the model loads: where
 /// ONNX Runtime's pool was refused a thread it failed with a misleading load error, or hung. Without
 /// `--threads` the default is lowered to fit, with a note; a count given that cannot fit is refused.
 fn fit_thread_limit(
@@ -326,9 +326,10 @@ fn fit_thread_limit(
         return Ok(n);
     }
     let fix = match fitting {
-        Some(n) => format!("use --threads {n} or fewer, or raise the limit (a container's pids limit)"),
+        Some(n) => format!("use --threads {n} or fewer, or raise {}", limit.raise),
         None => format!(
-            "raise the limit (a container's pids limit): a run needs at least {} threads besides the main one",
+            "raise {}: a run needs at least {} threads besides the main one",
+            limit.raise,
             started(smallest)
         ),
     };
@@ -637,6 +638,7 @@ mod tests {
         let limit = |headroom| crate::threads::Limit {
             headroom,
             source: "pids.max 9 with 2 in use (/sys/fs/cgroup/pids/job)".into(),
+            raise: "the container's pids limit",
         };
         let fit = |threads, given, k, accelerator, headroom| {
             fit_thread_limit(threads, given, k, accelerator, Some(&limit(headroom)))
@@ -654,7 +656,7 @@ mod tests {
         for expected in [
             "--threads 4 starts up to 6 threads",
             "may start 4 more: pids.max 9",
-            "fix: use --threads 2 or fewer",
+            "fix: use --threads 2 or fewer, or raise the container's pids limit",
         ] {
             assert!(error.message.contains(expected), "{}", error.message);
         }
@@ -662,7 +664,9 @@ mod tests {
         for given in [true, false] {
             let error = fit_thread_limit(1, given, None, false, Some(&limit(2))).unwrap_err();
             assert!(
-                error.message.contains("needs at least 3 threads"),
+                error.message.contains(
+                    "fix: raise the container's pids limit: a run needs at least 3 threads"
+                ),
                 "{}",
                 error.message
             );
