@@ -477,30 +477,42 @@ fn regression_a_second_run_on_a_busy_out_directory_exits_2_and_leaves_the_first_
     );
 }
 
+/// A limit on threads a test can set and run esmbench under.
+trait ThreadLimit {
+    /// Allows `tasks` threads from the next run on; false where that cannot be set.
+    fn set(&self, tasks: u32) -> bool;
+    /// `program args` started under the limit.
+    fn command(&self, program: &Path, args: &[String]) -> Command;
+    /// The limit as a user would write it, for messages: "pids.max", "ulimit -u".
+    fn name(&self) -> &'static str;
+}
+
 /// A pids cgroup of this test's own (cgroup v1's pids hierarchy, or v2 with the pids controller), removed on
 /// drop; None where this process may not make one (not root, no pids controller).
-struct ThreadLimit {
+struct PidsCgroup {
     dir: PathBuf,
 }
 
-impl ThreadLimit {
-    fn create() -> Option<ThreadLimit> {
+impl PidsCgroup {
+    fn create() -> Option<PidsCgroup> {
         let name = format!("esmbench-test-{}", std::process::id());
         ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
             .iter()
             .find_map(|base| {
                 let dir = Path::new(base).join(&name);
                 std::fs::create_dir(&dir).ok()?;
-                let limit = ThreadLimit { dir };
+                let limit = PidsCgroup { dir };
                 limit.set(64).then_some(limit)
             })
     }
+}
 
+impl ThreadLimit for PidsCgroup {
     fn set(&self, tasks: u32) -> bool {
         std::fs::write(self.dir.join("pids.max"), tasks.to_string()).is_ok()
     }
 
-    /// `program args` started inside the cgroup: the shell moves itself in, then execs the program.
+    /// The shell moves itself into the cgroup, then execs the program.
     fn command(&self, program: &Path, args: &[String]) -> Command {
         let mut command = Command::new("sh");
         command
@@ -513,23 +525,93 @@ impl ThreadLimit {
             .args(args);
         command
     }
+
+    fn name(&self) -> &'static str {
+        "pids.max"
+    }
 }
 
-impl Drop for ThreadLimit {
+impl Drop for PidsCgroup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
-/// One run of `args` under `tasks` as pids.max: (exit code, stderr). A run that outlives a generous deadline
-/// is killed and fails the test: ONNX Runtime once hung when its pool was refused a thread.
+/// `ulimit -u` (RLIMIT_NPROC) for runs as a user id of the test's own, which root is not held to; None where
+/// this process is not root, has no bash, or that user cannot reach the binary, the runtime or `readable`.
+struct UserProcessLimit {
+    uid: u32,
+    tasks: std::cell::Cell<u32>,
+}
+
+impl UserProcessLimit {
+    fn create(readable: &Path) -> Option<UserProcessLimit> {
+        use std::os::unix::fs::PermissionsExt;
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let root = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))?
+            .split_whitespace()
+            .all(|id| id == "0");
+        if !root {
+            return None;
+        }
+        std::fs::set_permissions(readable, std::fs::Permissions::from_mode(0o777)).ok()?;
+        // An id no one else runs as, so that only this test's threads count against the limit.
+        let limit = UserProcessLimit {
+            uid: 61_000 + std::process::id() % 1000,
+            tasks: std::cell::Cell::new(64),
+        };
+        let runtime = esmbench::model::runtime::locate_library().ok()?;
+        let reachable = limit
+            .command(Path::new("test"), &[])
+            .args(["-r", &runtime.display().to_string(), "-a", "-x"])
+            .arg(binary())
+            .args(["-a", "-w"])
+            .arg(readable)
+            .status()
+            .ok()?
+            .success();
+        reachable.then_some(limit)
+    }
+}
+
+impl ThreadLimit for UserProcessLimit {
+    fn set(&self, tasks: u32) -> bool {
+        self.tasks.set(tasks);
+        true
+    }
+
+    fn command(&self, program: &Path, args: &[String]) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new("bash");
+        command
+            .arg("-c")
+            .arg(format!(
+                "ulimit -u {} && exec \"$0\" \"$@\"",
+                self.tasks.get()
+            ))
+            .arg(program)
+            .args(args)
+            .uid(self.uid)
+            .gid(self.uid);
+        command
+    }
+
+    fn name(&self) -> &'static str {
+        "ulimit -u"
+    }
+}
+
+/// One run of `args` under `tasks` threads: (exit code, stderr). A run that outlives a generous deadline is
+/// killed and fails the test: ONNX Runtime once hung when its pool was refused a thread.
 fn run_under_thread_limit(
-    limit: &ThreadLimit,
+    limit: &dyn ThreadLimit,
     tasks: u32,
     args: &[String],
     stderr_path: &Path,
 ) -> (Option<i32>, String) {
-    assert!(limit.set(tasks), "cannot set pids.max");
+    assert!(limit.set(tasks), "cannot set {}", limit.name());
     let mut child = limit
         .command(&binary(), args)
         .stdout(Stdio::null())
@@ -543,7 +625,10 @@ fn run_under_thread_limit(
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("pids.max {tasks}: still running after 60 s (hung), args {args:?}");
+            panic!(
+                "{} {tasks}: still running after 60 s (hung), args {args:?}",
+                limit.name()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -553,40 +638,24 @@ fn run_under_thread_limit(
     )
 }
 
-/// Regression: in a container that allows few threads (pids.max), a thread the system refused panicked
-/// ("failed to spawn thread", exit 101), and where ONNX Runtime's pool was refused one the load failed as
-/// "check that it is an ONNX file" (exit 2) or hung. Under every limit a run now completes, or stops with
-/// a documented exit code naming the threads and the fix: before the model loads when the limit is
-/// visible, at the refused thread otherwise. Without --threads the default is lowered to fit.
-#[test]
-fn regression_a_thread_limit_gives_a_complete_run_or_an_error_with_the_fix_never_a_panic() {
-    let test =
-        "regression_a_thread_limit_gives_a_complete_run_or_an_error_with_the_fix_never_a_panic";
-    if !runtime_available(test) {
-        return;
-    }
-    let Some(limit) = ThreadLimit::create() else {
-        eprintln!(
-            "SKIPPED {test}: cannot make a pids cgroup here (needs root and the pids controller)"
-        );
-        return;
-    };
-    let dir = tempdir();
-    let data = dir.path().join("nb.csv");
+/// Esmbench's defaults, then 4 threads on one batch (where ONNX Runtime starts a pool of 3), under 1 to 9
+/// threads: every run completes, or stops with exit 1 or 2 and the fix; none panics, hangs or blames the
+/// model file, both sides of the limit are reached, and the default is lowered to fit at least once.
+fn sweep_thread_limits(limit: &dyn ThreadLimit, dir: &Path) {
+    let data = dir.join("nb.csv");
     synthetic_nanobodies(&data, 300, 23);
-    // Esmbench's defaults; then 4 threads on one batch, where ONNX Runtime starts a pool of 3.
     for (name, extra) in [
         ("default", vec![]),
         ("pool", vec!["--threads", "4", "--parallel-batches", "1"]),
     ] {
         let (mut refused, mut completed, mut lowered) = (0, 0, 0);
         for tasks in 1..=9 {
-            let out = dir.path().join(format!("{name}{tasks}"));
+            let out = dir.join(format!("{name}{tasks}"));
             let mut args = test_args(&data, &out);
             args.extend(extra.iter().map(|a| a.to_string()));
-            let stderr_path = dir.path().join(format!("{name}{tasks}.stderr"));
-            let (code, stderr) = run_under_thread_limit(&limit, tasks, &args, &stderr_path);
-            let context = format!("{name}, pids.max {tasks}: exit {code:?}\n{stderr}");
+            let stderr_path = dir.join(format!("{name}{tasks}.stderr"));
+            let (code, stderr) = run_under_thread_limit(limit, tasks, &args, &stderr_path);
+            let context = format!("{name}, {} {tasks}: exit {code:?}\n{stderr}", limit.name());
             assert!(!stderr.contains("panicked"), "{context}");
             assert!(
                 !stderr.contains("check that it is an ONNX file"),
@@ -602,8 +671,7 @@ fn regression_a_thread_limit_gives_a_complete_run_or_an_error_with_the_fix_never
                 Some(1 | 2) => {
                     refused += 1;
                     assert!(
-                        stderr.contains("fix: use --threads")
-                            || stderr.contains("fix: raise the limit"),
+                        stderr.contains("fix: use --threads") || stderr.contains("fix: raise"),
                         "{context}"
                     );
                     if let Ok(text) = std::fs::read_to_string(out.join("report.json")) {
@@ -613,16 +681,58 @@ fn regression_a_thread_limit_gives_a_complete_run_or_an_error_with_the_fix_never
                 _ => panic!("{context}"),
             }
         }
-        // The sweep must reach both sides of the limit.
         assert!(
             refused > 0 && completed > 0,
-            "{name}: refused {refused}, completed {completed}"
+            "{name} under {}: refused {refused}, completed {completed}",
+            limit.name()
         );
         if name == "default" {
             assert!(
                 lowered > 0,
-                "the default --threads was never lowered to fit"
+                "the default --threads was never lowered to fit {}",
+                limit.name()
             );
         }
     }
+}
+
+/// Regression: in a container that allows few threads (pids.max), a thread the system refused panicked
+/// ("failed to spawn thread", exit 101), and where ONNX Runtime's pool was refused one the load failed as
+/// "check that it is an ONNX file" (exit 2) or hung. Under every limit a run now completes, or stops with
+/// a documented exit code naming the threads and the fix: before the model loads when the limit is
+/// visible, at the refused thread otherwise. Without --threads the default is lowered to fit.
+#[test]
+fn regression_a_thread_limit_gives_a_complete_run_or_an_error_with_the_fix_never_a_panic() {
+    let test =
+        "regression_a_thread_limit_gives_a_complete_run_or_an_error_with_the_fix_never_a_panic";
+    if !runtime_available(test) {
+        return;
+    }
+    let Some(limit) = PidsCgroup::create() else {
+        eprintln!(
+            "SKIPPED {test}: cannot make a pids cgroup here (needs root and the pids controller)"
+        );
+        return;
+    };
+    sweep_thread_limits(&limit, tempdir().path());
+}
+
+/// Regression: under `ulimit -u` (a cluster's per-user process limit) with `--threads 4`, ONNX Runtime's pool
+/// was refused a thread and the run hung for good; the limit is now read, like a pids cgroup's, before the
+/// model loads.
+#[test]
+fn regression_ulimit_u_gives_a_complete_run_or_an_error_with_the_fix_never_a_hang() {
+    let test = "regression_ulimit_u_gives_a_complete_run_or_an_error_with_the_fix_never_a_hang";
+    if !runtime_available(test) {
+        return;
+    }
+    let dir = tempdir();
+    let Some(limit) = UserProcessLimit::create(dir.path()) else {
+        eprintln!(
+            "SKIPPED {test}: cannot run as another user here (needs root, bash, and the binary and \
+             runtime readable by all)"
+        );
+        return;
+    };
+    sweep_thread_limits(&limit, dir.path());
 }
