@@ -514,16 +514,13 @@ impl ThreadLimit for PidsCgroup {
 
     /// The shell moves itself into the cgroup, then execs the program.
     fn command(&self, program: &Path, args: &[String]) -> Command {
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(format!(
-                "echo $$ > '{}' && exec \"$0\" \"$@\"",
-                self.dir.join("cgroup.procs").display()
-            ))
-            .arg(program)
-            .args(args);
-        command
+        let procs = self.dir.join("cgroup.procs");
+        exec_after(
+            "sh",
+            &format!("echo $$ > '{}'", procs.display()),
+            program,
+            args,
+        )
     }
 
     fn name(&self) -> &'static str {
@@ -584,23 +581,26 @@ impl ThreadLimit for UserProcessLimit {
 
     fn command(&self, program: &Path, args: &[String]) -> Command {
         use std::os::unix::process::CommandExt;
-        let mut command = Command::new("bash");
-        command
-            .arg("-c")
-            .arg(format!(
-                "ulimit -u {} && exec \"$0\" \"$@\"",
-                self.tasks.get()
-            ))
-            .arg(program)
-            .args(args)
-            .uid(self.uid)
-            .gid(self.uid);
+        let setup = format!("ulimit -u {}", self.tasks.get());
+        let mut command = exec_after("bash", &setup, program, args);
+        command.uid(self.uid).gid(self.uid);
         command
     }
 
     fn name(&self) -> &'static str {
         "ulimit -u"
     }
+}
+
+/// `shell -c "setup && exec program args"`: the limit is set in the process that then becomes the program.
+fn exec_after(shell: &str, setup: &str, program: &Path, args: &[String]) -> Command {
+    let mut command = Command::new(shell);
+    command
+        .arg("-c")
+        .arg(format!("{setup} && exec \"$0\" \"$@\""))
+        .arg(program)
+        .args(args);
+    command
 }
 
 /// One run of `args` under `tasks` threads: (exit code, stderr). A run that outlives a generous deadline is
