@@ -268,6 +268,39 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
 
 /// `run_test` with the model loaded here (None) or reused from the caller.
 pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>) -> Result<Report> {
+    score_and_report(config, quiet, loaded)
+        .map_err(|error| advise_on_full_disk(error, &config.out_dir))
+}
+
+/// A full disk or quota gets the fix and the command that continues: the checkpoint and the predictions up
+/// to it are intact, since each checkpoint is written whole before it replaces the last.
+fn advise_on_full_disk(error: anyhow::Error, out_dir: &Path) -> anyhow::Error {
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+    let full = error.chain().any(|cause| {
+        let io = cause.downcast_ref::<std::io::Error>().or_else(|| {
+            match cause.downcast_ref::<csv::Error>().map(csv::Error::kind) {
+                Some(csv::ErrorKind::Io(e)) => Some(e),
+                _ => None,
+            }
+        });
+        io.is_some_and(|e| matches!(e.kind(), StorageFull | QuotaExceeded))
+    });
+    if !full {
+        return error;
+    }
+    Failure::runtime(format!(
+        "{error:#}\n  fix: free space on the disk that holds {} (or raise the quota), then continue with: {}",
+        out_dir.display(),
+        resume_command()
+    ))
+    .into()
+}
+
+fn score_and_report(
+    config: &TestConfig,
+    quiet: bool,
+    loaded: Option<Loaded<'_>>,
+) -> Result<Report> {
     let wall = Instant::now();
     let scoring = &config.scoring;
     let _output_lock = lock::OutputLock::acquire(&config.out_dir)?;
@@ -439,7 +472,10 @@ pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>)
                 peak_threads,
                 timeline,
             );
-            report::write_reports(&config.out_dir, &report)?;
+            // The run's own error comes first: on a full disk this report cannot be written either.
+            if let Err(report_error) = report::write_reports(&config.out_dir, &report) {
+                eprintln!("warning: the failed run's report was not written: {report_error:#}");
+            }
             return Err(error);
         }
     };
