@@ -736,3 +736,91 @@ fn regression_ulimit_u_gives_a_complete_run_or_an_error_with_the_fix_never_a_han
     };
     sweep_thread_limits(&limit, dir.path());
 }
+
+/// A small tmpfs of this test's own, unmounted on drop; None where this process may not mount one.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempdir();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then_some(SmallDisk { dir })
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "remounting the tmpfs at {size}");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Regression: when the disk under --out filled up, the run stopped with the report's own write error (the
+/// failed-run report could not be written either), no fix, and a truncated report.json.tmp left behind. Now
+/// the scoring error comes first, with the fix and the command that continues, no temporary file is left,
+/// and that command completes the run once there is space.
+#[test]
+fn regression_a_full_disk_exits_1_with_the_fix_and_the_run_resumes() {
+    let test = "regression_a_full_disk_exits_1_with_the_fix_and_the_run_resumes";
+    if !runtime_available(test) {
+        return;
+    }
+    // 20,000 rows of predictions take about 800 KB.
+    let Some(disk) = SmallDisk::mount("300k") else {
+        eprintln!("SKIPPED {test}: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let dir = tempdir();
+    let data = dir.path().join("nb.csv");
+    synthetic_nanobodies(&data, 20_000, 29);
+    let out = disk.dir.path().join("run");
+    let args = test_args(&data, &out);
+    let full = Command::new(binary()).args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert_eq!(full.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "error: writing",
+        "No space left on device",
+        "fix: free space on the disk that holds",
+        "--resume",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert!(!name.to_string_lossy().ends_with(".tmp"), "{name:?} left");
+    }
+    if let Ok(text) = std::fs::read_to_string(out.join("report.json")) {
+        assert!(!text.contains("\"complete\""), "{text}");
+    }
+
+    disk.resize("20m");
+    let resumed = Command::new(binary())
+        .args(&args)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(predictions(&out).len(), 20_001);
+    assert_eq!(read_json(&out.join("report.json"))["status"], "complete");
+}
