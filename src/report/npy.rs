@@ -79,7 +79,8 @@ impl NpyWriter {
         if self.out.is_none() {
             let file = self.file.take().context("the partial file is open")?;
             let mut out = BufWriter::with_capacity(1 << 20, file);
-            out.write_all(&header(self.rows, row.len()))?;
+            out.write_all(&header(self.rows, row.len()))
+                .with_context(|| format!("writing {}", self.tmp.display()))?;
             self.out = Some(out);
             self.cols = Some(row.len());
         }
@@ -92,7 +93,8 @@ impl NpyWriter {
         }
         let out = self.out.as_mut().expect("opened above");
         for v in row {
-            out.write_all(&v.to_le_bytes())?;
+            out.write_all(&v.to_le_bytes())
+                .with_context(|| format!("writing {}", self.tmp.display()))?;
         }
         self.written += 1;
         Ok(())
@@ -108,8 +110,12 @@ impl NpyWriter {
             );
         }
         let out = self.out.take().context("no rows were written")?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+        let writing = || format!("writing {}", self.tmp.display());
+        let file = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(writing)?;
+        file.sync_all().with_context(writing)?;
         std::fs::rename(&self.tmp, &self.path)
             .with_context(|| format!("moving {} into place", self.path.display()))?;
         self.finished = true;

@@ -268,13 +268,16 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
 
 /// `run_test` with the model loaded here (None) or reused from the caller.
 pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>) -> Result<Report> {
-    score_and_report(config, quiet, loaded)
-        .map_err(|error| advise_on_full_disk(error, &config.out_dir))
+    score_and_report(config, quiet, loaded).map_err(|error| {
+        let then = format!("continue with: {}", resume_command());
+        advise_on_full_disk(error, &config.out_dir, &then)
+    })
 }
 
-/// A full disk or quota gets the fix and the command that continues: the checkpoint and the predictions up
-/// to it are intact, since each checkpoint is written whole before it replaces the last.
-fn advise_on_full_disk(error: anyhow::Error, out_dir: &Path) -> anyhow::Error {
+/// A full disk or quota gets the fix and what to do next (for a test run, the command that continues: the
+/// checkpoint and the predictions up to it are intact, since each checkpoint is written whole before it
+/// replaces the last).
+fn advise_on_full_disk(error: anyhow::Error, out: &Path, then: &str) -> anyhow::Error {
     use std::io::ErrorKind::{QuotaExceeded, StorageFull};
     let full = error.chain().any(|cause| {
         let io = cause.downcast_ref::<std::io::Error>().or_else(|| {
@@ -289,9 +292,8 @@ fn advise_on_full_disk(error: anyhow::Error, out_dir: &Path) -> anyhow::Error {
         return error;
     }
     Failure::runtime(format!(
-        "{error:#}\n  fix: free space on the disk that holds {} (or raise the quota), then continue with: {}",
-        out_dir.display(),
-        resume_command()
+        "{error:#}\n  fix: free space on the disk that holds {} (or raise the quota), then {then}",
+        out.display()
     ))
     .into()
 }
@@ -605,6 +607,11 @@ impl RowSink for EmbedSink {
 
 /// `esmbench embed`: pooled embeddings as float32 .npy [rows, hidden], in input order.
 pub fn run_embed(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64> {
+    write_embeddings(scoring, out, quiet)
+        .map_err(|error| advise_on_full_disk(error, out, "run the same command again"))
+}
+
+fn write_embeddings(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64> {
     let summary = validate_data(scoring)?;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         crate::config::ensure_writable_dir(parent)?;
