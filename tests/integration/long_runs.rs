@@ -824,3 +824,35 @@ fn regression_a_full_disk_exits_1_with_the_fix_and_the_run_resumes() {
     assert_eq!(predictions(&out).len(), 20_001);
     assert_eq!(read_json(&out.join("report.json"))["status"], "complete");
 }
+
+/// Regression: `esmbench embed` onto a full disk said only "No space left on device", naming no file.
+#[test]
+fn regression_a_full_disk_under_embed_names_the_file_and_the_fix() {
+    let test = "regression_a_full_disk_under_embed_names_the_file_and_the_fix";
+    if !runtime_available(test) {
+        return;
+    }
+    // 20,000 rows x 8 float32 columns take 640 KB.
+    let Some(disk) = SmallDisk::mount("300k") else {
+        eprintln!("SKIPPED {test}: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let dir = tempdir();
+    let data = dir.path().join("nb.csv");
+    synthetic_nanobodies(&data, 20_000, 31);
+    let out = disk.dir.path().join("embeddings.npy");
+    let full = command_on("embed", &fixture("esm2_micro_with_head.onnx"), &data, &out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert_eq!(full.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "error: writing",
+        "embeddings.npy.partial: No space left on device",
+        "fix: free space on the disk that holds",
+        "then run the same command again",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
+    }
+    assert!(!out.exists(), "no embeddings file may claim to be complete");
+}
