@@ -770,6 +770,31 @@ impl Drop for SmallDisk {
     }
 }
 
+/// A 300 KB tmpfs and 20,000 synthetic rows beside it (more output than fits), or None with the skip message.
+fn full_disk_and_data(test: &str, seed: u64) -> Option<(SmallDisk, tempfile::TempDir, PathBuf)> {
+    if !runtime_available(test) {
+        return None;
+    }
+    let Some(disk) = SmallDisk::mount("300k") else {
+        eprintln!("SKIPPED {test}: cannot mount a tmpfs here (needs root)");
+        return None;
+    };
+    let dir = tempdir();
+    let data = dir.path().join("nb.csv");
+    synthetic_nanobodies(&data, 20_000, seed);
+    Some((disk, dir, data))
+}
+
+/// The run stopped with exit 1 and every `expected` text on stderr, without a panic.
+fn assert_stopped_by_full_disk(output: &std::process::Output, expected: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    for expected in expected {
+        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// Regression: when the disk under --out filled up, the run stopped with the report's own write error (the
 /// failed-run report could not be written either), no fix, and a truncated report.json.tmp left behind. Now
 /// the scoring error comes first, with the fix and the command that continues, no temporary file is left,
@@ -777,31 +802,22 @@ impl Drop for SmallDisk {
 #[test]
 fn regression_a_full_disk_exits_1_with_the_fix_and_the_run_resumes() {
     let test = "regression_a_full_disk_exits_1_with_the_fix_and_the_run_resumes";
-    if !runtime_available(test) {
-        return;
-    }
     // 20,000 rows of predictions take about 800 KB.
-    let Some(disk) = SmallDisk::mount("300k") else {
-        eprintln!("SKIPPED {test}: cannot mount a tmpfs here (needs root)");
+    let Some((disk, _dir, data)) = full_disk_and_data(test, 29) else {
         return;
     };
-    let dir = tempdir();
-    let data = dir.path().join("nb.csv");
-    synthetic_nanobodies(&data, 20_000, 29);
     let out = disk.dir.path().join("run");
     let args = test_args(&data, &out);
     let full = Command::new(binary()).args(&args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&full.stderr);
-    assert_eq!(full.status.code(), Some(1), "{stderr}");
-    for expected in [
-        "error: writing",
-        "No space left on device",
-        "fix: free space on the disk that holds",
-        "--resume",
-    ] {
-        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
-    }
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_stopped_by_full_disk(
+        &full,
+        &[
+            "error: writing",
+            "No space left on device",
+            "fix: free space on the disk that holds",
+            "--resume",
+        ],
+    );
     for entry in std::fs::read_dir(&out).unwrap() {
         let name = entry.unwrap().file_name();
         assert!(!name.to_string_lossy().ends_with(".tmp"), "{name:?} left");
@@ -829,30 +845,22 @@ fn regression_a_full_disk_exits_1_with_the_fix_and_the_run_resumes() {
 #[test]
 fn regression_a_full_disk_under_embed_names_the_file_and_the_fix() {
     let test = "regression_a_full_disk_under_embed_names_the_file_and_the_fix";
-    if !runtime_available(test) {
-        return;
-    }
     // 20,000 rows x 8 float32 columns take 640 KB.
-    let Some(disk) = SmallDisk::mount("300k") else {
-        eprintln!("SKIPPED {test}: cannot mount a tmpfs here (needs root)");
+    let Some((disk, _dir, data)) = full_disk_and_data(test, 31) else {
         return;
     };
-    let dir = tempdir();
-    let data = dir.path().join("nb.csv");
-    synthetic_nanobodies(&data, 20_000, 31);
     let out = disk.dir.path().join("embeddings.npy");
     let full = command_on("embed", &fixture("esm2_micro_with_head.onnx"), &data, &out)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&full.stderr);
-    assert_eq!(full.status.code(), Some(1), "{stderr}");
-    for expected in [
-        "error: writing",
-        "embeddings.npy.partial: No space left on device",
-        "fix: free space on the disk that holds",
-        "then run the same command again",
-    ] {
-        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
-    }
+    assert_stopped_by_full_disk(
+        &full,
+        &[
+            "error: writing",
+            "embeddings.npy.partial: No space left on device",
+            "fix: free space on the disk that holds",
+            "then run the same command again",
+        ],
+    );
     assert!(!out.exists(), "no embeddings file may claim to be complete");
 }
