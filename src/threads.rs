@@ -35,6 +35,10 @@ pub fn limit() -> Option<Limit> {
         .min_by_key(|limit| limit.headroom)
 }
 
+/// More threads than any run starts: `--threads` is at most 1024, plus the reader, the monitor and a thread
+/// per batch in flight.
+const MOST_THREADS_A_RUN_STARTS: usize = 1100;
+
 /// RLIMIT_NPROC (`ulimit -u`) for the /proc mounted at `proc`: the kernel refuses a new thread once the real
 /// user's threads, in all its processes, reach the soft limit. Root, and a process with CAP_SYS_ADMIN or
 /// CAP_SYS_RESOURCE, is not held to it.
@@ -56,6 +60,17 @@ fn user_limit(proc: &Path) -> Option<Limit> {
         .next()?
         .parse()
         .ok()?; // "unlimited": no limit
+                // The common case, a limit far above every thread on the machine, needs no walk over every process at
+                // start-up: /proc/loadavg's "running/total" counts all threads, the user's among them.
+    let all_threads = std::fs::read_to_string(proc.join("loadavg"))
+        .ok()
+        .and_then(|text| {
+            let total = text.split_whitespace().nth(3)?.split_once('/')?.1;
+            total.parse::<usize>().ok()
+        });
+    if all_threads.is_some_and(|total| soft.saturating_sub(total) > MOST_THREADS_A_RUN_STARTS) {
+        return None;
+    }
     let running: usize = std::fs::read_dir(proc)
         .ok()?
         .flatten()
@@ -337,6 +352,12 @@ mod tests {
         status("self", 0, 1, "0000000000000000");
         assert_eq!(user_limit(proc.path()), None);
         status("self", 1000, 1, "0000000001000000");
+        assert_eq!(user_limit(proc.path()), None);
+        // With 57 threads on the whole machine, a limit of 10 is still counted; one of 5,000 cannot bind.
+        status("self", 1000, 1, "0000000000000000");
+        std::fs::write(proc.path().join("loadavg"), "0.50 0.40 0.30 2/57 4242\n").unwrap();
+        assert_eq!(user_limit(proc.path()).unwrap().headroom, 3);
+        limits("5000");
         assert_eq!(user_limit(proc.path()), None);
     }
 
