@@ -429,11 +429,13 @@ impl ScoringConfig {
                 || file.allow_cpu_fallback.unwrap_or(false),
         };
         let accelerator = matches!(device.device, DeviceArg::Cuda | DeviceArg::Coreml);
+        // `auto` may land on CUDA or CoreML, so it is counted as the larger of the two shapes.
+        let may_use_accelerator = device.device != DeviceArg::Cpu;
         let threads = fit_thread_limit(
             threads,
             given_threads.is_some(),
             parallel_batches,
-            device.device != DeviceArg::Cpu,
+            may_use_accelerator,
             crate::threads::limit().as_ref(),
         )?;
         if accelerator && !device.allow_cpu_fallback && parallel_batches.is_some_and(|k| k > 1) {
