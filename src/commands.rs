@@ -7,6 +7,7 @@ use anyhow::Result;
 use crate::cli::{Cli, Command, GateArgs};
 use crate::config::suite::{resolve_plan, TestPlan};
 use crate::config::{check_bootstrap, load_file_config, ScoringConfig};
+use crate::console;
 use crate::error::Failure;
 use crate::metrics::threshold;
 use crate::model::{self, contract};
@@ -14,7 +15,12 @@ use crate::report::baseline::{self, Baseline};
 use crate::report::{self as reports, Report};
 use crate::rescore::{self, RescoreConfig};
 
+/// Runs the command; a failure to write its standard output is its error once its own work is done.
 pub fn execute(cli: Cli) -> Result<()> {
+    dispatch(cli).and_then(|()| console::stdout_result())
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Test(args) => match resolve_plan(&args)? {
             TestPlan::Single(config) => {
@@ -26,12 +32,12 @@ pub fn execute(cli: Cli) -> Result<()> {
             TestPlan::Suite(suite) => {
                 check_tolerances(&args.gate)?;
                 let outcome = crate::run::suite::run_suite(&suite, false)?;
-                print!("{}", outcome.gate_log);
-                print!(
+                crate::console::out(format_args!("{}", outcome.gate_log));
+                crate::console::out(format_args!(
                     "{}",
                     String::from_utf8_lossy(&crate::report::summary::to_markdown(&outcome.summary))
-                );
-                println!("summary: {}", suite.out_dir.join("summary.md").display());
+                ));
+                crate::outln!("summary: {}", suite.out_dir.join("summary.md").display());
                 outcome.error.map_or(Ok(()), Err)
             }
         },
@@ -62,7 +68,7 @@ pub fn execute(cli: Cli) -> Result<()> {
             let file = load_file_config(args.scoring.config.as_deref())?;
             let scoring = ScoringConfig::resolve(&args.scoring, &file)?;
             let rows = crate::run::run_embed(&scoring, &args.out, false)?;
-            println!("wrote {rows} embeddings to {}", args.out.display());
+            crate::outln!("wrote {rows} embeddings to {}", args.out.display());
             Ok(())
         }
         Command::Inspect(args) => inspect(&args.model, args.head.as_deref()),
@@ -161,7 +167,7 @@ fn gate(args: &GateArgs, report: &Report, report_path: &Path) -> Result<()> {
             crate::config::ensure_writable_dir(parent)?;
         }
         reports::write_atomically(path, &b.to_json())?;
-        println!(
+        crate::outln!(
             "wrote baseline {} ({} metrics{})",
             path.display(),
             b.metrics.len(),
@@ -176,10 +182,10 @@ fn gate(args: &GateArgs, report: &Report, report_path: &Path) -> Result<()> {
         let b = Baseline::load(path)?;
         let name = path.display().to_string();
         let comparison = baseline::compare(report, &b, &name)?;
-        print!(
+        crate::console::out(format_args!(
             "{}",
             comparison.render(&report_path.display().to_string(), &name)
-        );
+        ));
         if let Some(failure) = comparison.failure(&name) {
             return Err(failure.into());
         }
@@ -189,7 +195,7 @@ fn gate(args: &GateArgs, report: &Report, report_path: &Path) -> Result<()> {
 
 fn print_fit_summary(outcome: &crate::fit::FitOutcome, config: &crate::fit::config::FitConfig) {
     let r = &outcome.report;
-    println!(
+    crate::outln!(
         "trained on {} labeled rows ({} positive, {} negative; {} unlabeled left out) with C={}: \
 L-BFGS {} iterations, max |gradient| {:.1e}; {:.2} s in all (embedding {:.2} s, fit {:.3} s, cross-validation {:.3} s)",
         r.data.rows_trained,
@@ -205,15 +211,15 @@ L-BFGS {} iterations, max |gradient| {:.1e}; {:.2} s in all (embedding {:.2} s, 
         r.performance.cv_seconds,
     );
     match &r.cv {
-        Some(cv) => println!(
+        Some(cv) => crate::outln!(
             "{}-fold stratified CV (seed {}): {}",
             cv.folds,
             cv.seed,
             crate::fit::output::summary_line(&cv.summary)
         ),
-        None => println!("cross-validation skipped (--folds 0 or 1)"),
+        None => crate::outln!("cross-validation skipped (--folds 0 or 1)"),
     }
-    println!(
+    crate::outln!(
         "wrote {}, {} and {}",
         config.out.display(),
         config.report_json.display(),
@@ -224,7 +230,7 @@ L-BFGS {} iterations, max |gradient| {:.1e}; {:.2} s in all (embedding {:.2} s, 
 fn print_summary(report: &Report, out_dir: &Path) {
     let p = &report.performance;
     if report.command == "metrics" {
-        println!(
+        crate::outln!(
             "rescored {} rows of {} (labels `{}`, scores `{}`)",
             report.data.rows_total,
             report.data.path,
@@ -232,7 +238,7 @@ fn print_summary(report: &Report, out_dir: &Path) {
             report.model.output
         );
     } else {
-        println!(
+        crate::outln!(
             "scored {} of {} rows on {} in {:.2} s ({:.1} seq/s, peak RSS {:.0} MiB)",
             report.data.rows_scored,
             report.data.rows_total,
@@ -257,7 +263,7 @@ fn print_summary(report: &Report, out_dir: &Path) {
                 _ => value,
             }
         };
-        println!(
+        crate::outln!(
             "n={} accuracy={} f1={} mcc={} roc_auc={} pr_auc={}",
             m.n,
             show("accuracy"),
@@ -266,7 +272,7 @@ fn print_summary(report: &Report, out_dir: &Path) {
             show("roc_auc"),
             show("pr_auc"),
         );
-        println!(
+        crate::outln!(
             "threshold {}",
             threshold::describe(
                 report.model.threshold,
@@ -275,9 +281,9 @@ fn print_summary(report: &Report, out_dir: &Path) {
             )
         );
     } else if let Some(note) = &report.metrics_note {
-        println!("{note}");
+        crate::outln!("{note}");
     }
-    println!(
+    crate::outln!(
         "outputs: {} (report.md; open report.html in a browser)",
         out_dir.display()
     );
@@ -292,16 +298,16 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
         advice,
         graph_rewrite,
     } = model::onnx::inspect(path)?;
-    println!("model: {}", path.display());
-    println!("inputs:");
+    crate::outln!("model: {}", path.display());
+    crate::outln!("inputs:");
     for i in &inputs {
-        println!("  {i}");
+        crate::outln!("  {i}");
     }
-    println!("outputs:");
+    crate::outln!("outputs:");
     for o in &outputs {
-        println!("  {o}");
+        crate::outln!("  {o}");
     }
-    println!("metadata:");
+    crate::outln!("metadata:");
     for (k, v) in &metadata {
         let flat = v.split_whitespace().collect::<Vec<_>>().join(" ");
         let shown = if flat.len() > 120 {
@@ -313,23 +319,23 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
         } else {
             flat
         };
-        println!("  {k} = {shown}");
+        crate::outln!("  {k} = {shown}");
     }
     let contract = contract?;
     if let Some(advice) = &advice {
-        println!("advice: {advice}");
+        crate::outln!("advice: {advice}");
     }
     if let Some(rewrite) = &graph_rewrite {
-        println!("graph rewrite at load: {rewrite}");
+        crate::outln!("graph rewrite at load: {rewrite}");
     }
-    println!(
+    crate::outln!(
         "esmbench will read `{}` ({}): {}",
         contract.output,
         contract.kind.label(),
         contract.kind.plan()
     );
     if let Some(h) = contract.hidden {
-        println!("hidden size: {h}");
+        crate::outln!("hidden size: {h}");
     }
     let metadata_head = metadata
         .iter()
@@ -351,9 +357,9 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
     match (&head, contract.kind.needs_head()) {
         (Some((h, origin)), true) => {
             if let Some(hidden) = contract.hidden.filter(|&d| d != h.hidden_size()) {
-                println!("head: {origin} has {} coefficients, the model's hidden size is {hidden}: MISMATCH", h.hidden_size());
+                crate::outln!("head: {origin} has {} coefficients, the model's hidden size is {hidden}: MISMATCH", h.hidden_size());
             } else {
-                println!(
+                crate::outln!(
                     "head: {origin} ({} coefficients, threshold {})",
                     h.hidden_size(),
                     h.threshold
@@ -361,9 +367,11 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
             }
         }
         (None, true) => {
-            println!("head: none; `esmbench test` needs --head HEAD.json (`embed` works without)")
+            crate::outln!(
+                "head: none; `esmbench test` needs --head HEAD.json (`embed` works without)"
+            )
         }
-        (_, false) => println!(
+        (_, false) => crate::outln!(
             "head: not needed ({})",
             contract::CONTRACT_HELP
                 .split(';')

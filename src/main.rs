@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use esmbench::cli::Cli;
+use esmbench::errln;
 use esmbench::error::exit_code_for;
 
 fn main() -> ExitCode {
@@ -11,9 +12,9 @@ fn main() -> ExitCode {
     match esmbench::commands::execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            errln!("error: {error}");
             for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                errln!("  caused by: {cause}");
             }
             ExitCode::from(exit_code_for(&error))
         }

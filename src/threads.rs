@@ -163,7 +163,7 @@ pub const RUNS_INLINE: &str = "its work runs on the calling thread instead, whic
 pub fn note_refused(what: &str, error: &io::Error, consequence: &str) {
     static NOTED: AtomicBool = AtomicBool::new(false);
     if !NOTED.swap(true, Ordering::Relaxed) {
-        eprintln!(
+        crate::errln!(
             "note: cannot start {what} ({error}); {consequence} (later refusals are not noted). \
              To run as designed: {FIX}"
         );

@@ -316,7 +316,7 @@ fn fit_thread_limit(
     let smallest = parallel_batches.unwrap_or(1);
     let fitting = (smallest..threads).rev().find(|&n| fits(n));
     if let (false, Some(n)) = (given, fitting) {
-        eprintln!(
+        crate::errln!(
             "note: --threads defaults to {n} here, not {threads}: this process may start {} more threads ({}), \
              and {threads} would need {}. --threads sets it",
             limit.headroom,

@@ -78,7 +78,7 @@ model and one dataset\n  fix: pass --model M.onnx and --data TRAIN.csv, or use a
         .filter_map(|(key, present)| present.then_some(key))
         .collect();
         if !test_only.is_empty() {
-            eprintln!(
+            crate::errln!(
                 "esmbench fit: {config_name}: ignoring keys that only `esmbench test` uses: {} (the head goes to --out)",
                 test_only.join(", ")
             );

@@ -82,7 +82,7 @@ fn validate_data(config: &FitConfig) -> Result<DataSummary> {
     if scoring.on_invalid == OnInvalid::Fail || summary.rows_valid == 0 {
         validate::require_all_valid(&summary, &name)?;
     } else if summary.rows_invalid > 0 {
-        eprintln!(
+        crate::errln!(
             "esmbench fit: {} of {} rows of {name} are invalid and are left out of training (the first are listed in {})",
             summary.rows_invalid,
             summary.rows_total,
@@ -135,7 +135,7 @@ fix: use --folds {smaller} or fewer, or --folds 0 to skip cross-validation"
     }
     let unlabeled = summary.rows_valid - summary.rows_labeled;
     if unlabeled > 0 {
-        eprintln!(
+        crate::errln!(
             "esmbench fit: {unlabeled} of {} rows of {name} have an empty label; they are embedded but left out of training",
             summary.rows_valid
         );

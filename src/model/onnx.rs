@@ -282,7 +282,7 @@ fn rewrite_candidate(source: &ModelSource, origin: &str) -> Option<rewrite::Rewr
 }
 
 fn note_running_as_is(origin: &str, reason: &str) {
-    eprintln!(
+    crate::errln!(
         "note: {origin}: its attention layers add a mask expanded for each layer (transformers' exporter), which is slow on CPU; \
          esmbench runs the graph as it is because {reason}"
     );
@@ -308,7 +308,7 @@ fn commit_rewritten(
     }) {
         Ok(()) => {
             let summary = rewrite.summary();
-            eprintln!(
+            crate::errln!(
                 "note: {origin}: rewrote the graph in memory ({summary}); every original mask matches the new one on the probe batches. \
                  --no-graph-rewrite runs the file as it is"
             );
@@ -397,7 +397,7 @@ impl OnnxBackend {
                 reasons.join("; ")
             });
         if let Some(reason) = &fallback {
-            eprintln!(
+            crate::errln!(
                 "WARNING: --device {} is not usable ({reason}); running on {} because CPU fallback is allowed. Throughput will be far lower.",
                 provider::device_name(config.device.device),
                 selection.provider.ort_name()
@@ -408,7 +408,7 @@ impl OnnxBackend {
             config.cpu_parallelism()
         } else {
             if config.parallel_batches.is_some_and(|k| k > 1) {
-                eprintln!(
+                crate::errln!(
                     "WARNING: --parallel-batches applies to CPU runs; {} runs one batch at a time. Raise --max-tokens to give it larger batches instead.",
                     selection.provider.ort_name()
                 );
@@ -437,7 +437,7 @@ impl OnnxBackend {
         let (inputs, outputs) = describe(&session);
         let contract = contract::check(&origin, &inputs, &outputs)?;
         if let Some(Ok(Some(advice))) = advising.map(crate::threads::Background::join) {
-            eprintln!("note: {origin}: {advice}");
+            crate::errln!("note: {origin}: {advice}");
         }
         let metadata_head = session
             .metadata()

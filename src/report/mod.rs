@@ -177,7 +177,7 @@ pub fn write_reports(dir: &Path, report: &Report) -> Result<()> {
             Ok(None) => remove_stale(&path)?,
             Err(e) => {
                 // A chart is worth a warning, never a finished run.
-                eprintln!("warning: could not draw {}: {e}", kind.file_name());
+                crate::errln!("warning: could not draw {}: {e}", kind.file_name());
                 remove_stale(&path)?;
             }
         }

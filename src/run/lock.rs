@@ -64,7 +64,7 @@ that run to finish (resume it with --resume if it is interrupted later), or pass
                 .into())
             }
             Err(TryLockError::Error(e)) => {
-                eprintln!(
+                crate::errln!(
                     "WARNING: cannot lock output directory {} ({e}); the run goes on, but a second run on the same --out \
 would overwrite this one's predictions. Run one esmbench per --out.",
                     dir.display()

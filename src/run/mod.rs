@@ -44,9 +44,10 @@ pub fn validate_data(scoring: &ScoringConfig) -> Result<DataSummary> {
         OnInvalid::Fail => validate::require_all_valid(&summary, &name)?,
         OnInvalid::Skip if summary.rows_valid == 0 => validate::require_all_valid(&summary, &name)?,
         OnInvalid::Skip if summary.rows_invalid > 0 => {
-            eprintln!(
+            crate::errln!(
                 "esmbench: {} of {} rows are invalid and will be skipped (listed in skipped.csv)",
-                summary.rows_invalid, summary.rows_total
+                summary.rows_invalid,
+                summary.rows_total
             )
         }
         OnInvalid::Skip => {}
@@ -391,9 +392,10 @@ fn score_and_report(
             &PREDICTIONS_HEADER,
         )?;
         let skipped = CsvLog::resume(&skipped_path, checkpoint.skipped_bytes, &SKIPPED_HEADER)?;
-        eprintln!(
+        crate::errln!(
             "esmbench: resuming at row {} of {}",
-            checkpoint.rows_done, summary.rows_total
+            checkpoint.rows_done,
+            summary.rows_total
         );
         (Some(checkpoint), predictions, skipped)
     } else {
@@ -476,7 +478,7 @@ fn score_and_report(
             );
             // The run's own error comes first: on a full disk this report cannot be written either.
             if let Err(report_error) = report::write_reports(&config.out_dir, &report) {
-                eprintln!("warning: the failed run's report was not written: {report_error:#}");
+                crate::errln!("warning: the failed run's report was not written: {report_error:#}");
             }
             return Err(error);
         }

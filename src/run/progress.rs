@@ -59,7 +59,7 @@ impl Progress {
             } => {
                 if last.elapsed() >= PLAIN_EVERY {
                     *last = Instant::now();
-                    eprintln!("{}", plain_line(done, *total, started.elapsed(), rss_bytes));
+                    crate::errln!("{}", plain_line(done, *total, started.elapsed(), rss_bytes));
                 }
             }
             Progress::Quiet => {}
@@ -70,7 +70,7 @@ impl Progress {
     pub fn println(&self, message: &str) {
         match self {
             Progress::Bar(bar) => bar.println(message),
-            _ => eprintln!("{message}"),
+            _ => crate::errln!("{message}"),
         }
     }
 
@@ -81,7 +81,7 @@ impl Progress {
                 bar.finish_and_clear();
             }
             Progress::Plain { total, started, .. } => {
-                eprintln!("{}", plain_line(done, *total, started.elapsed(), rss_bytes))
+                crate::errln!("{}", plain_line(done, *total, started.elapsed(), rss_bytes))
             }
             Progress::Quiet => {}
         }

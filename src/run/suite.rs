@@ -40,7 +40,7 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
         let loads_before = model::model_loads();
         let backend = model::load_backend(&suite_model.runs[0].config.scoring)?;
         for (i, run) in suite_model.runs.iter().enumerate() {
-            eprintln!("esmbench: {} on {}", run.model, run.data);
+            crate::errln!("esmbench: {} on {}", run.model, run.data);
             let loaded = Loaded {
                 backend: backend.as_ref(),
                 loads_before,

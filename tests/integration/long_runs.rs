@@ -864,3 +864,74 @@ fn regression_a_full_disk_under_embed_names_the_file_and_the_fix() {
     );
     assert!(!out.exists(), "no embeddings file may claim to be complete");
 }
+
+/// Where a run's standard output or standard error goes: a pipe whose reader is gone (`| head` that
+/// exited, a closed tmux pipe-pane), a full disk (`/dev/full`), or nowhere.
+fn closed_pipe() -> Stdio {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    Stdio::from(writer)
+}
+
+fn dev_full() -> Option<Stdio> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .ok()?;
+    Some(Stdio::from(file))
+}
+
+/// Regression: progress lines, notes and the closing summary went through `eprintln!`/`println!`, which panic
+/// (exit 101) when the stream fails, as it does under `esmbench test ... 2>&1 | head -1` once head exits or
+/// when the log's disk fills. The run died after its last batch with report.json still saying `running`.
+/// Now a closed reader is ignored, a failed stderr is dropped, and a failed stdout, where a command's own
+/// product goes, is exit 1 with the reason once the run's files are whole.
+#[test]
+fn regression_a_closed_or_full_stdout_or_stderr_never_panics_a_run() {
+    let test = "regression_a_closed_or_full_stdout_or_stderr_never_panics_a_run";
+    let (Some(full_err), Some(full_out)) = (dev_full(), dev_full()) else {
+        eprintln!("SKIPPED {test}: no /dev/full on this machine");
+        return;
+    };
+    let dir = tempdir();
+    let data = dir.path().join("nanobodies.csv");
+    synthetic_nanobodies(&data, 300, 41);
+    let run = |name: &str, stdout: Stdio, stderr: Stdio| {
+        let out = dir.path().join(name);
+        let output = Command::new(binary())
+            .args(["test", "--mock-backend", "--max-tokens", "600", "--model"])
+            .arg(fixture("esm2_micro.onnx"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .stdout(stdout)
+            .stderr(stderr)
+            .output()
+            .unwrap();
+        assert_eq!(predictions(&out).len(), 301, "{name}: every row scored");
+        assert_eq!(
+            read_json(&out.join("report.json"))["status"],
+            "complete",
+            "{name}"
+        );
+        output
+    };
+    for (name, stdout, stderr) in [
+        ("both-pipes-closed", closed_pipe(), closed_pipe()),
+        ("stderr-on-a-full-disk", Stdio::null(), full_err),
+    ] {
+        let status = run(name, stdout, stderr).status;
+        assert_eq!(status.code(), Some(0), "{name}: {status}");
+    }
+    let summary_lost = run("stdout-on-a-full-disk", full_out, Stdio::piped());
+    let stderr = String::from_utf8_lossy(&summary_lost.stderr);
+    assert_eq!(summary_lost.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "error: could not write to standard output\n  caused by: No space left on device"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
