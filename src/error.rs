@@ -8,6 +8,7 @@ pub const EXIT_RUNTIME: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_REGRESSION: u8 = 3;
 pub const EXIT_WATCHDOG: u8 = 4;
+pub const EXIT_SIGHUP: u8 = 129;
 pub const EXIT_SIGINT: u8 = 130;
 pub const EXIT_SIGTERM: u8 = 143;
 
@@ -18,6 +19,7 @@ Exit codes:
   2    usage error or invalid input data (the message names file, line and fix)
   3    regression gate failed
   4    stopped by the memory watchdog (resumable with --resume)
+  129  hung up by SIGHUP: the terminal closed (resumable with --resume; under nohup it runs on)
   130  interrupted by SIGINT (resumable with --resume)
   143  terminated by SIGTERM (resumable with --resume)";
 
@@ -34,7 +36,7 @@ pub enum FailureKind {
     Regression,
     /// The RSS watchdog stopped the run.
     Watchdog,
-    /// A signal stopped the run; holds the exit code (130 or 143).
+    /// A signal stopped the run; holds the exit code (129, 130 or 143).
     Interrupted(u8),
 }
 

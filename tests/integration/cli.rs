@@ -355,6 +355,7 @@ fn help_documents_the_exit_codes() {
         "2    usage error",
         "3    regression",
         "4    stopped by the memory watchdog",
+        "129",
         "130",
         "143",
     ] {

@@ -215,8 +215,17 @@ fn send(signal: &str, pid: u32) {
     assert!(status.success());
 }
 
-fn slow_mock_run(data: &Path, out: &Path, delay_ms: &str) -> std::process::Child {
-    Command::new(binary())
+/// A mock run slowed to `delay_ms` per batch, started by `launcher` (such as `nohup`) when given.
+fn slow_mock_command(launcher: Option<&str>, data: &Path, out: &Path, delay_ms: &str) -> Command {
+    let mut command = match launcher {
+        Some(launcher) => {
+            let mut command = Command::new(launcher);
+            command.arg(binary());
+            command
+        }
+        None => Command::new(binary()),
+    };
+    command
         .args([
             "test",
             "--mock-backend",
@@ -233,17 +242,27 @@ fn slow_mock_run(data: &Path, out: &Path, delay_ms: &str) -> std::process::Child
         .arg(out)
         .env("ESMBENCH_MOCK_DELAY_MS", delay_ms)
         .stderr(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::null());
+    command
+}
+
+fn slow_mock_run(data: &Path, out: &Path, delay_ms: &str) -> std::process::Child {
+    slow_mock_command(None, data, out, delay_ms)
         .spawn()
         .unwrap()
 }
 
 #[test]
-fn sigint_and_sigterm_stop_after_the_batch_with_a_partial_report_and_resume() {
+fn sigint_sigterm_and_sighup_stop_after_the_batch_with_a_partial_report_and_resume() {
     let dir = tempdir();
     let data = dir.path().join("nb.csv");
     synthetic_nanobodies(&data, 300, 11);
-    for (signal, code, status) in [("INT", 130, "interrupted"), ("TERM", 143, "interrupted")] {
+    for (signal, code, status) in [
+        ("INT", 130, "interrupted"),
+        ("TERM", 143, "interrupted"),
+        // The terminal or ssh session closed: before, the run died at once, its report saying `running`.
+        ("HUP", 129, "interrupted"),
+    ] {
         let out = dir.path().join(signal);
         let child = slow_mock_run(&data, &out, "40");
         std::thread::sleep(Duration::from_millis(600));
@@ -290,6 +309,30 @@ fn sigint_and_sigterm_stop_after_the_batch_with_a_partial_report_and_resume() {
         );
         assert_eq!(predictions(&out).len(), 301);
     }
+}
+
+/// `nohup esmbench ...` asks for the run to outlive its terminal: the hangup must stay ignored.
+#[test]
+fn under_nohup_a_hangup_is_ignored_and_the_run_completes() {
+    let test = "under_nohup_a_hangup_is_ignored_and_the_run_completes";
+    if Command::new("nohup").arg("true").status().is_err() {
+        eprintln!("SKIPPED {test}: no nohup on this machine");
+        return;
+    }
+    let dir = tempdir();
+    let data = dir.path().join("nb.csv");
+    synthetic_nanobodies(&data, 100, 17);
+    let out = dir.path().join("o");
+    let child = slow_mock_command(Some("nohup"), &data, &out, "40")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    send("HUP", child.id());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(read_json(&out.join("report.json"))["status"], "complete");
+    assert_eq!(predictions(&out).len(), 101);
 }
 
 #[test]
