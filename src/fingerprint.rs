@@ -2,6 +2,8 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -37,6 +39,50 @@ pub fn model_sha256(source: &ModelSource) -> Result<String> {
     })
 }
 
+/// The SHA-256 and length of the bytes a [`Digesting`] reader has passed on so far.
+#[derive(Default)]
+pub struct Seen {
+    hasher: Mutex<Sha256>,
+    bytes: AtomicU64,
+}
+
+impl Seen {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Hex SHA-256 of everything seen so far.
+    pub fn sha256(&self) -> String {
+        let hasher = self.hasher.lock().unwrap_or_else(|p| p.into_inner());
+        format!("{:x}", hasher.clone().finalize())
+    }
+}
+
+/// Hashes the bytes that pass through it, so a run can check that the file it scored is the one it fingerprinted.
+pub struct Digesting<R> {
+    inner: R,
+    seen: Arc<Seen>,
+}
+
+impl<R> Digesting<R> {
+    pub fn new(inner: R, seen: Arc<Seen>) -> Digesting<R> {
+        Digesting { inner, seen }
+    }
+}
+
+impl<R: Read> Read for Digesting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen
+            .hasher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(&buf[..n]);
+        self.seen.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 pub fn data_sha256(source: &DataSource) -> Result<(String, u64)> {
     match source {
         DataSource::File(path) => sha256_file(path),
@@ -46,6 +92,28 @@ pub fn data_sha256(source: &DataSource) -> Result<(String, u64)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_digesting_reader_sees_what_it_passes_on_in_any_read_sizes() {
+        use std::io::Read;
+        let text: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let seen = std::sync::Arc::new(super::Seen::default());
+        let mut reader = super::Digesting::new(&text[..], std::sync::Arc::clone(&seen));
+        let mut small = [0u8; 7];
+        let mut passed = Vec::new();
+        loop {
+            let n = reader.read(&mut small).unwrap();
+            if n == 0 {
+                break;
+            }
+            passed.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(passed, text);
+        assert_eq!(
+            (seen.sha256(), seen.bytes()),
+            super::sha256_reader(&text[..]).unwrap()
+        );
+    }
+
     #[test]
     fn sha256_of_abc_is_the_standard_value() {
         let (hex, n) = super::sha256_reader(&b"abc"[..]).unwrap();

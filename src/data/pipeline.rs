@@ -11,6 +11,7 @@ use crate::config::{ColumnNames, DataSource};
 use crate::data::batcher::{Batcher, TokenBatch};
 use crate::data::reader::{RecordReader, RowOutcome, RowProblem, RowRules};
 use crate::error::Failure;
+use crate::fingerprint::Seen;
 
 /// Batches in flight between the reader and the model: enough that the model never waits, few enough to bound memory.
 const CHANNEL_BATCHES: usize = 4;
@@ -31,19 +32,66 @@ pub struct FeedOptions {
     /// Rows below this data-row index were already scored (resume): read past them.
     pub skip_rows_before: u64,
     pub shard: crate::config::Shard,
+    /// The data file's SHA-256 and length when the run started (what its report records): the feed fails
+    /// rather than score bytes that differ from them.
+    pub fingerprint: Option<(String, u64)>,
+}
+
+/// Err when the bytes read so far cannot be the fingerprinted file: more of them, or, at the end, other ones.
+fn check_unchanged(
+    name: &str,
+    fingerprint: &(String, u64),
+    seen: &Seen,
+    at_end: bool,
+) -> Result<()> {
+    let (sha256, bytes) = fingerprint;
+    let read = seen.bytes();
+    if read <= *bytes && !(at_end && (read != *bytes || seen.sha256() != *sha256)) {
+        return Ok(());
+    }
+    let now = if at_end {
+        format!("{read} bytes, SHA-256 {}", &seen.sha256()[..16])
+    } else {
+        format!("at least {read} bytes")
+    };
+    Err(Failure::input(format!(
+        "{name} changed while the run read it: {bytes} bytes, SHA-256 {} when the run started, {now} now; the predictions would mix two versions of the file\n  fix: leave the data file unchanged while a run reads it (write a new version under another name), then run again",
+        &sha256[..16]
+    ))
+    .into())
 }
 
 /// Starts the producer; the receiver yields batches until the file ends, or one error.
 pub fn spawn_feed(options: FeedOptions) -> Result<(Receiver<Result<Feed>>, JoinHandle<()>)> {
-    let mut reader = RecordReader::open(&options.source, &options.columns, options.rules)?;
+    let seen = match (&options.source, &options.fingerprint) {
+        (DataSource::File(_), Some(_)) => Some(Arc::new(Seen::default())),
+        _ => None,
+    };
+    let mut reader = RecordReader::open(
+        &options.source,
+        &options.columns,
+        options.rules,
+        seen.clone(),
+    )?;
+    let unchanged = move |name: &str, at_end: bool| match (&seen, &options.fingerprint) {
+        (Some(seen), Some(fingerprint)) => check_unchanged(name, fingerprint, seen, at_end),
+        _ => Ok(()),
+    };
     let (sender, receiver) = bounded(CHANNEL_BATCHES);
     let handle = std::thread::Builder::new().name("esmbench-reader".into()).spawn(move || {
         let mut batcher = Batcher::new(options.max_tokens.load(Ordering::Relaxed));
         let name = reader.name().to_string();
         loop {
             let outcome = match reader.next_row() {
-                Ok(Some(outcome)) => outcome,
-                Ok(None) => break,
+                Ok(Some(outcome)) => unchanged(&name, false).map(|()| outcome),
+                Ok(None) => match unchanged(&name, true) {
+                    Ok(()) => break,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
                 Err(e) => {
                     let _ = sender.send(Err(e));
                     return;

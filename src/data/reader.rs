@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io::{BufRead, Read};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
@@ -9,6 +10,7 @@ use crate::config::{ColumnNames, DataSource};
 use crate::data::tokenizer::{first_invalid_residue, normalize};
 use crate::embedded;
 use crate::error::Failure;
+use crate::fingerprint::{Digesting, Seen};
 
 /// Per-row rules that depend on the run configuration.
 #[derive(Debug, Clone, Copy)]
@@ -87,14 +89,17 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Opens the data source as a byte stream; a gzipped file (found by its first bytes, whatever its name) is
 /// decompressed on the fly, as pandas reads a .csv.gz.
-pub fn open_source(source: &DataSource) -> Result<Box<dyn Read + Send>> {
+/// The data's bytes, gunzipped when they are gzip; `seen`, when given, hashes the file's bytes as they are read.
+pub fn open_source(source: &DataSource, seen: Option<Arc<Seen>>) -> Result<Box<dyn Read + Send>> {
     Ok(match source {
         DataSource::File(path) => {
-            let mut file = std::io::BufReader::with_capacity(
-                1 << 20,
-                std::fs::File::open(path)
-                    .with_context(|| format!("opening data {}", path.display()))?,
-            );
+            let opened = std::fs::File::open(path)
+                .with_context(|| format!("opening data {}", path.display()))?;
+            let raw: Box<dyn Read + Send> = match seen {
+                Some(seen) => Box::new(Digesting::new(opened, seen)),
+                None => Box::new(opened),
+            };
+            let mut file = std::io::BufReader::with_capacity(1 << 20, raw);
             let head = file
                 .fill_buf()
                 .with_context(|| format!("reading data {}", path.display()))?;
@@ -125,8 +130,14 @@ impl RecordReader {
         source: &DataSource,
         columns: &ColumnNames,
         rules: RowRules,
+        seen: Option<Arc<Seen>>,
     ) -> Result<RecordReader> {
-        Self::from_reader(source.display_name(), open_source(source)?, columns, rules)
+        Self::from_reader(
+            source.display_name(),
+            open_source(source, seen)?,
+            columns,
+            rules,
+        )
     }
 
     pub fn from_reader(

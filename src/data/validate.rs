@@ -26,7 +26,7 @@ pub struct DataSummary {
 
 /// Reads every row once without tokenizing anything into batches.
 pub fn scan(source: &DataSource, columns: &ColumnNames, rules: RowRules) -> Result<DataSummary> {
-    let mut reader = RecordReader::open(source, columns, rules)?;
+    let mut reader = RecordReader::open(source, columns, rules, None)?;
     let mut summary = DataSummary {
         has_label_column: reader.layout().label.is_some(),
         has_id_column: reader.layout().id.is_some(),

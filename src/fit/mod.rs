@@ -168,7 +168,7 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
     };
     let summary = validate_data(config)?;
     check_labels(config, &summary)?;
-    let (data_sha256, _) = fingerprint::data_sha256(&scoring.data)?;
+    let (data_sha256, data_bytes) = fingerprint::data_sha256(&scoring.data)?;
     let model_sha256 = model_hashing
         .join()
         .map_err(|_| anyhow::anyhow!("the model hashing thread panicked"))??;
@@ -192,6 +192,7 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
         head: None,
         want_embeddings: true,
         start_row: 0,
+        data_fingerprint: Some((data_sha256.clone(), data_bytes)),
     };
     let (totals, stop) = drive(
         options,

@@ -67,6 +67,8 @@ pub struct DriveOptions<'a> {
     pub want_embeddings: bool,
     /// Rows before this one were done by an earlier, interrupted run.
     pub start_row: u64,
+    /// The data's SHA-256 and length before the run: the feed stops if the file changes under it.
+    pub data_fingerprint: Option<(String, u64)>,
 }
 
 /// Halving the budget more often than this would react to the previous halving's RSS, not this one's.
@@ -159,6 +161,7 @@ pub fn drive(
         skip_invalid: scoring.on_invalid == crate::cli::OnInvalid::Skip,
         skip_rows_before: options.start_row,
         shard: scoring.shard,
+        fingerprint: options.data_fingerprint.clone(),
     })?;
     let workers = backend.info().parallel_batches.max(1);
     let stop_workers = AtomicBool::new(false);

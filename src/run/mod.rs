@@ -365,6 +365,7 @@ fn score_and_report(
         &scoring.model.display_name(),
     )?;
     let threshold = resolve_threshold(config, head.as_ref().map(|(h, _)| h));
+    let data_fingerprint = (data_sha256.clone(), data_bytes);
     let fingerprint = Fingerprint {
         data_sha256,
         data_bytes,
@@ -451,6 +452,7 @@ fn score_and_report(
         head: head.as_ref().map(|(h, _)| h),
         want_embeddings: false,
         start_row,
+        data_fingerprint: Some(data_fingerprint),
     };
     let outcome = drive(options, backend, &monitor, &mut progress, &mut sink);
     let rows_done = outcome
@@ -614,7 +616,16 @@ pub fn run_embed(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64
 }
 
 fn write_embeddings(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64> {
+    let data_hashing = {
+        let source = scoring.data.clone();
+        threads::in_background("esmbench-data-hash", move || {
+            fingerprint::data_sha256(&source)
+        })
+    };
     let summary = validate_data(scoring)?;
+    let data_fingerprint = data_hashing
+        .join()
+        .map_err(|_| anyhow::anyhow!("the data hashing thread panicked"))??;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         crate::config::ensure_writable_dir(parent)?;
     }
@@ -638,6 +649,7 @@ fn write_embeddings(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<
         head: None,
         want_embeddings: true,
         start_row: 0,
+        data_fingerprint: Some(data_fingerprint),
     };
     let (totals, stop) = drive(
         options,

@@ -311,6 +311,76 @@ fn sigint_sigterm_and_sighup_stop_after_the_batch_with_a_partial_report_and_resu
     }
 }
 
+/// Regression: a data file rewritten or appended to while a run read it was scored as it then was: the
+/// predictions mixed two versions of the file, an appended row was scored beyond the rows validated
+/// ("301/300 rows") and the report recorded the SHA-256 of a file that had not been scored. Now the bytes
+/// read are hashed as they pass and must be the fingerprinted ones.
+#[test]
+fn regression_a_data_file_changed_during_the_run_fails_it_instead_of_mixing_two_versions() {
+    let dir = tempdir();
+    // Larger than the reader's 1 MiB buffer, so the end of the file is read after the change.
+    const ROWS: usize = 12_000;
+    for change in ["same-length edit of the last row", "a row appended"] {
+        let data = dir.path().join("nb.csv");
+        synthetic_nanobodies(&data, ROWS, 19);
+        let out = dir.path().join(change.replace(' ', "-"));
+        let child = Command::new(binary())
+            .args(["test", "--mock-backend", "--max-tokens", "60000", "--model"])
+            .arg(fixture("esm2_micro.onnx"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .env("ESMBENCH_MOCK_DELAY_MS", "200")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // predictions.csv is created after the data was validated and fingerprinted, before the feed reads it.
+        let started = Instant::now();
+        while !out.join("predictions.csv").exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{change}: never started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&data)
+            .unwrap();
+        use std::io::{Read, Seek, SeekFrom, Write};
+        if change.starts_with("same-length") {
+            // A valid residue for a valid residue: only the bytes themselves tell the versions apart.
+            let at = file.metadata().unwrap().len() - 6;
+            file.seek(SeekFrom::Start(at)).unwrap();
+            let mut residue = [0u8];
+            file.read_exact(&mut residue).unwrap();
+            file.seek(SeekFrom::Start(at)).unwrap();
+            file.write_all(if residue == *b"A" { b"G" } else { b"A" })
+                .unwrap();
+        } else {
+            file.seek(SeekFrom::End(0)).unwrap();
+            file.write_all(b"nb-extra,EVQLVESGGGLVQ,1\n").unwrap();
+        }
+        drop(file);
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{change}: {stderr}");
+        assert!(
+            stderr.contains("nb.csv changed while the run read it")
+                && stderr.contains("fix: leave the data file unchanged while a run reads it"),
+            "{change}: {stderr}"
+        );
+        assert_eq!(read_json(&out.join("report.json"))["status"], "failed");
+        assert!(
+            predictions(&out).len() <= ROWS,
+            "{change}: no row beyond the validated ones is scored"
+        );
+    }
+}
+
 /// `nohup esmbench ...` asks for the run to outlive its terminal: the hangup must stay ignored.
 #[test]
 fn under_nohup_a_hangup_is_ignored_and_the_run_completes() {
