@@ -455,10 +455,11 @@ fn score_and_report(
         data_fingerprint: Some(data_fingerprint),
     };
     let outcome = drive(options, backend, &monitor, &mut progress, &mut sink);
+    // After a failure, the rows delivered before it: the progress line must not say 0 of a file half done.
     let rows_done = outcome
         .as_ref()
         .map(|(t, _)| t.rows_done)
-        .unwrap_or(start_row);
+        .unwrap_or_else(|_| monitor.rows_done().max(start_row));
     progress.finish(rows_done, monitor.rss_bytes());
     let (peak_rss, rss_end, peak_threads, timeline) = monitor.finish();
     sink.update_counts(&mut report);

@@ -141,6 +141,10 @@ impl Monitor {
         self.shared.rows_done.store(rows, Ordering::Relaxed);
     }
 
+    pub fn rows_done(&self) -> u64 {
+        self.shared.rows_done.load(Ordering::Relaxed)
+    }
+
     /// Stops sampling and returns (peak RSS, RSS now, peak threads, timeline).
     pub fn finish(&mut self) -> (u64, u64, u64, Vec<Sample>) {
         self.stop.take();
