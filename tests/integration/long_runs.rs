@@ -223,7 +223,19 @@ fn slow_mock_command(launcher: Option<&str>, data: &Path, out: &Path, delay_ms: 
             command.arg(binary());
             command
         }
-        None => Command::new(binary()),
+        None => {
+            let mut command = Command::new(binary());
+            // The test may itself run under nohup (a CI job started with it): the run must start as it
+            // would from a terminal, with SIGHUP's default action.
+            // SAFETY: signal() is async-signal-safe, as pre_exec requires.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                    libc::signal(libc::SIGHUP, libc::SIG_DFL);
+                    Ok(())
+                });
+            }
+            command
+        }
     };
     command
         .args([
