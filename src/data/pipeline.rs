@@ -46,7 +46,9 @@ fn check_unchanged(
 ) -> Result<()> {
     let (sha256, bytes) = fingerprint;
     let read = seen.bytes();
-    if read <= *bytes && !(at_end && (read != *bytes || seen.sha256() != *sha256)) {
+    let grew = read > *bytes;
+    let differs = at_end && (read != *bytes || seen.sha256() != *sha256);
+    if !grew && !differs {
         return Ok(());
     }
     let now = if at_end {

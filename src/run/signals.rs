@@ -26,13 +26,15 @@ pub fn install() -> std::io::Result<()> {
         terminate: Arc::new(AtomicBool::new(false)),
         hangup: Arc::new(AtomicBool::new(false)),
     };
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    #[allow(unused_mut)] // no SIGHUP outside Unix
     let mut handled = vec![
         (SIGINT, EXIT_SIGINT, &flags.interrupt),
         (SIGTERM, EXIT_SIGTERM, &flags.terminate),
     ];
-    if !ignored_at_start(SIGHUP) {
-        handled.push((SIGHUP, EXIT_SIGHUP, &flags.hangup));
+    #[cfg(unix)]
+    if !ignored_at_start(signal_hook::consts::SIGHUP) {
+        handled.push((signal_hook::consts::SIGHUP, EXIT_SIGHUP, &flags.hangup));
     }
     for (signal, code, flag) in handled {
         // Registered before the flag itself: a signal arriving while the flag is already set exits at once.
@@ -62,6 +64,7 @@ pub fn requested() -> Option<(u8, &'static str)> {
 }
 
 /// Whether `signal` was set to be ignored when the process started (as `nohup` does for SIGHUP).
+#[cfg(unix)]
 fn ignored_at_start(signal: libc::c_int) -> bool {
     // SAFETY: a null new action only reads the current one into `current`, which is plain data.
     unsafe {
