@@ -65,3 +65,17 @@ pub fn stdout_result() -> anyhow::Result<()> {
         None => Ok(()),
     }
 }
+
+/// Prints what clap made of the command line (help, version or a usage error) as clap would, and returns
+/// the exit code: clap's own, or 1 when help or version could not be written (clap drops that error).
+pub fn clap_exit(error: &clap::Error) -> u8 {
+    let printed = error.print();
+    let code = u8::try_from(error.exit_code()).unwrap_or(crate::error::EXIT_USAGE);
+    match printed {
+        Err(failure) if !error.use_stderr() && failure.kind() != io::ErrorKind::BrokenPipe => {
+            crate::errln!("error: could not write to standard output\n  caused by: {failure}");
+            crate::error::EXIT_RUNTIME
+        }
+        _ => code,
+    }
+}

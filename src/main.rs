@@ -8,7 +8,10 @@ use esmbench::errln;
 use esmbench::error::exit_code_for;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(help_or_usage) => return ExitCode::from(esmbench::console::clap_exit(&help_or_usage)),
+    };
     match esmbench::commands::execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -1059,4 +1059,18 @@ fn regression_a_closed_or_full_stdout_or_stderr_never_panics_a_run() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // clap writes --help itself and drops its own write error: the help was lost with exit 0.
+    let help_lost = Command::new(binary())
+        .arg("--help")
+        .stdout(dev_full().unwrap())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&help_lost.stderr);
+    assert_eq!(help_lost.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not write to standard output"),
+        "{stderr}"
+    );
 }
