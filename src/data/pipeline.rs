@@ -34,7 +34,7 @@ pub struct FeedOptions {
     pub shard: crate::config::Shard,
     /// The data file's SHA-256 and length when the run started (what its report records): the feed fails
     /// rather than score bytes that differ from them.
-    pub fingerprint: Option<(String, u64)>,
+    pub fingerprint: (String, u64),
 }
 
 /// Err when the bytes read so far cannot be the fingerprinted file: more of them, or, at the end, other ones.
@@ -65,19 +65,17 @@ fn check_unchanged(
 
 /// Starts the producer; the receiver yields batches until the file ends, or one error.
 pub fn spawn_feed(options: FeedOptions) -> Result<(Receiver<Result<Feed>>, JoinHandle<()>)> {
-    let seen = match (&options.source, &options.fingerprint) {
-        (DataSource::File(_), Some(_)) => Some(Arc::new(Seen::default())),
-        _ => None,
-    };
+    // The embedded demo data is part of the binary: nothing can change it under the run.
+    let seen = matches!(options.source, DataSource::File(_)).then(|| Arc::new(Seen::default()));
     let mut reader = RecordReader::open(
         &options.source,
         &options.columns,
         options.rules,
         seen.clone(),
     )?;
-    let unchanged = move |name: &str, at_end: bool| match (&seen, &options.fingerprint) {
-        (Some(seen), Some(fingerprint)) => check_unchanged(name, fingerprint, seen, at_end),
-        _ => Ok(()),
+    let unchanged = move |name: &str, at_end: bool| match &seen {
+        Some(seen) => check_unchanged(name, &options.fingerprint, seen, at_end),
+        None => Ok(()),
     };
     let (sender, receiver) = bounded(CHANNEL_BATCHES);
     let handle = std::thread::Builder::new().name("esmbench-reader".into()).spawn(move || {

@@ -192,7 +192,7 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
         head: None,
         want_embeddings: true,
         start_row: 0,
-        data_fingerprint: Some((data_sha256.clone(), data_bytes)),
+        data_fingerprint: (data_sha256.clone(), data_bytes),
     };
     let (totals, stop) = drive(
         options,

@@ -68,7 +68,7 @@ pub struct DriveOptions<'a> {
     /// Rows before this one were done by an earlier, interrupted run.
     pub start_row: u64,
     /// The data's SHA-256 and length before the run: the feed stops if the file changes under it.
-    pub data_fingerprint: Option<(String, u64)>,
+    pub data_fingerprint: (String, u64),
 }
 
 /// Halving the budget more often than this would react to the previous halving's RSS, not this one's.

@@ -55,6 +55,22 @@ pub fn validate_data(scoring: &ScoringConfig) -> Result<DataSummary> {
     Ok(summary)
 }
 
+/// [`validate_data`], with the data's SHA-256 and length hashed on a thread of its own meanwhile: what
+/// the report records and what the feed checks the bytes it scores against.
+fn validate_and_fingerprint_data(scoring: &ScoringConfig) -> Result<(DataSummary, (String, u64))> {
+    let hashing = {
+        let source = scoring.data.clone();
+        threads::in_background("esmbench-data-hash", move || {
+            fingerprint::data_sha256(&source)
+        })
+    };
+    let summary = validate_data(scoring)?;
+    let fingerprint = hashing
+        .join()
+        .map_err(|_| anyhow::anyhow!("the data hashing thread panicked"))??;
+    Ok((summary, fingerprint))
+}
+
 pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -319,17 +335,8 @@ fn score_and_report(
             fingerprint::model_sha256(&source)
         })
     };
-    let data_hashing = {
-        let source = scoring.data.clone();
-        threads::in_background("esmbench-data-hash", move || {
-            fingerprint::data_sha256(&source)
-        })
-    };
     let runtime_starting = loaded.is_none().then(|| model::start_runtime(scoring));
-    let summary = validate_data(scoring)?;
-    let (data_sha256, data_bytes) = data_hashing
-        .join()
-        .map_err(|_| anyhow::anyhow!("the data hashing thread panicked"))??;
+    let (summary, (data_sha256, data_bytes)) = validate_and_fingerprint_data(scoring)?;
     let model_sha256 = model_hashing
         .join()
         .map_err(|_| anyhow::anyhow!("the model hashing thread panicked"))??;
@@ -452,7 +459,7 @@ fn score_and_report(
         head: head.as_ref().map(|(h, _)| h),
         want_embeddings: false,
         start_row,
-        data_fingerprint: Some(data_fingerprint),
+        data_fingerprint,
     };
     let outcome = drive(options, backend, &monitor, &mut progress, &mut sink);
     // After a failure, the rows delivered before it: the progress line must not say 0 of a file half done.
@@ -617,16 +624,7 @@ pub fn run_embed(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64
 }
 
 fn write_embeddings(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64> {
-    let data_hashing = {
-        let source = scoring.data.clone();
-        threads::in_background("esmbench-data-hash", move || {
-            fingerprint::data_sha256(&source)
-        })
-    };
-    let summary = validate_data(scoring)?;
-    let data_fingerprint = data_hashing
-        .join()
-        .map_err(|_| anyhow::anyhow!("the data hashing thread panicked"))??;
+    let (summary, data_fingerprint) = validate_and_fingerprint_data(scoring)?;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         crate::config::ensure_writable_dir(parent)?;
     }
@@ -650,7 +648,7 @@ fn write_embeddings(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<
         head: None,
         want_embeddings: true,
         start_row: 0,
-        data_fingerprint: Some(data_fingerprint),
+        data_fingerprint,
     };
     let (totals, stop) = drive(
         options,
