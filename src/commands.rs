@@ -32,8 +32,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             TestPlan::Suite(suite) => {
                 check_tolerances(&args.gate)?;
                 let outcome = crate::run::suite::run_suite(&suite, false)?;
-                crate::console::out(format_args!("{}", outcome.gate_log));
-                crate::console::out(format_args!(
+                console::out(format_args!("{}", outcome.gate_log));
+                console::out(format_args!(
                     "{}",
                     String::from_utf8_lossy(&crate::report::summary::to_markdown(&outcome.summary))
                 ));
@@ -182,7 +182,7 @@ fn gate(args: &GateArgs, report: &Report, report_path: &Path) -> Result<()> {
         let b = Baseline::load(path)?;
         let name = path.display().to_string();
         let comparison = baseline::compare(report, &b, &name)?;
-        crate::console::out(format_args!(
+        console::out(format_args!(
             "{}",
             comparison.render(&report_path.display().to_string(), &name)
         ));

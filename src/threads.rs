@@ -60,8 +60,9 @@ fn user_limit(proc: &Path) -> Option<Limit> {
         .next()?
         .parse()
         .ok()?; // "unlimited": no limit
-                // The common case, a limit far above every thread on the machine, needs no walk over every process at
-                // start-up: /proc/loadavg's "running/total" counts all threads, the user's among them.
+
+    // The common case, a limit far above every thread on the machine, needs no walk over every process at
+    // start-up: /proc/loadavg's "running/total" counts all threads, the user's among them.
     let all_threads = std::fs::read_to_string(proc.join("loadavg"))
         .ok()
         .and_then(|text| {
