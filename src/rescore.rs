@@ -313,6 +313,7 @@ pub fn run_metrics(config: &RescoreConfig) -> Result<Report> {
             rows_scored: p.rows_total,
             rows_skipped: 0,
             rows_truncated: 0,
+            rows_with_gaps: 0,
             rows_unlabeled: p.rows_unlabeled,
             label_column: Some(p.label_column),
         },

@@ -369,6 +369,7 @@ impl ScoringConfig {
         };
         if let ModelSource::File(p) = &model {
             check_readable(p, "model", "--model")?;
+            refuse_text_as_model(p)?;
         }
         if let DataSource::File(p) = &data {
             check_readable(p, "data", "--data")?;
@@ -490,6 +491,38 @@ fn check_readable(path: &Path, what: &str, flag: &str) -> Result<()> {
         Ok(_) => Err(Failure::usage(format!("{what} path {} is not a file\n  fix: pass a file to {flag}", path.display())).into()),
         Err(e) => Err(Failure::usage(format!("{what} file {} not found ({e})\n  fix: check the path given to {flag} (relative paths in a config file are relative to that file)", path.display())).into()),
     }
+}
+
+/// An ONNX file is binary protobuf from its first byte (field 1's tag, 0x08). A model path whose start reads
+/// as text is the CSV, the head's JSON or a config given to --model (often --model and --data swapped), which
+/// ONNX Runtime would only call a protobuf parsing failure.
+fn refuse_text_as_model(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut start = Vec::with_capacity(512);
+    let read = std::fs::File::open(path).and_then(|f| f.take(512).read_to_end(&mut start));
+    if read.is_err() || start.is_empty() || !looks_like_text(&start) {
+        return Ok(());
+    }
+    let first_line = String::from_utf8_lossy(&start);
+    let first_line = first_line.lines().next().unwrap_or("").trim();
+    let shown: String = first_line.chars().take(60).collect();
+    let cut = if shown.len() < first_line.len() {
+        "..."
+    } else {
+        ""
+    };
+    Err(Failure::usage(format!(
+        "model file {} is a text file (it begins `{shown}{cut}`), not an ONNX model\n  fix: pass the .onnx file to --model (and the CSV of sequences to --data)",
+        path.display()
+    ))
+    .into())
+}
+
+/// Printable text (UTF-8 letters included) with no control bytes but tab and line ends.
+fn looks_like_text(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|&b| (b >= 0x20 && b != 0x7f) || matches!(b, b'\t' | b'\n' | b'\r'))
 }
 
 /// Makes sure `dir` exists and a file can be created in it, so a run never computes for an hour and then fails to write.

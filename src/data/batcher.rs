@@ -147,6 +147,7 @@ mod tests {
             residues: vec![b'A'; len],
             label: None,
             truncated: false,
+            gap_at: None,
         }
     }
 

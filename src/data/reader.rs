@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use crate::config::{ColumnNames, DataSource};
-use crate::data::tokenizer::{first_invalid_residue, normalize};
+use crate::data::tokenizer::{first_gap, first_invalid_residue, normalize};
 use crate::embedded;
 use crate::error::Failure;
 use crate::fingerprint::{Digesting, Seen};
@@ -39,6 +39,9 @@ pub struct Record {
     pub residues: Vec<u8>,
     pub label: Option<u8>,
     pub truncated: bool,
+    /// 1-based character in the sequence field of the first alignment gap ('-' or '.') among the residues
+    /// scored, if any.
+    pub gap_at: Option<usize>,
 }
 
 /// Why one row cannot be scored, with enough to find and fix it.
@@ -163,6 +166,9 @@ impl RecordReader {
             ))
             .into());
         }
+        if let Some(kind) = not_a_text_csv(&header_record) {
+            return Err(Failure::input(format!("{name}: line 1: {kind}")).into());
+        }
         let mut headers = Vec::with_capacity(header_record.len());
         for (i, field) in header_record.iter().enumerate() {
             let text = std::str::from_utf8(field).map_err(|_| {
@@ -188,10 +194,12 @@ impl RecordReader {
                 [ref only] if only.contains(';') => Some("semicolon"),
                 _ => None,
             };
+            let fasta = headers.first().is_some_and(|first| first.starts_with('>'));
             let fix = match separator {
                 Some(separator) => format!(
                     "the header looks {separator}-separated; esmbench reads comma-separated files: save it with commas between the fields"
                 ),
+                None if fasta => FASTA_FIX.to_string(),
                 None => format!(
                     "rename the sequence column to `{}` or pass --sequence-column NAME",
                     columns.sequence
@@ -288,19 +296,24 @@ impl RecordReader {
                 "remove the row or fill in its sequence",
             ));
         }
+        // Positions below are counted in the field as written, leading blanks included.
+        let leading = self.record[layout.sequence].len()
+            - self.record[layout.sequence].trim_ascii_start().len();
         if let Some((at, byte)) = first_invalid_residue(&residues) {
             let shown = if byte.is_ascii_graphic() {
                 format!("'{}'", byte as char)
             } else {
                 format!("byte 0x{byte:02x}")
             };
-            let leading = self.record[layout.sequence].len()
-                - self.record[layout.sequence].trim_ascii_start().len();
+            let fix = match byte {
+                b'*' => "'*' is a stop codon from translating DNA: cut the sequence at it (the protein ends there) or remove the row",
+                _ => "use one-letter amino-acid codes (LAGVSERTIDPKQNFYMHWC, or X B U Z O . -)",
+            };
             return Err(problem(
                 layout.sequence,
                 Some(leading + at + 1),
                 format!("{shown} is not in the ESM alphabet"),
-                "use one-letter amino-acid codes (LAGVSERTIDPKQNFYMHWC, or X B U Z O . -)",
+                fix,
             ));
         }
         let label = match layout.label {
@@ -331,6 +344,7 @@ impl RecordReader {
             residues.truncate(self.rules.max_residues);
             truncated = true;
         }
+        let gap_at = first_gap(&residues).map(|at| leading + at + 1);
         let id = layout.id.map(|col| {
             String::from_utf8_lossy(&self.record[col])
                 .trim()
@@ -343,8 +357,27 @@ impl RecordReader {
             residues,
             label,
             truncated,
+            gap_at,
         })
     }
+}
+
+/// A FASTA file's first line (`>name`) read as a CSV header: the file needs converting, not its column renaming.
+const FASTA_FIX: &str = "this looks like FASTA (a `>` name line); esmbench reads CSV with a header line: convert it, e.g. \
+`awk 'BEGIN{print \"id,sequence\"} /^>/{if(id!=\"\")print id\",\"s; id=substr($1,2); s=\"\"; next} {s=s $0} END{if(id!=\"\")print id\",\"s}' in.fasta > in.csv`";
+
+/// What the header's bytes say the file is when it is not a text CSV at all: Excel's "Unicode text" (UTF-16),
+/// or a binary file such as the model passed as --data. Either would otherwise be named a CSV with an
+/// unreadable header or without a `sequence` column.
+fn not_a_text_csv(header: &csv::ByteRecord) -> Option<&'static str> {
+    let first = header.get(0).unwrap_or_default();
+    if first.starts_with(&[0xff, 0xfe]) || first.starts_with(&[0xfe, 0xff]) {
+        return Some("the file is UTF-16 text (as Excel's \"Unicode Text\" saves), not UTF-8\n  fix: save it as \"CSV UTF-8 (comma delimited)\"");
+    }
+    let control = |b: &u8| (b.is_ascii_control() && !matches!(b, b'\t' | b'\r')) || *b == 0x7f;
+    header.iter().any(|field| field.iter().any(control)).then_some(
+        "the file is binary, not a CSV\n  fix: pass the CSV of sequences as --data (an .onnx model goes to --model)",
+    )
 }
 
 /// Turns CRLF line ends into LF on the fly. The csv crate counts lines wrongly after a CRLF header

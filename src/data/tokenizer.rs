@@ -49,6 +49,12 @@ pub fn first_invalid_residue(residues: &[u8]) -> Option<(usize, u8)> {
         .map(|(i, &b)| (i, b))
 }
 
+/// The first alignment gap ('-' or '.'; 0-based index), if any. Both are ESM tokens, so a gapped row is
+/// valid, but it is scored as a different sequence from the protein itself.
+pub fn first_gap(residues: &[u8]) -> Option<usize> {
+    residues.iter().position(|&b| b == b'-' || b == b'.')
+}
+
 /// `<cls>` + residues + `<eos>`; symbols outside the alphabet become `<unk>` as in EsmTokenizer.
 pub fn tokenize(residues: &[u8]) -> Vec<i64> {
     let mut ids = Vec::with_capacity(residues.len() + 2);
@@ -85,5 +91,14 @@ mod tests {
         assert_eq!(first_invalid_residue(b"EVQL"), None);
         assert_eq!(first_invalid_residue(b"EV*"), Some((2, b'*')));
         assert_eq!(tokenize(b"J"), vec![0, UNK_ID, 2]);
+    }
+
+    #[test]
+    fn alignment_gaps_are_tokens_and_the_first_is_found() {
+        assert_eq!(first_gap(b"EVQ-L.V"), Some(3));
+        assert_eq!(first_gap(b"EVQ.L"), Some(3));
+        assert_eq!(first_gap(b"EVQL"), None);
+        assert_eq!(first_invalid_residue(b"EV-.L"), None);
+        assert_eq!(tokenize(b"-."), vec![0, 30, 29, 2]);
     }
 }

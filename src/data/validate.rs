@@ -22,6 +22,21 @@ pub struct DataSummary {
     pub has_id_column: bool,
     /// The first problems found, in file order.
     pub problems: Vec<RowProblem>,
+    /// Valid rows holding an alignment gap ('-' or '.') in the residues scored.
+    pub rows_with_gaps: u64,
+    /// Where the first of them has its first gap.
+    pub first_gap: Option<GapSite>,
+}
+
+/// A character in the sequence column, located as a row problem is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GapSite {
+    pub line: u64,
+    pub column: String,
+    /// 1-based field number in the row.
+    pub field: usize,
+    /// 1-based character position inside the field.
+    pub position: usize,
 }
 
 /// Reads every row once without tokenizing anything into batches.
@@ -40,6 +55,18 @@ pub fn scan(source: &DataSource, columns: &ColumnNames, rules: RowRules) -> Resu
                 summary.rows_truncated += u64::from(record.truncated);
                 summary.rows_labeled += u64::from(record.label.is_some());
                 summary.rows_positive += u64::from(record.label == Some(1));
+                if let Some(position) = record.gap_at {
+                    summary.rows_with_gaps += 1;
+                    if summary.first_gap.is_none() {
+                        let layout = reader.layout();
+                        summary.first_gap = Some(GapSite {
+                            line: record.line,
+                            column: layout.headers[layout.sequence].clone(),
+                            field: layout.sequence + 1,
+                            position,
+                        });
+                    }
+                }
             }
             RowOutcome::Invalid(problem) => {
                 summary.rows_invalid += 1;
@@ -57,6 +84,19 @@ pub fn scan(source: &DataSource, columns: &ColumnNames, rules: RowRules) -> Resu
         .into());
     }
     Ok(summary)
+}
+
+/// The warning for rows with alignment gaps, when there are any. ESM-2 and ESM-1v learned from unaligned
+/// UniRef sequences: a '-' or '.' is a token of its own to them, so an IMGT- or AHo-aligned antibody is
+/// embedded as a different, longer protein, and nothing else would tell the user.
+pub fn gap_warning(summary: &DataSummary, name: &str) -> Option<String> {
+    let site = summary.first_gap.as_ref()?;
+    Some(format!(
+        "warning: {name}: {} of {} rows hold alignment gaps ('-' or '.'), the first at line {}, column {} (field {}, character {}); \
+the model reads each gap as a token, so a gapped sequence is scored as a different protein from the antibody itself\n  \
+fix: score the sequences without gaps (delete every '-' and '.' from the sequence column), unless the model was trained on aligned sequences",
+        summary.rows_with_gaps, summary.rows_total, site.line, site.column, site.field, site.position
+    ))
 }
 
 /// An error listing the first problems, when there are any.
@@ -79,4 +119,67 @@ pub fn require_all_valid(summary: &DataSummary, name: &str) -> Result<()> {
     }
     message.push_str("  fix: correct the rows above");
     Err(Failure::input(message).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn scan_text(text: &str) -> DataSummary {
+        let dir = tempfile::tempdir().unwrap();
+        let path: PathBuf = dir.path().join("d.csv");
+        std::fs::write(&path, text).unwrap();
+        let rules = RowRules {
+            max_residues: 1022,
+            truncate: true,
+        };
+        scan(&DataSource::File(path), &ColumnNames::default(), rules).unwrap()
+    }
+
+    #[test]
+    fn gapped_rows_are_counted_and_the_first_gap_is_located_in_the_field_as_written() {
+        let summary = scan_text("id,sequence,label\na,EVQL,1\nb, evq-l.,0\nc,QV..Q,1\nd,QV*,1\n");
+        assert_eq!(summary.rows_valid, 3);
+        assert_eq!(summary.rows_with_gaps, 2);
+        let site = summary.first_gap.clone().unwrap();
+        assert_eq!(
+            site,
+            GapSite {
+                line: 3,
+                column: "sequence".into(),
+                field: 2,
+                position: 5
+            }
+        );
+        let warning = gap_warning(&summary, "d.csv").unwrap();
+        assert!(
+            warning.starts_with("warning: d.csv: 2 of 4 rows hold alignment gaps ('-' or '.'), the first at line 3, column sequence (field 2, character 5)"),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("fix: score the sequences without gaps"),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn rows_without_gaps_give_no_warning() {
+        let summary = scan_text("sequence\nEVQL\nQVQ\n");
+        assert_eq!(summary.rows_with_gaps, 0);
+        assert_eq!(gap_warning(&summary, "d.csv"), None);
+    }
+
+    #[test]
+    fn a_gap_cut_off_by_truncation_is_not_scored_and_not_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.csv");
+        std::fs::write(&path, "sequence\nEVQLV-\n").unwrap();
+        let rules = RowRules {
+            max_residues: 5,
+            truncate: true,
+        };
+        let summary = scan(&DataSource::File(path), &ColumnNames::default(), rules).unwrap();
+        assert_eq!((summary.rows_truncated, summary.rows_with_gaps), (1, 0));
+    }
 }

@@ -89,6 +89,9 @@ fn validate_data(config: &FitConfig) -> Result<DataSummary> {
             config.report_json.display()
         );
     }
+    if let Some(warning) = validate::gap_warning(&summary, &name) {
+        crate::errln!("{warning}");
+    }
     Ok(summary)
 }
 
@@ -295,6 +298,7 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
             skipped_first: summary.problems.iter().map(|p| p.to_string()).collect(),
             rows_unlabeled: sink.unlabeled,
             rows_truncated: summary.rows_truncated,
+            rows_with_gaps: summary.rows_with_gaps,
             rows_trained: sink.labels.len() as u64,
             positives,
             negatives,

@@ -78,6 +78,8 @@ pub struct DataPart {
     /// Valid rows with an empty label, embedded but left out of training.
     pub rows_unlabeled: u64,
     pub rows_truncated: u64,
+    /// Valid rows with an alignment gap ('-' or '.') among the residues embedded. Added in schema 2.
+    pub rows_with_gaps: u64,
     pub rows_trained: u64,
     pub positives: u64,
     pub negatives: u64,
@@ -122,7 +124,7 @@ pub struct FitReport {
     pub performance: TimingPart,
 }
 
-pub const FIT_REPORT_SCHEMA_VERSION: u32 = 1;
+pub const FIT_REPORT_SCHEMA_VERSION: u32 = 2;
 
 fn json_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(value)?;

@@ -133,6 +133,16 @@ pub fn to_html(r: &Report, plots: &Rendered) -> Vec<u8> {
             r.data.rows_unlabeled
         ),
     );
+    if r.data.rows_with_gaps > 0 {
+        row(
+            &mut s,
+            "alignment gaps",
+            &format!(
+                "{} rows hold '-' or '.', which the model read as tokens (scores of the gapped, not the plain, sequences)",
+                r.data.rows_with_gaps
+            ),
+        );
+    }
     if !rescored {
         row(
             &mut s,

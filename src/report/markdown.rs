@@ -97,6 +97,13 @@ pub fn to_markdown(r: &Report) -> Vec<u8> {
         r.data.rows_truncated,
         r.data.rows_unlabeled
     );
+    if r.data.rows_with_gaps > 0 {
+        let _ = writeln!(
+            s,
+            "| alignment gaps | {} rows hold '-' or '.', which the model read as tokens (scores of the gapped, not the plain, sequences) |",
+            r.data.rows_with_gaps
+        );
+    }
     if !rescored {
         let _ = writeln!(
             s,

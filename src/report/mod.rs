@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Metrics;
 
 /// Bumped whenever a field is added, removed or changes meaning.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +73,9 @@ pub struct DataSection {
     pub rows_scored: u64,
     pub rows_skipped: u64,
     pub rows_truncated: u64,
+    /// Valid rows with an alignment gap ('-' or '.') among the residues scored. Added in schema 5; absent (0) before.
+    #[serde(default)]
+    pub rows_with_gaps: u64,
     /// Scored rows without a label: in predictions, not in metrics.
     pub rows_unlabeled: u64,
     /// The column the labels came from; null when the data has none.
@@ -229,6 +232,7 @@ pub(crate) mod tests {
                 rows_scored: 8,
                 rows_skipped: 0,
                 rows_truncated: 0,
+                rows_with_gaps: 0,
                 rows_unlabeled: 0,
                 label_column: Some("label".into()),
             },

@@ -52,6 +52,9 @@ pub fn validate_data(scoring: &ScoringConfig) -> Result<DataSummary> {
         }
         OnInvalid::Skip => {}
     }
+    if let Some(warning) = validate::gap_warning(&summary, &name) {
+        crate::errln!("{warning}");
+    }
     Ok(summary)
 }
 
@@ -241,6 +244,7 @@ fn initial_report(
             rows_scored: 0,
             rows_skipped: 0,
             rows_truncated: summary.rows_truncated,
+            rows_with_gaps: summary.rows_with_gaps,
             rows_unlabeled: 0,
             label_column: summary
                 .has_label_column

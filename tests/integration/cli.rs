@@ -27,6 +27,11 @@ fn each_kind_of_invalid_row_is_named_with_line_column_and_fix() {
             "line 3, column sequence (field 2, character 4): 'J' is not in the ESM alphabet",
         ),
         (
+            "stop.csv",
+            "id,sequence,label\na,EVQL*,0\n",
+            "(field 2, character 5): '*' is not in the ESM alphabet; fix: '*' is a stop codon",
+        ),
+        (
             "empty_seq.csv",
             "id,sequence,label\na,,0\n",
             "line 2, column sequence (field 2): empty sequence",
@@ -424,6 +429,144 @@ fn a_tab_or_semicolon_separated_file_is_named_as_such() {
             "{name}: {stderr}"
         );
     }
+}
+
+#[test]
+fn fasta_utf16_or_binary_data_is_named_as_such_with_its_fix() {
+    let dir = tempdir();
+    let fasta = write(
+        dir.path(),
+        "s.fasta",
+        ">nb1 VHH\nEVQLVESGG\nGLVQ\n>nb2\nQVQLQESGP\n",
+    );
+    let utf16 = dir.path().join("u16.csv");
+    let mut bytes = vec![0xff, 0xfe];
+    bytes.extend(
+        "id\tsequence\na\tEVQL\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes),
+    );
+    std::fs::write(&utf16, bytes).unwrap();
+    for (data, expected) in [
+        (fasta, "fix: this looks like FASTA"),
+        (
+            utf16,
+            "line 1: the file is UTF-16 text (as Excel's \"Unicode Text\" saves), not UTF-8",
+        ),
+        (
+            fixture("esm2_micro.onnx"),
+            "line 1: the file is binary, not a CSV\n  fix: pass the CSV of sequences as --data",
+        ),
+    ] {
+        let name = data.file_name().unwrap().to_string_lossy().to_string();
+        let assert = mock_test(&dir.path().join(format!("run-{name}")), &data).code(2);
+        let stderr = stderr_of(&assert);
+        assert!(stderr.contains(&name), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+    // The FASTA fix's command turns the file into a CSV that scores (where awk is installed).
+    let fix = stderr_of(&mock_test(&dir.path().join("fasta"), &dir.path().join("s.fasta")).code(2));
+    let start = fix.find("`awk ").expect("the awk command in backquotes") + 1;
+    let command = &fix[start..start + fix[start..].find('`').unwrap()];
+    if std::process::Command::new("awk")
+        .arg("BEGIN{}")
+        .status()
+        .is_err()
+    {
+        eprintln!("SKIPPED the FASTA conversion check: awk is not installed");
+        return;
+    }
+    let converted = std::process::Command::new("sh")
+        .current_dir(dir.path())
+        .arg("-c")
+        .arg(
+            command
+                .replace("in.fasta", "s.fasta")
+                .replace("in.csv", "s.csv"),
+        )
+        .output()
+        .unwrap();
+    assert!(converted.status.success(), "{command}: {converted:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("s.csv")).unwrap(),
+        "id,sequence\nnb1,EVQLVESGGGLVQ\nnb2,QVQLQESGP\n"
+    );
+    mock_test(&dir.path().join("converted"), &dir.path().join("s.csv")).success();
+}
+
+#[test]
+fn regression_a_csv_or_json_given_as_the_model_is_named_as_text_before_anything_runs() {
+    // Was: the data validated, then ONNX Runtime's "Protobuf parsing failed" with no hint of the swap.
+    let dir = tempdir();
+    let data = write(dir.path(), "d.csv", "id,sequence,label\na,EVQL,1\n");
+    let head = write(dir.path(), "h.json", "{\"coef\": [1.0]}\n");
+    for (model, begins) in [(&data, "id,sequence,label"), (&head, "{\"coef\": [1.0]}")] {
+        let assert = esmbench()
+            .args(["test", "--mock-backend", "--model"])
+            .arg(model)
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .assert()
+            .code(2);
+        let stderr = stderr_of(&assert);
+        assert!(
+            stderr.contains(&format!(
+                "is a text file (it begins `{begins}`), not an ONNX model\n  fix: pass the .onnx file to --model"
+            )),
+            "{stderr}"
+        );
+        assert!(!dir.path().join("out").exists(), "{stderr}");
+    }
+}
+
+#[test]
+fn rows_with_alignment_gaps_are_scored_with_a_warning_and_counted() {
+    let dir = tempdir();
+    let gapped = write(
+        dir.path(),
+        "aligned.csv",
+        "id,sequence,label\na,EVQLVESGG,1\nb,QVQL--QESGP,0\nc,DIQ.MTQSPS,1\n",
+    );
+    let assert = mock_test(&dir.path().join("gapped"), &gapped).success();
+    let stderr = stderr_of(&assert);
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("aligned.csv: 2 of 3 rows hold alignment gaps ('-' or '.'), the first at line 3, column sequence (field 2, character 5)")
+            && stderr.contains("fix: score the sequences without gaps"),
+        "{stderr}"
+    );
+    let out = dir.path().join("gapped/out");
+    assert_eq!(
+        read_json(&out.join("report.json"))["data"]["rows_with_gaps"],
+        2
+    );
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        markdown.contains("| alignment gaps | 2 rows hold"),
+        "{markdown}"
+    );
+
+    let plain = write(
+        dir.path(),
+        "plain.csv",
+        "id,sequence,label\na,EVQLVESGG,1\nb,QVQLQESGP,0\n",
+    );
+    let assert = mock_test(&dir.path().join("plain"), &plain).success();
+    assert!(
+        !stderr_of(&assert).contains("gaps"),
+        "{}",
+        stderr_of(&assert)
+    );
+    let out = dir.path().join("plain/out");
+    assert_eq!(
+        read_json(&out.join("report.json"))["data"]["rows_with_gaps"],
+        0
+    );
+    assert!(!std::fs::read_to_string(out.join("report.md"))
+        .unwrap()
+        .contains("alignment gaps"));
 }
 
 #[test]

@@ -422,6 +422,7 @@ fn unlabeled_rows_are_left_out_of_training_and_counted() {
     );
     let report = read_json(&dir.path().join("head.report.json"));
     assert_eq!(report["data"]["rows_unlabeled"], 2);
+    assert_eq!(report["data"]["rows_with_gaps"], 0);
     assert_eq!(report["data"]["rows_trained"], 10);
     assert_eq!(report["data"]["positives"], 4);
     assert_eq!(read_json(&dir.path().join("head.json"))["n"], 10);
@@ -508,4 +509,24 @@ fn a_suite_config_is_refused_and_keys_only_test_uses_are_named() {
     let report = read_json(&dir.path().join("head.report.json"));
     assert_eq!(report["model"]["threads"], 1);
     assert_eq!(read_json(&dir.path().join("head.json"))["threshold"], 0.5);
+}
+
+#[test]
+fn training_rows_with_alignment_gaps_are_warned_of_and_counted() {
+    let dir = tempdir();
+    let labels = ["0", "1", "0", "1", "0", "1", "0", "1", "0", "1", "0", "1"];
+    let text = labelled_rows(&labels).replacen("r1,QVQLQ", "r1,QV-LQ", 1);
+    let data = write(dir.path(), "aligned.csv", &text);
+    let assert = mock_fit(dir.path(), &data, &["--folds", "3"]).success();
+    assert!(
+        stderr_of(&assert).contains(
+            "aligned.csv: 1 of 12 rows hold alignment gaps ('-' or '.'), the first at line 3, column sequence (field 2, character 3)"
+        ),
+        "{}",
+        stderr_of(&assert)
+    );
+    assert_eq!(
+        read_json(&dir.path().join("head.report.json"))["data"]["rows_with_gaps"],
+        1
+    );
 }

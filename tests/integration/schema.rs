@@ -76,6 +76,7 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
             "rows_scored",
             "rows_skipped",
             "rows_truncated",
+            "rows_with_gaps",
             "rows_unlabeled",
             "sha256",
             "label_column"
