@@ -290,6 +290,7 @@ fn print_summary(report: &Report, out_dir: &Path) {
 }
 
 fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Result<()> {
+    crate::config::check_model_file(path)?;
     let model::onnx::Description {
         inputs,
         outputs,

@@ -368,8 +368,7 @@ impl ScoringConfig {
             }
         };
         if let ModelSource::File(p) = &model {
-            check_readable(p, "model", "--model")?;
-            refuse_text_as_model(p)?;
+            check_model_file(p)?;
         }
         if let DataSource::File(p) = &data {
             check_readable(p, "data", "--data")?;
@@ -491,6 +490,12 @@ fn check_readable(path: &Path, what: &str, flag: &str) -> Result<()> {
         Ok(_) => Err(Failure::usage(format!("{what} path {} is not a file\n  fix: pass a file to {flag}", path.display())).into()),
         Err(e) => Err(Failure::usage(format!("{what} file {} not found ({e})\n  fix: check the path given to {flag} (relative paths in a config file are relative to that file)", path.display())).into()),
     }
+}
+
+/// The --model path is a readable file that is not plain text.
+pub fn check_model_file(path: &Path) -> Result<()> {
+    check_readable(path, "model", "--model")?;
+    refuse_text_as_model(path)
 }
 
 /// An ONNX file is binary protobuf from its first byte (field 1's tag, 0x08). A model path whose start reads

@@ -519,6 +519,16 @@ fn regression_a_csv_or_json_given_as_the_model_is_named_as_text_before_anything_
         );
         assert!(!dir.path().join("out").exists(), "{stderr}");
     }
+    let assert = esmbench()
+        .args(["inspect", "--model"])
+        .arg(&data)
+        .assert()
+        .code(2);
+    assert!(
+        stderr_of(&assert).contains("is a text file (it begins `id,sequence,label`)"),
+        "{}",
+        stderr_of(&assert)
+    );
 }
 
 #[test]
