@@ -66,9 +66,20 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Embed(args) => {
             let file = load_file_config(args.scoring.config.as_deref())?;
+            if args.scoring.head.is_some() || file.head.is_some() {
+                return Err(Failure::usage(
+                    "embed writes the encoder's pooled embeddings and applies no head, so --head (or `head:` in the config) would be ignored\n  fix: drop it; `esmbench test` is the command that applies a head",
+                )
+                .into());
+            }
             let scoring = ScoringConfig::resolve(&args.scoring, &file)?;
             let rows = crate::run::run_embed(&scoring, &args.out, false)?;
-            crate::outln!("wrote {rows} embeddings to {}", args.out.display());
+            let (rows_path, _) = crate::run::embed_companions(&args.out);
+            crate::outln!(
+                "wrote {rows} embeddings to {} (the CSV row of each in {})",
+                args.out.display(),
+                rows_path.display()
+            );
             Ok(())
         }
         Command::Inspect(args) => inspect(&args.model, args.head.as_deref()),

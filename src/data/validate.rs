@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::config::{ColumnNames, DataSource};
+use crate::config::{ColumnNames, DataSource, Shard};
 use crate::data::reader::{RecordReader, RowOutcome, RowProblem, RowRules};
 use crate::error::Failure;
 
@@ -13,6 +13,8 @@ pub const PROBLEMS_SHOWN: usize = 10;
 pub struct DataSummary {
     pub rows_total: u64,
     pub rows_valid: u64,
+    /// Valid rows in the shard being run (all of them without --shard): the rows a run will score or embed.
+    pub rows_valid_in_shard: u64,
     pub rows_invalid: u64,
     pub rows_truncated: u64,
     pub rows_labeled: u64,
@@ -40,7 +42,12 @@ pub struct GapSite {
 }
 
 /// Reads every row once without tokenizing anything into batches.
-pub fn scan(source: &DataSource, columns: &ColumnNames, rules: RowRules) -> Result<DataSummary> {
+pub fn scan(
+    source: &DataSource,
+    columns: &ColumnNames,
+    rules: RowRules,
+    shard: Shard,
+) -> Result<DataSummary> {
     let mut reader = RecordReader::open(source, columns, rules, None)?;
     let mut summary = DataSummary {
         has_label_column: reader.layout().label.is_some(),
@@ -52,6 +59,7 @@ pub fn scan(source: &DataSource, columns: &ColumnNames, rules: RowRules) -> Resu
         match outcome {
             RowOutcome::Valid(record) => {
                 summary.rows_valid += 1;
+                summary.rows_valid_in_shard += u64::from(shard.contains(record.row));
                 summary.rows_truncated += u64::from(record.truncated);
                 summary.rows_labeled += u64::from(record.label.is_some());
                 summary.rows_positive += u64::from(record.label == Some(1));
@@ -134,7 +142,13 @@ mod tests {
             max_residues: 1022,
             truncate: true,
         };
-        scan(&DataSource::File(path), &ColumnNames::default(), rules).unwrap()
+        scan(
+            &DataSource::File(path),
+            &ColumnNames::default(),
+            rules,
+            Shard::WHOLE,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -179,7 +193,13 @@ mod tests {
             max_residues: 5,
             truncate: true,
         };
-        let summary = scan(&DataSource::File(path), &ColumnNames::default(), rules).unwrap();
+        let summary = scan(
+            &DataSource::File(path),
+            &ColumnNames::default(),
+            rules,
+            Shard::WHOLE,
+        )
+        .unwrap();
         assert_eq!((summary.rows_truncated, summary.rows_with_gaps), (1, 0));
     }
 }

@@ -77,7 +77,7 @@ fn validate_data(config: &FitConfig) -> Result<DataSummary> {
         max_residues: scoring.max_residues,
         truncate: scoring.truncate,
     };
-    let summary = validate::scan(&scoring.data, &scoring.columns, rules)?;
+    let summary = validate::scan(&scoring.data, &scoring.columns, rules, scoring.shard)?;
     let name = scoring.data.display_name();
     if scoring.on_invalid == OnInvalid::Fail || summary.rows_valid == 0 {
         validate::require_all_valid(&summary, &name)?;

@@ -4,6 +4,7 @@ pub mod baseline;
 pub mod html;
 pub mod markdown;
 pub mod npy;
+pub mod partial_csv;
 pub mod plots;
 pub mod predictions;
 pub mod summary;

@@ -9,6 +9,8 @@ use anyhow::{Context, Result};
 
 pub const PREDICTIONS_HEADER: [&str; 5] = ["row", "id", "label", "probability", "prediction"];
 pub const SKIPPED_HEADER: [&str; 5] = ["row", "line", "id", "column", "reason"];
+/// `esmbench embed`'s E.rows.csv: the CSV row behind each row of E.npy, in the same order.
+pub const EMBEDDED_ROWS_HEADER: [&str; 3] = ["row", "id", "label"];
 
 pub struct CsvLog {
     path: PathBuf,

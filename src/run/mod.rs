@@ -8,10 +8,10 @@ pub mod progress;
 pub mod signals;
 pub mod suite;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::cli::OnInvalid;
 use crate::config::{ScoringConfig, TestConfig};
@@ -24,7 +24,10 @@ use crate::metrics::threshold::{self, Threshold};
 use crate::model::head::Head;
 use crate::model::{self, Backend, ModelInfo};
 use crate::report::npy::NpyWriter;
-use crate::report::predictions::{read_scored, CsvLog, PREDICTIONS_HEADER, SKIPPED_HEADER};
+use crate::report::partial_csv::PartialCsv;
+use crate::report::predictions::{
+    read_scored, CsvLog, EMBEDDED_ROWS_HEADER, PREDICTIONS_HEADER, SKIPPED_HEADER,
+};
 use crate::report::{self, DataSection, Execution, ModelSection, Performance, Report, Tool};
 use crate::threads;
 use checkpoint::{Checkpoint, Fingerprint};
@@ -32,20 +35,24 @@ use drive::{drive, DriveOptions, LoopTotals, RowSink, Slot, Stop};
 use monitor::Monitor;
 use progress::Progress;
 
+/// Where a test run lists the rows it skipped.
+pub const SKIPPED_FILE: &str = "skipped.csv";
+
 /// The fast pass before the model loads; with `--on-invalid fail` any invalid row stops the run here.
-pub fn validate_data(scoring: &ScoringConfig) -> Result<DataSummary> {
+/// `skipped_list` names the file that will list skipped rows.
+pub fn validate_data(scoring: &ScoringConfig, skipped_list: &str) -> Result<DataSummary> {
     let rules = RowRules {
         max_residues: scoring.max_residues,
         truncate: scoring.truncate,
     };
-    let summary = validate::scan(&scoring.data, &scoring.columns, rules)?;
+    let summary = validate::scan(&scoring.data, &scoring.columns, rules, scoring.shard)?;
     let name = scoring.data.display_name();
     match scoring.on_invalid {
         OnInvalid::Fail => validate::require_all_valid(&summary, &name)?,
         OnInvalid::Skip if summary.rows_valid == 0 => validate::require_all_valid(&summary, &name)?,
         OnInvalid::Skip if summary.rows_invalid > 0 => {
             crate::errln!(
-                "esmbench: {} of {} rows are invalid and will be skipped (listed in skipped.csv)",
+                "esmbench: {} of {} rows are invalid and will be skipped (listed in {skipped_list})",
                 summary.rows_invalid,
                 summary.rows_total
             )
@@ -60,14 +67,17 @@ pub fn validate_data(scoring: &ScoringConfig) -> Result<DataSummary> {
 
 /// [`validate_data`], with the data's SHA-256 and length hashed on a thread of its own meanwhile: what
 /// the report records and what the feed checks the bytes it scores against.
-fn validate_and_fingerprint_data(scoring: &ScoringConfig) -> Result<(DataSummary, (String, u64))> {
+fn validate_and_fingerprint_data(
+    scoring: &ScoringConfig,
+    skipped_list: &str,
+) -> Result<(DataSummary, (String, u64))> {
     let hashing = {
         let source = scoring.data.clone();
         threads::in_background("esmbench-data-hash", move || {
             fingerprint::data_sha256(&source)
         })
     };
-    let summary = validate_data(scoring)?;
+    let summary = validate_data(scoring, skipped_list)?;
     let fingerprint = hashing
         .join()
         .map_err(|_| anyhow::anyhow!("the data hashing thread panicked"))??;
@@ -340,7 +350,8 @@ fn score_and_report(
         })
     };
     let runtime_starting = loaded.is_none().then(|| model::start_runtime(scoring));
-    let (summary, (data_sha256, data_bytes)) = validate_and_fingerprint_data(scoring)?;
+    let (summary, (data_sha256, data_bytes)) =
+        validate_and_fingerprint_data(scoring, SKIPPED_FILE)?;
     let model_sha256 = model_hashing
         .join()
         .map_err(|_| anyhow::anyhow!("the model hashing thread panicked"))??;
@@ -395,7 +406,7 @@ fn score_and_report(
     };
 
     let predictions_path = config.out_dir.join("predictions.csv");
-    let skipped_path = config.out_dir.join("skipped.csv");
+    let skipped_path = config.out_dir.join(SKIPPED_FILE);
     let (resumed, predictions, skipped) = if let Some(previous) = previous {
         let checkpoint = previous.matching(&fingerprint)?;
         let predictions = CsvLog::resume(
@@ -605,20 +616,51 @@ fn performance(
     }
 }
 
-/// Streams embeddings to the .npy writer.
+/// Streams embeddings to the .npy writer, and beside it which CSV row each one is (and which rows were skipped),
+/// so that E.npy still lines up with the data when rows are skipped or the run is one shard.
 struct EmbedSink {
     writer: NpyWriter,
+    rows: PartialCsv,
+    skipped: Option<PartialCsv>,
 }
 
 impl RowSink for EmbedSink {
     fn deliver(&mut self, slot: Slot) -> Result<()> {
         match slot {
-            Slot::Scored(s) => self
-                .writer
-                .push_row(s.embedding.as_deref().expect("embeddings were requested")),
-            Slot::Skipped(_) => Ok(()),
+            Slot::Scored(s) => {
+                self.writer
+                    .push_row(s.embedding.as_deref().expect("embeddings were requested"))?;
+                let label = s.row.label.map(|l| l.to_string()).unwrap_or_default();
+                self.rows.write(&[
+                    &s.row.row.to_string(),
+                    s.row.id.as_deref().unwrap_or(""),
+                    &label,
+                ])
+            }
+            Slot::Skipped(problem) => {
+                let skipped = self
+                    .skipped
+                    .as_mut()
+                    .context("a row was skipped that validation passed")?;
+                let reason = format!("{}; fix: {}", problem.reason, problem.fix);
+                skipped.write(&[
+                    &problem.row.to_string(),
+                    &problem.line.to_string(),
+                    "",
+                    &problem.column,
+                    &reason,
+                ])
+            }
         }
     }
+}
+
+/// E.rows.csv and E.skipped.csv for embeddings written to E.npy.
+pub fn embed_companions(out: &Path) -> (PathBuf, PathBuf) {
+    (
+        out.with_extension("rows.csv"),
+        out.with_extension("skipped.csv"),
+    )
 }
 
 /// `esmbench embed`: pooled embeddings as float32 .npy [rows, hidden], in input order.
@@ -628,12 +670,18 @@ pub fn run_embed(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64
 }
 
 fn write_embeddings(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64> {
-    let (summary, data_fingerprint) = validate_and_fingerprint_data(scoring)?;
+    let (rows_path, skipped_path) = embed_companions(out);
+    let skipped_name = skipped_path.display().to_string();
+    let (summary, data_fingerprint) = validate_and_fingerprint_data(scoring, &skipped_name)?;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         crate::config::ensure_writable_dir(parent)?;
     }
     // Before the model loads, so a second run on the same --out is refused at once.
-    let writer = NpyWriter::create(out, summary.rows_valid)?;
+    let writer = NpyWriter::create(out, summary.rows_valid_in_shard)?;
+    let rows = PartialCsv::create(&rows_path, &EMBEDDED_ROWS_HEADER)?;
+    let skipped = (summary.rows_invalid > 0)
+        .then(|| PartialCsv::create(&skipped_path, &SKIPPED_HEADER))
+        .transpose()?;
     signals::install()?;
     let mut monitor = Monitor::start(None)?;
     let backend = model::load_backend(scoring)?;
@@ -645,7 +693,11 @@ fn write_embeddings(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<
         ))
         .into());
     }
-    let mut sink = EmbedSink { writer };
+    let mut sink = EmbedSink {
+        writer,
+        rows,
+        skipped,
+    };
     let mut progress = Progress::new(summary.rows_total, quiet);
     let options = DriveOptions {
         scoring,
@@ -669,6 +721,18 @@ fn write_embeddings(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<
             message: format!("interrupted by {name}; {} was not written", out.display()),
         }
         .into());
+    }
+    sink.rows.finish()?;
+    match sink.skipped {
+        Some(skipped) => skipped.finish()?,
+        // An earlier run's list would describe other rows.
+        None => match std::fs::remove_file(&skipped_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e)
+                    .with_context(|| format!("removing the stale {}", skipped_path.display()))
+            }
+            _ => {}
+        },
     }
     sink.writer.finish()?;
     Ok(totals.rows_scored)

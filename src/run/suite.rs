@@ -23,7 +23,7 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
     // Every dataset is checked before the first model loads, so a bad file costs seconds, not a model's run.
     if let Some(first) = suite.models.first() {
         for run in &first.runs {
-            validate_data(&run.config.scoring)?;
+            validate_data(&run.config.scoring, super::SKIPPED_FILE)?;
         }
     }
     let mut summary = Summary {

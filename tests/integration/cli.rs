@@ -607,3 +607,113 @@ fn gzipped_data_is_scored_as_the_plain_file_and_a_cut_stream_is_invalid_input() 
     );
     assert!(!dir.path().join("cut/out/predictions.csv").exists());
 }
+
+fn mock_embed(
+    data: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> assert_cmd::assert::Assert {
+    esmbench()
+        .args(["embed", "--mock-backend", "--model"])
+        .arg(fixture("esm2_micro.onnx"))
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .assert()
+}
+
+/// Regression: `embed --on-invalid skip` wrote fewer .npy rows than the CSV has, with nothing saying which
+/// rows they were (and said the skipped ones were "listed in skipped.csv", which embed never wrote), so
+/// embeddings joined back to the data by position paired rows with the wrong labels.
+#[test]
+fn regression_embed_says_which_csv_row_each_embedding_is_when_rows_are_skipped() {
+    let dir = tempdir();
+    let data = write(
+        dir.path(),
+        "d.csv",
+        "id,sequence,label\na,EVQLVESGG,1\nb,EVQJL,0\nc,QVQLQESGP,\nd,DIQMTQSPS,0\n",
+    );
+    let valid = write(
+        dir.path(),
+        "valid.csv",
+        "id,sequence,label\na,EVQLVESGG,1\nc,QVQLQESGP,\nd,DIQMTQSPS,0\n",
+    );
+    let out = dir.path().join("e.npy");
+    let assert = mock_embed(&data, &out, &["--on-invalid", "skip"]).success();
+    let stderr = stderr_of(&assert);
+    assert!(
+        stderr.contains("1 of 4 rows are invalid and will be skipped (listed in ")
+            && stderr.contains("e.skipped.csv)"),
+        "{stderr}"
+    );
+    let embeddings: ndarray::Array2<f32> = ndarray_npy::read_npy(&out).unwrap();
+    assert_eq!(embeddings.nrows(), 3);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("e.rows.csv")).unwrap(),
+        "row,id,label\n0,a,1\n2,c,\n3,d,0\n"
+    );
+    let skipped = std::fs::read_to_string(dir.path().join("e.skipped.csv")).unwrap();
+    assert!(
+        skipped.starts_with(
+            "row,line,id,column,reason\n1,3,,sequence,\"'J' is not in the ESM alphabet"
+        ),
+        "{skipped}"
+    );
+    // Each .npy row is the embedding of the CSV row named beside it.
+    let valid_out = dir.path().join("valid.npy");
+    mock_embed(&valid, &valid_out, &[]).success();
+    let expected: ndarray::Array2<f32> = ndarray_npy::read_npy(&valid_out).unwrap();
+    assert_eq!(embeddings, expected);
+
+    // A later run with nothing skipped leaves no stale list behind.
+    mock_embed(&valid, &out, &[]).success();
+    assert!(!dir.path().join("e.skipped.csv").exists());
+    assert!(!dir.path().join("e.rows.csv.partial").exists());
+}
+
+/// Regression: `embed --shard K/N` embedded its shard's rows, then failed with exit 1 ("wrote 2 embedding
+/// rows, expected 5"): the .npy was sized for every valid row of the file.
+#[test]
+fn regression_embed_of_one_shard_writes_that_shards_rows_and_names_them() {
+    let dir = tempdir();
+    let data = write(
+        dir.path(),
+        "d.csv",
+        "id,sequence\na,EVQLVESGG\nb,QVQLQESGP\nc,DIQMTQSPS\nd,EIVLTQSPAT\ne,AVKLLQW\n",
+    );
+    let whole_out = dir.path().join("whole.npy");
+    mock_embed(&data, &whole_out, &[]).success();
+    let whole: ndarray::Array2<f32> = ndarray_npy::read_npy(&whole_out).unwrap();
+    for (shard, rows) in [("1/2", "0,a,\n2,c,\n4,e,\n"), ("2/2", "1,b,\n3,d,\n")] {
+        let out = dir.path().join(format!("s{}.npy", &shard[..1]));
+        mock_embed(&data, &out, &["--shard", shard]).success();
+        let listed = std::fs::read_to_string(out.with_extension("rows.csv")).unwrap();
+        assert_eq!(listed, format!("row,id,label\n{rows}"));
+        let part: ndarray::Array2<f32> = ndarray_npy::read_npy(&out).unwrap();
+        assert_eq!(part.nrows(), rows.lines().count(), "{shard}");
+        for (i, line) in rows.lines().enumerate() {
+            let row: usize = line.split(',').next().unwrap().parse().unwrap();
+            assert_eq!(part.row(i), whole.row(row), "{shard}, row {row}");
+        }
+    }
+}
+
+#[test]
+fn embed_refuses_a_head_it_would_not_apply() {
+    let dir = tempdir();
+    let data = write(dir.path(), "d.csv", "sequence\nEVQL\n");
+    let head = write(dir.path(), "h.json", "{}");
+    let out = dir.path().join("e.npy");
+    let assert = mock_embed(&data, &out, &["--head", head.to_str().unwrap()]).code(2);
+    assert!(
+        stderr_of(&assert)
+            .contains("applies no head, so --head (or `head:` in the config) would be ignored"),
+        "{}",
+        stderr_of(&assert)
+    );
+    let config = write(dir.path(), "c.yaml", &format!("head: {}\n", head.display()));
+    mock_embed(&data, &out, &["--config", config.to_str().unwrap()]).code(2);
+    assert!(!out.exists());
+}

@@ -982,12 +982,23 @@ fn regression_a_full_disk_under_embed_names_the_file_and_the_fix() {
         &full,
         &[
             "error: writing",
-            "embeddings.npy.partial: No space left on device",
+            // The .npy or its row list beside it, whichever fills the disk first.
+            ".partial: No space left on device",
             "fix: free space on the disk that holds",
-            "then run the same command again",
+            "embeddings.npy (or raise the quota), then run the same command again",
         ],
     );
     assert!(!out.exists(), "no embeddings file may claim to be complete");
+    for left in [
+        "embeddings.rows.csv",
+        "embeddings.npy.partial",
+        "embeddings.rows.csv.partial",
+    ] {
+        assert!(
+            !disk.dir.path().join(left).exists(),
+            "{left} was left behind"
+        );
+    }
 }
 
 /// Where a run's standard output or standard error goes: a pipe whose reader is gone (`| head` that
