@@ -75,6 +75,21 @@ pub trait Backend: Send + Sync {
 
 /// The metadata key that carries a head JSON inside an ONNX model.
 pub const HEAD_METADATA_KEY: &str = "esmbench.head";
+/// The metadata key where scripts/export_onnx.py records the architecture (a JSON object).
+pub const ARCHITECTURE_METADATA_KEY: &str = "esmbench.architecture";
+
+/// The most residues a model with learned absolute positions (ESM-1b, ESM-1v) can read, from its recorded
+/// architecture; `None` for rotary positions (ESM-2) or an architecture that does not say. Transformers
+/// numbers positions from padding_idx + 1 = 2, so <cls>, the residues and <eos> must end below
+/// max_position_embeddings: 1026 gives the 1022 residues ESM-1v was trained on.
+pub fn learned_position_limit(architecture_json: &str) -> Option<usize> {
+    let architecture: serde_json::Value = serde_json::from_str(architecture_json).ok()?;
+    if architecture.get("position_embedding_type")?.as_str()? != "absolute" {
+        return None;
+    }
+    let positions = architecture.get("max_position_embeddings")?.as_u64()?;
+    Some(positions.saturating_sub(4) as usize)
+}
 
 /// The head to apply and where it came from: `--head` wins over the model's metadata.
 pub fn resolve_head(config: &ScoringConfig, info: &ModelInfo) -> Result<Option<(Head, String)>> {
@@ -216,6 +231,20 @@ pub fn load_backend(config: &ScoringConfig) -> Result<Box<dyn Backend>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn learned_positions_limit_the_residues_and_rotary_ones_do_not() {
+        // ESM-1v as transformers configures it: 1026 positions from padding_idx + 1, so 1022 residues.
+        let esm1v = r#"{"layers": 33, "hidden": 1280, "position_embedding_type": "absolute", "max_position_embeddings": 1026}"#;
+        assert_eq!(learned_position_limit(esm1v), Some(1022));
+        let esm2 = r#"{"position_embedding_type": "rotary", "max_position_embeddings": 1026}"#;
+        assert_eq!(learned_position_limit(esm2), None);
+        assert_eq!(
+            learned_position_limit(r#"{"position_embedding_type": "absolute"}"#),
+            None
+        );
+        assert_eq!(learned_position_limit("not json"), None);
+    }
 
     #[test]
     fn two_class_logits_become_softmax_of_the_positive_class() {

@@ -443,6 +443,20 @@ impl OnnxBackend {
             .metadata()
             .ok()
             .and_then(|m| m.custom(HEAD_METADATA_KEY));
+        let position_limit = session
+            .metadata()
+            .ok()
+            .and_then(|m| m.custom(super::ARCHITECTURE_METADATA_KEY))
+            .and_then(|text| super::learned_position_limit(&text));
+        if let Some(limit) = position_limit.filter(|&limit| config.max_residues > limit) {
+            return Err(Failure::usage(format!(
+                "{origin}: --max-residues {} is more than this model can read: its learned position embeddings \
+(ESM-1b/ESM-1v style) end at {limit} residues, and a longer row would fail the run when its batch comes\n  \
+fix: use --max-residues {limit} or less (longer rows are then truncated, or refused with --no-truncate)",
+                config.max_residues
+            ))
+            .into());
+        }
         let shared = session.inner();
         let pinned = (selection.provider == Provider::Cuda && config.io_binding)
             .then(|| PinnedIo::new(session, &contract.output))

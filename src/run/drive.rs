@@ -71,6 +71,20 @@ pub struct DriveOptions<'a> {
     pub data_fingerprint: (String, u64),
 }
 
+/// A model whose learned position table is shorter than a batch's rows fails in its position-embedding Gather.
+/// Models exported by scripts/export_onnx.py are refused at load instead; this names the fix for the others.
+fn advise_on_position_overflow(error: anyhow::Error, seq_len: usize) -> anyhow::Error {
+    let text = format!("{error:#}");
+    if !(text.contains("position_embeddings") && text.contains("out of data bounds")) {
+        return error;
+    }
+    Failure::runtime(format!(
+        "{text}\n  fix: the model's learned position embeddings are shorter than these rows ({seq_len} tokens with <cls> and <eos>): \
+lower --max-residues (1022 for ESM-1b and ESM-1v) and run again"
+    ))
+    .into()
+}
+
 /// Halving the budget more often than this would react to the previous halving's RSS, not this one's.
 const SOFT_LIMIT_COOLDOWN: Duration = Duration::from_secs(5);
 
@@ -241,13 +255,15 @@ fn deliver(
             }
             Event::Failed(e) => return Err(e),
         };
-        let output = output.with_context(|| {
-            format!(
-                "running a batch of {} x {} tokens",
-                batch.len(),
-                batch.seq_len
-            )
-        })?;
+        let output = output
+            .map_err(|e| advise_on_position_overflow(e, batch.seq_len))
+            .with_context(|| {
+                format!(
+                    "running a batch of {} x {} tokens",
+                    batch.len(),
+                    batch.seq_len
+                )
+            })?;
         let probabilities = if wants_probabilities {
             Some(model::probabilities(&output, options.head)?)
         } else {
@@ -320,4 +336,27 @@ fn deliver(
         ));
     }
     Ok((totals, stop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_table_overflow_gets_the_max_residues_fix_and_other_errors_pass_unchanged() {
+        let gather = anyhow::anyhow!("Non-zero status code returned while running Gather node. Name:'/model/embeddings/position_embeddings/Gather' Status Message: indices element out of data bounds, idx=1026");
+        let advised = format!("{:#}", advise_on_position_overflow(gather, 1402));
+        assert!(advised.contains("idx=1026"), "{advised}");
+        assert!(
+            advised.contains("fix: the model's learned position embeddings are shorter than these rows (1402 tokens")
+                && advised.contains("lower --max-residues (1022 for ESM-1b and ESM-1v)"),
+            "{advised}"
+        );
+        let other =
+            anyhow::anyhow!("indices element out of data bounds in /word_embeddings/Gather");
+        assert_eq!(
+            format!("{:#}", advise_on_position_overflow(other, 10)),
+            "indices element out of data bounds in /word_embeddings/Gather"
+        );
+    }
 }

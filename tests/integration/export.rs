@@ -261,6 +261,20 @@ fn export_esm1v_tiny_with_sklearn_pickle_matches_predict_proba() {
     score_and_compare(&model, &reference, &data, &out);
     let report = read_json(&out.join("report.json"));
     assert_eq!(report["data"]["rows_truncated"], 1, "the 1100-residue row");
+
+    // Regression: --max-residues above the learned positions failed the run at the first long batch,
+    // with ONNX Runtime's "indices element out of data bounds" in the position-embedding Gather.
+    let assert = test_command(&model, &data, &dir.path().join("too-long"))
+        .args(["--max-residues", "1100"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("--max-residues 1100 is more than this model can read: its learned position embeddings (ESM-1b/ESM-1v style) end at 1022 residues")
+            && stderr.contains("fix: use --max-residues 1022 or less"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("out of data bounds"), "{stderr}");
 }
 
 #[test]
