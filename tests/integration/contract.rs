@@ -424,6 +424,16 @@ fn regression_invalid_data_while_the_runtime_loads_exits_2_without_a_crash() {
     }
 }
 
+/// Binary bytes that start as a model would (ir_version, then a graph) but cut short: ONNX Runtime refuses them.
+/// (A text file is refused earlier, as the wrong kind of file.)
+fn broken_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("broken.onnx");
+    let mut bytes = vec![0x08, 0x0a, 0x3a, 0xff, 0xff, 0x01];
+    bytes.extend_from_slice(b"not an ONNX file");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
 /// `--resume` with no checkpoint in --out is refused before the model loads: a file ONNX Runtime would
 /// refuse is never opened, so the error is about the checkpoint, not the model.
 #[test]
@@ -433,7 +443,7 @@ fn resume_with_nothing_to_resume_fails_before_the_model_loads() {
     }
     let dir = tempdir();
     let data = micro_data(dir.path());
-    let not_a_model = write(dir.path(), "broken.onnx", "not an ONNX file");
+    let not_a_model = broken_model(dir.path());
     let assert = test_command(&not_a_model, &data, &dir.path().join("out"))
         .arg("--resume")
         .assert()
@@ -457,7 +467,7 @@ fn regression_a_file_that_is_not_a_model_gets_the_load_error_and_no_note_about_a
     }
     let dir = tempdir();
     let data = micro_data(dir.path());
-    let not_a_model = write(dir.path(), "broken.onnx", "not an ONNX file");
+    let not_a_model = broken_model(dir.path());
     let assert = test_command(&not_a_model, &data, &dir.path().join("out"))
         .assert()
         .code(2);
