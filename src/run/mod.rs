@@ -621,7 +621,9 @@ fn performance(
 struct EmbedSink {
     writer: NpyWriter,
     rows: PartialCsv,
+    /// Created at the first skipped row.
     skipped: Option<PartialCsv>,
+    skipped_path: PathBuf,
 }
 
 impl RowSink for EmbedSink {
@@ -638,10 +640,12 @@ impl RowSink for EmbedSink {
                 ])
             }
             Slot::Skipped(problem) => {
-                let skipped = self
-                    .skipped
-                    .as_mut()
-                    .context("a row was skipped that validation passed")?;
+                let skipped = match &mut self.skipped {
+                    Some(skipped) => skipped,
+                    None => self
+                        .skipped
+                        .insert(PartialCsv::create(&self.skipped_path, &SKIPPED_HEADER)?),
+                };
                 let reason = format!("{}; fix: {}", problem.reason, problem.fix);
                 skipped.write(&[
                     &problem.row.to_string(),
@@ -679,9 +683,6 @@ fn write_embeddings(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<
     // Before the model loads, so a second run on the same --out is refused at once.
     let writer = NpyWriter::create(out, summary.rows_valid_in_shard)?;
     let rows = PartialCsv::create(&rows_path, &EMBEDDED_ROWS_HEADER)?;
-    let skipped = (summary.rows_invalid > 0)
-        .then(|| PartialCsv::create(&skipped_path, &SKIPPED_HEADER))
-        .transpose()?;
     signals::install()?;
     let mut monitor = Monitor::start(None)?;
     let backend = model::load_backend(scoring)?;
@@ -696,7 +697,8 @@ fn write_embeddings(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<
     let mut sink = EmbedSink {
         writer,
         rows,
-        skipped,
+        skipped: None,
+        skipped_path: skipped_path.clone(),
     };
     let mut progress = Progress::new(summary.rows_total, quiet);
     let options = DriveOptions {
