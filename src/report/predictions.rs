@@ -2,10 +2,13 @@
 //! and reopened at their last durable length on resume.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Seek, SeekFrom};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::error::Failure;
 
 pub const PREDICTIONS_HEADER: [&str; 5] = ["row", "id", "label", "probability", "prediction"];
 pub const SKIPPED_HEADER: [&str; 5] = ["row", "line", "id", "column", "reason"];
@@ -14,13 +17,43 @@ pub const EMBEDDED_ROWS_HEADER: [&str; 3] = ["row", "id", "label"];
 
 pub struct CsvLog {
     path: PathBuf,
-    writer: csv::Writer<BufWriter<File>>,
+    writer: csv::Writer<BufWriter<HashingFile>>,
+}
+
+/// A log's durable length and the SHA-256 of those bytes, recorded at a checkpoint: a resume goes on from a
+/// file only while its first `bytes` are still the ones the run wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Durable {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// The log file, hashing every byte written to it, from its first.
+struct HashingFile {
+    file: File,
+    hasher: Sha256,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 impl CsvLog {
     pub fn create(path: &Path, header: &[&str]) -> Result<CsvLog> {
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut writer = csv::Writer::from_writer(BufWriter::new(file));
+        let hashing = HashingFile {
+            file,
+            hasher: Sha256::new(),
+        };
+        let mut writer = csv::Writer::from_writer(BufWriter::new(hashing));
         writer.write_record(header)?;
         Ok(CsvLog {
             path: path.to_path_buf(),
@@ -28,8 +61,16 @@ impl CsvLog {
         })
     }
 
-    /// Reopens a log, dropping whatever was written after its last durable length.
-    pub fn resume(path: &Path, durable_bytes: u64, header: &[&str]) -> Result<CsvLog> {
+    /// Reopens a log, dropping whatever was written after its last durable length. Refused when the bytes up
+    /// to it are not the ones the checkpoint recorded (`expected_sha256`; None for checkpoints that predate
+    /// it): a file opened and saved by a spreadsheet or edited by hand would otherwise be resumed as if the run
+    /// had written it, its rows in the predictions and the metrics.
+    pub fn resume(
+        path: &Path,
+        durable_bytes: u64,
+        expected_sha256: Option<&str>,
+        header: &[&str],
+    ) -> Result<CsvLog> {
         if durable_bytes == 0 {
             return CsvLog::create(path, header);
         }
@@ -39,16 +80,43 @@ impl CsvLog {
             .open(path)
             .with_context(|| format!("reopening {} to resume", path.display()))?;
         let length = file.metadata()?.len();
-        anyhow::ensure!(
-            length >= durable_bytes,
-            "{} is shorter ({length} bytes) than its checkpoint says ({durable_bytes}); it was changed after the run stopped",
-            path.display()
-        );
+        let changed = |how: String| {
+            Failure::usage(format!(
+                "--resume: {} was changed after the run stopped ({how})\n  fix: put back the file the run wrote, or drop --resume (or use another --out) to start afresh",
+                path.display()
+            ))
+        };
+        if length < durable_bytes {
+            return Err(changed(format!(
+                "{length} bytes, shorter than the {durable_bytes} its checkpoint recorded"
+            ))
+            .into());
+        }
+        let mut hasher = Sha256::new();
+        let mut prefix = (&mut file).take(durable_bytes);
+        let mut buffer = vec![0u8; 1 << 16];
+        loop {
+            let n = prefix
+                .read(&mut buffer)
+                .with_context(|| format!("reading {} to resume", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+        }
+        if let Some(expected) = expected_sha256 {
+            if format!("{:x}", hasher.clone().finalize()) != expected {
+                return Err(changed(format!(
+                    "its first {durable_bytes} bytes are not the ones its checkpoint recorded: edited, or saved by another program"
+                ))
+                .into());
+            }
+        }
         file.set_len(durable_bytes)?;
         file.seek(SeekFrom::End(0))?;
         let writer = csv::WriterBuilder::new()
             .has_headers(false)
-            .from_writer(BufWriter::new(file));
+            .from_writer(BufWriter::new(HashingFile { file, hasher }));
         Ok(CsvLog {
             path: path.to_path_buf(),
             writer,
@@ -62,12 +130,17 @@ impl CsvLog {
         Ok(())
     }
 
-    /// Flushes and syncs; returns the durable length in bytes.
-    pub fn sync(&mut self) -> Result<u64> {
-        self.writer.flush()?;
-        let file = self.writer.get_ref().get_ref();
-        file.sync_data()?;
-        Ok(file.metadata()?.len())
+    /// Flushes and syncs; returns the durable length and its SHA-256.
+    pub fn sync(&mut self) -> Result<Durable> {
+        self.writer
+            .flush()
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        let hashing = self.writer.get_ref().get_ref();
+        hashing.file.sync_data()?;
+        Ok(Durable {
+            bytes: hashing.file.metadata()?.len(),
+            sha256: format!("{:x}", hashing.hasher.clone().finalize()),
+        })
     }
 }
 
@@ -107,12 +180,52 @@ mod tests {
         log.write(&["1", "b", "0", "0.75", "1"]).unwrap();
         log.sync().unwrap();
         drop(log);
-        let mut log = CsvLog::resume(&path, durable, &PREDICTIONS_HEADER).unwrap();
+        let mut log = CsvLog::resume(
+            &path,
+            durable.bytes,
+            Some(&durable.sha256),
+            &PREDICTIONS_HEADER,
+        )
+        .unwrap();
         log.write(&["1", "b", "", "0.5", "0"]).unwrap();
-        log.sync().unwrap();
+        let resumed = log.sync().unwrap();
         assert_eq!(
             read_scored(&path).unwrap(),
             vec![(Some(1), 0.25), (None, 0.5)]
         );
+        // The hash carries over the resume: it is the whole file's.
+        let whole = crate::fingerprint::sha256_file(&path).unwrap();
+        assert_eq!((resumed.sha256, resumed.bytes), whole);
+    }
+
+    #[test]
+    fn a_log_changed_before_its_durable_length_is_refused_on_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.csv");
+        let mut log = CsvLog::create(&path, &PREDICTIONS_HEADER).unwrap();
+        log.write(&["0", "a", "1", "0.25", "0"]).unwrap();
+        let durable = log.sync().unwrap();
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("0.25", "0.75")).unwrap();
+        let resume = || {
+            CsvLog::resume(
+                &path,
+                durable.bytes,
+                Some(&durable.sha256),
+                &PREDICTIONS_HEADER,
+            )
+        };
+        let error = format!("{:#}", resume().err().expect("refused"));
+        assert!(
+            error.contains("are not the ones its checkpoint recorded"),
+            "{error}"
+        );
+        std::fs::write(&path, "row\n").unwrap();
+        let error = format!("{:#}", resume().err().expect("refused"));
+        assert!(error.contains("shorter than the"), "{error}");
+        // A checkpoint from before the hash was recorded resumes on the length alone.
+        std::fs::write(&path, text.replace("0.25", "0.75")).unwrap();
+        assert!(CsvLog::resume(&path, durable.bytes, None, &PREDICTIONS_HEADER).is_ok());
     }
 }

@@ -6,6 +6,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Failure;
+use crate::report::predictions::Durable;
 use crate::report::write_atomically;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
@@ -82,6 +83,11 @@ pub struct Checkpoint {
     /// Durable lengths of the output files at this checkpoint; anything after them is discarded on resume.
     pub predictions_bytes: u64,
     pub skipped_bytes: u64,
+    /// SHA-256 of those bytes: a resume refuses files changed since. Absent in checkpoints of earlier versions.
+    #[serde(default)]
+    pub predictions_sha256: Option<String>,
+    #[serde(default)]
+    pub skipped_sha256: Option<String>,
 }
 
 pub fn path_in(dir: &Path) -> PathBuf {
@@ -92,15 +98,17 @@ impl Checkpoint {
     pub fn new(
         fingerprint: Fingerprint,
         rows_done: u64,
-        predictions_bytes: u64,
-        skipped_bytes: u64,
+        predictions: Durable,
+        skipped: Durable,
     ) -> Checkpoint {
         Checkpoint {
             version: CHECKPOINT_VERSION,
             fingerprint,
             rows_done,
-            predictions_bytes,
-            skipped_bytes,
+            predictions_bytes: predictions.bytes,
+            skipped_bytes: skipped.bytes,
+            predictions_sha256: Some(predictions.sha256),
+            skipped_sha256: Some(skipped.sha256),
         }
     }
 
@@ -174,10 +182,38 @@ mod tests {
         }
     }
 
+    fn durable(bytes: u64) -> Durable {
+        Durable {
+            bytes,
+            sha256: format!("{bytes:064x}"),
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_of_an_earlier_version_without_the_hashes_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut json =
+            serde_json::to_value(Checkpoint::new(fingerprint(), 7, durable(9), durable(3)))
+                .unwrap();
+        let object = json.as_object_mut().unwrap();
+        object.remove("predictions_sha256");
+        object.remove("skipped_sha256");
+        std::fs::write(path_in(dir.path()), json.to_string()).unwrap();
+        let read = Checkpoint::read(dir.path()).unwrap();
+        assert_eq!(
+            (
+                read.rows_done,
+                read.predictions_bytes,
+                read.predictions_sha256
+            ),
+            (7, 9, None)
+        );
+    }
+
     #[test]
     fn a_checkpoint_round_trips_and_resumes_with_the_same_fingerprint() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Checkpoint::new(fingerprint(), 42, 1000, 0);
+        let c = Checkpoint::new(fingerprint(), 42, durable(1000), durable(0));
         c.save(dir.path()).unwrap();
         assert_eq!(
             Checkpoint::read(dir.path())
@@ -191,7 +227,7 @@ mod tests {
     #[test]
     fn resume_is_refused_when_the_data_model_or_threshold_changed() {
         let dir = tempfile::tempdir().unwrap();
-        Checkpoint::new(fingerprint(), 1, 1, 0)
+        Checkpoint::new(fingerprint(), 1, durable(1), durable(0))
             .save(dir.path())
             .unwrap();
         let mut other = fingerprint();

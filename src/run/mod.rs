@@ -183,15 +183,10 @@ impl RowSink for TestSink<'_> {
         if !force && self.last_checkpoint.elapsed() < self.every {
             return Ok(());
         }
-        let predictions_bytes = self.predictions.sync()?;
-        let skipped_bytes = self.skipped.sync()?;
-        Checkpoint::new(
-            self.fingerprint.clone(),
-            rows_done,
-            predictions_bytes,
-            skipped_bytes,
-        )
-        .save(self.out_dir)?;
+        let predictions = self.predictions.sync()?;
+        let skipped = self.skipped.sync()?;
+        Checkpoint::new(self.fingerprint.clone(), rows_done, predictions, skipped)
+            .save(self.out_dir)?;
         let mut report = self.report.clone();
         self.update_counts(&mut report);
         report::write_reports(self.out_dir, &report)?;
@@ -412,9 +407,15 @@ fn score_and_report(
         let predictions = CsvLog::resume(
             &predictions_path,
             checkpoint.predictions_bytes,
+            checkpoint.predictions_sha256.as_deref(),
             &PREDICTIONS_HEADER,
         )?;
-        let skipped = CsvLog::resume(&skipped_path, checkpoint.skipped_bytes, &SKIPPED_HEADER)?;
+        let skipped = CsvLog::resume(
+            &skipped_path,
+            checkpoint.skipped_bytes,
+            checkpoint.skipped_sha256.as_deref(),
+            &SKIPPED_HEADER,
+        )?;
         crate::errln!(
             "esmbench: resuming at row {} of {}",
             checkpoint.rows_done,

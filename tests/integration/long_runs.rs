@@ -464,6 +464,72 @@ fn resume_is_refused_when_the_data_changed() {
     );
 }
 
+/// Regression: predictions.csv changed between the interruption and `--resume` (a row edited by hand, or the
+/// file opened and saved by a spreadsheet) was resumed from as if the run had written it: the edited row went
+/// into the final predictions and the metrics, exit 0.
+#[test]
+fn regression_resume_refuses_predictions_changed_since_the_run_stopped() {
+    let dir = tempdir();
+    let data = dir.path().join("nb.csv");
+    synthetic_nanobodies(&data, 300, 17);
+    let out = dir.path().join("o");
+    let child = slow_mock_run(&data, &out, "40");
+    std::thread::sleep(Duration::from_millis(1500));
+    send("INT", child.id());
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+    let checkpoint = read_json(&out.join("checkpoint.json"));
+    assert!(
+        checkpoint["rows_done"].as_u64().unwrap() > 0,
+        "{checkpoint}"
+    );
+    let predictions = out.join("predictions.csv");
+    let written = std::fs::read_to_string(&predictions).unwrap();
+    let resume = || {
+        Command::new(binary())
+            .args(["test", "--mock-backend", "--resume", "--model"])
+            .arg(fixture("esm2_micro.onnx"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    // The first prediction's last digit changed (same length), then the file as a spreadsheet saves it.
+    let first = written.lines().nth(1).unwrap();
+    let mut edited_line = first.to_string();
+    let last = edited_line.pop().unwrap();
+    edited_line.push(if last == '0' { '1' } else { '0' });
+    for changed in [
+        written.replacen(first, &edited_line, 1),
+        written.replace('\n', "\r\n"),
+    ] {
+        std::fs::write(&predictions, &changed).unwrap();
+        let output = resume();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("predictions.csv was changed after the run stopped")
+                && stderr.contains("fix: put back the file the run wrote"),
+            "{stderr}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&predictions).unwrap(),
+            changed,
+            "left as it was"
+        );
+    }
+    // Put back, it resumes to the end.
+    std::fs::write(&predictions, &written).unwrap();
+    let output = resume();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(read_json(&out.join("report.json"))["status"], "complete");
+}
+
 #[test]
 fn skipped_rows_are_listed_counted_and_left_out_of_predictions() {
     let dir = tempdir();
