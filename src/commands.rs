@@ -73,6 +73,12 @@ fn dispatch(cli: Cli) -> Result<()> {
                 .into());
             }
             let scoring = ScoringConfig::resolve(&args.scoring, &file)?;
+            let (rows_path, skipped_path) = crate::run::embed_companions(&args.out);
+            crate::config::refuse_inputs_among_outputs(
+                &scoring,
+                &[args.out.clone(), rows_path, skipped_path],
+                "--out",
+            )?;
             let rows = crate::run::run_embed(&scoring, &args.out, false)?;
             let (rows_path, _) = crate::run::embed_companions(&args.out);
             crate::outln!(

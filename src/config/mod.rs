@@ -530,6 +530,53 @@ fn looks_like_text(bytes: &[u8]) -> bool {
         .all(|&b| (b >= 0x20 && b != 0x7f) || matches!(b, b'\t' | b'\n' | b'\r'))
 }
 
+/// The model, data or head file is one the run is about to write (`--data results/x/predictions.csv --out
+/// results/x`): refused before the run truncates the input it is reading.
+pub fn refuse_inputs_among_outputs(
+    scoring: &ScoringConfig,
+    outputs: &[PathBuf],
+    out_flag: &str,
+) -> Result<()> {
+    let mut inputs: Vec<(&str, &Path)> = Vec::new();
+    if let ModelSource::File(p) = &scoring.model {
+        inputs.push(("--model", p));
+    }
+    if let DataSource::File(p) = &scoring.data {
+        inputs.push(("--data", p));
+    }
+    if let Some(p) = &scoring.head {
+        inputs.push(("--head", p));
+    }
+    for (flag, input) in inputs {
+        if let Some(output) = outputs.iter().find(|output| same_file(input, output)) {
+            return Err(Failure::usage(format!(
+                "{flag} {} is {}, a file this run writes (given {out_flag}): the run would overwrite what it reads\n  \
+fix: pass another {out_flag}, or keep the input elsewhere",
+                input.display(),
+                output.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Both paths name one existing file (hard links and symlinks included).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        #[cfg(unix)]
+        (Ok(a), Ok(b)) => {
+            use std::os::unix::fs::MetadataExt;
+            (a.dev(), a.ino()) == (b.dev(), b.ino())
+        }
+        #[cfg(not(unix))]
+        (Ok(_), Ok(_)) => {
+            matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+        }
+        _ => false,
+    }
+}
+
 /// Makes sure `dir` exists and a file can be created in it, so a run never computes for an hour and then fails to write.
 pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| {
@@ -609,6 +656,11 @@ impl TestConfig {
             .into());
         }
         ensure_writable_dir(&out_dir)?;
+        refuse_inputs_among_outputs(
+            &scoring,
+            &crate::report::test_output_files(&out_dir),
+            "--out",
+        )?;
         Ok(TestConfig {
             scoring,
             out_dir,

@@ -104,6 +104,11 @@ model and one dataset\n  fix: pass --model M.onnx and --data TRAIN.csv, or use a
             ensure_writable_dir(parent)?;
         }
         let (report_json, report_md) = report_paths(&args.out);
+        crate::config::refuse_inputs_among_outputs(
+            &scoring,
+            &[args.out.clone(), report_json.clone(), report_md.clone()],
+            "--out",
+        )?;
         Ok(FitConfig {
             scoring,
             out: args.out.clone(),

@@ -167,6 +167,20 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Every file an `esmbench test` run writes in its --out (besides temporary ones).
+pub fn test_output_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut names = vec![
+        "predictions.csv",
+        crate::run::SKIPPED_FILE,
+        crate::run::checkpoint::CHECKPOINT_FILE,
+        "report.json",
+        "report.md",
+        "report.html",
+    ];
+    names.extend(plots::PlotKind::ALL.iter().map(|kind| kind.file_name()));
+    names.into_iter().map(|name| dir.join(name)).collect()
+}
+
 /// Writes report.json, report.md, report.html and the plots (`<name>.svg`) into `dir`. A plot that does not apply
 /// (no labels, a run too short for a timeline) is not written, and an older file of that name is removed, so
 /// nothing in `dir` describes another run.

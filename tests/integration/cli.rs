@@ -717,3 +717,42 @@ fn embed_refuses_a_head_it_would_not_apply() {
     mock_embed(&data, &out, &["--config", config.to_str().unwrap()]).code(2);
     assert!(!out.exists());
 }
+
+/// Regression: `--data results/x/predictions.csv --out results/x` truncated the data file to a predictions
+/// header before reading it; the user's sequences were gone and the run failed on "no `sequence` column".
+#[test]
+fn regression_an_input_that_is_also_an_output_is_refused_not_overwritten() {
+    let dir = tempdir();
+    let text = "id,sequence,label\na,EVQLVESGG,1\nb,QVQLQESGP,0\n";
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let check = |assert: assert_cmd::assert::Assert, input: &std::path::Path| {
+        let stderr = stderr_of(&assert);
+        assert!(
+            stderr.contains(
+                "a file this run writes (given --out): the run would overwrite what it reads"
+            ) && stderr.contains("fix: pass another --out"),
+            "{stderr}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(input).unwrap(),
+            text,
+            "the input was changed"
+        );
+    };
+    let data = write(&out, "predictions.csv", text);
+    check(mock_test(dir.path(), &data).code(2), &data);
+    let data = write(&out, "e.rows.csv", text);
+    check(mock_embed(&data, &out.join("e.npy"), &[]).code(2), &data);
+    let data = write(dir.path(), "train.csv", text);
+    let assert = esmbench()
+        .args(["fit", "--mock-backend", "--model"])
+        .arg(fixture("esm2_micro.onnx"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&data)
+        .assert()
+        .code(2);
+    check(assert, &data);
+}
