@@ -487,6 +487,13 @@ fn check_readable(path: &Path, what: &str, flag: &str) -> Result<()> {
         Ok(meta) if meta.is_file() => std::fs::File::open(path)
             .map(|_| ())
             .map_err(|e| Failure::usage(format!("{what} file {} cannot be opened: {e}\n  fix: check its permissions", path.display())).into()),
+        Ok(meta) if meta.is_dir() => Err(Failure::usage(format!("{what} path {} is a directory\n  fix: pass a file to {flag} (the file inside it)", path.display())).into()),
+        Ok(meta) if is_stream(&meta) => Err(Failure::usage(format!(
+            "{what} path {} is a pipe (process substitution `<(...)` or a FIFO): esmbench reads its {what} file more than once\n  \
+fix: save the stream to a file and pass its path (gzipped data is read as it is: --data file.csv.gz)",
+            path.display()
+        ))
+        .into()),
         Ok(_) => Err(Failure::usage(format!("{what} path {} is not a file\n  fix: pass a file to {flag}", path.display())).into()),
         Err(e) => Err(Failure::usage(format!("{what} file {} not found ({e})\n  fix: check the path given to {flag} (relative paths in a config file are relative to that file)", path.display())).into()),
     }
@@ -574,6 +581,20 @@ fn same_file(a: &Path, b: &Path) -> bool {
             matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
         }
         _ => false,
+    }
+}
+
+/// A FIFO or a character device such as /dev/stdin or /dev/fd/N: readable once, from the start only.
+fn is_stream(meta: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        meta.file_type().is_fifo() || meta.file_type().is_char_device()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        false
     }
 }
 

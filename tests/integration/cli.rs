@@ -756,3 +756,23 @@ fn regression_an_input_that_is_also_an_output_is_refused_not_overwritten() {
         .code(2);
     check(assert, &data);
 }
+
+#[test]
+fn a_pipe_or_a_directory_given_as_data_is_named_as_such() {
+    let dir = tempdir();
+    let fifo = dir.path().join("stream.csv");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let stderr = stderr_of(&mock_test(dir.path(), &fifo).code(2));
+    assert!(
+        stderr.contains("stream.csv is a pipe (process substitution `<(...)` or a FIFO)")
+            && stderr.contains("fix: save the stream to a file"),
+        "{stderr}"
+    );
+    let stderr = stderr_of(&mock_test(dir.path(), dir.path()).code(2));
+    assert!(
+        stderr.contains("is a directory\n  fix: pass a file to --data"),
+        "{stderr}"
+    );
+}
