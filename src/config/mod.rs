@@ -295,6 +295,19 @@ pub fn threads_started(
     }
 }
 
+/// `--threads` above the CPUs this process may use (its affinity and a container's CPU quota): the threads take
+/// turns on the CPUs there are, each batch in flight holds its own activations, and the run is slower and larger
+/// than on the default. Allowed, since the user may know better, but said.
+fn oversubscription_warning(threads: usize, allowed: usize) -> Option<String> {
+    (threads > allowed).then(|| {
+        format!(
+            "warning: --threads {threads} is more than the {allowed} CPUs this process may use: the threads will take \
+turns on them, which makes the run slower and larger, not faster\n  fix: drop --threads (the default is the physical \
+cores this process may use), or give the run more CPUs"
+        )
+    })
+}
+
 /// `--threads` checked against a limit on threads (a container's pids.max, ulimit -u) before the model loads: where
 /// ONNX Runtime's pool was refused a thread it failed with a misleading load error, or hung. Without
 /// `--threads` the default is lowered to fit, with a note; a count given that cannot fit is refused.
@@ -438,6 +451,12 @@ impl ScoringConfig {
             may_use_accelerator,
             crate::threads::limit().as_ref(),
         )?;
+        let allowed = std::thread::available_parallelism().map_or(threads, |n| n.get());
+        if let Some(warning) = given_threads.and_then(|t| oversubscription_warning(t, allowed)) {
+            // Once per process: a suite resolves one run per model and dataset.
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| crate::errln!("{warning}"));
+        }
         if accelerator && !device.allow_cpu_fallback && parallel_batches.is_some_and(|k| k > 1) {
             return Err(Failure::usage(format!(
                 "--parallel-batches applies to CPU runs; --device {} runs one batch at a time\n  fix: drop --parallel-batches, or raise --max-tokens to give the device larger batches",
@@ -733,6 +752,19 @@ pub fn load_file_config(path: Option<&Path>) -> Result<FileConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn more_threads_than_cpus_is_warned_of_and_a_fitting_count_is_not() {
+        let warning = oversubscription_warning(16, 2).expect("a warning");
+        assert!(
+            warning
+                .starts_with("warning: --threads 16 is more than the 2 CPUs this process may use")
+                && warning.contains("fix: drop --threads"),
+            "{warning}"
+        );
+        assert_eq!(oversubscription_warning(2, 2), None);
+        assert_eq!(oversubscription_warning(1, 8), None);
+    }
     use crate::cli::EngineArgs;
 
     #[test]

@@ -776,3 +776,28 @@ fn a_pipe_or_a_directory_given_as_data_is_named_as_such() {
         "{stderr}"
     );
 }
+
+#[test]
+fn more_threads_than_cpus_run_with_a_warning_that_gives_the_fix() {
+    let dir = tempdir();
+    let data = write(dir.path(), "d.csv", "sequence\nEVQLVESGG\nQVQLQESGP\n");
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let threads = (cpus + 1).to_string();
+    let run = |threads: &str| {
+        esmbench()
+            .args(["test", "--mock-backend", "--threads", threads, "--model"])
+            .arg(fixture("esm2_micro.onnx"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(dir.path().join(format!("out{threads}")))
+            .assert()
+            .success()
+    };
+    let stderr = stderr_of(&run(&threads));
+    let expected =
+        format!("warning: --threads {threads} is more than the {cpus} CPUs this process may use");
+    assert_eq!(stderr.matches(&expected).count(), 1, "{stderr}");
+    assert!(stderr.contains("fix: drop --threads"), "{stderr}");
+    assert!(!stderr_of(&run("1")).contains("warning"));
+}
