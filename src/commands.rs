@@ -355,6 +355,15 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
     if let Some(h) = contract.hidden {
         crate::outln!("hidden size: {h}");
     }
+    let position_limit = metadata
+        .iter()
+        .find(|(k, _)| k == model::ARCHITECTURE_METADATA_KEY)
+        .and_then(|(_, v)| model::learned_position_limit(v));
+    if let Some(limit) = position_limit {
+        crate::outln!(
+            "longest row: {limit} residues (learned position embeddings); --max-residues above it is refused"
+        );
+    }
     let metadata_head = metadata
         .iter()
         .find(|(k, _)| k == model::HEAD_METADATA_KEY)

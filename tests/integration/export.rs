@@ -275,6 +275,11 @@ fn export_esm1v_tiny_with_sklearn_pickle_matches_predict_proba() {
         "{stderr}"
     );
     assert!(!stderr.contains("out of data bounds"), "{stderr}");
+    assert!(
+        inspect_text(&model).contains("longest row: 1022 residues (learned position embeddings)"),
+        "{}",
+        inspect_text(&model)
+    );
 }
 
 #[test]
