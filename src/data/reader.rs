@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use crate::config::{ColumnNames, DataSource};
-use crate::data::tokenizer::{first_gap, first_invalid_residue, normalize};
+use crate::data::tokenizer::{first_gap, first_invalid_residue, looks_like_nucleotides, normalize};
 use crate::embedded;
 use crate::error::Failure;
 use crate::fingerprint::{Digesting, Seen};
@@ -314,6 +314,17 @@ impl RecordReader {
                 Some(leading + at + 1),
                 format!("{shown} is not in the ESM alphabet"),
                 fix,
+            ));
+        }
+        if looks_like_nucleotides(&residues) {
+            return Err(problem(
+                layout.sequence,
+                None,
+                format!(
+                    "a nucleotide sequence ({} letters, all A, C, G, T/U or N), not a protein",
+                    residues.len()
+                ),
+                "ESM reads amino acids: pass the protein sequence (in AIRR files the `sequence_aa` column: --sequence-column sequence_aa), or translate it first",
             ));
         }
         let label = match layout.label {

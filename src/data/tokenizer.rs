@@ -49,6 +49,31 @@ pub fn first_invalid_residue(residues: &[u8]) -> Option<(usize, u8)> {
         .map(|(i, &b)| (i, b))
 }
 
+/// Shorter rows are left alone: a CDR or a peptide may be spelled with these letters alone.
+const NUCLEOTIDE_MIN_LENGTH: usize = 30;
+
+/// A DNA or RNA sequence: A, C, G and T are amino-acid letters too, so one passes the alphabet check and
+/// would be scored as a protein of alanines, cysteines, glycines and threonines. AIRR files, the antibody
+/// repertoire standard, name the nucleotide column `sequence` (the protein is `sequence_aa`). At least 30
+/// letters, all of A C G T U N, with three or more of A C G T/U (so poly-alanine or poly-glycine is not one).
+pub fn looks_like_nucleotides(residues: &[u8]) -> bool {
+    if residues.len() < NUCLEOTIDE_MIN_LENGTH {
+        return false;
+    }
+    let mut seen = [false; 4];
+    for &b in residues {
+        match b {
+            b'A' => seen[0] = true,
+            b'C' => seen[1] = true,
+            b'G' => seen[2] = true,
+            b'T' | b'U' => seen[3] = true,
+            b'N' => {}
+            _ => return false,
+        }
+    }
+    seen.iter().filter(|&&s| s).count() >= 3
+}
+
 /// The first alignment gap ('-' or '.'; 0-based index), if any. Both are ESM tokens, so a gapped row is
 /// valid, but it is scored as a different sequence from the protein itself.
 pub fn first_gap(residues: &[u8]) -> Option<usize> {
@@ -91,6 +116,28 @@ mod tests {
         assert_eq!(first_invalid_residue(b"EVQL"), None);
         assert_eq!(first_invalid_residue(b"EV*"), Some((2, b'*')));
         assert_eq!(tokenize(b"J"), vec![0, UNK_ID, 2]);
+    }
+
+    #[test]
+    fn nucleotide_sequences_are_told_from_proteins() {
+        let vh = b"EVQLVESGGGLVQPGGSLRLSCAASGFTFSSYAMSWVRQAPGKGLEWVS";
+        let dna = b"GAGGTGCAGCTGGTGGAGTCTGGGGGAGGCTTGGTACAGCCTGGGGGGTCCCTGAGA";
+        assert!(looks_like_nucleotides(dna));
+        assert!(looks_like_nucleotides(&dna.map(|b| if b == b'T' {
+            b'U'
+        } else {
+            b
+        })));
+        assert!(!looks_like_nucleotides(vh));
+        assert!(!looks_like_nucleotides(&[b'A'; 60]), "poly-alanine");
+        assert!(
+            !looks_like_nucleotides(&b"GCAGCTGGTG".repeat(2)),
+            "too short to tell"
+        );
+        assert!(
+            !looks_like_nucleotides(&b"GGGGAAAAGGGGAAAAGGGGAAAAGGGGAAAA"[..]),
+            "two letters"
+        );
     }
 
     #[test]

@@ -27,6 +27,11 @@ fn each_kind_of_invalid_row_is_named_with_line_column_and_fix() {
             "line 3, column sequence (field 2, character 4): 'J' is not in the ESM alphabet",
         ),
         (
+            "airr_nucleotides.csv",
+            "sequence_id,sequence,sequence_aa\na,GAGGTGCAGCTGGTGGAGTCTGGGGGAGGCTTGGTACAGCC,EVQLVESGGGLVQ\n",
+            "line 2, column sequence (field 2): a nucleotide sequence (41 letters, all A, C, G, T/U or N), not a protein; fix: ESM reads amino acids: pass the protein sequence (in AIRR files the `sequence_aa` column: --sequence-column sequence_aa)",
+        ),
+        (
             "stop.csv",
             "id,sequence,label\na,EVQL*,0\n",
             "(field 2, character 5): '*' is not in the ESM alphabet; fix: '*' is a stop codon",
