@@ -151,6 +151,7 @@ impl RecordReader {
     ) -> Result<RecordReader> {
         let input: Box<dyn Read + Send> = Box::new(CrlfToLf::new(input));
         let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter_for(&name))
             .flexible(true)
             .has_headers(true)
             .from_reader(input);
@@ -196,6 +197,9 @@ impl RecordReader {
             };
             let fasta = headers.first().is_some_and(|first| first.starts_with('>'));
             let fix = match separator {
+                Some("tab") => "the header looks tab-separated; esmbench reads a file named .tsv (or .tsv.gz) as tab-separated \
+and any other as comma-separated: rename it to .tsv, or save it with commas between the fields"
+                    .to_string(),
                 Some(separator) => format!(
                     "the header looks {separator}-separated; esmbench reads comma-separated files: save it with commas between the fields"
                 ),
@@ -370,6 +374,17 @@ impl RecordReader {
             truncated,
             gap_at,
         })
+    }
+}
+
+/// Tab-separated for a file named .tsv or .tsv.gz (AIRR rearrangement files, the repertoire standard, are TSV);
+/// comma-separated otherwise.
+fn delimiter_for(name: &str) -> u8 {
+    let name = name.to_ascii_lowercase();
+    if name.ends_with(".tsv") || name.ends_with(".tsv.gz") {
+        b'\t'
+    } else {
+        b','
     }
 }
 

@@ -806,3 +806,45 @@ fn more_threads_than_cpus_run_with_a_warning_that_gives_the_fix() {
     assert!(stderr.contains("fix: drop --threads"), "{stderr}");
     assert!(!stderr_of(&run("1")).contains("warning"));
 }
+
+#[test]
+fn a_tsv_file_such_as_an_airr_rearrangement_file_is_read_tab_separated() {
+    use std::io::Write;
+    let dir = tempdir();
+    let csv = write(
+        dir.path(),
+        "r.csv",
+        "sequence_id,sequence,sequence_aa\na,GAGGTGCAG,EVQLVESGG\nb,CAGGTGCAG,QVQLQESGP\n",
+    );
+    let tsv_text =
+        "sequence_id\tsequence\tsequence_aa\na\tGAGGTGCAG\tEVQLVESGG\nb\tCAGGTGCAG\tQVQLQESGP\n";
+    let tsv = write(dir.path(), "r.tsv", tsv_text);
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(tsv_text.as_bytes()).unwrap();
+    let tsv_gz = dir.path().join("r.tsv.gz");
+    std::fs::write(&tsv_gz, encoder.finish().unwrap()).unwrap();
+    let predictions = |data: &std::path::Path, run: &str| {
+        esmbench()
+            .args(["test", "--mock-backend", "--sequence-column", "sequence_aa"])
+            .args(["--id-column", "sequence_id", "--model"])
+            .arg(fixture("esm2_micro.onnx"))
+            .arg("--data")
+            .arg(data)
+            .arg("--out")
+            .arg(dir.path().join(run))
+            .assert()
+            .success();
+        std::fs::read_to_string(dir.path().join(run).join("predictions.csv")).unwrap()
+    };
+    let from_csv = predictions(&csv, "csv");
+    assert!(from_csv.contains("\n0,a,,"), "{from_csv}");
+    assert_eq!(predictions(&tsv, "tsv"), from_csv);
+    assert_eq!(predictions(&tsv_gz, "tsv_gz"), from_csv);
+    // The same tab-separated text under a .csv name is named for what it is, with the rename as a fix.
+    let misnamed = write(dir.path(), "r_tabs.csv", tsv_text);
+    let stderr = stderr_of(&mock_test(&dir.path().join("misnamed"), &misnamed).code(2));
+    assert!(
+        stderr.contains("the header looks tab-separated") && stderr.contains("rename it to .tsv"),
+        "{stderr}"
+    );
+}
