@@ -41,6 +41,13 @@ struct HeadFile {
 impl Head {
     /// Parses head JSON; `origin` names the file or metadata key in errors.
     pub fn from_json(text: &str, origin: &str) -> Result<Head> {
+        if let Some((given, meant)) = misspelled_key(text) {
+            return Err(Failure::usage(format!(
+                "{origin}: key `{given}` is not read; `{meant}` is, and is missing\n  fix: rename `{given}` to `{meant}` \
+(a head without `threshold` is read with 0.5)"
+            ))
+            .into());
+        }
         let file: HeadFile = serde_json::from_str(text).map_err(|e| {
             Failure::usage(format!(
                 "{origin}: not a head JSON ({e})\n  fix: expected {{\"type\": \"logistic_regression\", \"coef\": [...], \"intercept\": x, \"threshold\": 0.5}}"
@@ -120,6 +127,24 @@ impl Head {
     }
 }
 
+/// The keys a head is read by. Others (provenance such as `trained_on`, `source`, `C`) are left alone.
+const HEAD_KEYS: [&str; 5] = ["type", "pooling", "threshold", "coef", "intercept"];
+
+/// A key that is a near miss of a head key the file lacks: `treshold` or `Threshold` would otherwise leave the
+/// threshold at 0.5 without a word, and scikit-learn's `coef_`/`intercept_` would be called a missing field.
+fn misspelled_key(text: &str) -> Option<(String, &'static str)> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let object = value.as_object()?;
+    object.keys().find_map(|given| {
+        let normalized = given.trim_matches('_').to_ascii_lowercase();
+        HEAD_KEYS
+            .into_iter()
+            .filter(|meant| !object.contains_key(*meant) && given != meant)
+            .find(|meant| strsim::damerau_levenshtein(&normalized, meant) <= meant.len().min(8) / 4)
+            .map(|meant| (given.clone(), meant))
+    })
+}
+
 pub fn sigmoid(z: f64) -> f64 {
     // Written in the two halves that keep exp() from overflowing.
     if z >= 0.0 {
@@ -133,6 +158,46 @@ pub fn sigmoid(z: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_near_miss_of_a_head_key_is_refused_and_provenance_keys_are_not() {
+        let head = |extra: &str| format!(r#"{{"coef": [0.5, -0.5], "intercept": 0.1{extra}}}"#);
+        for (text, given, meant) in [
+            (head(r#", "treshold": 0.3"#), "treshold", "threshold"),
+            (head(r#", "Threshold": 0.3"#), "Threshold", "threshold"),
+            (head(r#", "tyep": "logistic_regression""#), "tyep", "type"),
+            (
+                r#"{"coef_": [[0.5, -0.5]], "intercept": 0.1}"#.to_string(),
+                "coef_",
+                "coef",
+            ),
+            (
+                r#"{"coef": [0.5], "intercept_": [0.1]}"#.to_string(),
+                "intercept_",
+                "intercept",
+            ),
+        ] {
+            let error = format!("{:#}", Head::from_json(&text, "h.json").unwrap_err());
+            assert!(
+                error.contains(&format!(
+                    "h.json: key `{given}` is not read; `{meant}` is, and is missing"
+                )) && error.contains(&format!("fix: rename `{given}` to `{meant}`")),
+                "{error}"
+            );
+        }
+        let with_provenance = head(
+            r#", "threshold": 0.3, "trained_on": "boughter", "source": "x", "C": 1.0, "n": 9, "tool": {}, "cv": null, "model": "m", "solver": {}"#,
+        );
+        assert_eq!(
+            Head::from_json(&with_provenance, "h.json")
+                .unwrap()
+                .threshold,
+            0.3
+        );
+        // A near miss beside the real key is left alone: the real one is read.
+        let both = head(r#", "threshold": 0.3, "treshold": 0.9"#);
+        assert_eq!(Head::from_json(&both, "h.json").unwrap().threshold, 0.3);
+    }
 
     #[test]
     fn flat_and_sklearn_shaped_heads_parse_the_same() {

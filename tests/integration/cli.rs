@@ -848,3 +848,37 @@ fn a_tsv_file_such_as_an_airr_rearrangement_file_is_read_tab_separated() {
         "{stderr}"
     );
 }
+
+/// Regression: a head JSON with `treshold` (or `Threshold`) was read with the default threshold 0.5, and the
+/// run's accuracy, F1 and predictions used it without a word.
+#[test]
+fn regression_a_misspelled_threshold_in_a_head_is_refused_not_read_as_0_5() {
+    let dir = tempdir();
+    let data = write(
+        dir.path(),
+        "d.csv",
+        "sequence,label\nEVQLVESGG,1\nQVQLQESGP,0\n",
+    );
+    let head = std::fs::read_to_string(fixture("esm2_micro.head.json")).unwrap();
+    let misspelled = head.replace("\"threshold\"", "\"treshold\"");
+    assert_ne!(head, misspelled, "the fixture has a threshold to misspell");
+    let head_path = write(dir.path(), "h.json", &misspelled);
+    let assert = esmbench()
+        .args(["test", "--mock-backend", "--model"])
+        .arg(fixture("esm2_micro.onnx"))
+        .arg("--head")
+        .arg(&head_path)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .assert()
+        .code(2);
+    let stderr = stderr_of(&assert);
+    assert!(
+        stderr.contains("h.json: key `treshold` is not read; `threshold` is, and is missing")
+            && stderr.contains("fix: rename `treshold` to `threshold`"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("out/report.json").exists());
+}
