@@ -215,10 +215,40 @@ and any other as comma-separated: rename it to .tsv, or save it with commas betw
                 headers.join(", "),
             ))
         })?;
+        let label = find(&columns.label, "--label-column")?;
+        let id = find(&columns.id, "--id-column")?;
+        // The default names are optional (data without labels is scored without metrics); a name the user
+        // chose must be there, or the run would go on without labels or ids and say only that it has none.
+        let defaults = ColumnNames::default();
+        for (wanted, found, default, flag, key) in [
+            (
+                &columns.label,
+                label.is_some(),
+                &defaults.label,
+                "--label-column",
+                "columns.label",
+            ),
+            (
+                &columns.id,
+                id.is_some(),
+                &defaults.id,
+                "--id-column",
+                "columns.id",
+            ),
+        ] {
+            if !found && wanted != default {
+                return Err(Failure::input(format!(
+                    "{name}: line 1: no `{wanted}` column, which {flag} (or {key} in the config) names (columns: {})\n  \
+fix: pass the name of a column in the header, or leave {flag} out",
+                    headers.join(", ")
+                ))
+                .into());
+            }
+        }
         let layout = Layout {
             sequence,
-            label: find(&columns.label, "--label-column")?,
-            id: find(&columns.id, "--id-column")?,
+            label,
+            id,
             headers,
         };
         Ok(RecordReader {

@@ -882,3 +882,38 @@ fn regression_a_misspelled_threshold_in_a_head_is_refused_not_read_as_0_5() {
     );
     assert!(!dir.path().join("out/report.json").exists());
 }
+
+/// Regression: `--label-column polyreactive` on a file without that column ran with exit 0, "the data has
+/// no label column: predictions only", and no metrics; `--id-column name` gave empty ids. Only the default
+/// names may be absent.
+#[test]
+fn regression_a_label_or_id_column_named_but_missing_is_refused_not_ignored() {
+    let dir = tempdir();
+    let data = write(
+        dir.path(),
+        "d.csv",
+        "id,sequence,label\na,EVQLVESGG,1\nb,QVQLQESGP,0\n",
+    );
+    for (flag, name) in [("--label-column", "polyreactive"), ("--id-column", "name")] {
+        let assert = esmbench()
+            .args(["test", "--mock-backend", flag, name, "--model"])
+            .arg(fixture("esm2_micro.onnx"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .assert()
+            .code(2);
+        let stderr = stderr_of(&assert);
+        assert!(
+            stderr.contains(&format!("d.csv: line 1: no `{name}` column, which {flag}"))
+                && stderr.contains("(columns: id, sequence, label)")
+                && stderr.contains(&format!("leave {flag} out")),
+            "{stderr}"
+        );
+        assert!(!dir.path().join("out/report.json").exists());
+    }
+    // The default names may be absent: a file without labels or ids is scored.
+    let bare = write(dir.path(), "bare.csv", "sequence\nEVQLVESGG\n");
+    mock_test(&dir.path().join("bare"), &bare).success();
+}
