@@ -76,11 +76,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             let (rows_path, skipped_path) = crate::run::embed_companions(&args.out);
             crate::config::refuse_inputs_among_outputs(
                 &scoring,
-                &[args.out.clone(), rows_path, skipped_path],
+                &[args.out.clone(), rows_path.clone(), skipped_path],
                 "--out",
             )?;
             let rows = crate::run::run_embed(&scoring, &args.out, false)?;
-            let (rows_path, _) = crate::run::embed_companions(&args.out);
             crate::outln!(
                 "wrote {rows} embeddings to {} (the CSV row of each in {})",
                 args.out.display(),

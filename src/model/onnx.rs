@@ -439,15 +439,14 @@ impl OnnxBackend {
         if let Some(Ok(Some(advice))) = advising.map(crate::threads::Background::join) {
             crate::errln!("note: {origin}: {advice}");
         }
-        let metadata_head = session
-            .metadata()
-            .ok()
-            .and_then(|m| m.custom(HEAD_METADATA_KEY));
-        let position_limit = session
-            .metadata()
-            .ok()
-            .and_then(|m| m.custom(super::ARCHITECTURE_METADATA_KEY))
-            .and_then(|text| super::learned_position_limit(&text));
+        let (metadata_head, position_limit) = match session.metadata() {
+            Ok(m) => (
+                m.custom(HEAD_METADATA_KEY),
+                m.custom(super::ARCHITECTURE_METADATA_KEY)
+                    .and_then(|text| super::learned_position_limit(&text)),
+            ),
+            Err(_) => (None, None),
+        };
         if let Some(limit) = position_limit.filter(|&limit| config.max_residues > limit) {
             return Err(Failure::usage(format!(
                 "{origin}: --max-residues {} is more than this model can read: its learned position embeddings \

@@ -93,17 +93,8 @@ impl CsvLog {
             .into());
         }
         let mut hasher = Sha256::new();
-        let mut prefix = (&mut file).take(durable_bytes);
-        let mut buffer = vec![0u8; 1 << 16];
-        loop {
-            let n = prefix
-                .read(&mut buffer)
-                .with_context(|| format!("reading {} to resume", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buffer[..n]);
-        }
+        std::io::copy(&mut (&mut file).take(durable_bytes), &mut hasher)
+            .with_context(|| format!("reading {} to resume", path.display()))?;
         if let Some(expected) = expected_sha256 {
             if format!("{:x}", hasher.clone().finalize()) != expected {
                 return Err(changed(format!(

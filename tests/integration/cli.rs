@@ -3,6 +3,15 @@
 use crate::harness::*;
 
 fn mock_test(dir: &std::path::Path, data: &std::path::Path) -> assert_cmd::assert::Assert {
+    mock_test_with(dir, data, &[])
+}
+
+/// `esmbench test` on the mock backend with the micro fixture, `extra` flags, and --out `dir`/out.
+fn mock_test_with(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> assert_cmd::assert::Assert {
     esmbench()
         .args(["test", "--mock-backend", "--model"])
         .arg(fixture("esm2_micro.onnx"))
@@ -10,6 +19,7 @@ fn mock_test(dir: &std::path::Path, data: &std::path::Path) -> assert_cmd::asser
         .arg(data)
         .arg("--out")
         .arg(dir.join("out"))
+        .args(extra)
         .assert()
 }
 
@@ -789,15 +799,7 @@ fn more_threads_than_cpus_run_with_a_warning_that_gives_the_fix() {
     let cpus = std::thread::available_parallelism().unwrap().get();
     let threads = (cpus + 1).to_string();
     let run = |threads: &str| {
-        esmbench()
-            .args(["test", "--mock-backend", "--threads", threads, "--model"])
-            .arg(fixture("esm2_micro.onnx"))
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(dir.path().join(format!("out{threads}")))
-            .assert()
-            .success()
+        mock_test_with(&dir.path().join(threads), &data, &["--threads", threads]).success()
     };
     let stderr = stderr_of(&run(&threads));
     let expected =
@@ -824,17 +826,14 @@ fn a_tsv_file_such_as_an_airr_rearrangement_file_is_read_tab_separated() {
     let tsv_gz = dir.path().join("r.tsv.gz");
     std::fs::write(&tsv_gz, encoder.finish().unwrap()).unwrap();
     let predictions = |data: &std::path::Path, run: &str| {
-        esmbench()
-            .args(["test", "--mock-backend", "--sequence-column", "sequence_aa"])
-            .args(["--id-column", "sequence_id", "--model"])
-            .arg(fixture("esm2_micro.onnx"))
-            .arg("--data")
-            .arg(data)
-            .arg("--out")
-            .arg(dir.path().join(run))
-            .assert()
-            .success();
-        std::fs::read_to_string(dir.path().join(run).join("predictions.csv")).unwrap()
+        let columns = [
+            "--sequence-column",
+            "sequence_aa",
+            "--id-column",
+            "sequence_id",
+        ];
+        mock_test_with(&dir.path().join(run), data, &columns).success();
+        std::fs::read_to_string(dir.path().join(run).join("out/predictions.csv")).unwrap()
     };
     let from_csv = predictions(&csv, "csv");
     assert!(from_csv.contains("\n0,a,,"), "{from_csv}");
@@ -863,17 +862,8 @@ fn regression_a_misspelled_threshold_in_a_head_is_refused_not_read_as_0_5() {
     let misspelled = head.replace("\"threshold\"", "\"treshold\"");
     assert_ne!(head, misspelled, "the fixture has a threshold to misspell");
     let head_path = write(dir.path(), "h.json", &misspelled);
-    let assert = esmbench()
-        .args(["test", "--mock-backend", "--model"])
-        .arg(fixture("esm2_micro.onnx"))
-        .arg("--head")
-        .arg(&head_path)
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(dir.path().join("out"))
-        .assert()
-        .code(2);
+    let assert =
+        mock_test_with(dir.path(), &data, &["--head", head_path.to_str().unwrap()]).code(2);
     let stderr = stderr_of(&assert);
     assert!(
         stderr.contains("h.json: key `treshold` is not read; `threshold` is, and is missing")
@@ -895,15 +885,7 @@ fn regression_a_label_or_id_column_named_but_missing_is_refused_not_ignored() {
         "id,sequence,label\na,EVQLVESGG,1\nb,QVQLQESGP,0\n",
     );
     for (flag, name) in [("--label-column", "polyreactive"), ("--id-column", "name")] {
-        let assert = esmbench()
-            .args(["test", "--mock-backend", flag, name, "--model"])
-            .arg(fixture("esm2_micro.onnx"))
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(dir.path().join("out"))
-            .assert()
-            .code(2);
+        let assert = mock_test_with(dir.path(), &data, &[flag, name]).code(2);
         let stderr = stderr_of(&assert);
         assert!(
             stderr.contains(&format!("d.csv: line 1: no `{name}` column, which {flag}"))

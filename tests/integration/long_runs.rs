@@ -436,26 +436,36 @@ fn a_second_ctrl_c_exits_at_once() {
     );
 }
 
-#[test]
-fn resume_is_refused_when_the_data_changed() {
-    let dir = tempdir();
-    let data = dir.path().join("nb.csv");
+/// A 300-row slow mock run in `dir` stopped by Ctrl-C after `millis`: its data and --out.
+fn interrupted_mock_run(dir: &Path, millis: u64) -> (PathBuf, PathBuf) {
+    let data = dir.join("nb.csv");
     synthetic_nanobodies(&data, 300, 17);
-    let out = dir.path().join("o");
+    let out = dir.join("o");
     let child = slow_mock_run(&data, &out, "40");
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(millis));
     send("INT", child.id());
     assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
-    synthetic_nanobodies(&data, 300, 18);
-    let output = Command::new(binary())
+    (data, out)
+}
+
+fn resume_mock_run(data: &Path, out: &Path) -> std::process::Output {
+    Command::new(binary())
         .args(["test", "--mock-backend", "--resume", "--model"])
         .arg(fixture("esm2_micro.onnx"))
         .arg("--data")
-        .arg(&data)
+        .arg(data)
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn resume_is_refused_when_the_data_changed() {
+    let dir = tempdir();
+    let (data, out) = interrupted_mock_run(dir.path(), 600);
+    synthetic_nanobodies(&data, 300, 18);
+    let output = resume_mock_run(&data, &out);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
@@ -470,13 +480,7 @@ fn resume_is_refused_when_the_data_changed() {
 #[test]
 fn regression_resume_refuses_predictions_changed_since_the_run_stopped() {
     let dir = tempdir();
-    let data = dir.path().join("nb.csv");
-    synthetic_nanobodies(&data, 300, 17);
-    let out = dir.path().join("o");
-    let child = slow_mock_run(&data, &out, "40");
-    std::thread::sleep(Duration::from_millis(1500));
-    send("INT", child.id());
-    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+    let (data, out) = interrupted_mock_run(dir.path(), 1500);
     let checkpoint = read_json(&out.join("checkpoint.json"));
     assert!(
         checkpoint["rows_done"].as_u64().unwrap() > 0,
@@ -484,17 +488,6 @@ fn regression_resume_refuses_predictions_changed_since_the_run_stopped() {
     );
     let predictions = out.join("predictions.csv");
     let written = std::fs::read_to_string(&predictions).unwrap();
-    let resume = || {
-        Command::new(binary())
-            .args(["test", "--mock-backend", "--resume", "--model"])
-            .arg(fixture("esm2_micro.onnx"))
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap()
-    };
     // The first prediction's last digit changed (same length), then the file as a spreadsheet saves it.
     let first = written.lines().nth(1).unwrap();
     let mut edited_line = first.to_string();
@@ -505,7 +498,7 @@ fn regression_resume_refuses_predictions_changed_since_the_run_stopped() {
         written.replace('\n', "\r\n"),
     ] {
         std::fs::write(&predictions, &changed).unwrap();
-        let output = resume();
+        let output = resume_mock_run(&data, &out);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{stderr}");
         assert!(
@@ -521,7 +514,7 @@ fn regression_resume_refuses_predictions_changed_since_the_run_stopped() {
     }
     // Put back, it resumes to the end.
     std::fs::write(&predictions, &written).unwrap();
-    let output = resume();
+    let output = resume_mock_run(&data, &out);
     assert!(
         output.status.success(),
         "{}",
