@@ -14,6 +14,10 @@ This file owns:
     logits_output.onnx       output ``logits`` [batch, 2] = [0, z], z = coef . embedding + intercept
     probability_output.onnx  output ``probability`` [batch] = sigmoid(z)
     no_known_output.onnx     output ``foo`` [batch, 3] (nothing esmbench can use)
+    eight_token_vocabulary.onnx  last_hidden_state [batch, sequence, 4] gathered from a table of 8 rows:
+                             it loads, and fails at run time in its Gather on any token id above 7
+                             (every residue but L, A, G and V), like a model exported with a cut
+                             vocabulary or too few learned positions
     int8_signed_weights.onnx the micro encoder through ``export_onnx.quantize_int8(vnni=True)``:
                              MatMulInteger with signed 8-bit weights, which saturate in ONNX
                              Runtime's u8 x s8 kernel on x86 CPUs without VNNI unless the session
@@ -194,6 +198,20 @@ def make_no_known_output(out: Path, metadata: dict) -> None:
     _save(proto, out, metadata)
 
 
+def make_eight_token_vocabulary(out: Path, metadata: dict) -> None:
+    """last_hidden_state[b, j] = table[input_ids[b, j]] with an 8-row table: a kernel error at run time."""
+    table = np.arange(32, dtype=np.float32).reshape(8, 4) / 32.0
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "input_ids"], ["last_hidden_state"], name="token_table_gather")],
+        "eight_token_vocabulary",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in ex.INPUT_NAMES],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", 4])],
+        initializer=[onnx.numpy_helper.from_array(table, "table")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ex.OPSET)])
+    _save(proto, out, metadata)
+
+
 def make_int8_signed_weights(encoder: Path, out: Path, metadata: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         quantized = Path(tmp) / "int8.onnx"
@@ -266,9 +284,23 @@ def verify(out_dir: Path, reference: dict, head: dict) -> None:
         assert worst <= TOLERANCE, f"{label}: differs from the reference by {worst:.3e}"
         print(f"  {label:34s} {path.stat().st_size:6d} bytes  max diff vs reference {worst:.2e}")
     verify_int8(contract / "int8_signed_weights.onnx", seqs)
+    verify_eight_token_vocabulary(contract / "eight_token_vocabulary.onnx")
     meta = ort.InferenceSession(str(out_dir / "esm2_micro_with_head.onnx")).get_modelmeta()
     embedded = json.loads(meta.custom_metadata_map["esmbench.head"])
     assert embedded == head, "embedded head differs from esm2_micro.head.json"
+
+
+def verify_eight_token_vocabulary(path: Path) -> None:
+    """The fixture loads and runs rows of L, A, G and V, and fails at run time on any other residue."""
+    out, _, name = _run(path, ["LAGV", "GG"])
+    assert name == "last_hidden_state" and out.shape == (2, 6, 4), path
+    try:
+        _run(path, ["LAGVS"])
+    except Exception as error:  # onnxruntime raises its own Fail type
+        assert "out of" in str(error) and "bounds" in str(error), error
+    else:
+        raise AssertionError(f"{path}: a row with S ran, but it must fail in the Gather")
+    print(f"  contract/eight_token_vocabulary.onnx  {path.stat().st_size:6d} bytes  fails at run time past token 7")
 
 
 def verify_int8(path: Path, seqs: list[str]) -> None:
@@ -355,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         ex.export_module(PooledHead(model, head, output), contract / f"{name}.onnx", meta(name), axes, compact=True)
     make_no_known_output(contract / "no_known_output.onnx", meta("no_known_output"))
     make_int8_signed_weights(encoder, contract / "int8_signed_weights.onnx", meta("int8_signed_weights"))
+    make_eight_token_vocabulary(contract / "eight_token_vocabulary.onnx", meta("eight_token_vocabulary"))
 
     print("verifying with onnxruntime", ort.__version__)
     verify(out_dir, reference, head)

@@ -6,6 +6,7 @@ use clap::Parser;
 use esmbench::cli::Cli;
 use esmbench::errln;
 use esmbench::error::exit_code_for;
+use esmbench::model::runtime_log::take_unreported;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -13,11 +14,19 @@ fn main() -> ExitCode {
         Err(help_or_usage) => return ExitCode::from(esmbench::console::clap_exit(&help_or_usage)),
     };
     match esmbench::commands::execute(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            for message in take_unreported("") {
+                errln!("warning: ONNX Runtime logged an error and went on: {message}");
+            }
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             errln!("error: {error}");
             for cause in error.chain().skip(1) {
                 errln!("  caused by: {cause}");
+            }
+            for message in take_unreported(&format!("{error:#}")) {
+                errln!("  ONNX Runtime also logged: {message}");
             }
             ExitCode::from(exit_code_for(&error))
         }

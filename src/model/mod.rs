@@ -10,6 +10,7 @@ pub mod protobuf;
 pub mod provider;
 pub mod rewrite;
 pub mod runtime;
+pub mod runtime_log;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -6,6 +6,7 @@ use std::sync::{Mutex, OnceLock};
 use anyhow::Result;
 use ort::environment::Environment;
 
+use super::runtime_log;
 use crate::error::Failure;
 
 /// The ONNX Runtime version ort 2.0.0-rc.15 targets; scripts/setup_runtime.sh installs this one.
@@ -108,10 +109,14 @@ pub fn environment() -> Result<&'static (Environment, PathBuf)> {
             path.display()
         ))
     })?;
+    let level = runtime_log::requested_level(std::env::var("ORT_LOG").ok().as_deref());
     let env = builder
         .with_name("esmbench")
         .with_telemetry(false)
+        .with_logger(runtime_log::logger(level))
         .build()
         .map_err(|e| Failure::runtime(format!("ONNX Runtime environment failed to start: {e}")))?;
+    // ort starts a custom logger at verbose; the runtime should not even format what the logger drops.
+    env.set_log_level(level);
     Ok(ENVIRONMENT.get_or_init(|| (env, path)))
 }

@@ -506,3 +506,57 @@ fn regression_signed_int8_weights_score_near_pytorch_on_a_cpu_without_vnni() {
         "max |dp| = {worst}: the u8 x s8 kernel saturated"
     );
 }
+
+/// Regression: a kernel failing at run time printed ONNX Runtime's own log line (ANSI red, a timestamp,
+/// `[E:onnxruntime:...]`) before esmbench's error, so the same message came twice, the first time without the
+/// fix. Now it comes once, in esmbench's error chain; `ORT_LOG` still lowers the level for a user who wants more.
+#[test]
+fn a_kernel_failure_is_reported_once_without_onnx_runtimes_own_log_line() {
+    if !runtime_available("a_kernel_failure_is_reported_once_without_onnx_runtimes_own_log_line") {
+        return;
+    }
+    let dir = tempdir();
+    // Token ids above 7 (S is 8) are outside the fixture's 8-row table.
+    let data = write(
+        dir.path(),
+        "d.csv",
+        "id,sequence\nr1,LAGVLAGV\nr2,LAGVSLAG\n",
+    );
+    let assert = esmbench()
+        .args(["embed", "--model"])
+        .arg(fixture("contract/eight_token_vocabulary.onnx"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("e.npy"))
+        .env_remove("ORT_LOG")
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert_eq!(
+        stderr.matches("indices element out of data bounds").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.starts_with("error: running a batch"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains("[E:onnxruntime"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("e.npy").exists());
+
+    let good = write(dir.path(), "g.csv", "id,sequence\nr1,LAGVLAGV\n");
+    let assert = esmbench()
+        .args(["embed", "--model"])
+        .arg(fixture("contract/eight_token_vocabulary.onnx"))
+        .arg("--data")
+        .arg(&good)
+        .arg("--out")
+        .arg(dir.path().join("g.npy"))
+        .env("ORT_LOG", "info")
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(stderr.contains("onnxruntime info: "), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+}
