@@ -156,18 +156,8 @@ pub struct TestArgs {
     /// Probability threshold for the positive class (default: the head's, else 0.5).
     #[arg(long, conflicts_with = "assay", allow_negative_numbers = true)]
     pub threshold: Option<f64>,
-    /// Hard memory limit, e.g. 8GiB: over it the run checkpoints, writes a partial report and exits 4 (resumable).
-    #[arg(long)]
-    pub max_rss: Option<String>,
-    /// Soft memory limit (default 80% of --max-rss): over it the token budget is halved and the run goes on.
-    #[arg(long)]
-    pub soft_rss: Option<String>,
-    /// Continue an interrupted run in --out from its last checkpoint (refused if data, model or settings changed).
-    #[arg(long)]
-    pub resume: bool,
-    /// Seconds between checkpoints (predictions made durable, report rewritten).
-    #[arg(long)]
-    pub checkpoint_seconds: Option<u64>,
+    #[command(flatten)]
+    pub long_run: LongRunArgs,
     /// Threshold preset for the assay behind the labels: elisa (0.5) or psr (0.5495, Shehata and Harvey).
     #[arg(long, value_enum)]
     pub assay: Option<AssayArg>,
@@ -176,6 +166,23 @@ pub struct TestArgs {
     pub bootstrap: Option<usize>,
     #[command(flatten)]
     pub gate: GateArgs,
+}
+
+/// The memory watchdog, checkpoints and resume, shared by `test` and `embed`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LongRunArgs {
+    /// Hard memory limit, e.g. 8GiB: over it the run checkpoints (test also writes a partial report) and exits 4, resumable.
+    #[arg(long)]
+    pub max_rss: Option<String>,
+    /// Soft memory limit (default 80% of --max-rss): over it the token budget is halved and the run goes on.
+    #[arg(long)]
+    pub soft_rss: Option<String>,
+    /// Continue an interrupted run in --out from its last checkpoint (refused if data, model or settings changed).
+    #[arg(long)]
+    pub resume: bool,
+    /// Seconds between checkpoints (outputs made durable, report rewritten).
+    #[arg(long)]
+    pub checkpoint_seconds: Option<u64>,
 }
 
 /// The regression gate, shared by `test`, `metrics` and `check`.
@@ -237,6 +244,8 @@ pub struct EmbedArgs {
     /// Output .npy file (float32, [rows, hidden]).
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub long_run: LongRunArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::cli::{Cli, Command, GateArgs};
 use crate::config::suite::{resolve_plan, TestPlan};
-use crate::config::{check_bootstrap, load_file_config, ScoringConfig};
+use crate::config::{check_bootstrap, EmbedConfig};
 use crate::console;
 use crate::error::Failure;
 use crate::metrics::threshold;
@@ -65,24 +65,12 @@ fn dispatch(cli: Cli) -> Result<()> {
             gate(&args.gate, &report, &args.report)
         }
         Command::Embed(args) => {
-            let file = load_file_config(args.scoring.config.as_deref())?;
-            if args.scoring.head.is_some() || file.head.is_some() {
-                return Err(Failure::usage(
-                    "embed writes the encoder's pooled embeddings and applies no head, so --head (or `head:` in the config) would be ignored\n  fix: drop it; `esmbench test` is the command that applies a head",
-                )
-                .into());
-            }
-            let scoring = ScoringConfig::resolve(&args.scoring, &file)?;
-            let (rows_path, skipped_path) = crate::run::embed_companions(&args.out);
-            crate::config::refuse_inputs_among_outputs(
-                &scoring,
-                &[args.out.clone(), rows_path.clone(), skipped_path],
-                "--out",
-            )?;
-            let rows = crate::run::run_embed(&scoring, &args.out, false)?;
+            let config = EmbedConfig::resolve(&args)?;
+            let rows = crate::run::embed::run_embed(&config, false)?;
+            let (rows_path, _) = crate::report::embed_companions(&config.out);
             crate::outln!(
                 "wrote {rows} embeddings to {} (the CSV row of each in {})",
-                args.out.display(),
+                config.out.display(),
                 rows_path.display()
             );
             Ok(())

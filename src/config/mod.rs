@@ -170,6 +170,12 @@ pub struct TestConfig {
     pub threshold: Option<Threshold>,
     /// Bootstrap resamples for the metric intervals; 0 turns them off.
     pub bootstrap: usize,
+    pub long_run: LongRun,
+}
+
+/// The memory watchdog, checkpoints and resume of a `test` or `embed` run.
+#[derive(Debug, Clone)]
+pub struct LongRun {
     pub rss_limits: Option<RssLimits>,
     pub resume: bool,
     pub checkpoint_every: std::time::Duration,
@@ -211,6 +217,49 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
+    /// Which of `keys` this file sets: a command warns of the ones it does not read.
+    pub fn keys_set(&self, keys: &[&'static str]) -> Vec<&'static str> {
+        keys.iter()
+            .copied()
+            .filter(|&key| match key {
+                "head" => self.head.is_some(),
+                "out" => self.out.is_some(),
+                "threshold" => self.threshold.is_some(),
+                "assay" => self.assay.is_some(),
+                "bootstrap" => self.bootstrap.is_some(),
+                "max_rss" => self.max_rss.is_some(),
+                "soft_rss" => self.soft_rss.is_some(),
+                "checkpoint_seconds" => self.checkpoint_seconds.is_some(),
+                "models" => self.models.is_some(),
+                "datasets" => self.datasets.is_some(),
+                "baselines" => self.baselines.is_some(),
+                _ => false,
+            })
+            .collect()
+    }
+
+    /// A suite config (models x datasets) names no single model and data; a command that runs one model on one
+    /// dataset would quietly fall back to the embedded demo without --model and --data, so it is refused.
+    pub fn refuse_suite_without_model_and_data(
+        &self,
+        config_name: &str,
+        model_flag: bool,
+        data_flag: bool,
+        command: &str,
+    ) -> Result<()> {
+        let suite = self.models.is_some() || self.datasets.is_some();
+        let model_named = model_flag || self.model.is_some();
+        let data_named = data_flag || self.data.is_some();
+        if suite && !(model_named && data_named) {
+            return Err(Failure::usage(format!(
+                "{config_name}: `models` and `datasets` describe an `esmbench test` suite, and {command} one \
+model on one dataset\n  fix: pass --model M.onnx and --data D.csv, or use a config with `model` and `data`"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
     /// Reads a YAML config; relative paths in it are taken relative to the file's own folder.
     pub fn load(path: &Path) -> Result<FileConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -642,27 +691,8 @@ pub fn write_probe(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-impl TestConfig {
-    pub fn resolve(args: &crate::cli::TestArgs) -> Result<TestConfig> {
-        let file = load_file_config(args.scoring.config.as_deref())?;
-        TestConfig::resolve_with(args, &file)
-    }
-
-    /// Flags over an already loaded YAML file.
-    pub fn resolve_with(args: &crate::cli::TestArgs, file: &FileConfig) -> Result<TestConfig> {
-        let scoring = ScoringConfig::resolve(&args.scoring, file)?;
-        let out_dir = args
-            .out
-            .clone()
-            .or_else(|| file.out.clone())
-            .unwrap_or_else(|| {
-                PathBuf::from("results")
-                    .join(scoring.model.stem())
-                    .join(scoring.data.stem())
-            });
-        let threshold =
-            threshold::requested(args.threshold, args.assay, file.threshold, file.assay)?;
-        let bootstrap = check_bootstrap(args.bootstrap.or(file.bootstrap))?;
+impl LongRun {
+    pub fn resolve(args: &crate::cli::LongRunArgs, file: &FileConfig) -> Result<LongRun> {
         let max_rss = args.max_rss.clone().or_else(|| file.max_rss.clone());
         let soft_rss = args.soft_rss.clone().or_else(|| file.soft_rss.clone());
         let rss_limits = match (max_rss, soft_rss) {
@@ -695,6 +725,104 @@ impl TestConfig {
             ))
             .into());
         }
+        Ok(LongRun {
+            rss_limits,
+            resume: args.resume,
+            checkpoint_every: std::time::Duration::from_secs(checkpoint_seconds),
+        })
+    }
+}
+
+/// A validated `esmbench embed` run.
+#[derive(Debug, Clone)]
+pub struct EmbedConfig {
+    pub scoring: ScoringConfig,
+    /// E.npy; E.rows.csv, E.skipped.csv and, while the run is unfinished, E.checkpoint.json go beside it.
+    pub out: PathBuf,
+    pub long_run: LongRun,
+}
+
+/// Keys of a config shared with `esmbench test` that embed does not read.
+const KEYS_EMBED_IGNORES: [&str; 7] = [
+    "out",
+    "threshold",
+    "assay",
+    "bootstrap",
+    "models",
+    "datasets",
+    "baselines",
+];
+
+impl EmbedConfig {
+    pub fn resolve(args: &crate::cli::EmbedArgs) -> Result<EmbedConfig> {
+        let config = args.scoring.config.as_deref();
+        let file = load_file_config(config)?;
+        let config_name = config.map(|p| p.display().to_string()).unwrap_or_default();
+        if args.scoring.head.is_some() || file.head.is_some() {
+            return Err(Failure::usage(
+                "embed writes the encoder's pooled embeddings and applies no head, so --head (or `head:` in the config) would be ignored\n  fix: drop it; `esmbench test` is the command that applies a head",
+            )
+            .into());
+        }
+        file.refuse_suite_without_model_and_data(
+            &config_name,
+            args.scoring.model.is_some(),
+            args.scoring.data.is_some(),
+            "embed writes the embeddings of",
+        )?;
+        let ignored = file.keys_set(&KEYS_EMBED_IGNORES);
+        if !ignored.is_empty() {
+            crate::errln!(
+                "esmbench embed: {config_name}: ignoring keys that only `esmbench test` uses: {} (the embeddings go to --out)",
+                ignored.join(", ")
+            );
+        }
+        let scoring = ScoringConfig::resolve(&args.scoring, &file)?;
+        let long_run = LongRun::resolve(&args.long_run, &file)?;
+        let out = args.out.clone();
+        if out.is_dir() {
+            return Err(Failure::usage(format!(
+                "--out {} is a directory\n  fix: name the embeddings file, e.g. --out {}",
+                out.display(),
+                out.join("embeddings.npy").display()
+            ))
+            .into());
+        }
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            ensure_writable_dir(parent)?;
+        }
+        let (rows, skipped) = crate::report::embed_companions(&out);
+        refuse_inputs_among_outputs(&scoring, &[out.clone(), rows, skipped], "--out")?;
+        Ok(EmbedConfig {
+            scoring,
+            out,
+            long_run,
+        })
+    }
+}
+
+impl TestConfig {
+    pub fn resolve(args: &crate::cli::TestArgs) -> Result<TestConfig> {
+        let file = load_file_config(args.scoring.config.as_deref())?;
+        TestConfig::resolve_with(args, &file)
+    }
+
+    /// Flags over an already loaded YAML file.
+    pub fn resolve_with(args: &crate::cli::TestArgs, file: &FileConfig) -> Result<TestConfig> {
+        let scoring = ScoringConfig::resolve(&args.scoring, file)?;
+        let out_dir = args
+            .out
+            .clone()
+            .or_else(|| file.out.clone())
+            .unwrap_or_else(|| {
+                PathBuf::from("results")
+                    .join(scoring.model.stem())
+                    .join(scoring.data.stem())
+            });
+        let threshold =
+            threshold::requested(args.threshold, args.assay, file.threshold, file.assay)?;
+        let bootstrap = check_bootstrap(args.bootstrap.or(file.bootstrap))?;
+        let long_run = LongRun::resolve(&args.long_run, file)?;
         ensure_writable_dir(&out_dir)?;
         refuse_inputs_among_outputs(
             &scoring,
@@ -705,9 +833,7 @@ impl TestConfig {
             scoring,
             out_dir,
             threshold,
-            rss_limits,
-            resume: args.resume,
-            checkpoint_every: std::time::Duration::from_secs(checkpoint_seconds),
+            long_run,
             bootstrap,
         })
     }

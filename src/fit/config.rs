@@ -47,36 +47,27 @@ impl FitConfig {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        // A suite config (models x datasets) names no single model and data; without --model and --data the
-        // run would quietly fall back to the embedded demo, so refuse it.
-        let suite = file.models.is_some() || file.datasets.is_some();
-        let model_named = args.model.is_some() || file.model.is_some();
-        let data_named = args.data.is_some() || file.data.is_some();
-        if suite && !(model_named && data_named) {
-            return Err(Failure::usage(format!(
-                "{config_name}: `models` and `datasets` describe an `esmbench test` suite, and fit trains one head on one \
-model and one dataset\n  fix: pass --model M.onnx and --data TRAIN.csv, or use a config with `model` and `data`"
-            ))
-            .into());
-        }
+        file.refuse_suite_without_model_and_data(
+            &config_name,
+            args.model.is_some(),
+            args.data.is_some(),
+            "fit trains one head on",
+        )?;
         // A config shared with `esmbench test` may carry keys that mean nothing to training; say which are
         // ignored rather than fail on a file that `test` accepts, or use them silently.
-        let test_only: Vec<&str> = [
-            ("head", file.head.is_some()),
-            ("out", file.out.is_some()),
-            ("threshold", file.threshold.is_some()),
-            ("assay", file.assay.is_some()),
-            ("bootstrap", file.bootstrap.is_some()),
-            ("max_rss", file.max_rss.is_some()),
-            ("soft_rss", file.soft_rss.is_some()),
-            ("checkpoint_seconds", file.checkpoint_seconds.is_some()),
-            ("models", file.models.is_some()),
-            ("datasets", file.datasets.is_some()),
-            ("baselines", file.baselines.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(key, present)| present.then_some(key))
-        .collect();
+        let test_only = file.keys_set(&[
+            "head",
+            "out",
+            "threshold",
+            "assay",
+            "bootstrap",
+            "max_rss",
+            "soft_rss",
+            "checkpoint_seconds",
+            "models",
+            "datasets",
+            "baselines",
+        ]);
         if !test_only.is_empty() {
             crate::errln!(
                 "esmbench fit: {config_name}: ignoring keys that only `esmbench test` uses: {} (the head goes to --out)",

@@ -189,7 +189,7 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
         .into());
     }
     let mut sink = TrainingSink::default();
-    let mut progress = Progress::new(summary.rows_total, quiet);
+    let mut progress = Progress::new(summary.rows_total, 0, quiet);
     let options = DriveOptions {
         scoring,
         head: None,

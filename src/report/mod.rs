@@ -4,7 +4,6 @@ pub mod baseline;
 pub mod html;
 pub mod markdown;
 pub mod npy;
-pub mod partial_csv;
 pub mod plots;
 pub mod predictions;
 pub mod summary;
@@ -165,6 +164,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
+}
+
+/// E.rows.csv and E.skipped.csv for embeddings written to E.npy.
+pub fn embed_companions(out: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    (
+        out.with_extension("rows.csv"),
+        out.with_extension("skipped.csv"),
+    )
 }
 
 /// Every file an `esmbench test` run writes in its --out (besides temporary ones).

@@ -5,22 +5,27 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use sha2::Digest;
 
 use crate::error::Failure;
+use crate::report::predictions::{partial_name, Durable, HashingFile};
 
 /// Writes `<out>.partial` under an OS lock and renames it into place once every row is in. Two `esmbench
 /// embed` runs on one --out would otherwise truncate and append to the same partial file; the second is
-/// refused instead. A run that ends without finishing removes its partial file.
+/// refused instead. A run that stops before its first checkpoint removes its partial file; after one, the file
+/// stays for `--resume`, which reopens it at the checkpoint's length.
 pub struct NpyWriter {
     path: PathBuf,
     tmp: PathBuf,
     /// The locked partial file, until the first row gives the width for the header.
     file: Option<File>,
-    out: Option<BufWriter<File>>,
+    out: Option<BufWriter<HashingFile>>,
     rows: u64,
     cols: Option<usize>,
     written: u64,
     finished: bool,
+    /// A checkpoint names the partial file from its first sync on.
+    kept_for_resume: bool,
 }
 
 /// The .npy header for a little-endian float32 C-order array, padded so the data starts on a 64-byte boundary.
@@ -38,29 +43,33 @@ pub fn header(rows: u64, cols: usize) -> Vec<u8> {
     bytes
 }
 
+/// The partial file, opened without truncating it and locked. Fails with exit 2 while another run holds it.
+fn open_locked(path: &Path, tmp: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    match file.try_lock() {
+        // Where the file system cannot lock (some network mounts) the run goes on unlocked.
+        Ok(()) | Err(TryLockError::Error(_)) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Failure::usage(format!(
+            "{} is being written by another esmbench run ({} is locked)\n  fix: wait for that run to finish, or pass another --out",
+            path.display(),
+            tmp.display()
+        ))
+        .into()),
+    }
+}
+
 impl NpyWriter {
     /// Rows must be known up front (the validation pass counts them); columns are fixed by the first row.
     /// Fails with exit 2 while another run holds the same output.
     pub fn create(path: &Path, rows: u64) -> Result<NpyWriter> {
-        let tmp = path.with_extension("npy.partial");
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        match file.try_lock() {
-            // Where the file system cannot lock (some network mounts) the run goes on unlocked.
-            Ok(()) | Err(TryLockError::Error(_)) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(Failure::usage(format!(
-                    "{} is being written by another esmbench run ({} is locked)\n  fix: wait for that run to finish, or pass another --out",
-                    path.display(),
-                    tmp.display()
-                ))
-                .into())
-            }
-        }
+        let tmp = partial_name(path);
+        let file = open_locked(path, &tmp)?;
         file.set_len(0)
             .with_context(|| format!("emptying {}", tmp.display()))?;
         Ok(NpyWriter {
@@ -72,13 +81,59 @@ impl NpyWriter {
             cols: None,
             written: 0,
             finished: false,
+            kept_for_resume: false,
         })
+    }
+
+    /// Reopens the partial file of an interrupted run at its checkpoint: `durable` bytes (which must hash as
+    /// recorded) holding the header for `rows` x `width` and whole rows after it.
+    pub fn resume(
+        path: &Path,
+        rows: u64,
+        width: Option<usize>,
+        durable: &Durable,
+    ) -> Result<NpyWriter> {
+        let Some(cols) = width.filter(|_| durable.bytes > 0) else {
+            return NpyWriter::create(path, rows);
+        };
+        let tmp = partial_name(path);
+        let file = open_locked(path, &tmp)?;
+        let hashing = HashingFile::resume(file, &tmp, durable.bytes, Some(&durable.sha256))?;
+        let header_bytes = header(rows, cols).len() as u64;
+        let row_bytes = cols as u64 * 4;
+        let body = durable
+            .bytes
+            .checked_sub(header_bytes)
+            .filter(|b| b % row_bytes == 0);
+        let Some(body) = body else {
+            bail!(
+                "{}: {} bytes is not a header and whole rows of {cols} floats",
+                tmp.display(),
+                durable.bytes
+            );
+        };
+        Ok(NpyWriter {
+            path: path.to_path_buf(),
+            tmp,
+            file: None,
+            out: Some(BufWriter::with_capacity(1 << 20, hashing)),
+            rows,
+            cols: Some(cols),
+            written: body / row_bytes,
+            finished: false,
+            kept_for_resume: true,
+        })
+    }
+
+    /// The embedding width, once the first row has fixed it.
+    pub fn width(&self) -> Option<usize> {
+        self.cols
     }
 
     pub fn push_row(&mut self, row: &[f32]) -> Result<()> {
         if self.out.is_none() {
             let file = self.file.take().context("the partial file is open")?;
-            let mut out = BufWriter::with_capacity(1 << 20, file);
+            let mut out = BufWriter::with_capacity(1 << 20, HashingFile::new(file));
             out.write_all(&header(self.rows, row.len()))
                 .with_context(|| format!("writing {}", self.tmp.display()))?;
             self.out = Some(out);
@@ -100,6 +155,22 @@ impl NpyWriter {
         Ok(())
     }
 
+    /// Flushes and syncs the rows so far, for a checkpoint; from here on the partial file outlives the writer.
+    pub fn sync(&mut self) -> Result<Durable> {
+        self.kept_for_resume = true;
+        match self.out.as_mut() {
+            Some(out) => {
+                out.flush()
+                    .with_context(|| format!("writing {}", self.tmp.display()))?;
+                out.get_ref().sync()
+            }
+            None => Ok(Durable {
+                bytes: 0,
+                sha256: format!("{:x}", sha2::Sha256::digest(b"")),
+            }),
+        }
+    }
+
     /// Checks the row count and moves the finished file into place.
     pub fn finish(mut self) -> Result<()> {
         if self.written != self.rows {
@@ -111,11 +182,11 @@ impl NpyWriter {
         }
         let out = self.out.take().context("no rows were written")?;
         let writing = || format!("writing {}", self.tmp.display());
-        let file = out
+        let hashing = out
             .into_inner()
             .map_err(|e| e.into_error())
             .with_context(writing)?;
-        file.sync_all().with_context(writing)?;
+        hashing.sync().with_context(writing)?;
         std::fs::rename(&self.tmp, &self.path)
             .with_context(|| format!("moving {} into place", self.path.display()))?;
         self.finished = true;
@@ -126,7 +197,7 @@ impl NpyWriter {
 impl Drop for NpyWriter {
     fn drop(&mut self) {
         // Still locked here (the file closes after this), so no other run's partial file is removed.
-        if !self.finished {
+        if !self.finished && !self.kept_for_resume {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
@@ -179,5 +250,41 @@ mod tests {
         again.finish().unwrap();
         let a: ndarray::Array2<f32> = ndarray_npy::read_npy(&path).unwrap();
         assert_eq!(a, ndarray::arr2(&[[2.0]]));
+    }
+
+    #[test]
+    fn a_partial_file_kept_at_a_checkpoint_resumes_there_and_a_changed_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.npy");
+        let partial = path.with_extension("npy.partial");
+        let mut first = NpyWriter::create(&path, 3).unwrap();
+        first.push_row(&[1.0, 2.0]).unwrap();
+        let durable = first.sync().unwrap();
+        first.push_row(&[9.0, 9.0]).unwrap(); // after the checkpoint: dropped on resume
+        drop(first);
+        assert!(partial.exists(), "kept for --resume after a checkpoint");
+
+        let mut resumed = NpyWriter::resume(&path, 3, Some(2), &durable).unwrap();
+        resumed.push_row(&[3.0, 4.0]).unwrap();
+        resumed.push_row(&[5.0, 6.0]).unwrap();
+        resumed.finish().unwrap();
+        let a: ndarray::Array2<f32> = ndarray_npy::read_npy(&path).unwrap();
+        assert_eq!(a, ndarray::arr2(&[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]));
+
+        let mut again = NpyWriter::create(&path, 2).unwrap();
+        again.push_row(&[1.0]).unwrap();
+        let durable = again.sync().unwrap();
+        drop(again);
+        let mut bytes = std::fs::read(&partial).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(&partial, bytes).unwrap();
+        let error = NpyWriter::resume(&path, 2, Some(1), &durable)
+            .err()
+            .expect("refused");
+        assert!(
+            format!("{error:#}").contains("are not the ones its checkpoint recorded"),
+            "{error:#}"
+        );
+        assert_eq!(crate::error::exit_code_for(&error), 2);
     }
 }

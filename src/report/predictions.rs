@@ -1,6 +1,7 @@
-//! Row-by-row CSV outputs (predictions.csv, skipped.csv): appended as batches finish, durable at checkpoints,
-//! and reopened at their last durable length on resume.
+//! Row-by-row outputs (predictions.csv, skipped.csv, embed's E.rows.csv): appended as batches finish, durable at
+//! checkpoints, and reopened at their last durable length on resume.
 
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -22,14 +23,22 @@ pub struct CsvLog {
 
 /// A log's durable length and the SHA-256 of those bytes, recorded at a checkpoint: a resume goes on from a
 /// file only while its first `bytes` are still the ones the run wrote.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Durable {
     pub bytes: u64,
     pub sha256: String,
 }
 
-/// The log file, hashing every byte written to it, from its first.
-struct HashingFile {
+/// `<path>.partial`: where an output is written until the run completes.
+pub fn partial_name(path: &Path) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// An output file, hashing every byte written to it, from its first.
+pub struct HashingFile {
     file: File,
     hasher: Sha256,
 }
@@ -46,39 +55,24 @@ impl Write for HashingFile {
     }
 }
 
-impl CsvLog {
-    pub fn create(path: &Path, header: &[&str]) -> Result<CsvLog> {
-        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let hashing = HashingFile {
+impl HashingFile {
+    /// `file` from its start; it should be empty.
+    pub fn new(file: File) -> HashingFile {
+        HashingFile {
             file,
             hasher: Sha256::new(),
-        };
-        let mut writer = csv::Writer::from_writer(BufWriter::new(hashing));
-        writer.write_record(header)?;
-        Ok(CsvLog {
-            path: path.to_path_buf(),
-            writer,
-        })
+        }
     }
 
-    /// Reopens a log, dropping whatever was written after its last durable length. Refused when the bytes up
-    /// to it are not the ones the checkpoint recorded (`expected_sha256`; None for checkpoints that predate
-    /// it): a file opened and saved by a spreadsheet or edited by hand would otherwise be resumed as if the run
-    /// had written it, its rows in the predictions and the metrics.
+    /// `file` (at `path`) cut back to its first `durable_bytes`, appended to after them. Refused when those bytes
+    /// are not the ones a checkpoint recorded (`expected_sha256`; None for checkpoints that predate it): a file
+    /// opened and saved by a spreadsheet or edited by hand would otherwise be resumed as if the run had written it.
     pub fn resume(
+        mut file: File,
         path: &Path,
         durable_bytes: u64,
         expected_sha256: Option<&str>,
-        header: &[&str],
-    ) -> Result<CsvLog> {
-        if durable_bytes == 0 {
-            return CsvLog::create(path, header);
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("reopening {} to resume", path.display()))?;
+    ) -> Result<HashingFile> {
         let length = file.metadata()?.len();
         let changed = |how: String| {
             Failure::usage(format!(
@@ -92,6 +86,7 @@ impl CsvLog {
             ))
             .into());
         }
+        file.seek(SeekFrom::Start(0))?;
         let mut hasher = Sha256::new();
         std::io::copy(&mut (&mut file).take(durable_bytes), &mut hasher)
             .with_context(|| format!("reading {} to resume", path.display()))?;
@@ -105,9 +100,49 @@ impl CsvLog {
         }
         file.set_len(durable_bytes)?;
         file.seek(SeekFrom::End(0))?;
+        Ok(HashingFile { file, hasher })
+    }
+
+    /// Syncs what was written (flush any buffer in front first); returns its length and SHA-256.
+    pub fn sync(&self) -> Result<Durable> {
+        self.file.sync_data()?;
+        Ok(Durable {
+            bytes: self.file.metadata()?.len(),
+            sha256: format!("{:x}", self.hasher.clone().finalize()),
+        })
+    }
+}
+
+impl CsvLog {
+    pub fn create(path: &Path, header: &[&str]) -> Result<CsvLog> {
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut writer = csv::Writer::from_writer(BufWriter::new(HashingFile::new(file)));
+        writer.write_record(header)?;
+        Ok(CsvLog {
+            path: path.to_path_buf(),
+            writer,
+        })
+    }
+
+    /// Reopens a log, dropping whatever was written after its last durable length; see [`HashingFile::resume`].
+    pub fn resume(
+        path: &Path,
+        durable_bytes: u64,
+        expected_sha256: Option<&str>,
+        header: &[&str],
+    ) -> Result<CsvLog> {
+        if durable_bytes == 0 {
+            return CsvLog::create(path, header);
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("reopening {} to resume", path.display()))?;
+        let hashing = HashingFile::resume(file, path, durable_bytes, expected_sha256)?;
         let writer = csv::WriterBuilder::new()
             .has_headers(false)
-            .from_writer(BufWriter::new(HashingFile { file, hasher }));
+            .from_writer(BufWriter::new(hashing));
         Ok(CsvLog {
             path: path.to_path_buf(),
             writer,
@@ -126,12 +161,14 @@ impl CsvLog {
         self.writer
             .flush()
             .with_context(|| format!("writing {}", self.path.display()))?;
-        let hashing = self.writer.get_ref().get_ref();
-        hashing.file.sync_data()?;
-        Ok(Durable {
-            bytes: hashing.file.metadata()?.len(),
-            sha256: format!("{:x}", hashing.hasher.clone().finalize()),
-        })
+        self.writer.get_ref().get_ref().sync()
+    }
+
+    /// Syncs the log and moves it to `path`: a partial file becoming the finished output.
+    pub fn finish_into(mut self, path: &Path) -> Result<()> {
+        self.sync()?;
+        std::fs::rename(&self.path, path)
+            .with_context(|| format!("moving {} into place", path.display()))
     }
 }
 

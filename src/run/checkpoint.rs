@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Failure;
@@ -24,12 +25,39 @@ pub struct Fingerprint {
     pub columns: [String; 3],
     pub max_residues: u64,
     pub truncate: bool,
-    pub threshold: f64,
+    /// None for `embed`, which applies no threshold.
+    pub threshold: Option<f64>,
     pub skip_invalid: bool,
     pub shard: crate::config::Shard,
 }
 
 impl Fingerprint {
+    /// The fingerprint of a run of `scoring` over data and model of these hashes.
+    pub fn of(
+        scoring: &crate::config::ScoringConfig,
+        (data_sha256, data_bytes): (String, u64),
+        model_sha256: String,
+        head_sha256: Option<String>,
+        threshold: Option<f64>,
+    ) -> Fingerprint {
+        Fingerprint {
+            data_sha256,
+            data_bytes,
+            model_sha256,
+            head_sha256,
+            columns: [
+                scoring.columns.sequence.clone(),
+                scoring.columns.label.clone(),
+                scoring.columns.id.clone(),
+            ],
+            max_residues: scoring.max_residues as u64,
+            truncate: scoring.truncate,
+            threshold,
+            skip_invalid: scoring.on_invalid == crate::cli::OnInvalid::Skip,
+            shard: scoring.shard,
+        }
+    }
+
     /// Human-readable list of what differs from `other`.
     pub fn differences(&self, other: &Fingerprint) -> Vec<String> {
         let mut out = Vec::new();
@@ -54,9 +82,11 @@ impl Fingerprint {
             out.push("--max-residues or --no-truncate changed".to_string());
         }
         if self.threshold != other.threshold {
+            let shown = |t: Option<f64>| t.map_or("none".to_string(), |t| t.to_string());
             out.push(format!(
                 "the threshold changed ({} -> {})",
-                self.threshold, other.threshold
+                shown(self.threshold),
+                shown(other.threshold)
             ));
         }
         if self.skip_invalid != other.skip_invalid {
@@ -121,45 +151,120 @@ impl Checkpoint {
     /// The checkpoint in `dir`, whatever it was made with: read before the model loads, so a --resume
     /// with nothing to resume fails at once.
     pub fn read(dir: &Path) -> Result<Checkpoint> {
-        let path = path_in(dir);
-        let text = std::fs::read_to_string(&path).map_err(|_| {
-            Failure::usage(format!(
-                "--resume: {} has no checkpoint (the run finished, or never wrote one)\n  fix: drop --resume to start afresh",
-                dir.display()
-            ))
-        })?;
-        let checkpoint: Checkpoint = serde_json::from_str(&text).map_err(|e| {
-            Failure::usage(format!(
-                "--resume: {} is not a checkpoint esmbench can read ({e})\n  fix: drop --resume to start afresh",
-                path.display()
-            ))
-        })?;
-        if checkpoint.version != CHECKPOINT_VERSION {
-            return Err(Failure::usage(format!(
-                "--resume: {} has version {}, expected {CHECKPOINT_VERSION}\n  fix: drop --resume",
-                path.display(),
-                checkpoint.version
-            ))
-            .into());
-        }
+        let checkpoint: Checkpoint = read_json(&path_in(dir), &dir.display().to_string())?;
+        check_version(checkpoint.version, &path_in(dir))?;
         Ok(checkpoint)
     }
 
     /// This checkpoint, refused when it was made with other data, model or settings than `current`.
     pub fn matching(self, current: &Fingerprint) -> Result<Checkpoint> {
-        let changed = self.fingerprint.differences(current);
-        if !changed.is_empty() {
-            return Err(Failure::usage(format!(
-                "--resume refused: {} since the interrupted run\n  fix: resume with the same data, model, head and settings, or drop --resume (or use another --out) to start afresh",
-                changed.join("; ")
-            ))
-            .into());
-        }
+        refuse_changes(&self.fingerprint, current)?;
         Ok(self)
     }
 
     pub fn remove(dir: &Path) {
         let _ = std::fs::remove_file(path_in(dir));
+    }
+}
+
+fn refuse_changes(then: &Fingerprint, now: &Fingerprint) -> Result<()> {
+    let changed = then.differences(now);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::usage(format!(
+        "--resume refused: {} since the interrupted run\n  fix: resume with the same data, model, head and settings, or drop --resume (or use another --out) to start afresh",
+        changed.join("; ")
+    ))
+    .into())
+}
+
+/// A checkpoint file; `place` names where the run wrote (its --out) in the errors.
+fn read_json<T: DeserializeOwned>(path: &Path, place: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|_| {
+        Failure::usage(format!(
+            "--resume: {place} has no checkpoint (the run finished, or never wrote one)\n  fix: drop --resume to start afresh"
+        ))
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        Failure::usage(format!(
+            "--resume: {} is not a checkpoint esmbench can read ({e})\n  fix: drop --resume to start afresh",
+            path.display()
+        ))
+        .into()
+    })
+}
+
+fn check_version(version: u32, path: &Path) -> Result<()> {
+    if version == CHECKPOINT_VERSION {
+        return Ok(());
+    }
+    Err(Failure::usage(format!(
+        "--resume: {} has version {version}, expected {CHECKPOINT_VERSION}\n  fix: drop --resume",
+        path.display()
+    ))
+    .into())
+}
+
+/// How far an `esmbench embed` run got: its E.checkpoint.json beside E.npy. The partial files keep their
+/// `.partial` names until the run completes, so nothing downstream reads a half-written E.npy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedCheckpoint {
+    pub version: u32,
+    pub fingerprint: Fingerprint,
+    /// Data rows 0..rows_done are in E.rows.csv or E.skipped.csv (and their embeddings in E.npy).
+    pub rows_done: u64,
+    /// The embedding width, once the first row fixed it.
+    pub width: Option<usize>,
+    pub embeddings: Durable,
+    pub rows: Durable,
+    /// None while no row was skipped (the list is created at the first).
+    pub skipped: Option<Durable>,
+}
+
+impl EmbedCheckpoint {
+    pub fn new(
+        fingerprint: Fingerprint,
+        rows_done: u64,
+        width: Option<usize>,
+        embeddings: Durable,
+        rows: Durable,
+        skipped: Option<Durable>,
+    ) -> EmbedCheckpoint {
+        EmbedCheckpoint {
+            version: CHECKPOINT_VERSION,
+            fingerprint,
+            rows_done,
+            width,
+            embeddings,
+            rows,
+            skipped,
+        }
+    }
+
+    /// E.checkpoint.json for embeddings written to E.npy.
+    pub fn path_for(out: &Path) -> PathBuf {
+        out.with_extension("checkpoint.json")
+    }
+
+    pub fn save(&self, out: &Path) -> Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(self)?;
+        bytes.push(b'\n');
+        write_atomically(&Self::path_for(out), &bytes)
+    }
+
+    /// The checkpoint of an interrupted run to `out`, refused when it was made with other data, model or settings.
+    pub fn read_matching(out: &Path, current: &Fingerprint) -> Result<EmbedCheckpoint> {
+        let path = Self::path_for(out);
+        let checkpoint: EmbedCheckpoint = read_json(&path, &out.display().to_string())?;
+        check_version(checkpoint.version, &path)?;
+        refuse_changes(&checkpoint.fingerprint, current)?;
+        Ok(checkpoint)
+    }
+
+    pub fn remove(out: &Path) {
+        let _ = std::fs::remove_file(Self::path_for(out));
     }
 }
 
@@ -176,7 +281,7 @@ mod tests {
             columns: ["sequence".into(), "label".into(), "id".into()],
             max_residues: 1022,
             truncate: true,
-            threshold: 0.5,
+            threshold: Some(0.5),
             skip_invalid: false,
             shard: crate::config::Shard::WHOLE,
         }
@@ -232,7 +337,7 @@ mod tests {
             .unwrap();
         let mut other = fingerprint();
         other.model_sha256 = "m2".into();
-        other.threshold = 0.6;
+        other.threshold = Some(0.6);
         let err = Checkpoint::read(dir.path())
             .unwrap()
             .matching(&other)
@@ -250,5 +355,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = Checkpoint::read(dir.path()).unwrap_err();
         assert!(err.to_string().contains("has no checkpoint"));
+    }
+
+    #[test]
+    fn an_embed_checkpoint_sits_beside_its_npy_and_is_refused_for_another_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("e.npy");
+        let mut embedding = fingerprint();
+        embedding.threshold = None;
+        let c = EmbedCheckpoint::new(
+            embedding.clone(),
+            5,
+            Some(320),
+            durable(6528),
+            durable(90),
+            None,
+        );
+        c.save(&out).unwrap();
+        assert!(dir.path().join("e.checkpoint.json").exists());
+        assert_eq!(EmbedCheckpoint::read_matching(&out, &embedding).unwrap(), c);
+        let mut other = embedding;
+        other.model_sha256 = "m2".into();
+        let text = EmbedCheckpoint::read_matching(&out, &other)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("the model file changed"), "{text}");
+        EmbedCheckpoint::remove(&out);
+        let text = EmbedCheckpoint::read_matching(&out, &other)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("has no checkpoint"), "{text}");
     }
 }

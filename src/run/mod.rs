@@ -2,16 +2,17 @@
 
 pub mod checkpoint;
 pub mod drive;
+pub mod embed;
 pub mod lock;
 pub mod monitor;
 pub mod progress;
 pub mod signals;
 pub mod suite;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::cli::OnInvalid;
 use crate::config::{ScoringConfig, TestConfig};
@@ -23,11 +24,7 @@ use crate::metrics;
 use crate::metrics::threshold::{self, Threshold};
 use crate::model::head::Head;
 use crate::model::{self, Backend, ModelInfo};
-use crate::report::npy::NpyWriter;
-use crate::report::partial_csv::PartialCsv;
-use crate::report::predictions::{
-    read_scored, CsvLog, EMBEDDED_ROWS_HEADER, PREDICTIONS_HEADER, SKIPPED_HEADER,
-};
+use crate::report::predictions::{read_scored, CsvLog, PREDICTIONS_HEADER, SKIPPED_HEADER};
 use crate::report::{self, DataSection, Execution, ModelSection, Performance, Report, Tool};
 use crate::threads;
 use checkpoint::{Checkpoint, Fingerprint};
@@ -332,7 +329,7 @@ fn score_and_report(
     let wall = Instant::now();
     let scoring = &config.scoring;
     let _output_lock = lock::OutputLock::acquire(&config.out_dir)?;
-    let previous = if config.resume {
+    let previous = if config.long_run.resume {
         Some(Checkpoint::read(&config.out_dir)?)
     } else {
         None
@@ -353,7 +350,7 @@ fn score_and_report(
     let threshold_for_fingerprint = config.threshold.as_ref().map(|t| t.value);
     signals::install()?;
 
-    let mut monitor = Monitor::start(config.rss_limits)?;
+    let mut monitor = Monitor::start(config.long_run.rss_limits)?;
     let owned;
     let (backend, loads_before, load_seconds): (&dyn Backend, usize, f64) = match loaded {
         Some(l) => {
@@ -382,23 +379,14 @@ fn score_and_report(
         &scoring.model.display_name(),
     )?;
     let threshold = resolve_threshold(config, head.as_ref().map(|(h, _)| h));
-    let data_fingerprint = (data_sha256.clone(), data_bytes);
-    let fingerprint = Fingerprint {
-        data_sha256,
-        data_bytes,
-        model_sha256: model_sha256.clone(),
-        head_sha256: head_sha256(scoring)?,
-        columns: [
-            scoring.columns.sequence.clone(),
-            scoring.columns.label.clone(),
-            scoring.columns.id.clone(),
-        ],
-        max_residues: scoring.max_residues as u64,
-        truncate: scoring.truncate,
-        threshold: threshold_for_fingerprint.unwrap_or(threshold.value),
-        skip_invalid: scoring.on_invalid == OnInvalid::Skip,
-        shard: scoring.shard,
-    };
+    let data_fingerprint = (data_sha256, data_bytes);
+    let fingerprint = Fingerprint::of(
+        scoring,
+        data_fingerprint.clone(),
+        model_sha256.clone(),
+        head_sha256(scoring)?,
+        Some(threshold_for_fingerprint.unwrap_or(threshold.value)),
+    );
 
     let predictions_path = config.out_dir.join("predictions.csv");
     let skipped_path = config.out_dir.join(SKIPPED_FILE);
@@ -451,7 +439,7 @@ fn score_and_report(
         rows_skipped: 0,
         rows_unlabeled: 0,
         fingerprint,
-        every: config.checkpoint_every,
+        every: config.long_run.checkpoint_every,
         last_checkpoint: Instant::now(),
         report: report.clone(),
     };
@@ -469,7 +457,7 @@ fn score_and_report(
     };
     sink.checkpoint(start_row, true)?;
 
-    let mut progress = Progress::new(summary.rows_total, quiet);
+    let mut progress = Progress::new(summary.rows_total, start_row, quiet);
     let options = DriveOptions {
         scoring,
         head: head.as_ref().map(|(h, _)| h),
@@ -550,7 +538,11 @@ fn score_and_report(
             format!(
                 "stopped by the memory watchdog: RSS {} MiB passed --max-rss {} MiB",
                 rss_bytes >> 20,
-                config.rss_limits.map(|l| l.hard >> 20).unwrap_or(0)
+                config
+                    .long_run
+                    .rss_limits
+                    .map(|l| l.hard >> 20)
+                    .unwrap_or(0)
             ),
         )),
     };
@@ -615,128 +607,4 @@ fn performance(
         peak_threads,
         timeline,
     }
-}
-
-/// Streams embeddings to the .npy writer, and beside it which CSV row each one is (and which rows were skipped),
-/// so that E.npy still lines up with the data when rows are skipped or the run is one shard.
-struct EmbedSink {
-    writer: NpyWriter,
-    rows: PartialCsv,
-    /// Created at the first skipped row.
-    skipped: Option<PartialCsv>,
-    skipped_path: PathBuf,
-}
-
-impl RowSink for EmbedSink {
-    fn deliver(&mut self, slot: Slot) -> Result<()> {
-        match slot {
-            Slot::Scored(s) => {
-                self.writer
-                    .push_row(s.embedding.as_deref().expect("embeddings were requested"))?;
-                let label = s.row.label.map(|l| l.to_string()).unwrap_or_default();
-                self.rows.write(&[
-                    &s.row.row.to_string(),
-                    s.row.id.as_deref().unwrap_or(""),
-                    &label,
-                ])
-            }
-            Slot::Skipped(problem) => {
-                let skipped = match &mut self.skipped {
-                    Some(skipped) => skipped,
-                    None => self
-                        .skipped
-                        .insert(PartialCsv::create(&self.skipped_path, &SKIPPED_HEADER)?),
-                };
-                let reason = format!("{}; fix: {}", problem.reason, problem.fix);
-                skipped.write(&[
-                    &problem.row.to_string(),
-                    &problem.line.to_string(),
-                    "",
-                    &problem.column,
-                    &reason,
-                ])
-            }
-        }
-    }
-}
-
-/// E.rows.csv and E.skipped.csv for embeddings written to E.npy.
-pub fn embed_companions(out: &Path) -> (PathBuf, PathBuf) {
-    (
-        out.with_extension("rows.csv"),
-        out.with_extension("skipped.csv"),
-    )
-}
-
-/// `esmbench embed`: pooled embeddings as float32 .npy [rows, hidden], in input order.
-pub fn run_embed(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64> {
-    write_embeddings(scoring, out, quiet)
-        .map_err(|error| advise_on_full_disk(error, out, "run the same command again"))
-}
-
-fn write_embeddings(scoring: &ScoringConfig, out: &Path, quiet: bool) -> Result<u64> {
-    let (rows_path, skipped_path) = embed_companions(out);
-    let skipped_name = skipped_path.display().to_string();
-    let (summary, data_fingerprint) = validate_and_fingerprint_data(scoring, &skipped_name)?;
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        crate::config::ensure_writable_dir(parent)?;
-    }
-    // Before the model loads, so a second run on the same --out is refused at once.
-    let writer = NpyWriter::create(out, summary.rows_valid_in_shard)?;
-    let rows = PartialCsv::create(&rows_path, &EMBEDDED_ROWS_HEADER)?;
-    signals::install()?;
-    let mut monitor = Monitor::start(None)?;
-    let backend = model::load_backend(scoring)?;
-    if !backend.info().kind.yields_embeddings() {
-        return Err(Failure::usage(format!(
-            "{} outputs {}, not embeddings\n  fix: use an encoder that outputs last_hidden_state or a pooled embedding",
-            scoring.model.display_name(),
-            backend.info().kind.label()
-        ))
-        .into());
-    }
-    let mut sink = EmbedSink {
-        writer,
-        rows,
-        skipped: None,
-        skipped_path: skipped_path.clone(),
-    };
-    let mut progress = Progress::new(summary.rows_total, quiet);
-    let options = DriveOptions {
-        scoring,
-        head: None,
-        want_embeddings: true,
-        start_row: 0,
-        data_fingerprint,
-    };
-    let (totals, stop) = drive(
-        options,
-        backend.as_ref(),
-        &monitor,
-        &mut progress,
-        &mut sink,
-    )?;
-    progress.finish(totals.rows_done, monitor.rss_bytes());
-    monitor.finish();
-    if let Stop::Signal { code, name } = stop {
-        return Err(Failure {
-            kind: FailureKind::Interrupted(code),
-            message: format!("interrupted by {name}; {} was not written", out.display()),
-        }
-        .into());
-    }
-    sink.rows.finish()?;
-    match sink.skipped {
-        Some(skipped) => skipped.finish()?,
-        // An earlier run's list would describe other rows.
-        None => match std::fs::remove_file(&skipped_path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e)
-                    .with_context(|| format!("removing the stale {}", skipped_path.display()))
-            }
-            _ => {}
-        },
-    }
-    sink.writer.finish()?;
-    Ok(totals.rows_scored)
 }

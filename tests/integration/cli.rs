@@ -899,3 +899,69 @@ fn regression_a_label_or_id_column_named_but_missing_is_refused_not_ignored() {
     let bare = write(dir.path(), "bare.csv", "sequence\nEVQLVESGG\n");
     mock_test(&dir.path().join("bare"), &bare).success();
 }
+
+/// Regression: `esmbench embed --config` read only the scoring keys of a config shared with `test`, so `max_rss`
+/// and `checkpoint_seconds` were dropped without a word (embed had no watchdog and no checkpoints), as were
+/// `threshold`, `bootstrap` and `out`; a suite config (`models`, `datasets`) without --model and --data
+/// embedded the built-in demo set. Now embed reads the long-run keys, names the ones it does not use, and
+/// refuses the suite.
+#[test]
+fn regression_embed_reads_a_shared_configs_long_run_keys_names_the_rest_and_refuses_a_suite() {
+    let dir = tempdir();
+    let data = write(
+        dir.path(),
+        "d.csv",
+        "id,sequence\nr1,EVQLVESGGGLVQPGG\nr2,QVQLQESGPGLVKPSE\n",
+    );
+    let config = write(
+        dir.path(),
+        "run.yaml",
+        "threshold: 0.7\nbootstrap: 0\nout: results/elsewhere\nmax_rss: 1KiB\ncheckpoint_seconds: 1\n",
+    );
+    let out = dir.path().join("e.npy");
+    let assert = esmbench()
+        .args(["embed", "--mock-backend", "--model"])
+        .arg(fixture("esm2_micro.onnx"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .code(4);
+    let stderr = stderr_of(&assert);
+    assert!(
+        stderr.contains("ignoring keys that only `esmbench test` uses: out, threshold, bootstrap"),
+        "{stderr}"
+    );
+    // max_rss: 1KiB is below any process: the watchdog stops the run at its first check, resumable.
+    assert!(
+        stderr.contains("stopped by the memory watchdog") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+
+    let suite = write(
+        dir.path(),
+        "suite.yaml",
+        &format!(
+            "models:\n  - model: {}\ndatasets:\n  - data: {}\n",
+            fixture("esm2_micro.onnx").display(),
+            data.display()
+        ),
+    );
+    let assert = esmbench()
+        .args(["embed", "--mock-backend", "--config"])
+        .arg(&suite)
+        .arg("--out")
+        .arg(dir.path().join("s.npy"))
+        .assert()
+        .code(2);
+    assert!(
+        stderr_of(&assert).contains("describe an `esmbench test` suite"),
+        "{}",
+        stderr_of(&assert)
+    );
+    assert!(!dir.path().join("s.npy").exists());
+}

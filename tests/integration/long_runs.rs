@@ -1025,7 +1025,9 @@ fn regression_a_full_disk_exits_1_with_the_fix_and_the_run_resumes() {
     assert_eq!(read_json(&out.join("report.json"))["status"], "complete");
 }
 
-/// Regression: `esmbench embed` onto a full disk said only "No space left on device", naming no file.
+/// Regression: `esmbench embed` onto a full disk said only "No space left on device", naming no file. Now it
+/// names the file and the fix, leaves no E.npy that claims to be complete, and `--resume` finishes the run
+/// once there is space.
 #[test]
 fn regression_a_full_disk_under_embed_names_the_file_and_the_fix() {
     let test = "regression_a_full_disk_under_embed_names_the_file_and_the_fix";
@@ -1034,9 +1036,8 @@ fn regression_a_full_disk_under_embed_names_the_file_and_the_fix() {
         return;
     };
     let out = disk.dir.path().join("embeddings.npy");
-    let full = command_on("embed", &fixture("esm2_micro_with_head.onnx"), &data, &out)
-        .output()
-        .unwrap();
+    let embed = || command_on("embed", &fixture("esm2_micro_with_head.onnx"), &data, &out);
+    let full = embed().output().unwrap();
     assert_stopped_by_full_disk(
         &full,
         &[
@@ -1044,20 +1045,26 @@ fn regression_a_full_disk_under_embed_names_the_file_and_the_fix() {
             // The .npy or its row list beside it, whichever fills the disk first.
             ".partial: No space left on device",
             "fix: free space on the disk that holds",
-            "embeddings.npy (or raise the quota), then run the same command again",
+            "embeddings.npy (or raise the quota), then continue with: ",
+            "--resume",
         ],
     );
     assert!(!out.exists(), "no embeddings file may claim to be complete");
-    for left in [
-        "embeddings.rows.csv",
-        "embeddings.npy.partial",
-        "embeddings.rows.csv.partial",
-    ] {
-        assert!(
-            !disk.dir.path().join(left).exists(),
-            "{left} was left behind"
-        );
-    }
+    assert!(!disk.dir.path().join("embeddings.rows.csv").exists());
+
+    disk.resize("20m");
+    let resumed = embed().arg("--resume").output().unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let embeddings: ndarray::Array2<f32> = ndarray_npy::read_npy(&out).unwrap();
+    assert_eq!(embeddings.nrows(), 20_000);
+    assert_eq!(
+        read_csv(&disk.dir.path().join("embeddings.rows.csv")).len(),
+        20_000
+    );
 }
 
 /// Where a run's standard output or standard error goes: a pipe whose reader is gone (`| head` that
@@ -1143,4 +1150,145 @@ fn regression_a_closed_or_full_stdout_or_stderr_never_panics_a_run() {
         stderr.contains("could not write to standard output"),
         "{stderr}"
     );
+}
+
+fn embed_args(data: &Path, out: &Path, resume: bool) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "embed".into(),
+        "--model".into(),
+        fixture("esm2_micro.onnx").display().to_string(),
+        "--data".into(),
+        data.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+        "--on-invalid".into(),
+        "skip".into(),
+        "--checkpoint-seconds".into(),
+        "1".into(),
+    ];
+    if resume {
+        args.push("--resume".into());
+    }
+    args
+}
+
+/// Starts embed and stops it with `signal` once its row list holds `target` bytes.
+fn embed_stopped_at(
+    args: &[String],
+    rows_partial: &Path,
+    target: u64,
+    signal: &str,
+) -> std::process::Output {
+    let child = Command::new(binary())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    while std::fs::metadata(rows_partial)
+        .map(|m| m.len())
+        .unwrap_or(0)
+        < target
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its stop point"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    send(signal, child.id());
+    child.wait_with_output().unwrap()
+}
+
+/// Regression: `esmbench embed` had no checkpoint and no --resume. A run over Harvey-size data killed by the
+/// OOM killer or stopped with Ctrl-C lost everything and started again from row 0. Now embed checkpoints like
+/// test; after kill -9 and after Ctrl-C, `--resume` goes on from the checkpoint, and the finished E.npy, its row
+/// list and its skipped list are byte for byte those of a run never stopped.
+#[test]
+fn regression_embed_resumes_after_kill_9_and_ctrl_c_to_the_bytes_of_an_uninterrupted_run() {
+    let test =
+        "regression_embed_resumes_after_kill_9_and_ctrl_c_to_the_bytes_of_an_uninterrupted_run";
+    if !runtime_available(test) {
+        return;
+    }
+    let dir = tempdir();
+    let data = dir.path().join("nb.csv");
+    synthetic_nanobodies(&data, 40_000, 41);
+    let mut text = std::fs::read_to_string(&data).unwrap();
+    text.push_str("bad,EVQJL,1\n");
+    std::fs::write(&data, text).unwrap();
+
+    let reference = dir.path().join("reference.npy");
+    let done = Command::new(binary())
+        .args(embed_args(&data, &reference, false))
+        .output()
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let rows_bytes = std::fs::metadata(dir.path().join("reference.rows.csv"))
+        .unwrap()
+        .len();
+
+    let out = dir.path().join("e.npy");
+    let rows_partial = dir.path().join("e.rows.csv.partial");
+    let killed = embed_stopped_at(
+        &embed_args(&data, &out, false),
+        &rows_partial,
+        rows_bytes * 3 / 10,
+        "KILL",
+    );
+    assert!(!killed.status.success());
+    assert!(dir.path().join("e.checkpoint.json").exists() && !out.exists());
+
+    let interrupted = embed_stopped_at(
+        &embed_args(&data, &out, true),
+        &rows_partial,
+        rows_bytes * 7 / 10,
+        "INT",
+    );
+    let stderr = String::from_utf8_lossy(&interrupted.stderr);
+    assert_eq!(interrupted.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("esmbench: resuming at row"), "{stderr}");
+    assert!(
+        stderr.contains("e.npy was not written, the embeddings so far are in")
+            && stderr.contains("resume with: ")
+            && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+
+    let finished = Command::new(binary())
+        .args(embed_args(&data, &out, true))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert!(finished.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&finished.stdout).contains("wrote 40000 embeddings"),
+        "the count covers the rows of the earlier runs too"
+    );
+    for (name, expected) in [
+        ("e.npy", "reference.npy"),
+        ("e.rows.csv", "reference.rows.csv"),
+        ("e.skipped.csv", "reference.skipped.csv"),
+    ] {
+        let got = std::fs::read(dir.path().join(name)).unwrap();
+        let want = std::fs::read(dir.path().join(expected)).unwrap();
+        assert!(
+            got == want,
+            "{name} differs from the uninterrupted run's {expected}"
+        );
+    }
+    for left in [
+        "e.checkpoint.json",
+        "e.npy.partial",
+        "e.rows.csv.partial",
+        "e.skipped.csv.partial",
+    ] {
+        assert!(!dir.path().join(left).exists(), "{left} was left behind");
+    }
 }

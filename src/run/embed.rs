@@ -1,0 +1,253 @@
+//! `esmbench embed`: pooled embeddings streamed to E.npy, with E.rows.csv naming each row's CSV row; checkpointed and resumable.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::checkpoint::{EmbedCheckpoint, Fingerprint};
+use super::drive::{drive, DriveOptions, RowSink, Slot, Stop};
+use super::monitor::Monitor;
+use super::progress::Progress;
+use super::{advise_on_full_disk, resume_command, signals, validate_and_fingerprint_data};
+use crate::config::EmbedConfig;
+use crate::error::{Failure, FailureKind};
+use crate::fingerprint;
+use crate::model;
+use crate::report::embed_companions;
+use crate::report::npy::NpyWriter;
+use crate::report::predictions::{partial_name, CsvLog, EMBEDDED_ROWS_HEADER, SKIPPED_HEADER};
+use crate::threads;
+
+/// Streams embeddings to the .npy writer, and beside it which CSV row each one is (and which rows were skipped),
+/// so that E.npy still lines up with the data when rows are skipped or the run is one shard. All three are
+/// written under `.partial` names, made durable at checkpoints, and moved into place when the run completes.
+struct EmbedSink<'a> {
+    out: &'a Path,
+    writer: NpyWriter,
+    rows: CsvLog,
+    /// Created at the first skipped row.
+    skipped: Option<CsvLog>,
+    skipped_partial: PathBuf,
+    fingerprint: Fingerprint,
+    every: Duration,
+    last_checkpoint: Instant,
+}
+
+impl RowSink for EmbedSink<'_> {
+    fn deliver(&mut self, slot: Slot) -> Result<()> {
+        match slot {
+            Slot::Scored(s) => {
+                self.writer
+                    .push_row(s.embedding.as_deref().expect("embeddings were requested"))?;
+                let label = s.row.label.map(|l| l.to_string()).unwrap_or_default();
+                self.rows.write(&[
+                    &s.row.row.to_string(),
+                    s.row.id.as_deref().unwrap_or(""),
+                    &label,
+                ])
+            }
+            Slot::Skipped(problem) => {
+                let skipped = match &mut self.skipped {
+                    Some(skipped) => skipped,
+                    None => self
+                        .skipped
+                        .insert(CsvLog::create(&self.skipped_partial, &SKIPPED_HEADER)?),
+                };
+                let reason = format!("{}; fix: {}", problem.reason, problem.fix);
+                skipped.write(&[
+                    &problem.row.to_string(),
+                    &problem.line.to_string(),
+                    "",
+                    &problem.column,
+                    &reason,
+                ])
+            }
+        }
+    }
+
+    fn checkpoint(&mut self, rows_done: u64, force: bool) -> Result<()> {
+        if !force && self.last_checkpoint.elapsed() < self.every {
+            return Ok(());
+        }
+        let embeddings = self.writer.sync()?;
+        let rows = self.rows.sync()?;
+        let skipped = self.skipped.as_mut().map(CsvLog::sync).transpose()?;
+        EmbedCheckpoint::new(
+            self.fingerprint.clone(),
+            rows_done,
+            self.writer.width(),
+            embeddings,
+            rows,
+            skipped,
+        )
+        .save(self.out)?;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+}
+
+/// `esmbench embed`: pooled embeddings as float32 .npy [rows, hidden], in input order. Returns the rows in the file.
+pub fn run_embed(config: &EmbedConfig, quiet: bool) -> Result<u64> {
+    write_embeddings(config, quiet).map_err(|error| {
+        let then = format!("continue with: {}", resume_command());
+        advise_on_full_disk(error, &config.out, &then)
+    })
+}
+
+fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<u64> {
+    let scoring = &config.scoring;
+    let out = config.out.as_path();
+    let (rows_path, skipped_path) = embed_companions(out);
+    let (rows_partial, skipped_partial) = (partial_name(&rows_path), partial_name(&skipped_path));
+    let model_hashing = {
+        let source = scoring.model.clone();
+        threads::in_background("esmbench-model-hash", move || {
+            fingerprint::model_sha256(&source)
+        })
+    };
+    let runtime_starting = model::start_runtime(scoring);
+    let (summary, data_fingerprint) =
+        validate_and_fingerprint_data(scoring, &skipped_path.display().to_string())?;
+    let model_sha256 = model_hashing
+        .join()
+        .map_err(|_| anyhow::anyhow!("the model hashing thread panicked"))??;
+    let fingerprint = Fingerprint::of(scoring, data_fingerprint.clone(), model_sha256, None, None);
+    // Before the model loads, so a --resume that cannot resume, or a second run on the same --out, fails at once.
+    let resumed = if config.long_run.resume {
+        Some(EmbedCheckpoint::read_matching(out, &fingerprint)?)
+    } else {
+        None
+    };
+    let rows_total = summary.rows_valid_in_shard;
+    // The .npy writer takes the output's lock; the logs beside it are opened under it.
+    let (writer, resumed_logs) = match &resumed {
+        Some(checkpoint) => {
+            let writer =
+                NpyWriter::resume(out, rows_total, checkpoint.width, &checkpoint.embeddings)?;
+            let rows = CsvLog::resume(
+                &rows_partial,
+                checkpoint.rows.bytes,
+                Some(&checkpoint.rows.sha256),
+                &EMBEDDED_ROWS_HEADER,
+            )?;
+            let skipped = checkpoint
+                .skipped
+                .as_ref()
+                .map(|durable| {
+                    CsvLog::resume(
+                        &skipped_partial,
+                        durable.bytes,
+                        Some(&durable.sha256),
+                        &SKIPPED_HEADER,
+                    )
+                })
+                .transpose()?;
+            crate::errln!(
+                "esmbench: resuming at row {} of {}",
+                checkpoint.rows_done,
+                summary.rows_total
+            );
+            (writer, Some((rows, skipped)))
+        }
+        None => {
+            let writer = NpyWriter::create(out, rows_total)?;
+            // An interrupted earlier run's state, which this run replaces.
+            EmbedCheckpoint::remove(out);
+            let _ = std::fs::remove_file(&skipped_partial);
+            (writer, None)
+        }
+    };
+    signals::install()?;
+    let mut monitor = Monitor::start(config.long_run.rss_limits)?;
+    runtime_starting.wait();
+    let backend = model::load_backend(scoring)?;
+    if !backend.info().kind.yields_embeddings() {
+        return Err(Failure::usage(format!(
+            "{} outputs {}, not embeddings\n  fix: use an encoder that outputs last_hidden_state or a pooled embedding",
+            scoring.model.display_name(),
+            backend.info().kind.label()
+        ))
+        .into());
+    }
+    // A fresh run creates its row list only now, so a model that fails to load leaves no partial files.
+    let (rows, skipped) = match resumed_logs {
+        Some(logs) => logs,
+        None => (CsvLog::create(&rows_partial, &EMBEDDED_ROWS_HEADER)?, None),
+    };
+    let start_row = resumed.as_ref().map_or(0, |c| c.rows_done);
+    let mut sink = EmbedSink {
+        out,
+        writer,
+        rows,
+        skipped,
+        skipped_partial,
+        fingerprint,
+        every: config.long_run.checkpoint_every,
+        last_checkpoint: Instant::now(),
+    };
+    sink.checkpoint(start_row, true)?;
+    let mut progress = Progress::new(summary.rows_total, start_row, quiet);
+    let options = DriveOptions {
+        scoring,
+        head: None,
+        want_embeddings: true,
+        start_row,
+        data_fingerprint,
+    };
+    let outcome = drive(
+        options,
+        backend.as_ref(),
+        &monitor,
+        &mut progress,
+        &mut sink,
+    );
+    let rows_done = outcome
+        .as_ref()
+        .map(|(t, _)| t.rows_done)
+        .unwrap_or_else(|_| monitor.rows_done().max(start_row));
+    progress.finish(rows_done, monitor.rss_bytes());
+    monitor.finish();
+    let (_, stop) = outcome?;
+    let stopped = match stop {
+        Stop::Finished => None,
+        Stop::Signal { code, name } => Some((
+            FailureKind::Interrupted(code),
+            format!("interrupted by {name}"),
+        )),
+        Stop::Watchdog { rss_bytes } => Some((
+            FailureKind::Watchdog,
+            format!(
+                "stopped by the memory watchdog: RSS {} MiB passed --max-rss {} MiB",
+                rss_bytes >> 20,
+                config.long_run.rss_limits.map_or(0, |l| l.hard >> 20)
+            ),
+        )),
+    };
+    if let Some((kind, what)) = stopped {
+        let message = format!(
+            "{what} after {rows_done} of {} rows; {} was not written, the embeddings so far are in {} (checkpointed)\n  resume with: {}",
+            summary.rows_total,
+            out.display(),
+            partial_name(out).display(),
+            resume_command()
+        );
+        return Err(Failure { kind, message }.into());
+    }
+    sink.rows.finish_into(&rows_path)?;
+    match sink.skipped {
+        Some(skipped) => skipped.finish_into(&skipped_path)?,
+        // An earlier run's list would describe other rows.
+        None => match std::fs::remove_file(&skipped_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e)
+                    .with_context(|| format!("removing the stale {}", skipped_path.display()))
+            }
+            _ => {}
+        },
+    }
+    sink.writer.finish()?;
+    EmbedCheckpoint::remove(out);
+    // A resumed run's file holds the rows of every run before it too.
+    Ok(rows_total)
+}
