@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 
-use crate::data::reader::column_named_twice;
+use crate::data::reader::{self, column_named_twice};
 use crate::error::Failure;
 use crate::metrics::{self, threshold::Threshold};
 use crate::report::{self, DataSection, Execution, ModelSection, Performance, Report, Tool};
@@ -94,14 +94,11 @@ fn find_column(
 }
 
 fn parse_label(text: &str) -> Result<Option<u8>, String> {
-    match text.trim().to_lowercase().as_str() {
-        "" => Ok(None),
-        "0" | "0.0" | "false" => Ok(Some(0)),
-        "1" | "1.0" | "true" => Ok(Some(1)),
-        other => Err(format!(
+    reader::parse_label(text.as_bytes()).map_err(|other| {
+        format!(
             "label `{other}` is not 0 or 1; fix: use 0/1 (also 0.0/1.0, true/false), or leave it empty for an unlabeled row"
-        )),
-    }
+        )
+    })
 }
 
 fn parse_score(text: &str) -> Result<f64, String> {

@@ -334,13 +334,23 @@ fix: pass the name of a column in the header, or leave {flag} out",
         let leading = self.record[layout.sequence].len()
             - self.record[layout.sequence].trim_ascii_start().len();
         if let Some((at, byte)) = first_invalid_residue(&residues) {
-            let shown = if byte.is_ascii_graphic() {
-                format!("'{}'", byte as char)
-            } else {
-                format!("byte 0x{byte:02x}")
+            let shown = match byte {
+                b' ' => "a space".to_string(),
+                b'\t' => "a tab".to_string(),
+                b'\r' | b'\n' => "a line break".to_string(),
+                _ if byte.is_ascii_graphic() => format!("'{}'", byte as char),
+                // The field is UTF-8 (checked above) and every byte before this one is ASCII: a character starts here.
+                _ => match std::str::from_utf8(&residues[at..])
+                    .ok()
+                    .and_then(|rest| rest.chars().next())
+                {
+                    Some(c) if !c.is_ascii() => format!("'{c}' (U+{:04X})", c as u32),
+                    _ => format!("byte 0x{byte:02x}"),
+                },
             };
             let fix = match byte {
                 b'*' => "'*' is a stop codon from translating DNA: cut the sequence at it (the protein ends there) or remove the row",
+                b' ' | b'\t' | b'\r' | b'\n' => "remove the whitespace inside the sequence (one copied from a FASTA file, a PDF or a web page often carries line breaks and spaces)",
                 _ => "use one-letter amino-acid codes (LAGVSERTIDPKQNFYMHWC, or X B U Z O . -)",
             };
             return Err(problem(
@@ -368,7 +378,7 @@ fix: pass the name of a column in the header, or leave {flag} out",
                     col,
                     None,
                     format!("label `{text}` is not 0 or 1"),
-                    "write labels as 0 or 1 (0.0/1.0 also work; leave empty for unlabeled)",
+                    "write labels as 0 or 1 (0.0/1.0 and true/false also work; leave empty for unlabeled)",
                 )
             })?,
         };
@@ -503,11 +513,19 @@ impl<R: Read> Read for CrlfToLf<R> {
     }
 }
 
-/// Labels are 0/1, also written 0.0/1.0; an empty field means unlabeled.
+/// Labels are 0/1, also written as any number equal to them (0.0, 1.00) or as true/false in any case (pandas
+/// writes a bool column as True/False, and scikit-learn takes bool labels as 0/1); an empty field means
+/// unlabeled. The error gives the field's text. `esmbench test` and `esmbench metrics` read labels with this.
 pub fn parse_label(field: &[u8]) -> std::result::Result<Option<u8>, String> {
     let text = String::from_utf8_lossy(field.trim_ascii()).into_owned();
     if text.is_empty() {
         return Ok(None);
+    }
+    if text.eq_ignore_ascii_case("true") {
+        return Ok(Some(1));
+    }
+    if text.eq_ignore_ascii_case("false") {
+        return Ok(Some(0));
     }
     match text.parse::<f64>() {
         Ok(0.0) => Ok(Some(0)),
@@ -658,5 +676,62 @@ mod tests {
     fn no_label_column_means_unlabeled_rows() {
         let out = rows(b"sequence\nEVQL\n");
         assert_eq!(out[0].clone().unwrap().label, None);
+    }
+
+    /// Regression: a label column pandas wrote from a bool column (True/False) made every row invalid under
+    /// `esmbench test`, while `esmbench metrics` read the same labels as 1/0.
+    #[test]
+    fn regression_labels_read_true_false_as_metrics_does_and_numbers_equal_to_0_or_1() {
+        for (text, expected) in [
+            ("True", Ok(Some(1))),
+            ("FALSE", Ok(Some(0))),
+            (" true ", Ok(Some(1))),
+            ("1.00", Ok(Some(1))),
+            ("0.0", Ok(Some(0))),
+            ("", Ok(None)),
+            ("yes", Err("yes".to_string())),
+            ("0.5", Err("0.5".to_string())),
+            ("nan", Err("nan".to_string())),
+        ] {
+            assert_eq!(parse_label(text.as_bytes()), expected, "{text:?}");
+        }
+        let out = rows(b"sequence,label\nEVQL,True\nEVQL,False\n");
+        let labels: Vec<_> = out.iter().map(|r| r.clone().unwrap().label).collect();
+        assert_eq!(labels, vec![Some(1), Some(0)]);
+    }
+
+    /// Regression: a space or line break inside a sequence was named "byte 0x20" / "byte 0x0a", and a
+    /// non-ASCII letter by its first byte, with the alphabet as the fix.
+    #[test]
+    fn regression_whitespace_and_non_ascii_inside_a_sequence_are_named_for_what_they_are() {
+        for (csv, shown, fix) in [
+            (
+                &b"sequence\nEVQ LVES\n"[..],
+                "a space is not in the ESM alphabet",
+                "remove the whitespace",
+            ),
+            (
+                b"sequence\n\"EVQL\nVES\"\n",
+                "a line break is not in the ESM alphabet",
+                "remove the whitespace",
+            ),
+            (
+                "sequence\nEVQ\u{2013}LV\n".as_bytes(),
+                "'\u{2013}' (U+2013) is not in the ESM alphabet",
+                "one-letter amino-acid codes",
+            ),
+            (
+                b"sequence\nEVQ\x01LV\n",
+                "byte 0x01 is not in the ESM alphabet",
+                "one-letter amino-acid codes",
+            ),
+        ] {
+            let out = rows(csv);
+            let problem = out[0].clone().unwrap_err().to_string();
+            assert!(
+                problem.contains(shown) && problem.contains(fix),
+                "{problem}"
+            );
+        }
     }
 }
