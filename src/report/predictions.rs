@@ -172,6 +172,29 @@ impl CsvLog {
     }
 }
 
+/// Refuses a finished log that is no longer the bytes its checkpoint recorded (`expected_sha256`; None for
+/// checkpoints that predate it, checked on the length).
+pub fn check_unchanged(path: &Path, bytes: u64, expected_sha256: Option<&str>) -> Result<()> {
+    let changed = |how: &str| -> anyhow::Error {
+        Failure::usage(format!(
+            "--resume: {} was changed after the run completed ({how})\n  fix: put back the file the run wrote, or drop --resume to score the data again",
+            path.display()
+        ))
+        .into()
+    };
+    let (sha256, length) =
+        crate::fingerprint::sha256_file(path).map_err(|_| changed("it cannot be read"))?;
+    if length != bytes {
+        return Err(changed(&format!(
+            "{length} bytes, where the run wrote {bytes}"
+        )));
+    }
+    if expected_sha256.is_some_and(|expected| expected != sha256) {
+        return Err(changed("its bytes are not the ones the run wrote"));
+    }
+    Ok(())
+}
+
 /// (label, probability) of every line in a predictions file: what a resumed run's metrics need from before.
 pub fn read_scored(path: &Path) -> Result<Vec<(Option<u8>, f64)>> {
     let mut reader =

@@ -118,6 +118,10 @@ pub struct Checkpoint {
     pub predictions_sha256: Option<String>,
     #[serde(default)]
     pub skipped_sha256: Option<String>,
+    /// The run finished: predictions.csv is whole at `predictions_bytes`, and report.json is its final report.
+    /// A `--resume` then keeps them (a suite resumed after an interruption goes on past its finished runs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub complete: bool,
 }
 
 pub fn path_in(dir: &Path) -> PathBuf {
@@ -139,7 +143,15 @@ impl Checkpoint {
             skipped_bytes: skipped.bytes,
             predictions_sha256: Some(predictions.sha256),
             skipped_sha256: Some(skipped.sha256),
+            complete: false,
         }
+    }
+
+    /// Marks the checkpoint in `dir` (the run's last, written when its loop ended) as that of a finished run.
+    pub fn mark_complete(dir: &Path) -> Result<()> {
+        let mut checkpoint = Checkpoint::read(dir)?;
+        checkpoint.complete = true;
+        checkpoint.save(dir)
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
@@ -385,5 +397,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(text.contains("has no checkpoint"), "{text}");
+    }
+
+    #[test]
+    fn marking_a_checkpoint_complete_keeps_its_lengths_and_a_running_one_omits_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = Checkpoint::new(fingerprint(), 9, durable(500), durable(40));
+        running.save(dir.path()).unwrap();
+        let text = std::fs::read_to_string(path_in(dir.path())).unwrap();
+        assert!(!text.contains("complete"), "{text}");
+        Checkpoint::mark_complete(dir.path()).unwrap();
+        let read = Checkpoint::read(dir.path()).unwrap();
+        assert!(read.complete);
+        assert_eq!((read.rows_done, read.predictions_bytes), (9, 500));
     }
 }

@@ -24,7 +24,9 @@ use crate::metrics;
 use crate::metrics::threshold::{self, Threshold};
 use crate::model::head::Head;
 use crate::model::{self, Backend, ModelInfo};
-use crate::report::predictions::{read_scored, CsvLog, PREDICTIONS_HEADER, SKIPPED_HEADER};
+use crate::report::predictions::{
+    check_unchanged, read_scored, CsvLog, PREDICTIONS_HEADER, SKIPPED_HEADER,
+};
 use crate::report::{self, DataSection, Execution, ModelSection, Performance, Report, Tool};
 use crate::threads;
 use checkpoint::{Checkpoint, Fingerprint};
@@ -392,6 +394,9 @@ fn score_and_report(
     let skipped_path = config.out_dir.join(SKIPPED_FILE);
     let (resumed, predictions, skipped) = if let Some(previous) = previous {
         let checkpoint = previous.matching(&fingerprint)?;
+        if checkpoint.complete {
+            return already_complete(config, &checkpoint, &predictions_path);
+        }
         let predictions = CsvLog::resume(
             &predictions_path,
             checkpoint.predictions_bytes,
@@ -566,7 +571,37 @@ fn score_and_report(
     if sink.rows_skipped == 0 {
         let _ = std::fs::remove_file(&skipped_path);
     }
-    Checkpoint::remove(&config.out_dir);
+    Checkpoint::mark_complete(&config.out_dir)?;
+    Ok(report)
+}
+
+/// `--resume` of a run that had finished with the same data, model and settings: its outputs stand, once
+/// predictions.csv is shown to be what the run wrote.
+fn already_complete(
+    config: &TestConfig,
+    checkpoint: &Checkpoint,
+    predictions_path: &Path,
+) -> Result<Report> {
+    check_unchanged(
+        predictions_path,
+        checkpoint.predictions_bytes,
+        checkpoint.predictions_sha256.as_deref(),
+    )?;
+    let report_path = config.out_dir.join("report.json");
+    let report: Option<Report> = std::fs::read_to_string(&report_path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let Some(report) = report.filter(|r| r.status == "complete") else {
+        return Err(Failure::usage(format!(
+            "--resume: {} is not the complete report of the finished run\n  fix: drop --resume to score the data again",
+            report_path.display()
+        ))
+        .into());
+    };
+    crate::errln!(
+        "esmbench: {} is already complete with the same data, model and settings; its outputs stand (drop --resume to score again)",
+        config.out_dir.display()
+    );
     Ok(report)
 }
 

@@ -8,7 +8,7 @@ use crate::model;
 use crate::report::baseline::{self, Baseline};
 use crate::report::summary::{self, Summary, SummaryRun, SUMMARY_SCHEMA_VERSION};
 use crate::report::{self, Report};
-use crate::run::{run_test_on, validate_data, Loaded};
+use crate::run::{checkpoint, run_test_on, validate_data, Loaded};
 
 /// What a finished (or stopped) suite leaves for the caller to print and turn into an exit code.
 pub struct SuiteOutcome {
@@ -47,7 +47,21 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
                 first_use: i == 0,
             };
             let out_dir = run.config.out_dir.display().to_string();
-            match run_test_on(&run.config, quiet, Some(loaded)) {
+            let started_afresh;
+            let config = if run.config.long_run.resume
+                && !checkpoint::path_in(&run.config.out_dir).exists()
+            {
+                crate::errln!(
+                    "esmbench: {out_dir} has no checkpoint: this run had not started, so it starts from the first row"
+                );
+                let mut fresh = run.config.clone();
+                fresh.long_run.resume = false;
+                started_afresh = fresh;
+                &started_afresh
+            } else {
+                &run.config
+            };
+            match run_test_on(config, quiet, Some(loaded)) {
                 Ok(report) => {
                     let mut line = SummaryRun::from_report(&run.model, &run.data, out_dir, &report);
                     if let Err(e) = record_and_gate(suite, run, &report, &mut line, &mut gate_log) {

@@ -125,7 +125,7 @@ fn sigkill_three_times_then_resume_matches_an_uninterrupted_harvey_size_run_row_
     );
     assert_eq!(a["metrics"], b["metrics"], "metrics after resume differ");
     assert_eq!(a["status"], "complete");
-    assert!(!out.join("checkpoint.json").exists());
+    assert_eq!(read_json(&out.join("checkpoint.json"))["complete"], true);
 }
 
 #[test]
@@ -1291,4 +1291,132 @@ fn regression_embed_resumes_after_kill_9_and_ctrl_c_to_the_bytes_of_an_uninterru
     ] {
         assert!(!dir.path().join(left).exists(), "{left} was left behind");
     }
+}
+
+/// Regression: a models x datasets suite stopped in its second run could not be resumed: `--resume` failed on
+/// the first run ("has no checkpoint (the run finished...)"), and without it every run started again. Now a
+/// resumed suite keeps the runs that had finished (their outputs untouched), resumes the one that was stopped,
+/// and starts the ones that had not begun. `test --resume` on a finished run keeps its outputs, unless
+/// predictions.csv was changed since.
+#[test]
+fn regression_a_suite_stopped_midway_resumes_past_its_finished_runs() {
+    let dir = tempdir();
+    let mut datasets = String::new();
+    for k in 1..=3 {
+        let data = dir.path().join(format!("d{k}.csv"));
+        synthetic_nanobodies(&data, 200, 50 + k);
+        datasets.push_str(&format!("  - data: {}\n", data.display()));
+    }
+    let out = dir.path().join("out");
+    let suite = write(
+        dir.path(),
+        "suite.yaml",
+        &format!(
+            "models:\n  - model: {}\ndatasets:\n{datasets}out: {}\ncheckpoint_seconds: 1\nmax_tokens: 300\n",
+            fixture("esm2_micro.onnx").display(),
+            out.display()
+        ),
+    );
+    let suite_command = |resume: bool| {
+        let mut command = Command::new(binary());
+        command
+            .args(["test", "--mock-backend", "--config"])
+            .arg(&suite);
+        if resume {
+            command.arg("--resume");
+        }
+        command
+    };
+    let run_dir = |k: u32| out.join("esm2_micro").join(format!("d{k}"));
+    let child = suite_command(false)
+        .env("ESMBENCH_MOCK_DELAY_MS", "40")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = run_dir(2).join("predictions.csv");
+    while std::fs::read_to_string(&second).map_or(0, |t| t.lines().count()) < 60 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    send("INT", child.id());
+    let stopped = child.wait_with_output().unwrap();
+    assert_eq!(
+        stopped.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    let first_predictions = std::fs::read(run_dir(1).join("predictions.csv")).unwrap();
+    let first_report = std::fs::read(run_dir(1).join("report.json")).unwrap();
+    assert!(
+        !run_dir(3).join("predictions.csv").exists(),
+        "the third run had not started"
+    );
+
+    let resumed = suite_command(true).output().unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("d1 is already complete with the same data, model and settings"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("esmbench: resuming at row"), "{stderr}");
+    assert!(
+        stderr.contains("d3 has no checkpoint: this run had not started"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(run_dir(1).join("predictions.csv")).unwrap(),
+        first_predictions
+    );
+    assert_eq!(
+        std::fs::read(run_dir(1).join("report.json")).unwrap(),
+        first_report
+    );
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["status"], "complete");
+    for k in 1..=3 {
+        assert_eq!(
+            predictions(&run_dir(k)).len(),
+            201,
+            "d{k}: one prediction per row"
+        );
+        assert_eq!(
+            read_json(&run_dir(k).join("report.json"))["status"],
+            "complete"
+        );
+    }
+
+    // One finished run, resumed: its outputs stand; edited since, it is refused.
+    let single = |extra: &[&str]| {
+        Command::new(binary())
+            .args(["test", "--mock-backend", "--model"])
+            .arg(fixture("esm2_micro.onnx"))
+            .arg("--data")
+            .arg(dir.path().join("d3.csv"))
+            .arg("--out")
+            .arg(run_dir(3))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let again = single(&["--resume"]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let text = std::fs::read_to_string(run_dir(3).join("predictions.csv")).unwrap();
+    std::fs::write(
+        run_dir(3).join("predictions.csv"),
+        text.replacen(",1\n", ",0\n", 1),
+    )
+    .unwrap();
+    let edited = single(&["--resume"]);
+    let stderr = String::from_utf8_lossy(&edited.stderr);
+    assert_eq!(edited.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("was changed after the run completed"),
+        "{stderr}"
+    );
 }
