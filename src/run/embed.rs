@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::checkpoint::{EmbedCheckpoint, Fingerprint};
-use super::drive::{drive, DriveOptions, RowSink, Slot, Stop};
+use super::drive::{drive, DriveOptions, RowSink, Slot};
 use super::monitor::Monitor;
 use super::progress::Progress;
-use super::{advise_on_full_disk, resume_command, signals, validate_and_fingerprint_data};
+use super::{
+    advise_on_full_disk, resume_command, signals, stop_reason, validate_and_fingerprint_data,
+};
 use crate::config::EmbedConfig;
-use crate::error::{Failure, FailureKind};
+use crate::error::Failure;
 use crate::fingerprint;
 use crate::model;
 use crate::report::embed_companions;
@@ -209,22 +211,7 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<u64> {
     progress.finish(rows_done, monitor.rss_bytes());
     monitor.finish();
     let (_, stop) = outcome?;
-    let stopped = match stop {
-        Stop::Finished => None,
-        Stop::Signal { code, name } => Some((
-            FailureKind::Interrupted(code),
-            format!("interrupted by {name}"),
-        )),
-        Stop::Watchdog { rss_bytes } => Some((
-            FailureKind::Watchdog,
-            format!(
-                "stopped by the memory watchdog: RSS {} MiB passed --max-rss {} MiB",
-                rss_bytes >> 20,
-                config.long_run.rss_limits.map_or(0, |l| l.hard >> 20)
-            ),
-        )),
-    };
-    if let Some((kind, what)) = stopped {
+    if let Some((_, kind, what)) = stop_reason(&stop, &config.long_run) {
         let message = format!(
             "{what} after {rows_done} of {} rows; {} was not written, the embeddings so far are in {} (checkpointed)\n  resume with: {}",
             summary.rows_total,

@@ -530,27 +530,7 @@ fn score_and_report(
             .into(),
         );
     }
-    let stopped = match stop {
-        Stop::Finished => None,
-        Stop::Signal { code, name } => Some((
-            "interrupted",
-            FailureKind::Interrupted(code),
-            format!("interrupted by {name}"),
-        )),
-        Stop::Watchdog { rss_bytes } => Some((
-            "watchdog",
-            FailureKind::Watchdog,
-            format!(
-                "stopped by the memory watchdog: RSS {} MiB passed --max-rss {} MiB",
-                rss_bytes >> 20,
-                config
-                    .long_run
-                    .rss_limits
-                    .map(|l| l.hard >> 20)
-                    .unwrap_or(0)
-            ),
-        )),
-    };
+    let stopped = stop_reason(&stop, &config.long_run);
     if let Some((status, kind, what)) = stopped {
         let message = format!(
             "{what} after {rows_done} of {} rows; predictions so far are in {} (checkpointed)\n  resume with: {}",
@@ -573,6 +553,30 @@ fn score_and_report(
     }
     Checkpoint::mark_complete(&config.out_dir)?;
     Ok(report)
+}
+
+/// For a run stopped early: its report status, exit kind and what stopped it.
+fn stop_reason(
+    stop: &Stop,
+    long_run: &crate::config::LongRun,
+) -> Option<(&'static str, FailureKind, String)> {
+    match *stop {
+        Stop::Finished => None,
+        Stop::Signal { code, name } => Some((
+            "interrupted",
+            FailureKind::Interrupted(code),
+            format!("interrupted by {name}"),
+        )),
+        Stop::Watchdog { rss_bytes } => Some((
+            "watchdog",
+            FailureKind::Watchdog,
+            format!(
+                "stopped by the memory watchdog: RSS {} MiB passed --max-rss {} MiB",
+                rss_bytes >> 20,
+                long_run.rss_limits.map_or(0, |l| l.hard >> 20)
+            ),
+        )),
+    }
 }
 
 /// `--resume` of a run that had finished with the same data, model and settings: its outputs stand, once

@@ -942,15 +942,7 @@ fn regression_embed_reads_a_shared_configs_long_run_keys_names_the_rest_and_refu
     );
     assert!(!out.exists());
 
-    let suite = write(
-        dir.path(),
-        "suite.yaml",
-        &format!(
-            "models:\n  - model: {}\ndatasets:\n  - data: {}\n",
-            fixture("esm2_micro.onnx").display(),
-            data.display()
-        ),
-    );
+    let suite = write_suite_config(dir.path(), &fixture("esm2_micro.onnx"), &data);
     let assert = esmbench()
         .args(["embed", "--mock-backend", "--config"])
         .arg(&suite)

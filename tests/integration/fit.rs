@@ -461,15 +461,7 @@ fn a_suite_config_is_refused_and_keys_only_test_uses_are_named() {
     let labels = ["0", "1", "0", "1", "0", "0", "1", "0", "1", "1"];
     let data = write(dir.path(), "d.csv", &labelled_rows(&labels));
     let model = fixture("esm2_micro.onnx");
-    let suite = write(
-        dir.path(),
-        "suite.yaml",
-        &format!(
-            "models:\n  - model: {}\ndatasets:\n  - data: {}\n",
-            model.display(),
-            data.display()
-        ),
-    );
+    let suite = write_suite_config(dir.path(), &model, &data);
     let assert = esmbench()
         .args(["fit", "--mock-backend", "--config"])
         .arg(&suite)

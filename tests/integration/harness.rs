@@ -96,6 +96,19 @@ pub fn mean_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f64>() / a.len() as f64
 }
 
+/// suite.yaml in `dir`: one model on one dataset, as `esmbench test` runs a suite.
+pub fn write_suite_config(dir: &Path, model: &Path, data: &Path) -> PathBuf {
+    write(
+        dir,
+        "suite.yaml",
+        &format!(
+            "models:\n  - model: {}\ndatasets:\n  - data: {}\n",
+            model.display(),
+            data.display()
+        ),
+    )
+}
+
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write");
