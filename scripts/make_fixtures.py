@@ -14,6 +14,8 @@ This file owns:
     logits_output.onnx       output ``logits`` [batch, 2] = [0, z], z = coef . embedding + intercept
     probability_output.onnx  output ``probability`` [batch] = sigmoid(z)
     no_known_output.onnx     output ``foo`` [batch, 3] (nothing esmbench can use)
+    external_data.onnx       the micro encoder with its weights in external_data.onnx.data beside it,
+                             as a float32 export over 2 GiB (ESM-1v, ESM-2 650M) is written
     eight_token_vocabulary.onnx  last_hidden_state [batch, sequence, 4] gathered from a table of 8 rows:
                              it loads, and fails at run time in its Gather on any token id above 7
                              (every residue but L, A, G and V), like a model exported with a cut
@@ -198,6 +200,19 @@ def make_no_known_output(out: Path, metadata: dict) -> None:
     _save(proto, out, metadata)
 
 
+def make_external_data(encoder: Path, out: Path, metadata: dict) -> None:
+    """The encoder saved with every tensor of 256 bytes or more in `<out>.data`."""
+    proto = onnx.load(str(encoder))
+    proto.ir_version = ex.IR_VERSION
+    del proto.metadata_props[:]
+    helper.set_model_props(proto, metadata)
+    data = out.with_name(out.name + ".data")
+    data.unlink(missing_ok=True)
+    onnx.save(proto, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=data.name, size_threshold=256)
+    onnx.checker.check_model(str(out), full_check=True)
+
+
 def make_eight_token_vocabulary(out: Path, metadata: dict) -> None:
     """last_hidden_state[b, j] = table[input_ids[b, j]] with an 8-row table: a kernel error at run time."""
     table = np.arange(32, dtype=np.float32).reshape(8, 4) / 32.0
@@ -256,6 +271,7 @@ def verify(out_dir: Path, reference: dict, head: dict) -> None:
         "contract/logits_output.onnx": contract / "logits_output.onnx",
         "contract/probability_output.onnx": contract / "probability_output.onnx",
         "contract/no_known_output.onnx": contract / "no_known_output.onnx",
+        "contract/external_data.onnx": contract / "external_data.onnx",
     }
     for label, path in checks.items():
         proto = onnx.load(str(path))
@@ -388,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     make_no_known_output(contract / "no_known_output.onnx", meta("no_known_output"))
     make_int8_signed_weights(encoder, contract / "int8_signed_weights.onnx", meta("int8_signed_weights"))
     make_eight_token_vocabulary(contract / "eight_token_vocabulary.onnx", meta("eight_token_vocabulary"))
+    make_external_data(encoder, contract / "external_data.onnx", meta("external_data"))
 
     print("verifying with onnxruntime", ort.__version__)
     verify(out_dir, reference, head)

@@ -32,9 +32,24 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     sha256_reader(file).with_context(|| format!("reading {}", path.display()))
 }
 
+/// The model's SHA-256: of the .onnx file, followed by the external data files it keeps its weights in, if
+/// any, in the order it names them (`cat m.onnx m.onnx.data | sha256sum`). A .onnx with external data holds
+/// only the graph, the same for any weights beside it.
 pub fn model_sha256(source: &ModelSource) -> Result<String> {
     Ok(match source {
-        ModelSource::File(path) => sha256_file(path)?.0,
+        ModelSource::File(path) => {
+            let mut reader: Box<dyn Read> = Box::new(
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+            );
+            for data in crate::model::external_data::files(path) {
+                let file = std::fs::File::open(&data)
+                    .with_context(|| format!("opening {}", data.display()))?;
+                reader = Box::new(reader.chain(file));
+            }
+            sha256_reader(reader)
+                .with_context(|| format!("reading {}", path.display()))?
+                .0
+        }
         ModelSource::Embedded => sha256_reader(embedded::DEMO_MODEL)?.0,
     })
 }

@@ -570,7 +570,18 @@ fix: save the stream to a file and pass its path (gzipped data is read as it is:
 /// The --model path is a readable file that is not plain text.
 pub fn check_model_file(path: &Path) -> Result<()> {
     check_readable(path, "model", "--model")?;
-    refuse_text_as_model(path)
+    refuse_text_as_model(path)?;
+    for data in crate::model::external_data::files(path) {
+        if !data.is_file() {
+            return Err(Failure::usage(format!(
+                "model {} keeps its weights in {}, which is missing\n  fix: keep the external data file the export wrote next to the .onnx (copy both; the .onnx alone holds only the graph)",
+                path.display(),
+                data.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// An ONNX file is binary protobuf from its first byte (field 1's tag, 0x08). A model path whose start reads

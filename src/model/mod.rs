@@ -1,6 +1,7 @@
 //! Model side: one backend per process (ONNX Runtime or the mock), the contract, pooling and the head.
 
 pub mod contract;
+pub mod external_data;
 pub mod graph;
 pub mod head;
 pub mod mock;

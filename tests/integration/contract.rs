@@ -560,3 +560,77 @@ fn a_kernel_failure_is_reported_once_without_onnx_runtimes_own_log_line() {
     assert!(stderr.contains("onnxruntime info: "), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "{stderr}");
 }
+
+/// Regression: a float32 export over 2 GiB (ESM-1v, ESM-2 650M) keeps its weights in a `.onnx.data` file
+/// beside the graph. Its report.json `model.sha256` and the resume fingerprint hashed the .onnx alone, the
+/// same for any weights beside it, so a re-export with other weights (another ESM-1v seed) resumed a run
+/// as the same model and reports could not tell the two apart; a .onnx copied without its data got ONNX
+/// Runtime's load error. Now the data files are part of the model's SHA-256 (`cat m.onnx m.onnx.data |
+/// sha256sum`), and a missing one is refused by name before anything runs.
+#[test]
+fn regression_an_external_data_model_scores_as_its_twin_and_its_weights_are_in_its_sha256() {
+    use sha2::{Digest, Sha256};
+    let test =
+        "regression_an_external_data_model_scores_as_its_twin_and_its_weights_are_in_its_sha256";
+    if !runtime_available(test) {
+        return;
+    }
+    let dir = tempdir();
+    let data = micro_data(dir.path());
+    let copy = |name: &str| {
+        let to = dir.path().join(name);
+        std::fs::copy(fixture(&format!("contract/{name}")), &to).unwrap();
+        to
+    };
+    let model = copy("external_data.onnx");
+    let weights = copy("external_data.onnx.data");
+    let score = |out: &str| {
+        let out = dir.path().join(out);
+        let assert = esmbench()
+            .args(["test", "--model"])
+            .arg(&model)
+            .arg("--head")
+            .arg(fixture("esm2_micro.head.json"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .assert();
+        (assert, out)
+    };
+    let (assert, out) = score("first");
+    assert.success();
+    let got = column_f64(&read_csv(&out.join("predictions.csv")), "probability");
+    let diff = max_abs_diff(&got, &micro_probabilities());
+    assert!(diff < 1e-5, "probabilities differ from PyTorch's by {diff}");
+    let whole = [
+        std::fs::read(&model).unwrap(),
+        std::fs::read(&weights).unwrap(),
+    ]
+    .concat();
+    let expected = format!("{:x}", Sha256::digest(&whole));
+    let recorded = read_json(&out.join("report.json"))["model"]["sha256"].clone();
+    assert_eq!(recorded, expected.as_str());
+
+    // Other weights beside the same graph: another model, another SHA-256.
+    let mut other = std::fs::read(&weights).unwrap();
+    other[100] ^= 0x40;
+    std::fs::write(&weights, &other).unwrap();
+    let (assert, out) = score("other_weights");
+    assert.success();
+    assert_ne!(
+        read_json(&out.join("report.json"))["model"]["sha256"],
+        recorded
+    );
+
+    std::fs::remove_file(&weights).unwrap();
+    let (assert, out) = score("missing");
+    let stderr = String::from_utf8_lossy(&assert.code(2).get_output().stderr).to_string();
+    assert!(
+        stderr.contains("keeps its weights in")
+            && stderr.contains("external_data.onnx.data, which is missing")
+            && stderr.contains("fix: keep the external data file"),
+        "{stderr}"
+    );
+    assert!(!out.join("predictions.csv").exists());
+}
