@@ -167,7 +167,7 @@ impl RecordReader {
             ))
             .into());
         }
-        if let Some(kind) = not_a_text_csv(&header_record) {
+        if let Some(kind) = not_a_text_csv(&header_record, &name) {
             return Err(Failure::input(format!("{name}: line 1: {kind}")).into());
         }
         let mut headers = Vec::with_capacity(header_record.len());
@@ -435,15 +435,36 @@ const FASTA_FIX: &str = "this looks like FASTA (a `>` name line); esmbench reads
 /// What the header's bytes say the file is when it is not a text CSV at all: Excel's "Unicode text" (UTF-16),
 /// or a binary file such as the model passed as --data. Either would otherwise be named a CSV with an
 /// unreadable header or without a `sequence` column.
-fn not_a_text_csv(header: &csv::ByteRecord) -> Option<&'static str> {
+/// `name` is the file's name: a workbook's first line may end before its ZIP member names do.
+fn not_a_text_csv(header: &csv::ByteRecord, name: &str) -> Option<&'static str> {
     let first = header.get(0).unwrap_or_default();
     if first.starts_with(&[0xff, 0xfe]) || first.starts_with(&[0xfe, 0xff]) {
         return Some("the file is UTF-16 text (as Excel's \"Unicode Text\" saves), not UTF-8\n  fix: save it as \"CSV UTF-8 (comma delimited)\"");
     }
     let control = |b: &u8| (b.is_ascii_control() && !matches!(b, b'\t' | b'\r')) || *b == 0x7f;
-    header.iter().any(|field| field.iter().any(control)).then_some(
-        "the file is binary, not a CSV\n  fix: pass the CSV of sequences as --data (an .onnx model goes to --model)",
-    )
+    if !header.iter().any(|field| field.iter().any(control)) {
+        return None;
+    }
+    // The antibody sets are published as spreadsheets (Jain 2017's supplementary tables are .xlsx), and
+    // pandas users keep tables as Parquet: name the format and the one step that makes the CSV.
+    let whole = header.as_slice();
+    let holds = |needle: &[u8]| whole.windows(needle.len()).any(|w| w == needle);
+    let lower = name.to_ascii_lowercase();
+    let workbook_name = lower.ends_with(".xlsx") || lower.ends_with(".xlsm");
+    let workbook = workbook_name || holds(b"xl/") || holds(b"[Content_Types]");
+    Some(if first.starts_with(b"PK\x03\x04") && workbook {
+        "the file is an Excel workbook (.xlsx), not a CSV\n  fix: in Excel, File > Save As > \"CSV UTF-8 (Comma delimited)\"; or in Python, pandas.read_excel(\"in.xlsx\").to_csv(\"in.csv\", index=False)"
+    } else if first.starts_with(b"PK\x03\x04") {
+        "the file is a ZIP archive, not a CSV\n  fix: unzip it and pass the CSV inside as --data"
+    } else if first.starts_with(&[0xd0, 0xcf, 0x11, 0xe0]) {
+        "the file is an Excel 97-2003 workbook (.xls), not a CSV\n  fix: in Excel, File > Save As > \"CSV UTF-8 (Comma delimited)\"; or in Python, pandas.read_excel(\"in.xls\").to_csv(\"in.csv\", index=False)"
+    } else if first.starts_with(&[0x1f, 0x8b]) {
+        "the file is gzip-compressed, but its name does not end in .gz\n  fix: rename it to end in .csv.gz (esmbench reads it as it is), or gunzip it"
+    } else if first.starts_with(b"PAR1") {
+        "the file is Parquet, not a CSV\n  fix: in Python, pandas.read_parquet(\"in.parquet\").to_csv(\"in.csv\", index=False)"
+    } else {
+        "the file is binary, not a CSV\n  fix: pass the CSV of sequences as --data (an .onnx model goes to --model)"
+    })
 }
 
 /// Turns CRLF line ends into LF on the fly. The csv crate counts lines wrongly after a CRLF header
@@ -733,5 +754,49 @@ mod tests {
                 "{problem}"
             );
         }
+    }
+
+    /// Regression: a spreadsheet, a ZIP, a gzip file without .gz in its name or a Parquet file was called
+    /// "binary, not a CSV" with advice about the model flag.
+    #[test]
+    fn regression_spreadsheets_archives_and_parquet_are_named_with_the_step_that_makes_a_csv() {
+        let zip_with = |member: &[u8]| {
+            let mut bytes = b"PK\x03\x04\x14\x00\x00\x00\x08\x00".to_vec();
+            bytes.extend_from_slice(member);
+            bytes.extend_from_slice(b"\x00\x01\x02\n");
+            bytes
+        };
+        for (bytes, expected) in [
+            (
+                zip_with(b"[Content_Types].xml"),
+                "an Excel workbook (.xlsx)",
+            ),
+            (zip_with(b"xl/workbook.xml"), "an Excel workbook (.xlsx)"),
+            (zip_with(b"data/jain.csv"), "a ZIP archive"),
+            (
+                b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1\x00\n".to_vec(),
+                "Excel 97-2003 workbook (.xls)",
+            ),
+            (
+                b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\n".to_vec(),
+                "gzip-compressed",
+            ),
+            (b"PAR1\x15\x04\x15\x10\x00\n".to_vec(), "Parquet"),
+            (b"\x08\x0a\x3a\x01\x00\n".to_vec(), "binary, not a CSV"),
+        ] {
+            let header = csv::ByteRecord::from(vec![bytes.as_slice()]);
+            let said = not_a_text_csv(&header, "data.csv").expect("refused");
+            assert!(said.contains(expected) && said.contains("fix: "), "{said}");
+        }
+        let text = csv::ByteRecord::from(vec!["id", "sequence"]);
+        assert_eq!(not_a_text_csv(&text, "data.csv"), None);
+        // A workbook whose first line ends before its member names is still named by its file name.
+        let cut = csv::ByteRecord::from(vec![&b"PK\x03\x04\x14\x00\x01"[..]]);
+        assert!(not_a_text_csv(&cut, "Jain2017.xlsx")
+            .unwrap()
+            .contains("Excel workbook"));
+        assert!(not_a_text_csv(&cut, "data.csv")
+            .unwrap()
+            .contains("ZIP archive"));
     }
 }
