@@ -304,6 +304,13 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
         graph_rewrite,
     } = model::onnx::inspect(path)?;
     crate::outln!("model: {}", path.display());
+    for data in model::external_data::files(path) {
+        let bytes = std::fs::metadata(&data).map_or(0, |m| m.len());
+        crate::outln!(
+            "weights in external data: {} ({bytes} bytes; part of the model's SHA-256)",
+            data.display()
+        );
+    }
     crate::outln!("inputs:");
     for i in &inputs {
         crate::outln!("  {i}");

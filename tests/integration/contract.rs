@@ -612,6 +612,14 @@ fn regression_an_external_data_model_scores_as_its_twin_and_its_weights_are_in_i
     let recorded = read_json(&out.join("report.json"))["model"]["sha256"].clone();
     assert_eq!(recorded, expected.as_str());
 
+    let described = inspect_text(&model);
+    let size = std::fs::metadata(&weights).unwrap().len();
+    assert!(
+        described.contains("weights in external data: ")
+            && described.contains(&format!("external_data.onnx.data ({size} bytes")),
+        "{described}"
+    );
+
     // Other weights beside the same graph: another model, another SHA-256.
     let mut other = std::fs::read(&weights).unwrap();
     other[100] ^= 0x40;
