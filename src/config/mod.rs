@@ -694,6 +694,22 @@ pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `--out` names a file (the `what` file, such as `example`), not a directory, in a folder that can be written.
+pub fn ensure_output_file(out: &Path, what: &str, example: &str) -> Result<()> {
+    if out.is_dir() {
+        return Err(Failure::usage(format!(
+            "--out {} is a directory\n  fix: name the {what} file, e.g. --out {}",
+            out.display(),
+            out.join(example).display()
+        ))
+        .into());
+    }
+    match out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => ensure_writable_dir(parent),
+        None => Ok(()),
+    }
+}
+
 /// Creates and removes a small file in `dir`: whether a file can be written there, asked before the run.
 pub fn write_probe(dir: &Path) -> std::io::Result<()> {
     let probe = dir.join(".esmbench-write-check");
@@ -791,17 +807,7 @@ impl EmbedConfig {
         let scoring = ScoringConfig::resolve(&args.scoring, &file)?;
         let long_run = LongRun::resolve(&args.long_run, &file)?;
         let out = args.out.clone();
-        if out.is_dir() {
-            return Err(Failure::usage(format!(
-                "--out {} is a directory\n  fix: name the embeddings file, e.g. --out {}",
-                out.display(),
-                out.join("embeddings.npy").display()
-            ))
-            .into());
-        }
-        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            ensure_writable_dir(parent)?;
-        }
+        ensure_output_file(&out, "embeddings", "embeddings.npy")?;
         let (rows, skipped) = crate::report::embed_companions(&out);
         refuse_inputs_among_outputs(&scoring, &[out.clone(), rows, skipped], "--out")?;
         Ok(EmbedConfig {

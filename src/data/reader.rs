@@ -450,9 +450,14 @@ fn not_a_text_csv(header: &csv::ByteRecord, name: &str) -> Option<&'static str> 
     let whole = header.as_slice();
     let holds = |needle: &[u8]| whole.windows(needle.len()).any(|w| w == needle);
     let lower = name.to_ascii_lowercase();
-    let workbook_name = lower.ends_with(".xlsx") || lower.ends_with(".xlsm");
-    let workbook = workbook_name || holds(b"xl/") || holds(b"[Content_Types]");
-    Some(if first.starts_with(b"PK\x03\x04") && workbook {
+    // Looked for only in a ZIP: the first line of another binary file can be megabytes long.
+    let workbook = || {
+        lower.ends_with(".xlsx")
+            || lower.ends_with(".xlsm")
+            || holds(b"xl/")
+            || holds(b"[Content_Types]")
+    };
+    Some(if first.starts_with(b"PK\x03\x04") && workbook() {
         "the file is an Excel workbook (.xlsx), not a CSV\n  fix: in Excel, File > Save As > \"CSV UTF-8 (Comma delimited)\"; or in Python, pandas.read_excel(\"in.xlsx\").to_csv(\"in.csv\", index=False)"
     } else if first.starts_with(b"PK\x03\x04") {
         "the file is a ZIP archive, not a CSV\n  fix: unzip it and pass the CSV inside as --data"

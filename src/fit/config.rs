@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::cli::FitArgs;
-use crate::config::{ensure_writable_dir, load_file_config, ScoringConfig};
+use crate::config::{ensure_output_file, load_file_config, ScoringConfig};
 use crate::error::Failure;
 
 /// A validated `esmbench fit` run.
@@ -83,17 +83,7 @@ impl FitConfig {
             ))
             .into());
         }
-        if args.out.is_dir() {
-            return Err(Failure::usage(format!(
-                "--out {} is a directory\n  fix: name the head file, e.g. --out {}",
-                args.out.display(),
-                args.out.join("head.json").display()
-            ))
-            .into());
-        }
-        if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            ensure_writable_dir(parent)?;
-        }
+        ensure_output_file(&args.out, "head", "head.json")?;
         let (report_json, report_md) = report_paths(&args.out);
         crate::config::refuse_inputs_among_outputs(
             &scoring,
