@@ -163,22 +163,15 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
     let wall = Instant::now();
     let started_at = run::now_rfc3339();
     let scoring = &config.scoring;
-    let model_hashing = {
-        let source = scoring.model.clone();
-        crate::threads::in_background("esmbench-model-hash", move || {
-            fingerprint::model_sha256(&source)
-        })
-    };
+    let mut model_hash = fingerprint::ModelHash::start(&scoring.model);
     let summary = validate_data(config)?;
     check_labels(config, &summary)?;
     let (data_sha256, data_bytes) = fingerprint::data_sha256(&scoring.data)?;
-    let model_sha256 = model_hashing
-        .join()
-        .map_err(|_| anyhow::anyhow!("the model hashing thread panicked"))??;
     signals::install()?;
 
     let mut monitor = Monitor::start(None)?;
     let backend = model::load_backend(scoring)?;
+    let model_sha256 = model_hash.get()?;
     let info = backend.info().clone();
     if !info.kind.yields_embeddings() {
         return Err(Failure::usage(format!(

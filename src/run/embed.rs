@@ -19,7 +19,6 @@ use crate::model;
 use crate::report::embed_companions;
 use crate::report::npy::NpyWriter;
 use crate::report::predictions::{partial_name, CsvLog, EMBEDDED_ROWS_HEADER, SKIPPED_HEADER};
-use crate::threads;
 
 /// Streams embeddings to the .npy writer, and beside it which CSV row each one is (and which rows were skipped),
 /// so that E.npy still lines up with the data when rows are skipped or the run is one shard. All three are
@@ -102,21 +101,16 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<u64> {
     let out = config.out.as_path();
     let (rows_path, skipped_path) = embed_companions(out);
     let (rows_partial, skipped_partial) = (partial_name(&rows_path), partial_name(&skipped_path));
-    let model_hashing = {
-        let source = scoring.model.clone();
-        threads::in_background("esmbench-model-hash", move || {
-            fingerprint::model_sha256(&source)
-        })
-    };
+    let mut model_hash = fingerprint::ModelHash::start(&scoring.model);
     let runtime_starting = model::start_runtime(scoring);
     let (summary, data_fingerprint) =
         validate_and_fingerprint_data(scoring, &skipped_path.display().to_string())?;
-    let model_sha256 = model_hashing
-        .join()
-        .map_err(|_| anyhow::anyhow!("the model hashing thread panicked"))??;
-    let fingerprint = Fingerprint::of(scoring, data_fingerprint.clone(), model_sha256, None, None);
+    let fingerprint_with =
+        |model_sha256| Fingerprint::of(scoring, data_fingerprint.clone(), model_sha256, None, None);
     // Before the model loads, so a --resume that cannot resume, or a second run on the same --out, fails at once.
+    // Only a resume waits for the model's hash here; a fresh run's hashing overlaps the load.
     let resumed = if config.long_run.resume {
+        let fingerprint = fingerprint_with(model_hash.get()?);
         Some(EmbedCheckpoint::read_matching(out, &fingerprint)?)
     } else {
         None
@@ -164,6 +158,7 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<u64> {
     let mut monitor = Monitor::start(config.long_run.rss_limits)?;
     runtime_starting.wait();
     let backend = model::load_backend(scoring)?;
+    let fingerprint = fingerprint_with(model_hash.get()?);
     if !backend.info().kind.yields_embeddings() {
         return Err(Failure::usage(format!(
             "{} outputs {}, not embeddings\n  fix: use an encoder that outputs last_hidden_state or a pooled embedding",

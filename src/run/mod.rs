@@ -336,19 +336,10 @@ fn score_and_report(
     } else {
         None
     };
-    // The hashes and the runtime library are ready by the time the data has been read through once.
-    let model_hashing = {
-        let source = scoring.model.clone();
-        threads::in_background("esmbench-model-hash", move || {
-            fingerprint::model_sha256(&source)
-        })
-    };
+    let mut model_hash = fingerprint::ModelHash::start(&scoring.model);
     let runtime_starting = loaded.is_none().then(|| model::start_runtime(scoring));
     let (summary, (data_sha256, data_bytes)) =
         validate_and_fingerprint_data(scoring, SKIPPED_FILE)?;
-    let model_sha256 = model_hashing
-        .join()
-        .map_err(|_| anyhow::anyhow!("the model hashing thread panicked"))??;
     let threshold_for_fingerprint = config.threshold.as_ref().map(|t| t.value);
     signals::install()?;
 
@@ -372,6 +363,7 @@ fn score_and_report(
             (owned.as_ref(), 0, seconds)
         }
     };
+    let model_sha256 = model_hash.get()?;
     let mut info = backend.info().clone();
     info.load_seconds = load_seconds;
     let head = model::resolve_head(scoring, &info)?;

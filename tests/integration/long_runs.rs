@@ -1420,3 +1420,115 @@ fn regression_a_suite_stopped_midway_resumes_past_its_finished_runs() {
         "{stderr}"
     );
 }
+
+/// The model's SHA-256 is taken on its own thread while the data is read and the model loads (a 2.6 GB ESM-1v
+/// export takes seconds to hash); `test` waits for it after the load, `embed --resume` before it. A model whose
+/// weights were replaced at the same path between the stop and `--resume` (a re-export: same graph, another
+/// external data file) is refused by both, and what the first run wrote is left as it was.
+#[test]
+fn resume_is_refused_when_the_models_external_weights_changed() {
+    let dir = tempdir();
+    let copy = |name: &str| {
+        let to = dir.path().join(name);
+        std::fs::copy(fixture(&format!("contract/{name}")), &to).unwrap();
+        to
+    };
+    let model = copy("external_data.onnx");
+    let weights = copy("external_data.onnx.data");
+    let data = dir.path().join("nb.csv");
+    synthetic_nanobodies(&data, 300, 23);
+    let common = |command: &str, out: &Path| {
+        // Two rows a batch, so that a run with the mock's delay lasts seconds.
+        let mut args: Vec<String> = vec![
+            command.into(),
+            "--mock-backend".into(),
+            "--max-tokens".into(),
+            "300".into(),
+        ];
+        for (flag, value) in [
+            ("--model", &model),
+            ("--data", &data),
+            ("--out", &out.to_path_buf()),
+        ] {
+            args.push(flag.into());
+            args.push(value.display().to_string());
+        }
+        args
+    };
+
+    let test_out = dir.path().join("scored");
+    let test_args = common("test", &test_out);
+    let scored = Command::new(binary()).args(&test_args).output().unwrap();
+    assert!(
+        scored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scored.stderr)
+    );
+
+    let embed_out = dir.path().join("e.npy");
+    let mut embed_args = common("embed", &embed_out);
+    embed_args.extend(["--checkpoint-seconds".into(), "1".into()]);
+    let rows_partial = dir.path().join("e.rows.csv.partial");
+    let stopped = {
+        let child = Command::new(binary())
+            .args(&embed_args)
+            .env("ESMBENCH_MOCK_DELAY_MS", "40")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut child = child;
+        while std::fs::metadata(&rows_partial).map_or(0, |m| m.len()) < 200 {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "embed ended before its stop point"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        send("INT", child.id());
+        child.wait_with_output().unwrap()
+    };
+    assert_eq!(
+        stopped.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+
+    let outputs = [
+        test_out.join("predictions.csv"),
+        test_out.join("report.json"),
+        test_out.join("checkpoint.json"),
+        dir.path().join("e.npy.partial"),
+        rows_partial.clone(),
+        dir.path().join("e.checkpoint.json"),
+    ];
+    let before: Vec<Vec<u8>> = outputs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let mut changed = std::fs::read(&weights).unwrap();
+    changed[0] ^= 1;
+    std::fs::write(&weights, changed).unwrap();
+
+    for mut args in [test_args, embed_args] {
+        args.push("--resume".into());
+        let output = Command::new(binary()).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{} --resume: {stderr}",
+            args[0]
+        );
+        assert!(
+            stderr.contains("--resume refused") && stderr.contains("the model file changed"),
+            "{} --resume: {stderr}",
+            args[0]
+        );
+    }
+    for (path, bytes) in outputs.iter().zip(&before) {
+        assert!(
+            &std::fs::read(path).unwrap() == bytes,
+            "{} was changed",
+            path.display()
+        );
+    }
+}
