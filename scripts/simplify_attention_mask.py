@@ -16,6 +16,10 @@ gives an existing file the same form:
 It then runs both graphs with ONNX Runtime on padded batches of several lengths and writes the result
 only if last_hidden_state agrees within --tolerance (default 1e-5) at every attended position.
 
+A model whose weights are in external data (a float32 export over 2 GB, such as ESM-1v, writes them to
+IN.onnx.data) is rewritten without loading them: OUT.onnx names the same data files, which are linked
+(or copied) beside it when OUT is in another folder.
+
 Usage: python scripts/simplify_attention_mask.py IN.onnx OUT.onnx [--tolerance 1e-5]
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -32,6 +37,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 MASK = "esmbench_additive_key_mask"
 
@@ -72,9 +78,31 @@ def _mask_nodes(input_name: str) -> list[onnx.NodeProto]:
     ]
 
 
-def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int]:
+def external_locations(model: onnx.ModelProto) -> list[str]:
+    """The external data files the model's initializers name, in order, once each."""
+    found: list[str] = []
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            location = ExternalDataInfo(tensor).location
+            if location not in found:
+                found.append(location)
+    return found
+
+
+def check(model: onnx.ModelProto, folder: Path) -> None:
+    """onnx.checker on an in-memory model, whose external data locations it resolves from the working
+    directory: run it from the folder they are relative to."""
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        onnx.checker.check_model(model)
+    finally:
+        os.chdir(here)
+
+
+def simplify(model: onnx.ModelProto, folder: Path = Path(".")) -> tuple[onnx.ModelProto, int, int]:
     """Returns (model, softmax masks replaced, NaN guards removed); raises ValueError if the graph
-    does not have the expected attention shape."""
+    does not have the expected attention shape. `folder` is where its external data files are."""
     graph = model.graph
     inputs = {i.name for i in graph.input}
     outputs = {o.name for o in graph.output}
@@ -127,7 +155,7 @@ def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int]:
     initializers = [t for t in graph.initializer if t.name in live_inputs]
     del graph.initializer[:]
     graph.initializer.extend(initializers)
-    onnx.checker.check_model(model)
+    check(model, folder)
     return model, masks, guards
 
 
@@ -145,10 +173,14 @@ def _batches() -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def largest_difference(before: bytes, after: bytes) -> float:
+def largest_difference(before: bytes, after: bytes, folder: Path = Path(".")) -> float:
+    """Largest |before - after| of last_hidden_state at attended positions; `folder` is where the models'
+    external data files are."""
     import onnxruntime as ort
 
-    sessions = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]) for m in (before, after)]
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
+    sessions = [ort.InferenceSession(m, options, providers=["CPUExecutionProvider"]) for m in (before, after)]
     worst = 0.0
     for ids, mask in _batches():
         a, b = (s.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})[0] for s in sessions)
@@ -164,15 +196,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=1e-5,
                         help="largest |before - after| of last_hidden_state accepted (default 1e-5)")
     args = parser.parse_args(argv)
-    original = onnx.load(str(args.model))
+    # The weights stay where they are: a model over protobuf's 2 GB cannot be serialized with them.
+    original = onnx.load(str(args.model), load_external_data=False)
+    folder = args.model.resolve().parent
+    locations = external_locations(original)
     before = original.SerializeToString()
     try:
-        model, masks, guards = simplify(original)
+        model, masks, guards = simplify(original, folder)
     except ValueError as err:
         print(f"error: {args.model}: {err}; nothing written", file=sys.stderr)
         return 1
     after = model.SerializeToString()
-    diff = largest_difference(before, after)
+    diff = largest_difference(before, after, folder)
     print(f"{args.model}: {masks} attention masks now one broadcast key mask, {guards} NaN guards removed; "
           f"nodes {len(onnx.load_from_string(before).graph.node)} -> {len(model.graph.node)}")
     print(f"rewrite check: largest |before - after| = {diff:.3e} (tolerance {args.tolerance:.0e})")
@@ -180,8 +215,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the rewritten graph differs by {diff:.3e}; nothing written", file=sys.stderr)
         return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    for location in locations:
+        source, target = folder / location, args.out.resolve().parent / location
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            if not os.path.samefile(source, target):
+                print(f"error: {target} exists and is not {source}, whose weights {args.out.name} reads; "
+                      "nothing written (write OUT to another folder)", file=sys.stderr)
+                return 1
+            continue
+        try:
+            os.link(source, target)
+            how = "linked"
+        except OSError:
+            shutil.copyfile(source, target)
+            how = "copied"
+        print(f"{how} {source} to {target}")
     args.out.write_bytes(after)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}" + (f" (its weights in {', '.join(locations)})" if locations else ""))
     return 0
 
 

@@ -255,30 +255,66 @@ fn ort_failure(origin: &str, e: impl std::fmt::Display) -> Failure {
 /// The load-time rewrite of the serialized model ([`rewrite`]), with its probe passed: Ok(None) when
 /// there is nothing to rewrite, Err(why) when the graph has the slow mask but the rewrite cannot be
 /// proven for it.
-fn planned_rewrite(env: &Environment, bytes: &[u8]) -> Result<Option<rewrite::Rewrite>, String> {
-    let Some(rewrite) = rewrite::plan(bytes)? else {
+fn planned_rewrite(
+    env: &Environment,
+    bytes: &[u8],
+    weights_folder: Option<String>,
+) -> Result<Option<rewrite::Rewrite>, String> {
+    let Some(mut rewrite) = rewrite::plan(bytes)? else {
         return Ok(None);
     };
+    rewrite.weights_folder = weights_folder;
     run_probe(env, &rewrite)?;
     Ok(Some(rewrite))
+}
+
+/// The folder a model file's external data locations are relative to (its own), when ONNX Runtime can be
+/// told it: the session option is UTF-8.
+fn weights_folder(path: &Path) -> Option<String> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_str().map(str::to_string),
+        _ => Some(".".to_string()),
+    }
 }
 
 /// The rewrite a run would make ([`rewrite::plan`]), its probe not yet run. None when the graph runs as
 /// it is: nothing to rewrite, a file too large to read ([`graph::read_small`]), a graph this reader
 /// cannot walk, or the slow mask in a graph the rewrite cannot prove (with a note saying why).
+///
+/// A model over protobuf's 2 GiB keeps its weights in external data files, so its .onnx is small: the
+/// rewritten graph names the same files, which ONNX Runtime reads (maps) from the model's folder as it
+/// does for the file itself.
 fn rewrite_candidate(source: &ModelSource, origin: &str) -> Option<rewrite::Rewrite> {
-    let bytes: Cow<'_, [u8]> = match source {
-        ModelSource::File(path) => Cow::Owned(graph::read_small(path)?),
-        ModelSource::Embedded => Cow::Borrowed(embedded::DEMO_MODEL),
+    let (bytes, weights_folder): (Cow<'_, [u8]>, Option<String>) = match source {
+        ModelSource::File(path) => (Cow::Owned(graph::read_small(path)?), weights_folder(path)),
+        ModelSource::Embedded => (Cow::Borrowed(embedded::DEMO_MODEL), None),
     };
-    // A file this reader cannot walk (corrupt, external data, several graphs) says nothing about its
-    // attention layers, so the note below, which names the slow mask, would be wrong; ONNX Runtime's load
-    // reports a file that is really broken, and `esmbench inspect` gives the reader's reason.
+    // A file this reader cannot walk (corrupt, several graphs) says nothing about its attention layers,
+    // so the note below, which names the slow mask, would be wrong; ONNX Runtime's load reports a file
+    // that is really broken, and `esmbench inspect` gives the reader's reason.
     let model = graph::read(&bytes).ok()?;
-    rewrite::plan_read(&model).unwrap_or_else(|reason| {
+    let mut rewrite = rewrite::plan_read(&model).unwrap_or_else(|reason| {
         note_running_as_is(origin, &reason);
         None
-    })
+    })?;
+    rewrite.weights_folder = weights_folder;
+    Some(rewrite)
+}
+
+/// ONNX Runtime's session option naming the folder external data locations are relative to, for a model
+/// given as bytes.
+const WEIGHTS_FOLDER_KEY: &str = "session.model_external_initializers_file_folder_path";
+
+fn with_weights_folder(
+    builder: SessionBuilder,
+    rewrite: &rewrite::Rewrite,
+) -> ort::Result<SessionBuilder> {
+    match &rewrite.weights_folder {
+        Some(folder) => builder
+            .with_config_entry(WEIGHTS_FOLDER_KEY, folder)
+            .map_err(Into::into),
+        None => Ok(builder),
+    }
 }
 
 fn note_running_as_is(origin: &str, reason: &str) {
@@ -331,6 +367,7 @@ fn run_probe(env: &Environment, rewrite: &rewrite::Rewrite) -> Result<(), String
 fn probe_outputs_match(env: &Environment, rewrite: &rewrite::Rewrite) -> Result<(), String> {
     let mut session = Session::builder(env)
         .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+        .and_then(|b| with_weights_folder(b, rewrite))
         .and_then(|mut b| b.commit_from_memory(&rewrite.probe))
         .map_err(|e| format!("ONNX Runtime cannot load it: {e}"))?;
     for batch in rewrite::probe_batches() {
@@ -415,16 +452,22 @@ impl OnnxBackend {
             }
             (1, config.threads)
         };
-        let mut builder = slot
+        let builder = slot
             .expect("builder present")
             .with_intra_threads(intra_threads)
             .map_err(|e| ort_failure(&origin, e))?;
         // After the provider checks, so a run refused for its device says nothing about its graph.
-        let rewritten = config
+        let candidate = config
             .graph_rewrite
             .then(|| rewrite_candidate(&config.model, &origin))
-            .flatten()
-            .and_then(|rewrite| commit_rewritten(env, &mut builder, rewrite, &origin));
+            .flatten();
+        let mut builder = match &candidate {
+            Some(rewrite) => with_weights_folder(builder, rewrite),
+            None => Ok(builder),
+        }
+        .map_err(|e| ort_failure(&origin, e))?;
+        let rewritten =
+            candidate.and_then(|rewrite| commit_rewritten(env, &mut builder, rewrite, &origin));
         let (session, graph_rewrite) = match (rewritten, &config.model) {
             (Some((session, summary)), _) => (session, Some(summary)),
             (None, ModelSource::File(path)) => (builder.commit_from_file(path), None),
@@ -583,16 +626,16 @@ pub fn inspect(path: &Path) -> Result<Description> {
         metadata,
         contract,
         advice: bytes.as_deref().and_then(|b| graph::advice_for(path, b)),
-        graph_rewrite: bytes
-            .as_deref()
-            .and_then(|b| match planned_rewrite(env, b) {
+        graph_rewrite: bytes.as_deref().and_then(|b| {
+            match planned_rewrite(env, b, weights_folder(path)) {
                 Ok(Some(rewrite)) => Some(format!(
                     "{}; the probe found every original mask matching the new one",
                     rewrite.summary()
                 )),
                 Ok(None) => None,
                 Err(reason) => Some(format!("none, the file runs as it is because {reason}")),
-            }),
+            }
+        }),
     })
 }
 

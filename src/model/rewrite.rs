@@ -41,6 +41,10 @@ pub struct Rewrite {
     pub guards: usize,
     pub nodes_before: usize,
     pub nodes_after: usize,
+    /// The model file's folder, where ONNX Runtime finds any external data files its initializers name
+    /// (the `session.model_external_initializers_file_folder_path` of the model's and the probe's
+    /// sessions); None for the embedded model, whose weights are all in its bytes.
+    pub weights_folder: Option<String>,
 }
 
 impl std::fmt::Debug for Rewrite {
@@ -269,11 +273,6 @@ pub fn plan_read(model: &ModelFields<'_>) -> Result<Option<Rewrite>, String> {
                 .map_err(|e| format!("an initializer does not decode: {e}"))
         })
         .collect::<Result<_, _>>()?;
-    if initializers.iter().any(|(_, t)| t.data_location == 1) {
-        return Err(
-            "its weights are in external data files, which an in-memory model cannot find".into(),
-        );
-    }
     let inputs = names_of(&model.graph, tag::GRAPH_INPUT)?;
     let outputs = names_of(&model.graph, tag::GRAPH_OUTPUT)?;
     for needed in ["input_ids", "attention_mask"] {
@@ -415,6 +414,7 @@ pub fn plan_read(model: &ModelFields<'_>) -> Result<Option<Rewrite>, String> {
         guards: guards.len(),
         nodes_before: model.nodes.len(),
         nodes_after: written.len(),
+        weights_folder: None,
     }))
 }
 
@@ -809,10 +809,6 @@ mod tests {
         put_varint(&mut tensor, 14, 1);
         let mut initializer = Vec::new();
         put_bytes(&mut initializer, tag::GRAPH_INITIALIZER, &tensor);
-        let external = hand_model_with(&nodes, "last_hidden_state", &initializer);
-        assert!(plan(&external)
-            .expect_err("external")
-            .contains("external data files"));
         // Two graph fields: protobuf would merge them; this reader refuses instead.
         let mut two_graphs = hand_model(&nodes, "last_hidden_state");
         put_bytes(&mut two_graphs, tag::MODEL_GRAPH, &initializer);

@@ -642,3 +642,60 @@ fn regression_an_external_data_model_scores_as_its_twin_and_its_weights_are_in_i
     );
     assert!(!out.join("predictions.csv").exists());
 }
+
+/// Regression: a model whose weights are in external data (an ESM-1v or ESM-2 650M export by transformers'
+/// exporter) kept the per-layer attention mask: the rewrite at load gave up on it ("its weights are in
+/// external data files, which an in-memory model cannot find"). ONNX Runtime is now told the model's folder,
+/// where the rewritten graph finds the same data files, so such a model is rewritten like a self-contained
+/// one and scores the same probabilities as without the rewrite.
+#[test]
+fn regression_a_model_with_external_weights_gets_the_load_time_rewrite() {
+    let test = "regression_a_model_with_external_weights_gets_the_load_time_rewrite";
+    if !runtime_available(test) {
+        return;
+    }
+    let dir = tempdir();
+    let data = micro_data(dir.path());
+    for name in ["external_data.onnx", "external_data.onnx.data"] {
+        std::fs::copy(fixture(&format!("contract/{name}")), dir.path().join(name)).unwrap();
+    }
+    let model = dir.path().join("external_data.onnx");
+    let run = |out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let assert = test_command(&model, &data, &out)
+            .arg("--head")
+            .arg(fixture("esm2_micro.head.json"))
+            .args(extra)
+            .assert()
+            .success();
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+        let probabilities = column_f64(&read_csv(&out.join("predictions.csv")), "probability");
+        (stderr, read_json(&out.join("report.json")), probabilities)
+    };
+    let (stderr, report, rewritten) = run("rewritten", &[]);
+    assert!(
+        stderr.contains(&format!(
+            "note: {}: rewrote the graph in memory (1 per-layer attention mask -> one broadcast key mask",
+            model.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        report["execution"]["graph_rewrite"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("1 per-layer attention mask")),
+        "{}",
+        report["execution"]
+    );
+    let (_, report, as_is) = run("as-is", &["--no-graph-rewrite"]);
+    assert!(report["execution"]["graph_rewrite"].is_null());
+    let diff = max_abs_diff(&rewritten, &as_is);
+    assert!(diff <= 1e-6, "rewritten vs as is: max |dp| = {diff}");
+    let diff = max_abs_diff(&rewritten, &micro_probabilities());
+    assert!(diff < 1e-5, "rewritten vs PyTorch: max |dp| = {diff}");
+    let described = inspect_text(&model);
+    assert!(
+        described.contains("graph rewrite at load: 1 per-layer attention mask"),
+        "{described}"
+    );
+}

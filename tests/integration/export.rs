@@ -580,3 +580,70 @@ assert len(integer) == 8 and not any("/output/dense/" in n for n in integer), in
         "{log}"
     );
 }
+
+/// Regression: simplify_attention_mask.py loaded a model's external data into memory and serialized the
+/// model whole, which protobuf refuses over 2 GB: on a float32 ESM-1v export from transformers' exporter it
+/// failed after 40 s with "EncodeError: Failed to serialize proto". It now rewrites the graph alone: the
+/// output .onnx names the same data file, linked (or copied) beside it in another folder, and scores as the
+/// original does.
+#[test]
+fn regression_simplify_attention_mask_keeps_external_weights_in_their_files() {
+    let test = "regression_simplify_attention_mask_keeps_external_weights_in_their_files";
+    let Some(python) = ready(test) else { return };
+    let dir = tempdir();
+    let source = dir.path().join("export");
+    std::fs::create_dir(&source).unwrap();
+    for name in ["external_data.onnx", "external_data.onnx.data"] {
+        std::fs::copy(fixture(&format!("contract/{name}")), source.join(name)).unwrap();
+    }
+    let original = source.join("external_data.onnx");
+    let rewritten = dir.path().join("simplified").join("external_data.onnx");
+    let output = simplify_attention_mask(&python, &original, &rewritten);
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        log.contains("1 attention masks now one broadcast key mask")
+            && log.contains("(its weights in external_data.onnx.data)"),
+        "{log}"
+    );
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(
+        size(&rewritten) <= size(&original),
+        "the weights were written into the .onnx: {} bytes against {}",
+        size(&rewritten),
+        size(&original)
+    );
+    let weights = rewritten.with_extension("onnx.data");
+    assert_eq!(
+        std::fs::read(&weights).unwrap(),
+        std::fs::read(source.join("external_data.onnx.data")).unwrap()
+    );
+
+    let data = root().join("test_datasets/demo_antibodies.csv");
+    let mut probabilities = Vec::new();
+    for (name, model) in [("original", &original), ("simplified", &rewritten)] {
+        let out = dir.path().join(name);
+        esmbench()
+            .args(["test", "--no-graph-rewrite", "--model"])
+            .arg(model)
+            .arg("--head")
+            .arg(fixture("esm2_micro.head.json"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        probabilities.push(column_f64(
+            &read_csv(&out.join("predictions.csv")),
+            "probability",
+        ));
+    }
+    let diff = max_abs_diff(&probabilities[0], &probabilities[1]);
+    assert!(diff <= 1e-6, "max |dp| = {diff}");
+    assert!(!inspect_text(&rewritten).contains("advice:"));
+}
