@@ -21,7 +21,7 @@ use crate::report::Tool;
 use crate::run::drive::{drive, DriveOptions, RowSink, Slot, Stop};
 use crate::run::monitor::Monitor;
 use crate::run::progress::Progress;
-use crate::run::{self, signals};
+use crate::run::{self, bus_error, signals};
 use config::{FitConfig, HEAD_THRESHOLD};
 use cv::CrossValidation;
 use logistic::{Fitted, Samples, Settings};
@@ -168,6 +168,7 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
     check_labels(config, &summary)?;
     let (data_sha256, data_bytes) = fingerprint::data_sha256(&scoring.data)?;
     signals::install()?;
+    bus_error::install(&scoring.model);
 
     let mut monitor = Monitor::start(None)?;
     let backend = model::load_backend(scoring)?;

@@ -10,7 +10,8 @@ use super::drive::{drive, DriveOptions, RowSink, Slot};
 use super::monitor::Monitor;
 use super::progress::Progress;
 use super::{
-    advise_on_full_disk, resume_command, signals, stop_reason, validate_and_fingerprint_data,
+    advise_on_full_disk, bus_error, resume_command, signals, stop_reason,
+    validate_and_fingerprint_data,
 };
 use crate::config::EmbedConfig;
 use crate::error::Failure;
@@ -155,6 +156,7 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<u64> {
         }
     };
     signals::install()?;
+    bus_error::install(&scoring.model);
     let mut monitor = Monitor::start(config.long_run.rss_limits)?;
     runtime_starting.wait();
     let backend = model::load_backend(scoring)?;

@@ -1,5 +1,6 @@
 //! The runs: validate, fingerprint, load the model once, drive the batches, write outputs and reports.
 
+pub mod bus_error;
 pub mod checkpoint;
 pub mod drive;
 pub mod embed;
@@ -342,6 +343,7 @@ fn score_and_report(
         validate_and_fingerprint_data(scoring, SKIPPED_FILE)?;
     let threshold_for_fingerprint = config.threshold.as_ref().map(|t| t.value);
     signals::install()?;
+    bus_error::install(&scoring.model);
 
     let mut monitor = Monitor::start(config.long_run.rss_limits)?;
     let owned;

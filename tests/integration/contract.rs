@@ -577,13 +577,7 @@ fn regression_an_external_data_model_scores_as_its_twin_and_its_weights_are_in_i
     }
     let dir = tempdir();
     let data = micro_data(dir.path());
-    let copy = |name: &str| {
-        let to = dir.path().join(name);
-        std::fs::copy(fixture(&format!("contract/{name}")), &to).unwrap();
-        to
-    };
-    let model = copy("external_data.onnx");
-    let weights = copy("external_data.onnx.data");
+    let (model, weights) = copy_external_data_model(dir.path());
     let score = |out: &str| {
         let out = dir.path().join(out);
         let assert = esmbench()
@@ -656,10 +650,7 @@ fn regression_a_model_with_external_weights_gets_the_load_time_rewrite() {
     }
     let dir = tempdir();
     let data = micro_data(dir.path());
-    for name in ["external_data.onnx", "external_data.onnx.data"] {
-        std::fs::copy(fixture(&format!("contract/{name}")), dir.path().join(name)).unwrap();
-    }
-    let model = dir.path().join("external_data.onnx");
+    let (model, _) = copy_external_data_model(dir.path());
     let run = |out: &str, extra: &[&str]| {
         let out = dir.path().join(out);
         let assert = test_command(&model, &data, &out)

@@ -593,10 +593,7 @@ fn regression_simplify_attention_mask_keeps_external_weights_in_their_files() {
     let dir = tempdir();
     let source = dir.path().join("export");
     std::fs::create_dir(&source).unwrap();
-    for name in ["external_data.onnx", "external_data.onnx.data"] {
-        std::fs::copy(fixture(&format!("contract/{name}")), source.join(name)).unwrap();
-    }
-    let original = source.join("external_data.onnx");
+    let (original, weights) = copy_external_data_model(&source);
     let rewritten = dir.path().join("simplified").join("external_data.onnx");
     let output = simplify_attention_mask(&python, &original, &rewritten);
     let log = String::from_utf8_lossy(&output.stdout);
@@ -617,10 +614,9 @@ fn regression_simplify_attention_mask_keeps_external_weights_in_their_files() {
         size(&rewritten),
         size(&original)
     );
-    let weights = rewritten.with_extension("onnx.data");
     assert_eq!(
-        std::fs::read(&weights).unwrap(),
-        std::fs::read(source.join("external_data.onnx.data")).unwrap()
+        std::fs::read(rewritten.with_extension("onnx.data")).unwrap(),
+        std::fs::read(&weights).unwrap()
     );
 
     let data = root().join("test_datasets/demo_antibodies.csv");

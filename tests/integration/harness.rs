@@ -12,6 +12,17 @@ pub fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures").join(name)
 }
 
+/// Copies the micro encoder whose weights are in external data (`contract/external_data.onnx` and its
+/// `.data`) into `dir`, where a test may change them; returns (the .onnx, its data file).
+pub fn copy_external_data_model(dir: &Path) -> (PathBuf, PathBuf) {
+    let copy = |name: &str| {
+        let to = dir.join(name);
+        std::fs::copy(fixture(&format!("contract/{name}")), &to).expect("copy the fixture");
+        to
+    };
+    (copy("external_data.onnx"), copy("external_data.onnx.data"))
+}
+
 pub fn esmbench() -> Command {
     let mut cmd = Command::cargo_bin("esmbench").expect("the esmbench binary is built");
     cmd.current_dir(root());

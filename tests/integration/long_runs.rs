@@ -1428,13 +1428,7 @@ fn regression_a_suite_stopped_midway_resumes_past_its_finished_runs() {
 #[test]
 fn resume_is_refused_when_the_models_external_weights_changed() {
     let dir = tempdir();
-    let copy = |name: &str| {
-        let to = dir.path().join(name);
-        std::fs::copy(fixture(&format!("contract/{name}")), &to).unwrap();
-        to
-    };
-    let model = copy("external_data.onnx");
-    let weights = copy("external_data.onnx.data");
+    let (model, weights) = copy_external_data_model(dir.path());
     let data = dir.path().join("nb.csv");
     synthetic_nanobodies(&data, 300, 23);
     let common = |command: &str, out: &Path| {
@@ -1531,4 +1525,71 @@ fn resume_is_refused_when_the_models_external_weights_changed() {
             path.display()
         );
     }
+}
+
+/// Regression: ONNX Runtime maps a model's external weights (`M.onnx.data`) into memory, so a new export
+/// written over them in place while a run read them killed the run with a bare "Bus error" (exit 135 from
+/// the shell), its report still saying `running`. The run now names the model's files and the fix and exits
+/// 1; with the file put back, `--resume` goes on from the checkpoint to one prediction per row.
+#[test]
+fn regression_weights_overwritten_under_a_run_exit_1_naming_them_and_the_run_resumes() {
+    let test = "regression_weights_overwritten_under_a_run_exit_1_naming_them_and_the_run_resumes";
+    if !runtime_available(test) {
+        return;
+    }
+    let dir = tempdir();
+    let (model, weights) = copy_external_data_model(dir.path());
+    let data = dir.path().join("nb.csv");
+    synthetic_nanobodies(&data, 40_000, 29);
+    let out = dir.path().join("out");
+    let mut args: Vec<std::ffi::OsString> = vec!["test".into(), "--model".into()];
+    args.push(model.into());
+    args.extend(["--head".into(), fixture("esm2_micro.head.json").into()]);
+    args.extend(["--data".into(), data.clone().into()]);
+    args.extend(["--out".into(), out.clone().into()]);
+    args.extend(["--checkpoint-seconds".into(), "1".into()]);
+
+    let mut child = Command::new(binary())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let predictions = out.join("predictions.csv");
+    while std::fs::metadata(&predictions).map_or(0, |m| m.len()) < 4_000 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before the weights were overwritten"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let saved = std::fs::read(&weights).unwrap();
+    // In place, as `open(path, "wb")` does: the same file, cut to nothing.
+    std::fs::write(&weights, b"").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: bus error (SIGBUS)")
+            && stderr.contains(&format!("{} was overwritten in place", weights.display()))
+            && stderr.contains("fix: put the model's files back")
+            && stderr.contains("--resume"),
+        "{stderr}"
+    );
+
+    std::fs::write(&weights, saved).unwrap();
+    let resumed = Command::new(binary())
+        .args(&args)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(stderr.contains("esmbench: resuming at row"), "{stderr}");
+    let report = read_json(&out.join("report.json"));
+    assert_eq!(report["status"], "complete");
+    let rows = read_csv(&predictions);
+    assert_eq!(rows.len(), 40_000);
+    let ids: std::collections::HashSet<&str> = rows.iter().map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids.len(), 40_000, "a row was scored twice or lost");
 }
