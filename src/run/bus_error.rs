@@ -76,7 +76,7 @@ extern "C" fn on_bus_error(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut l
     // access) is not this one: the default action is restored and the access, run again, kills the process
     // as it would have.
     #[cfg(target_os = "linux")]
-    // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t; sigaction(2) is async-signal-safe.
+    // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t; signal(2) is async-signal-safe.
     unsafe {
         if info.as_ref().is_some_and(|i| i.si_code != libc::BUS_ADRERR) {
             libc::signal(libc::SIGBUS, libc::SIG_DFL);
