@@ -87,6 +87,35 @@ impl ModelHash {
     }
 }
 
+/// Err when a model whose weights are in external data files no longer has the SHA-256 its run started
+/// with. ONNX Runtime maps those files rather than copying them, so weights rewritten in place while the
+/// run went may have scored some rows and not others; a self-contained .onnx is copied at load, and a
+/// change to it after the load does not reach the run, so it is not read again.
+pub fn check_model_unchanged(source: &ModelSource, sha256_at_start: &str) -> Result<()> {
+    let ModelSource::File(path) = source else {
+        return Ok(());
+    };
+    let data_files = crate::model::external_data::files(path);
+    if data_files.is_empty() {
+        return Ok(());
+    }
+    let now = model_sha256(source)?;
+    if now == sha256_at_start {
+        return Ok(());
+    }
+    let names: Vec<String> = data_files.iter().map(|p| p.display().to_string()).collect();
+    Err(crate::error::Failure::runtime(format!(
+        "the model's weights changed while the run read them: {} and {} had SHA-256 {} when the run started, {} now; \
+         ONNX Runtime reads them from the files as it goes, so the predictions may mix two models\n  \
+         fix: put back the files the run started with (write a new export to another path), then score again without --resume",
+        path.display(),
+        names.join(", "),
+        &sha256_at_start[..16],
+        &now[..16]
+    ))
+    .into())
+}
+
 /// The SHA-256 and length of the bytes a [`Digesting`] reader has passed on so far.
 #[derive(Default)]
 pub struct Seen {

@@ -540,6 +540,12 @@ fn score_and_report(
     if !summary.problems.is_empty() || sink.rows_skipped > 0 {
         report.data.rows_skipped = sink.rows_skipped;
     }
+    if let Err(error) = fingerprint::check_model_unchanged(&scoring.model, &model_sha256) {
+        report.status = "failed".into();
+        report.error = Some(format!("{error:#}"));
+        report::write_reports(&config.out_dir, &report)?;
+        return Err(error);
+    }
     report.status = "complete".into();
     report::write_reports(&config.out_dir, &report)?;
     if sink.rows_skipped == 0 {

@@ -1593,3 +1593,66 @@ fn regression_weights_overwritten_under_a_run_exit_1_naming_them_and_the_run_res
     let ids: std::collections::HashSet<&str> = rows.iter().map(|r| r["id"].as_str()).collect();
     assert_eq!(ids.len(), 40_000, "a row was scored twice or lost");
 }
+
+/// Regression: weights rewritten in place, at the same size, while a run read them (a re-export of the same
+/// architecture over `M.onnx.data`) raised no fault: ONNX Runtime reads the mapped file as it goes, so rows
+/// after the write could be scored with other weights, and the run reported `complete`, exit 0. The run now
+/// checks the model's SHA-256 again at the end and fails (exit 1, status `failed`) naming the files and the fix.
+#[test]
+fn regression_weights_rewritten_under_a_run_fail_it_instead_of_mixing_two_models() {
+    let test = "regression_weights_rewritten_under_a_run_fail_it_instead_of_mixing_two_models";
+    if !runtime_available(test) {
+        return;
+    }
+    let dir = tempdir();
+    let (model, weights) = copy_external_data_model(dir.path());
+    let data = dir.path().join("nb.csv");
+    synthetic_nanobodies(&data, 40_000, 31);
+    let out = dir.path().join("out");
+    let mut child = Command::new(binary())
+        .args(["test", "--model"])
+        .arg(&model)
+        .arg("--head")
+        .arg(fixture("esm2_micro.head.json"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let predictions = out.join("predictions.csv");
+    while std::fs::metadata(&predictions).map_or(0, |m| m.len()) < 4_000 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before the weights were rewritten"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Other float32 weights of the same size, written over the file without truncating it: the lowest
+    // mantissa bit of every value flipped.
+    let mut other = std::fs::read(&weights).unwrap();
+    for value in other.chunks_mut(4) {
+        value[0] ^= 1;
+    }
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&weights)
+            .unwrap();
+        file.write_all(&other).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the model's weights changed while the run read them")
+            && stderr.contains(&weights.display().to_string())
+            && stderr.contains("fix: put back the files the run started with"),
+        "{stderr}"
+    );
+    let report = read_json(&out.join("report.json"));
+    assert_eq!(report["status"], "failed");
+}
