@@ -75,6 +75,16 @@ impl Monitor {
         shared.rss_bytes.store(rss_start, Ordering::Relaxed);
         shared.peak_rss_bytes.store(rss_start, Ordering::Relaxed);
         shared.peak_threads.store(threads, Ordering::Relaxed);
+        // The first reading counts against the limits too: a run already over them must not depend on the
+        // monitor thread being scheduled before its first batch ends.
+        if let Some(limits) = limits {
+            shared
+                .over_soft_limit
+                .store(rss_start > limits.soft, Ordering::Relaxed);
+            shared
+                .over_hard_limit
+                .store(rss_start > limits.hard, Ordering::Relaxed);
+        }
         let thread_shared = Arc::clone(&shared);
         let (stop, stopped) = bounded::<()>(0);
         let handle = std::thread::Builder::new()
