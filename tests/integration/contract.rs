@@ -580,16 +580,7 @@ fn regression_an_external_data_model_scores_as_its_twin_and_its_weights_are_in_i
     let (model, weights) = copy_external_data_model(dir.path());
     let score = |out: &str| {
         let out = dir.path().join(out);
-        let assert = esmbench()
-            .args(["test", "--model"])
-            .arg(&model)
-            .arg("--head")
-            .arg(fixture("esm2_micro.head.json"))
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(&out)
-            .assert();
+        let assert = external_data_test_command(&model, &data, &out).assert();
         (assert, out)
     };
     let (assert, out) = score("first");
@@ -653,9 +644,7 @@ fn regression_a_model_with_external_weights_gets_the_load_time_rewrite() {
     let (model, _) = copy_external_data_model(dir.path());
     let run = |out: &str, extra: &[&str]| {
         let out = dir.path().join(out);
-        let assert = test_command(&model, &data, &out)
-            .arg("--head")
-            .arg(fixture("esm2_micro.head.json"))
+        let assert = external_data_test_command(&model, &data, &out)
             .args(extra)
             .assert()
             .success();

@@ -623,15 +623,8 @@ fn regression_simplify_attention_mask_keeps_external_weights_in_their_files() {
     let mut probabilities = Vec::new();
     for (name, model) in [("original", &original), ("simplified", &rewritten)] {
         let out = dir.path().join(name);
-        esmbench()
-            .args(["test", "--no-graph-rewrite", "--model"])
-            .arg(model)
-            .arg("--head")
-            .arg(fixture("esm2_micro.head.json"))
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(&out)
+        external_data_test_command(model, &data, &out)
+            .arg("--no-graph-rewrite")
             .assert()
             .success();
         probabilities.push(column_f64(

@@ -184,6 +184,13 @@ pub fn test_command(model: &Path, data: &Path, out: &Path) -> Command {
     command_on("test", model, data, out)
 }
 
+/// [`test_command`] with the micro encoder's head, for [`copy_external_data_model`]'s model, which has none.
+pub fn external_data_test_command(model: &Path, data: &Path, out: &Path) -> Command {
+    let mut cmd = test_command(model, data, out);
+    cmd.arg("--head").arg(fixture("esm2_micro.head.json"));
+    cmd
+}
+
 /// `esmbench test --model M --data D --out O` must succeed; returns predictions.csv's rows.
 pub fn score(
     model: &Path,

@@ -1172,6 +1172,25 @@ fn embed_args(data: &Path, out: &Path, resume: bool) -> Vec<String> {
     args
 }
 
+/// Starts `command` (stdout dropped, stderr kept) and returns it once `file` holds `bytes` bytes, the run
+/// still going.
+fn spawn_until_written(command: &mut Command, file: &Path, bytes: u64) -> std::process::Child {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while std::fs::metadata(file).map_or(0, |m| m.len()) < bytes {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before {} held {bytes} bytes",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
 /// Starts embed and stops it with `signal` once its row list holds `target` bytes.
 fn embed_stopped_at(
     args: &[String],
@@ -1179,24 +1198,7 @@ fn embed_stopped_at(
     target: u64,
     signal: &str,
 ) -> std::process::Output {
-    let child = Command::new(binary())
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = child;
-    while std::fs::metadata(rows_partial)
-        .map(|m| m.len())
-        .unwrap_or(0)
-        < target
-    {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before its stop point"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let child = spawn_until_written(Command::new(binary()).args(args), rows_partial, target);
     send(signal, child.id());
     child.wait_with_output().unwrap()
 }
@@ -1464,21 +1466,13 @@ fn resume_is_refused_when_the_models_external_weights_changed() {
     embed_args.extend(["--checkpoint-seconds".into(), "1".into()]);
     let rows_partial = dir.path().join("e.rows.csv.partial");
     let stopped = {
-        let child = Command::new(binary())
-            .args(&embed_args)
-            .env("ESMBENCH_MOCK_DELAY_MS", "40")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut child = child;
-        while std::fs::metadata(&rows_partial).map_or(0, |m| m.len()) < 200 {
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "embed ended before its stop point"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let child = spawn_until_written(
+            Command::new(binary())
+                .args(&embed_args)
+                .env("ESMBENCH_MOCK_DELAY_MS", "40"),
+            &rows_partial,
+            200,
+        );
         send("INT", child.id());
         child.wait_with_output().unwrap()
     };
@@ -1538,31 +1532,10 @@ fn regression_weights_overwritten_under_a_run_exit_1_naming_them_and_the_run_res
         return;
     }
     let dir = tempdir();
-    let (model, weights) = copy_external_data_model(dir.path());
-    let data = dir.path().join("nb.csv");
-    synthetic_nanobodies(&data, 40_000, 29);
-    let out = dir.path().join("out");
-    let mut args: Vec<std::ffi::OsString> = vec!["test".into(), "--model".into()];
-    args.push(model.into());
-    args.extend(["--head".into(), fixture("esm2_micro.head.json").into()]);
-    args.extend(["--data".into(), data.clone().into()]);
-    args.extend(["--out".into(), out.clone().into()]);
-    args.extend(["--checkpoint-seconds".into(), "1".into()]);
-
-    let mut child = Command::new(binary())
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let predictions = out.join("predictions.csv");
-    while std::fs::metadata(&predictions).map_or(0, |m| m.len()) < 4_000 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before the weights were overwritten"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let run = ExternalDataRun::new(dir.path(), 29);
+    let args = run.args(&["--checkpoint-seconds", "1"]);
+    let (weights, out, predictions) = (run.weights, run.out, run.predictions);
+    let child = spawn_until_written(Command::new(binary()).args(&args), &predictions, 4_000);
     let saved = std::fs::read(&weights).unwrap();
     // In place, as `open(path, "wb")` does: the same file, cut to nothing.
     std::fs::write(&weights, b"").unwrap();
@@ -1605,31 +1578,13 @@ fn regression_weights_rewritten_under_a_run_fail_it_instead_of_mixing_two_models
         return;
     }
     let dir = tempdir();
-    let (model, weights) = copy_external_data_model(dir.path());
-    let data = dir.path().join("nb.csv");
-    synthetic_nanobodies(&data, 40_000, 31);
-    let out = dir.path().join("out");
-    let mut child = Command::new(binary())
-        .args(["test", "--model"])
-        .arg(&model)
-        .arg("--head")
-        .arg(fixture("esm2_micro.head.json"))
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let predictions = out.join("predictions.csv");
-    while std::fs::metadata(&predictions).map_or(0, |m| m.len()) < 4_000 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before the weights were rewritten"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let run = ExternalDataRun::new(dir.path(), 31);
+    let weights = run.weights.clone();
+    let child = spawn_until_written(
+        Command::new(binary()).args(run.args(&[])),
+        &run.predictions,
+        4_000,
+    );
     // Other float32 weights of the same size, written over the file without truncating it: the lowest
     // mantissa bit of every value flipped.
     let mut other = std::fs::read(&weights).unwrap();
@@ -1653,6 +1608,43 @@ fn regression_weights_rewritten_under_a_run_fail_it_instead_of_mixing_two_models
             && stderr.contains("fix: put back the files the run started with"),
         "{stderr}"
     );
-    let report = read_json(&out.join("report.json"));
+    let report = read_json(&run.out.join("report.json"));
     assert_eq!(report["status"], "failed");
+}
+
+/// `esmbench test` on a copy of the external-data micro model over 40,000 synthetic rows, long enough on the
+/// real runtime for a test to change the weights while it runs.
+struct ExternalDataRun {
+    model: PathBuf,
+    weights: PathBuf,
+    data: PathBuf,
+    out: PathBuf,
+    predictions: PathBuf,
+}
+
+impl ExternalDataRun {
+    fn new(dir: &Path, seed: u64) -> ExternalDataRun {
+        let (model, weights) = copy_external_data_model(dir);
+        let data = dir.join("nb.csv");
+        synthetic_nanobodies(&data, 40_000, seed);
+        let out = dir.join("out");
+        ExternalDataRun {
+            model,
+            weights,
+            data,
+            predictions: out.join("predictions.csv"),
+            out,
+        }
+    }
+
+    /// The command's arguments, then `extra`.
+    fn args(&self, extra: &[&str]) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["test".into(), "--model".into()];
+        args.push(self.model.clone().into());
+        args.extend(["--head".into(), fixture("esm2_micro.head.json").into()]);
+        args.extend(["--data".into(), self.data.clone().into()]);
+        args.extend(["--out".into(), self.out.clone().into()]);
+        args.extend(extra.iter().map(|&a| a.into()));
+        args
+    }
 }
