@@ -285,6 +285,9 @@ pub struct Loaded<'a> {
     pub loads_before: usize,
     /// Whether this run pays for the load in its timings (the model's first dataset) or found it loaded.
     pub first_use: bool,
+    /// The SHA-256 of the files as they were loaded. Hashing them again for each dataset would cost seconds
+    /// on a large model, and would describe a new file, not the loaded model, if one replaced it meanwhile.
+    pub model_sha256: &'a str,
 }
 
 /// `esmbench test`: predictions.csv, report.json and report.md in the output directory; resumable.
@@ -337,7 +340,10 @@ fn score_and_report(
     } else {
         None
     };
-    let mut model_hash = fingerprint::ModelHash::start(&scoring.model);
+    let mut model_hash = match &loaded {
+        Some(l) => fingerprint::ModelHash::known(l.model_sha256.to_string()),
+        None => fingerprint::ModelHash::start(&scoring.model),
+    };
     let runtime_starting = loaded.is_none().then(|| model::start_runtime(scoring));
     let (summary, (data_sha256, data_bytes)) =
         validate_and_fingerprint_data(scoring, SKIPPED_FILE)?;

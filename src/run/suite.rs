@@ -4,6 +4,7 @@
 use anyhow::Result;
 
 use crate::config::suite::{baseline_file, SuiteConfig, SuiteRun};
+use crate::fingerprint;
 use crate::model;
 use crate::report::baseline::{self, Baseline};
 use crate::report::summary::{self, Summary, SummaryRun, SUMMARY_SCHEMA_VERSION};
@@ -38,13 +39,17 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
     let loads_at_start = model::model_loads();
     'models: for suite_model in &suite.models {
         let loads_before = model::model_loads();
-        let backend = model::load_backend(&suite_model.runs[0].config.scoring)?;
+        let scoring = &suite_model.runs[0].config.scoring;
+        let mut model_hash = fingerprint::ModelHash::start(&scoring.model);
+        let backend = model::load_backend(scoring)?;
+        let model_sha256 = model_hash.get()?;
         for (i, run) in suite_model.runs.iter().enumerate() {
             crate::errln!("esmbench: {} on {}", run.model, run.data);
             let loaded = Loaded {
                 backend: backend.as_ref(),
                 loads_before,
                 first_use: i == 0,
+                model_sha256: &model_sha256,
             };
             let out_dir = run.config.out_dir.display().to_string();
             let started_afresh;

@@ -1295,6 +1295,68 @@ fn regression_embed_resumes_after_kill_9_and_ctrl_c_to_the_bytes_of_an_uninterru
     }
 }
 
+/// Regression: a suite hashed its model's files again for every dataset after loading it once. A model file
+/// replaced during the first dataset (a new export to the same path) was then recorded in the second
+/// dataset's report.json, and in its resume fingerprint, though the suite went on scoring with the model it
+/// had loaded. Now a suite hashes each model once, beside its load, and every dataset's report names the
+/// loaded model. It also saves seconds per dataset on a multi-GB model.
+#[test]
+fn regression_a_suite_reports_the_model_it_loaded_when_the_file_is_replaced_midway() {
+    use sha2::{Digest, Sha256};
+    let test = "regression_a_suite_reports_the_model_it_loaded_when_the_file_is_replaced_midway";
+    if !runtime_available(test) {
+        return;
+    }
+    let dir = tempdir();
+    let model = dir.path().join("m.onnx");
+    std::fs::copy(fixture("esm2_micro_with_head.onnx"), &model).unwrap();
+    let loaded_sha256 = format!("{:x}", Sha256::digest(std::fs::read(&model).unwrap()));
+    let (big, small) = (dir.path().join("big.csv"), dir.path().join("small.csv"));
+    synthetic_nanobodies(&big, 40_000, 37);
+    synthetic_nanobodies(&small, 150, 38);
+    let out = dir.path().join("out");
+    let suite = write(
+        dir.path(),
+        "suite.yaml",
+        &format!(
+            "models:\n  - model: {}\ndatasets:\n  - data: {}\n  - data: {}\nout: {}\nbootstrap: 0\n",
+            model.display(),
+            big.display(),
+            small.display(),
+            out.display()
+        ),
+    );
+    let child = spawn_until_written(
+        Command::new(binary())
+            .args(["test", "--config"])
+            .arg(&suite),
+        &out.join("m/big/predictions.csv"),
+        4_000,
+    );
+    std::fs::copy(fixture("esm2_micro.onnx"), &model).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for data in ["big", "small"] {
+        let report = read_json(&out.join(format!("m/{data}/report.json")));
+        assert_eq!(report["status"], "complete");
+        assert_eq!(
+            report["model"]["sha256"], loaded_sha256,
+            "{data}: the report names another model than the one loaded"
+        );
+    }
+    let suite_small = read_csv(&out.join("m/small/predictions.csv"));
+    let alone = score_probabilities(
+        &fixture("esm2_micro_with_head.onnx"),
+        &small,
+        &dir.path().join("alone"),
+    );
+    assert_eq!(column_f64(&suite_small, "probability"), alone);
+}
+
 /// Regression: a models x datasets suite stopped in its second run could not be resumed: `--resume` failed on
 /// the first run ("has no checkpoint (the run finished...)"), and without it every run started again. Now a
 /// resumed suite keeps the runs that had finished (their outputs untouched), resumes the one that was stopped,
