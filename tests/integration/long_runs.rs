@@ -1647,20 +1647,7 @@ fn regression_weights_rewritten_under_a_run_fail_it_instead_of_mixing_two_models
         &run.predictions,
         4_000,
     );
-    // Other float32 weights of the same size, written over the file without truncating it: the lowest
-    // mantissa bit of every value flipped.
-    let mut other = std::fs::read(&weights).unwrap();
-    for value in other.chunks_mut(4) {
-        value[0] ^= 1;
-    }
-    {
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&weights)
-            .unwrap();
-        file.write_all(&other).unwrap();
-    }
+    run.rewrite_weights_in_place();
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -1672,6 +1659,55 @@ fn regression_weights_rewritten_under_a_run_fail_it_instead_of_mixing_two_models
     );
     let report = read_json(&run.out.join("report.json"));
     assert_eq!(report["status"], "failed");
+}
+
+/// The end-of-run check of [`regression_weights_rewritten_under_a_run_fail_it_instead_of_mixing_two_models`]
+/// in `embed` and `fit`: embeddings from two models would be written to one .npy, or train one head. Each
+/// fails (exit 1) naming the weights, and writes neither the .npy nor the head.
+#[cfg(target_os = "linux")]
+#[test]
+fn weights_rewritten_under_embed_or_fit_fail_it_and_write_no_output() {
+    let test = "weights_rewritten_under_embed_or_fit_fail_it_and_write_no_output";
+    if !runtime_available(test) {
+        return;
+    }
+    for (subcommand, output) in [("embed", "e.npy"), ("fit", "head.json")] {
+        let dir = tempdir();
+        let run = ExternalDataRun::new(dir.path(), 41);
+        let out = dir.path().join(output);
+        let mut child = Command::new(binary())
+            .args([subcommand, "--model"])
+            .arg(&run.model)
+            .arg("--data")
+            .arg(&run.data)
+            .arg("--out")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // ONNX Runtime maps the weights as it loads them; from then on the run reads them as it goes.
+        let maps = format!("/proc/{}/maps", child.id());
+        let weights = run.weights.display().to_string();
+        while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains(&weights)) {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{subcommand} ended before it mapped {weights}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        run.rewrite_weights_in_place();
+        let result = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(1), "{subcommand}: {stderr}");
+        assert!(
+            stderr.contains("the model's weights changed while the run read them")
+                && stderr.contains(&weights)
+                && stderr.contains("fix: put back the files the run started with"),
+            "{subcommand}: {stderr}"
+        );
+        assert!(!out.exists(), "{subcommand} wrote {}", out.display());
+    }
 }
 
 /// `esmbench test` on a copy of the external-data micro model over 40,000 synthetic rows, long enough on the
@@ -1697,6 +1733,21 @@ impl ExternalDataRun {
             predictions: out.join("predictions.csv"),
             out,
         }
+    }
+
+    /// Other float32 weights of the same size, written over the file without truncating it, as a re-export of
+    /// the same architecture does: the lowest mantissa bit of every value flipped.
+    fn rewrite_weights_in_place(&self) {
+        use std::io::Write;
+        let mut other = std::fs::read(&self.weights).unwrap();
+        for value in other.chunks_mut(4) {
+            value[0] ^= 1;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.weights)
+            .unwrap();
+        file.write_all(&other).unwrap();
     }
 
     /// The command's arguments, then `extra`.
