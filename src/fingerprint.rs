@@ -59,10 +59,13 @@ pub fn model_sha256(source: &ModelSource) -> Result<String> {
 pub struct ModelHash {
     pending: Option<crate::threads::Background<Result<String>>>,
     sha256: Option<String>,
+    /// The external-data model's files as the file system described them before the hashing read them.
+    stamps: Option<FileStamps>,
 }
 
 impl ModelHash {
     pub fn start(source: &ModelSource) -> ModelHash {
+        let stamps = FileStamps::of(source);
         let source = source.clone();
         ModelHash {
             pending: Some(crate::threads::in_background(
@@ -70,14 +73,7 @@ impl ModelHash {
                 move || model_sha256(&source),
             )),
             sha256: None,
-        }
-    }
-
-    /// A hash the caller already has: the suite hashes a model once, beside its load, for all its datasets.
-    pub fn known(sha256: String) -> ModelHash {
-        ModelHash {
-            pending: None,
-            sha256: Some(sha256),
+            stamps,
         }
     }
 
@@ -93,35 +89,129 @@ impl ModelHash {
             .clone()
             .ok_or_else(|| anyhow::anyhow!("the model hash failed earlier"))
     }
+
+    /// The finished hash, for a run that reuses a model loaded (and hashed) once for a whole suite.
+    pub fn finished(&mut self) -> Result<ModelHash> {
+        Ok(ModelHash {
+            pending: None,
+            sha256: Some(self.get()?),
+            stamps: self.stamps.clone(),
+        })
+    }
+
+    /// Err when a model whose weights are in external data files no longer has the SHA-256 it had when this
+    /// hash started. ONNX Runtime maps those files rather than copying them, so weights rewritten in place while
+    /// the run went may have scored some rows and not others; a self-contained .onnx is copied at load, and a
+    /// change to it after the load does not reach the run, so it is not read again. Files the file system
+    /// shows untouched since the start (same inode, size and change time) are not read again either: hashing
+    /// a 2.6 GB model costs seconds at the end of every run.
+    pub fn check_unchanged(&mut self, source: &ModelSource) -> Result<()> {
+        let ModelSource::File(path) = source else {
+            return Ok(());
+        };
+        let data_files = crate::model::external_data::files(path);
+        if data_files.is_empty() {
+            return Ok(());
+        }
+        let at_start = self.get()?;
+        if let Some(stamps) = &self.stamps {
+            if stamps.untouched_since() {
+                return Ok(());
+            }
+        }
+        let now = model_sha256(source)?;
+        if now == at_start {
+            return Ok(());
+        }
+        let names: Vec<String> = data_files.iter().map(|p| p.display().to_string()).collect();
+        Err(crate::error::Failure::runtime(format!(
+            "the model's weights changed while the run read them: {} and {} had SHA-256 {} when the run started, {} now; \
+             ONNX Runtime reads them from the files as it goes, so the predictions may mix two models\n  \
+             fix: put back the files the run started with (write a new export to another path), then score again without --resume",
+            path.display(),
+            names.join(", "),
+            &at_start[..16],
+            &now[..16]
+        ))
+        .into())
+    }
 }
 
-/// Err when a model whose weights are in external data files no longer has the SHA-256 its run started
-/// with. ONNX Runtime maps those files rather than copying them, so weights rewritten in place while the
-/// run went may have scored some rows and not others; a self-contained .onnx is copied at load, and a
-/// change to it after the load does not reach the run, so it is not read again.
-pub fn check_model_unchanged(source: &ModelSource, sha256_at_start: &str) -> Result<()> {
-    let ModelSource::File(path) = source else {
-        return Ok(());
-    };
-    let data_files = crate::model::external_data::files(path);
-    if data_files.is_empty() {
-        return Ok(());
+/// What the file system says of each of a model's files (the .onnx and its external data), taken before they
+/// are hashed: any write since changes a file's change time, which no user call can set back, and a new file
+/// put in its place has another inode.
+#[derive(Clone, Debug, PartialEq)]
+struct FileStamps {
+    files: Vec<(std::path::PathBuf, Option<FileStamp>)>,
+    taken_at: std::time::SystemTime,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct FileStamp {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+/// Some file systems keep times to the second (or two); a file changed this close before the start could be
+/// changed again within the same tick without its stamp moving.
+const COARSEST_TIMESTAMP: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl FileStamps {
+    /// None where the platform gives no change time, or the model has no external data (never checked).
+    fn of(source: &ModelSource) -> Option<FileStamps> {
+        let ModelSource::File(path) = source else {
+            return None;
+        };
+        let data_files = crate::model::external_data::files(path);
+        if data_files.is_empty() || !cfg!(unix) {
+            return None;
+        }
+        let taken_at = std::time::SystemTime::now();
+        let files = std::iter::once(path.clone())
+            .chain(data_files)
+            .map(|p| {
+                let stamp = FileStamp::of(&p);
+                (p, stamp)
+            })
+            .collect();
+        Some(FileStamps { files, taken_at })
     }
-    let now = model_sha256(source)?;
-    if now == sha256_at_start {
-        return Ok(());
+
+    /// Whether every file still has the stamp it had, and was last changed well before the stamps were taken.
+    fn untouched_since(&self) -> bool {
+        self.files.iter().all(|(path, stamp)| {
+            let Some(stamp) = stamp else {
+                return false;
+            };
+            let changed = std::time::UNIX_EPOCH
+                + std::time::Duration::new(stamp.changed.0.max(0) as u64, stamp.changed.1 as u32);
+            let settled = changed + COARSEST_TIMESTAMP <= self.taken_at;
+            settled && FileStamp::of(path).as_ref() == Some(stamp)
+        })
     }
-    let names: Vec<String> = data_files.iter().map(|p| p.display().to_string()).collect();
-    Err(crate::error::Failure::runtime(format!(
-        "the model's weights changed while the run read them: {} and {} had SHA-256 {} when the run started, {} now; \
-         ONNX Runtime reads them from the files as it goes, so the predictions may mix two models\n  \
-         fix: put back the files the run started with (write a new export to another path), then score again without --resume",
-        path.display(),
-        names.join(", "),
-        &sha256_at_start[..16],
-        &now[..16]
-    ))
-    .into())
+}
+
+impl FileStamp {
+    #[cfg(unix)]
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            device: meta.dev(),
+            inode: meta.ino(),
+            len: meta.len(),
+            modified: (meta.mtime(), meta.mtime_nsec()),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn of(_path: &Path) -> Option<FileStamp> {
+        None
+    }
 }
 
 /// The SHA-256 and length of the bytes a [`Digesting`] reader has passed on so far.
@@ -207,5 +297,61 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(n, 3);
+    }
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A copy of the external-data fixture, with its stamps taken as if the run had started `settled` later.
+    fn copied_model(settled: Duration) -> (tempfile::TempDir, std::path::PathBuf, FileStamps) {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/contract");
+        for name in ["external_data.onnx", "external_data.onnx.data"] {
+            std::fs::copy(fixtures.join(name), dir.path().join(name)).unwrap();
+        }
+        let model = dir.path().join("external_data.onnx");
+        let mut stamps = FileStamps::of(&ModelSource::File(model.clone())).expect("stamps on unix");
+        stamps.taken_at += settled;
+        (dir, model, stamps)
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn stamps_vouch_only_for_files_unchanged_since_well_before_the_start() {
+        let (_dir, _model, stamps) = copied_model(Duration::ZERO);
+        assert_eq!(stamps.files.len(), 2, "the .onnx and its data file");
+        assert!(
+            !stamps.untouched_since(),
+            "a file written just before the start could change again within one timestamp tick"
+        );
+        let (_dir, _model, stamps) = copied_model(COARSEST_TIMESTAMP + Duration::from_secs(1));
+        assert!(stamps.untouched_since());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_same_size_rewrite_or_a_replaced_file_voids_the_stamps() {
+        use std::io::Write;
+        let settled = COARSEST_TIMESTAMP + Duration::from_secs(1);
+        let (dir, _model, stamps) = copied_model(settled);
+        let data = dir.path().join("external_data.onnx.data");
+        let mut bytes = std::fs::read(&data).unwrap();
+        bytes[0] ^= 1;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&data)
+            .unwrap()
+            .write_all(&bytes)
+            .unwrap();
+        assert!(!stamps.untouched_since(), "rewritten in place");
+
+        let (dir, model, stamps) = copied_model(settled);
+        let new = dir.path().join("new.onnx");
+        std::fs::copy(&model, &new).unwrap();
+        std::fs::rename(&new, &model).unwrap();
+        assert!(!stamps.untouched_since(), "replaced by another file");
     }
 }

@@ -218,7 +218,7 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<u64> {
         );
         return Err(Failure { kind, message }.into());
     }
-    fingerprint::check_model_unchanged(&scoring.model, &sink.fingerprint.model_sha256)?;
+    model_hash.check_unchanged(&scoring.model)?;
     sink.rows.finish_into(&rows_path)?;
     match sink.skipped {
         Some(skipped) => skipped.finish_into(&skipped_path)?,

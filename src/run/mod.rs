@@ -285,9 +285,9 @@ pub struct Loaded<'a> {
     pub loads_before: usize,
     /// Whether this run pays for the load in its timings (the model's first dataset) or found it loaded.
     pub first_use: bool,
-    /// The SHA-256 of the files as they were loaded. Hashing them again for each dataset would cost seconds
-    /// on a large model, and would describe a new file, not the loaded model, if one replaced it meanwhile.
-    pub model_sha256: &'a str,
+    /// The hash of the files as they were loaded. Hashing them again for each dataset would cost seconds on
+    /// a large model, and would describe a new file, not the loaded model, if one replaced it meanwhile.
+    pub model_hash: fingerprint::ModelHash,
 }
 
 /// `esmbench test`: predictions.csv, report.json and report.md in the output directory; resumable.
@@ -340,9 +340,9 @@ fn score_and_report(
     } else {
         None
     };
-    let mut model_hash = match &loaded {
-        Some(l) => fingerprint::ModelHash::known(l.model_sha256.to_string()),
-        None => fingerprint::ModelHash::start(&scoring.model),
+    let (mut model_hash, loaded) = match loaded {
+        Some(l) => (l.model_hash, Some((l.backend, l.loads_before, l.first_use))),
+        None => (fingerprint::ModelHash::start(&scoring.model), None),
     };
     let runtime_starting = loaded.is_none().then(|| model::start_runtime(scoring));
     let (summary, (data_sha256, data_bytes)) =
@@ -354,13 +354,13 @@ fn score_and_report(
     let mut monitor = Monitor::start(config.long_run.rss_limits)?;
     let owned;
     let (backend, loads_before, load_seconds): (&dyn Backend, usize, f64) = match loaded {
-        Some(l) => {
-            let seconds = if l.first_use {
-                l.backend.info().load_seconds
+        Some((backend, loads_before, first_use)) => {
+            let seconds = if first_use {
+                backend.info().load_seconds
             } else {
                 0.0
             };
-            (l.backend, l.loads_before, seconds)
+            (backend, loads_before, seconds)
         }
         None => {
             if let Some(starting) = runtime_starting {
@@ -546,7 +546,7 @@ fn score_and_report(
     if !summary.problems.is_empty() || sink.rows_skipped > 0 {
         report.data.rows_skipped = sink.rows_skipped;
     }
-    if let Err(error) = fingerprint::check_model_unchanged(&scoring.model, &model_sha256) {
+    if let Err(error) = model_hash.check_unchanged(&scoring.model) {
         report.status = "failed".into();
         report.error = Some(format!("{error:#}"));
         report::write_reports(&config.out_dir, &report)?;

@@ -42,14 +42,14 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
         let scoring = &suite_model.runs[0].config.scoring;
         let mut model_hash = fingerprint::ModelHash::start(&scoring.model);
         let backend = model::load_backend(scoring)?;
-        let model_sha256 = model_hash.get()?;
+        model_hash.get()?;
         for (i, run) in suite_model.runs.iter().enumerate() {
             crate::errln!("esmbench: {} on {}", run.model, run.data);
             let loaded = Loaded {
                 backend: backend.as_ref(),
                 loads_before,
                 first_use: i == 0,
-                model_sha256: &model_sha256,
+                model_hash: model_hash.finished()?,
             };
             let out_dir = run.config.out_dir.display().to_string();
             let started_afresh;

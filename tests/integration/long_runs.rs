@@ -1641,6 +1641,7 @@ fn regression_weights_rewritten_under_a_run_fail_it_instead_of_mixing_two_models
     }
     let dir = tempdir();
     let run = ExternalDataRun::new(dir.path(), 31);
+    run.settle();
     let weights = run.weights.clone();
     let child = spawn_until_written(
         Command::new(binary()).args(run.args(&[])),
@@ -1674,6 +1675,7 @@ fn weights_rewritten_under_embed_or_fit_fail_it_and_write_no_output() {
     for (subcommand, output) in [("embed", "e.npy"), ("fit", "head.json")] {
         let dir = tempdir();
         let run = ExternalDataRun::new(dir.path(), 41);
+        run.settle();
         let out = dir.path().join(output);
         let mut child = Command::new(binary())
             .args([subcommand, "--model"])
@@ -1713,6 +1715,7 @@ fn weights_rewritten_under_embed_or_fit_fail_it_and_write_no_output() {
 /// `esmbench test` on a copy of the external-data micro model over 40,000 synthetic rows, long enough on the
 /// real runtime for a test to change the weights while it runs.
 struct ExternalDataRun {
+    copied_at: Instant,
     model: PathBuf,
     weights: PathBuf,
     data: PathBuf,
@@ -1723,16 +1726,26 @@ struct ExternalDataRun {
 impl ExternalDataRun {
     fn new(dir: &Path, seed: u64) -> ExternalDataRun {
         let (model, weights) = copy_external_data_model(dir);
+        let copied_at = Instant::now();
         let data = dir.join("nb.csv");
         synthetic_nanobodies(&data, 40_000, seed);
         let out = dir.join("out");
         ExternalDataRun {
+            copied_at,
             model,
             weights,
             data,
             predictions: out.join("predictions.csv"),
             out,
         }
+    }
+
+    /// Waits until the copied model is older than the coarsest file timestamps, as an export made before the run
+    /// is: the run then trusts the files' stamps instead of hashing them again at its end, and the test checks
+    /// that a rewrite still shows through them.
+    fn settle(&self) {
+        let settled = self.copied_at + Duration::from_millis(2_500);
+        std::thread::sleep(settled.saturating_duration_since(Instant::now()));
     }
 
     /// Other float32 weights of the same size, written over the file without truncating it, as a re-export of
