@@ -1,7 +1,7 @@
 //! SHA-256 fingerprints of the model, data and head files: recorded in reports and checked on resume.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -32,26 +32,44 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     sha256_reader(file).with_context(|| format!("reading {}", path.display()))
 }
 
+/// The files a model is read from: the .onnx, then the external data files it keeps its weights in, in the
+/// order it names them. Empty for the embedded model.
+pub fn model_files(source: &ModelSource) -> Vec<PathBuf> {
+    match source {
+        ModelSource::File(path) => std::iter::once(path.clone())
+            .chain(crate::model::external_data::files(path))
+            .collect(),
+        ModelSource::Embedded => Vec::new(),
+    }
+}
+
 /// The model's SHA-256: of the .onnx file, followed by the external data files it keeps its weights in, if
 /// any, in the order it names them (`cat m.onnx m.onnx.data | sha256sum`). A .onnx with external data holds
 /// only the graph, the same for any weights beside it.
 pub fn model_sha256(source: &ModelSource) -> Result<String> {
-    Ok(match source {
-        ModelSource::File(path) => {
-            let mut reader: Box<dyn Read> = Box::new(
-                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
-            );
-            for data in crate::model::external_data::files(path) {
-                let file = std::fs::File::open(&data)
-                    .with_context(|| format!("opening {}", data.display()))?;
-                reader = Box::new(reader.chain(file));
-            }
-            sha256_reader(reader)
-                .with_context(|| format!("reading {}", path.display()))?
-                .0
-        }
-        ModelSource::Embedded => sha256_reader(embedded::DEMO_MODEL)?.0,
-    })
+    sha256_of(source, &model_files(source))
+}
+
+/// [`model_sha256`] with the model's files already listed ([`model_files`]).
+fn sha256_of(source: &ModelSource, files: &[PathBuf]) -> Result<String> {
+    match source {
+        ModelSource::File(_) => sha256_files(files),
+        ModelSource::Embedded => Ok(sha256_reader(embedded::DEMO_MODEL)?.0),
+    }
+}
+
+/// The SHA-256 of `files` read one after another; a read error names the first, the model's .onnx.
+fn sha256_files(files: &[PathBuf]) -> Result<String> {
+    let mut reader: Box<dyn Read> = Box::new(std::io::empty());
+    for file in files {
+        let opened =
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        reader = Box::new(reader.chain(opened));
+    }
+    let first = files.first().map(|f| f.display().to_string());
+    Ok(sha256_reader(reader)
+        .with_context(|| format!("reading {}", first.unwrap_or_default()))?
+        .0)
 }
 
 /// [`model_sha256`] computed on its own thread from the start of a run, so that it overlaps reading the data and
@@ -59,20 +77,24 @@ pub fn model_sha256(source: &ModelSource) -> Result<String> {
 pub struct ModelHash {
     pending: Option<crate::threads::Background<Result<String>>>,
     sha256: Option<String>,
-    /// The external-data model's files as the file system described them before the hashing read them.
+    /// What was hashed ([`model_files`]): the .onnx, then its external data files.
+    files: Vec<PathBuf>,
+    /// An external-data model's files as the file system described them before the hashing read them.
     stamps: Option<FileStamps>,
 }
 
 impl ModelHash {
     pub fn start(source: &ModelSource) -> ModelHash {
-        let stamps = FileStamps::of(source);
-        let source = source.clone();
+        let files = model_files(source);
+        let stamps = FileStamps::of(&files);
+        let (source, hashed) = (source.clone(), files.clone());
         ModelHash {
             pending: Some(crate::threads::in_background(
                 "esmbench-model-hash",
-                move || model_sha256(&source),
+                move || sha256_of(&source, &hashed),
             )),
             sha256: None,
+            files,
             stamps,
         }
     }
@@ -95,6 +117,7 @@ impl ModelHash {
         Ok(ModelHash {
             pending: None,
             sha256: Some(self.get()?),
+            files: self.files.clone(),
             stamps: self.stamps.clone(),
         })
     }
@@ -105,21 +128,22 @@ impl ModelHash {
     /// change to it after the load does not reach the run, so it is not read again. Files the file system
     /// shows untouched since the start (same inode, size and change time) are not read again either: hashing
     /// a 2.6 GB model costs seconds at the end of every run.
-    pub fn check_unchanged(&mut self, source: &ModelSource) -> Result<()> {
-        let ModelSource::File(path) = source else {
-            return Ok(());
-        };
-        let data_files = crate::model::external_data::files(path);
-        if data_files.is_empty() {
+    pub fn check_unchanged(&mut self) -> Result<()> {
+        if self.files.len() < 2 {
             return Ok(());
         }
         let at_start = self.get()?;
-        if let Some(stamps) = &self.stamps {
-            if stamps.untouched_since() {
-                return Ok(());
-            }
+        let [model, data_files @ ..] = self.files.as_slice() else {
+            return Ok(());
+        };
+        if self
+            .stamps
+            .as_ref()
+            .is_some_and(FileStamps::untouched_since)
+        {
+            return Ok(());
         }
-        let now = model_sha256(source)?;
+        let now = sha256_files(&self.files)?;
         if now == at_start {
             return Ok(());
         }
@@ -128,7 +152,7 @@ impl ModelHash {
             "the model's weights changed while the run read them: {} and {} had SHA-256 {} when the run started, {} now; \
              ONNX Runtime reads them from the files as it goes, so the predictions may mix two models\n  \
              fix: put back the files the run started with (write a new export to another path), then score again without --resume",
-            path.display(),
+            model.display(),
             names.join(", "),
             &at_start[..16],
             &now[..16]
@@ -142,7 +166,7 @@ impl ModelHash {
 /// put in its place has another inode.
 #[derive(Clone, Debug, PartialEq)]
 struct FileStamps {
-    files: Vec<(std::path::PathBuf, Option<FileStamp>)>,
+    files: Vec<(PathBuf, Option<FileStamp>)>,
     taken_at: std::time::SystemTime,
 }
 
@@ -161,21 +185,14 @@ const COARSEST_TIMESTAMP: std::time::Duration = std::time::Duration::from_secs(2
 
 impl FileStamps {
     /// None where the platform gives no change time, or the model has no external data (never checked).
-    fn of(source: &ModelSource) -> Option<FileStamps> {
-        let ModelSource::File(path) = source else {
-            return None;
-        };
-        let data_files = crate::model::external_data::files(path);
-        if data_files.is_empty() || !cfg!(unix) {
+    fn of(files: &[PathBuf]) -> Option<FileStamps> {
+        if files.len() < 2 || !cfg!(unix) {
             return None;
         }
         let taken_at = std::time::SystemTime::now();
-        let files = std::iter::once(path.clone())
-            .chain(data_files)
-            .map(|p| {
-                let stamp = FileStamp::of(&p);
-                (p, stamp)
-            })
+        let files = files
+            .iter()
+            .map(|p| (p.clone(), FileStamp::of(p)))
             .collect();
         Some(FileStamps { files, taken_at })
     }
@@ -306,14 +323,15 @@ mod stamp_tests {
     use std::time::Duration;
 
     /// A copy of the external-data fixture, with its stamps taken as if the run had started `settled` later.
-    fn copied_model(settled: Duration) -> (tempfile::TempDir, std::path::PathBuf, FileStamps) {
+    fn copied_model(settled: Duration) -> (tempfile::TempDir, PathBuf, FileStamps) {
         let dir = tempfile::tempdir().unwrap();
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/contract");
         for name in ["external_data.onnx", "external_data.onnx.data"] {
             std::fs::copy(fixtures.join(name), dir.path().join(name)).unwrap();
         }
         let model = dir.path().join("external_data.onnx");
-        let mut stamps = FileStamps::of(&ModelSource::File(model.clone())).expect("stamps on unix");
+        let mut stamps = FileStamps::of(&model_files(&ModelSource::File(model.clone())))
+            .expect("stamps on unix");
         stamps.taken_at += settled;
         (dir, model, stamps)
     }

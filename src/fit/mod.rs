@@ -211,7 +211,7 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
         .into());
     }
     // Embeddings from weights changed mid-run would train the head on two models.
-    model_hash.check_unchanged(&scoring.model)?;
+    model_hash.check_unchanged()?;
     let embed_seconds = wall.elapsed().as_secs_f64();
     let dim = sink.dim.unwrap_or(0);
     let samples = Samples::new(&sink.features, dim, &sink.labels)?;

@@ -2,7 +2,6 @@
 //! weights (`M.onnx.data`) rather than copying them, so an export written over them in place killed a
 //! run with a bare "Bus error"; the run now says what happened and how to go on, and exits 1.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use crate::config::ModelSource;
@@ -13,19 +12,9 @@ static MESSAGE: AtomicPtr<Vec<u8>> = AtomicPtr::new(std::ptr::null_mut());
 /// Set by the first thread to fault, which writes the message and exits.
 static REPORTING: AtomicBool = AtomicBool::new(false);
 
-/// The model's files that a bus error most likely comes from: the .onnx and its external data files.
-fn files_of(model: &ModelSource) -> Vec<PathBuf> {
-    match model {
-        ModelSource::File(path) => std::iter::once(path.clone())
-            .chain(crate::model::external_data::files(path))
-            .collect(),
-        ModelSource::Embedded => Vec::new(),
-    }
-}
-
 /// What the handler writes for a run of `model`.
 pub fn message(model: &ModelSource) -> String {
-    let files: Vec<String> = files_of(model)
+    let files: Vec<String> = crate::fingerprint::model_files(model)
         .iter()
         .map(|p| p.display().to_string())
         .collect();

@@ -218,7 +218,7 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<u64> {
         );
         return Err(Failure { kind, message }.into());
     }
-    model_hash.check_unchanged(&scoring.model)?;
+    model_hash.check_unchanged()?;
     sink.rows.finish_into(&rows_path)?;
     match sink.skipped {
         Some(skipped) => skipped.finish_into(&skipped_path)?,

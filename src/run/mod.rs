@@ -546,7 +546,7 @@ fn score_and_report(
     if !summary.problems.is_empty() || sink.rows_skipped > 0 {
         report.data.rows_skipped = sink.rows_skipped;
     }
-    if let Err(error) = model_hash.check_unchanged(&scoring.model) {
+    if let Err(error) = model_hash.check_unchanged() {
         report.status = "failed".into();
         report.error = Some(format!("{error:#}"));
         report::write_reports(&config.out_dir, &report)?;

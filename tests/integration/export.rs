@@ -142,6 +142,18 @@ fn simplify_attention_mask(python: &Path, model: &Path, out: &Path) -> std::proc
         .expect("python runs")
 }
 
+/// [`simplify_attention_mask`], which must succeed; returns what it printed.
+fn simplified_log(python: &Path, model: &Path, out: &Path) -> String {
+    let output = simplify_attention_mask(python, model, out);
+    let log = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    log
+}
+
 /// Scores `model` with esmbench and returns (esmbench, PyTorch) probabilities in row order.
 fn score_and_compare(model: &Path, reference: &Path, data: &Path, out: &Path) -> Vec<f64> {
     let ours = score(model, data, out);
@@ -360,13 +372,7 @@ fn simplify_attention_mask_rewrites_an_existing_export_without_changing_a_predic
     let dir = tempdir();
     let original = fixture("esm2_micro_with_head.onnx");
     let rewritten = dir.path().join("simplified.onnx");
-    let output = simplify_attention_mask(&python, &original, &rewritten);
-    let log = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{log}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let log = simplified_log(&python, &original, &rewritten);
     assert!(
         log.contains("1 attention masks now one broadcast key mask"),
         "{log}"
@@ -595,13 +601,7 @@ fn regression_simplify_attention_mask_keeps_external_weights_in_their_files() {
     std::fs::create_dir(&source).unwrap();
     let (original, weights) = copy_external_data_model(&source);
     let rewritten = dir.path().join("simplified").join("external_data.onnx");
-    let output = simplify_attention_mask(&python, &original, &rewritten);
-    let log = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{log}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let log = simplified_log(&python, &original, &rewritten);
     assert!(
         log.contains("1 attention masks now one broadcast key mask")
             && log.contains("(its weights in external_data.onnx.data)"),
