@@ -217,12 +217,19 @@ run_section() {
   # esmbench runs (its load-time rewrite, which simplify_attention_mask.py writes to a file), with as many
   # batches at once as esmbench ran, inputs padded before the clock starts.
   say "$name: onnxruntime alone on esmbench's batches (the bound for any tool on this runtime)"
-  local parallel bound_model="$dir/rewritten.onnx"
+  local parallel bound_model="$dir/rewritten.onnx" profile_rows=500
+  [ "$name" = tiny ] && profile_rows=5000
   parallel="$(ran_with "$dir" parallel_batches 1)"
   py scripts/simplify_attention_mask.py "$m" "$bound_model" > "$dir/rewritten.log" 2>&1 || bound_model="$m"
   measure "$dir/ort-bound.measure.json" "$python" scripts/bench_python.py bound --model "$bound_model" ${hargs[@]+"${hargs[@]}"} \
     --threads "$threads" --parallel "$parallel" --max-tokens "$budget" --data "$dir/data.csv" --out "$dir/ort-bound.csv" \
     --json "$dir/ort-bound.json" || echo "bench.sh: onnxruntime alone (bound) failed" >&2
+  # Where the time inside the model goes: the same batches again with ONNX Runtime's profiler on, on the
+  # first rows only (the trace holds one event per kernel run).
+  say "$name: onnxruntime's kernel time by op type (profiler, first $profile_rows rows)"
+  py scripts/bench_python.py profile --model "$bound_model" --data "$dir/data.csv" --rows "$profile_rows" \
+    --threads "$threads" --parallel "$parallel" --max-tokens "$budget" --torch-source "$src" --json "$dir/profile.json" >&2 \
+    || echo "bench.sh: the profile failed" >&2
 
   if [ "$name" = main ]; then
     # Only for the main model: the tiny model's matmuls are too small to measure a compute ceiling;

@@ -12,6 +12,9 @@ This file owns, for the benchmark:
                through the graph esmbench runs (its load-time rewrite, made by
                simplify_attention_mask.py); only ``session.run`` and the pooling are timed. No tool built
                on this runtime and graph can score faster, so it bounds what work around the model can win;
+* ``profile``  where the time inside the model goes: the ``bound`` run again, on the first ``--rows`` rows,
+               with ONNX Runtime's profiler on; its kernel times summed by op type, and the MatMuls'
+               achieved GFLOP/s from their shapes;
 * ``verify``   that the PyTorch weights are the ONNX model's: last_hidden_state of both on the
                export check sequences, and (with ``--reexport``) the initializers of a fresh
                ``export_onnx.py --random-init`` export against the model's, tensor by tensor;
@@ -263,6 +266,100 @@ def cmd_bound(args) -> None:
     })
 
 
+def _matmul_flops(event: dict) -> float:
+    """2 x M x N x K of one MatMul / FusedMatMul / Gemm kernel event, from the shapes the profiler records."""
+    try:
+        shapes = [next(iter(t.values())) for t in event["args"]["input_type_shape"]]
+        out = next(iter(event["args"]["output_type_shape"][0].values()))
+    except (KeyError, IndexError, StopIteration):
+        return 0.0
+    if len(shapes) < 1 or not shapes[0] or not out:
+        return 0.0
+    # The inner dimension is the first input's last (the profiler does not record Gemm's transA; ESM exports
+    # have none).
+    return 2.0 * float(np.prod(out)) * shapes[0][-1]
+
+
+def summarize_profile(events: list[dict], rows: int) -> dict:
+    """Kernel time by op type (``*_kernel_time`` events of category Node), largest first. Times are summed
+    over the threads that ran batches at once, so they are thread time, not wall time."""
+    by_op: dict[str, dict] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        op = e.get("args", {}).get("op_name", "?")
+        entry = by_op.setdefault(op, {"op_type": op, "microseconds": 0, "kernels": 0, "flops": 0.0})
+        entry["microseconds"] += e.get("dur", 0)
+        entry["kernels"] += 1
+        if op in ("MatMul", "FusedMatMul", "Gemm", "MatMulInteger", "DynamicQuantizeMatMul"):
+            entry["flops"] += _matmul_flops(e)
+    total = sum(v["microseconds"] for v in by_op.values()) or 1
+    ops = sorted(by_op.values(), key=lambda v: -v["microseconds"])
+    for v in ops:
+        v["share"] = v["microseconds"] / total
+        v["thread_ms_per_1k_rows"] = v["microseconds"] / rows  # µs per row = ms per 1,000 rows
+        v["gflops"] = v["flops"] / (v["microseconds"] * 1e-6) / 1e9 if v["flops"] and v["microseconds"] else None
+    return {"rows": rows, "kernel_microseconds": total, "ops": ops}
+
+
+def cmd_profile(args) -> None:
+    import threading
+
+    import onnxruntime as ort
+
+    import esm_tokens as ex
+
+    sequences, _, _ = ex.read_sequences(args.data)
+    sequences = sequences[: args.rows]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, args.threads // args.parallel)
+    options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(args.json).with_suffix("")) + "-onnxruntime"
+    session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+    batches = _sorted_batches([len(s) for s in sequences], args.max_tokens)
+    padded = [ex.pad_batch([sequences[i] for i in b]) for b in batches]
+    next_batch = iter(range(len(padded)))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(next_batch, None)
+            if i is None:
+                return
+            input_ids, attention_mask = padded[i]
+            session.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask})
+
+    threads = [threading.Thread(target=worker) for _ in range(args.parallel)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    trace = session.end_profiling()
+    summary = summarize_profile(json.loads(Path(trace).read_text()), len(sequences))
+    Path(trace).unlink()
+    if args.torch_source:
+        # The profiler's MatMul FLOPs against the architecture's own count on the same batches: a check that
+        # the shapes were read right, so the GFLOP/s column can be trusted.
+        _, layers, hidden, ffn = architecture(args.torch_source)
+        summary["matmul_flops_expected"] = sum(ids.shape[0] * flops_per_sequence(layers, hidden, ffn, ids.shape[1])
+                                               for ids, _ in padded)
+        summary["matmul_flops_counted"] = sum(v["flops"] for v in summary["ops"])
+    summary.update({"wall_seconds": wall, "batches": len(batches), "max_tokens": args.max_tokens,
+                    "threads": args.threads, "parallel_batches": args.parallel,
+                    "kernel_threads": options.intra_op_num_threads, "onnxruntime": ort.__version__,
+                    # Kernel time over the time the batch threads were busy: the rest is ONNX Runtime's own
+                    # work between kernels (and the profiler's).
+                    "kernel_fraction": summary["kernel_microseconds"] * 1e-6 / (wall * min(args.parallel, len(batches)))})
+    _dump(args.json, summary)
+    for v in summary["ops"][:8]:
+        rate = f", {v['gflops']:.0f} GFLOP/s" if v["gflops"] else ""
+        print(f"profile: {v['op_type']:<24} {100 * v['share']:5.1f}%  {v['thread_ms_per_1k_rows']:8.1f} thread-ms per 1k rows{rate}")
+
+
 def _initializer_digests(path: str) -> list[tuple[str, tuple, str]]:
     import hashlib
 
@@ -475,6 +572,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, required=True)
     p.add_argument("--parallel", type=int, required=True, help="batches at once (esmbench's parallel_batches)")
     p.set_defaults(fn=cmd_bound)
+
+    p = sub.add_parser("profile", help="ONNX Runtime's kernel time by op type on esmbench's batches")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--rows", type=int, default=500, help="profile the first N rows (the trace grows with them)")
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--max-tokens", type=int, required=True)
+    p.add_argument("--parallel", type=int, default=1, help="batches at once (esmbench's parallel_batches)")
+    p.add_argument("--torch-source", help="the architecture, to check the MatMul FLOPs read from the profile")
+    p.add_argument("--json", required=True)
+    p.set_defaults(fn=cmd_profile)
 
     p = sub.add_parser("verify", help="the PyTorch weights are the ONNX model's")
     p.add_argument("--model", required=True)

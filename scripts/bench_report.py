@@ -32,6 +32,10 @@ Definitions used in the results file:
   to end and outside-the-model figures include the untimed padding.
 * fp32 ceiling = best measured float32 matmul GFLOP/s on the same threads / FLOPs per sequence
   (scripts/bench_python.py flops_per_sequence, at the data's mean token count).
+* inside the model, by op type = the bound's batches and graph run again on the first rows with ONNX
+  Runtime's profiler on (scripts/bench_python.py profile): each kernel's time summed by op type, over all
+  threads that ran batches at once. A MatMul's GFLOP/s = 2 x output elements x inner dimension / its
+  kernel time, on the threads one kernel ran on. The profiler's own cost is in these times.
 """
 
 from __future__ import annotations
@@ -295,7 +299,8 @@ def section_numbers(work: Path, name: str) -> dict | None:
     ours = section / "esmbench" / "predictions.csv"
     parity = {key: compare(ours, _predictions(section, key), threshold) for key, _ in CONTENDERS[1:]}
     return {"settings": settings, "contenders": contenders, "parity": parity,
-            "ceiling": _load(section / "ceiling.json"), "verify": _load(section / "verify.json")}
+            "ceiling": _load(section / "ceiling.json"), "verify": _load(section / "verify.json"),
+            "profile": _load(section / "profile.json")}
 
 
 def _section_markdown(title: str, s: dict) -> list[str]:
@@ -367,6 +372,35 @@ def _section_markdown(title: str, s: dict) -> list[str]:
                      f"{ceiling['ceiling_seq_per_s_model_shapes']:.1f} seq/s (the model's own matmul shapes). "
                      f"esmbench end to end reaches {_f(100 * best / ceiling['ceiling_seq_per_s'] if best else None)}% of the first.")
         lines.append("")
+    lines += _profile_markdown(s.get("profile"))
+    return lines
+
+
+def _profile_markdown(profile: dict | None, shown: int = 8) -> list[str]:
+    """Where the time inside the model goes: ONNX Runtime's kernel time by op type."""
+    if not profile or not profile.get("ops"):
+        return []
+    ops = profile["ops"]
+    lines = [f"Inside the model, by op type (ONNX Runtime's profiler on the bound's graph and batches, first "
+             f"{profile['rows']:,} rows, {profile['parallel_batches']} batch(es) at once on {profile['kernel_threads']} "
+             f"thread(s) each; thread time, so shares add up to 100%):", "",
+             "| op type | share of kernel time | thread-ms per 1k rows | kernel runs | GFLOP/s per kernel |",
+             "|---|---:|---:|---:|---:|"]
+    for v in ops[:shown]:
+        lines.append(f"| {v['op_type']} | {100 * v['share']:.1f}% | {_f(v['thread_ms_per_1k_rows'])} | {v['kernels']:,} | "
+                     f"{_f(v.get('gflops'), 0)} |")
+    rest = ops[shown:]
+    if rest:
+        lines.append(f"| {len(rest)} other op types | {100 * sum(v['share'] for v in rest):.1f}% | "
+                     f"{_f(sum(v['thread_ms_per_1k_rows'] for v in rest))} | {sum(v['kernels'] for v in rest):,} | |")
+    if profile.get("kernel_fraction") is not None:
+        lines += ["", f"Kernels filled {100 * profile['kernel_fraction']:.1f}% of the batch threads' time during the profiled "
+                     f"run ({profile['batches']} batches); the rest is ONNX Runtime's own work between kernels and the "
+                     f"profiler's."]
+    if profile.get("matmul_flops_expected"):
+        lines.append(f"The MatMul FLOPs read from the profiler's shapes are {100 * profile['matmul_flops_counted'] / profile['matmul_flops_expected']:.2f}% "
+                     f"of the architecture's count on the same batches (scripts/bench_python.py flops_per_sequence).")
+    lines.append("")
     return lines
 
 
