@@ -159,12 +159,15 @@ def _sorted_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
     return batches
 
 
-def ort_session(model: str, threads: int, level: str = "all"):
+def ort_session(model: str, threads: int, level: str = "all", profile_prefix: str | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     options.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -219,10 +222,37 @@ def _pool_batch(hidden: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.einsum("bt,bth->bh", residues, hidden.astype(np.float64)) / lengths[:, None]
 
 
-def cmd_bound(args) -> None:
+def _run_in_parallel(session, items: list[tuple], parallel: int, done=None) -> float:
+    """Runs each (input_ids, attention_mask, *rest) item through `session`, `parallel` at once; calls
+    done(hidden, *rest) after each. Returns the wall seconds. onnxruntime releases the GIL inside run(),
+    so K Python threads keep K batches in flight."""
     import queue
     import threading
 
+    work: queue.SimpleQueue = queue.SimpleQueue()
+    for item in items:
+        work.put(item)
+
+    def worker() -> None:
+        while True:
+            try:
+                input_ids, attention_mask, *rest = work.get_nowait()
+            except queue.Empty:
+                return
+            (hidden,) = session.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask})
+            if done is not None:
+                done(hidden, *rest)
+
+    threads = [threading.Thread(target=worker) for _ in range(parallel)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started
+
+
+def cmd_bound(args) -> None:
     import onnxruntime as ort
 
     import esm_tokens as ex
@@ -234,29 +264,14 @@ def cmd_bound(args) -> None:
     load_seconds = time.perf_counter() - started
     batches = _sorted_batches([len(s) for s in sequences], args.max_tokens)
     # Everything a tool does before the model (reading, tokenising, padding) happens before the clock starts.
-    work: queue.SimpleQueue = queue.SimpleQueue()
-    for batch in batches:
-        input_ids, attention_mask = ex.pad_batch([sequences[i] for i in batch])
-        work.put((batch, input_ids, attention_mask, np.array([len(sequences[i]) for i in batch])))
+    padded = [(*ex.pad_batch([sequences[i] for i in batch]), batch, np.array([len(sequences[i]) for i in batch]))
+              for batch in batches]
     pooled = np.empty((len(sequences), len(coef)))
 
-    def worker() -> None:
-        while True:
-            try:
-                batch, input_ids, attention_mask, lengths = work.get_nowait()
-            except queue.Empty:
-                return
-            (hidden,) = session.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask})
-            pooled[batch] = _pool_batch(hidden, lengths)
+    def pool(hidden, batch, lengths) -> None:
+        pooled[batch] = _pool_batch(hidden, lengths)
 
-    # onnxruntime releases the GIL inside run(), so K Python threads keep K batches in flight.
-    threads = [threading.Thread(target=worker) for _ in range(args.parallel)]
-    loop_start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    loop_seconds = time.perf_counter() - loop_start
+    loop_seconds = _run_in_parallel(session, padded, args.parallel, pool)
     _write(args.out, ids, labels, _probabilities(pooled, coef, intercept))
     _dump(args.json, {
         "contender": "ort-bound", "rows": len(sequences), "load_seconds": load_seconds,
@@ -303,41 +318,18 @@ def summarize_profile(events: list[dict], rows: int) -> dict:
 
 
 def cmd_profile(args) -> None:
-    import threading
-
     import onnxruntime as ort
 
     import esm_tokens as ex
 
     sequences, _, _ = ex.read_sequences(args.data)
     sequences = sequences[: args.rows]
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, args.threads // args.parallel)
-    options.inter_op_num_threads = 1
-    options.enable_profiling = True
-    options.profile_file_prefix = str(Path(args.json).with_suffix("")) + "-onnxruntime"
-    session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+    kernel_threads = max(1, args.threads // args.parallel)
+    session = ort_session(args.model, kernel_threads,
+                          profile_prefix=str(Path(args.json).with_suffix("")) + "-onnxruntime")
     batches = _sorted_batches([len(s) for s in sequences], args.max_tokens)
     padded = [ex.pad_batch([sequences[i] for i in b]) for b in batches]
-    next_batch = iter(range(len(padded)))
-    lock = threading.Lock()
-
-    def worker() -> None:
-        while True:
-            with lock:
-                i = next(next_batch, None)
-            if i is None:
-                return
-            input_ids, attention_mask = padded[i]
-            session.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask})
-
-    threads = [threading.Thread(target=worker) for _ in range(args.parallel)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
+    wall = _run_in_parallel(session, padded, args.parallel)
     trace = session.end_profiling()
     summary = summarize_profile(json.loads(Path(trace).read_text()), len(sequences))
     Path(trace).unlink()
@@ -350,7 +342,7 @@ def cmd_profile(args) -> None:
         summary["matmul_flops_counted"] = sum(v["flops"] for v in summary["ops"])
     summary.update({"wall_seconds": wall, "batches": len(batches), "max_tokens": args.max_tokens,
                     "threads": args.threads, "parallel_batches": args.parallel,
-                    "kernel_threads": options.intra_op_num_threads, "onnxruntime": ort.__version__,
+                    "kernel_threads": kernel_threads, "onnxruntime": ort.__version__,
                     # Kernel time over the time the batch threads were busy: the rest is ONNX Runtime's own
                     # work between kernels (and the profiler's).
                     "kernel_fraction": summary["kernel_microseconds"] * 1e-6 / (wall * min(args.parallel, len(batches)))})
