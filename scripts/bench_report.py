@@ -165,6 +165,10 @@ def cmd_machine(args) -> int:
             versions[module] = "not installed"
     if args.esmbench:
         versions["esmbench"] = _run([args.esmbench, "--version"]).removeprefix("esmbench ")
+    # The crate version stays 0.1.0 across changes; the commit says which code a results file measured.
+    commit = _run(["git", "-C", str(Path(__file__).resolve().parent.parent), "describe", "--always", "--dirty"])
+    if commit:
+        versions["esmbench commit"] = commit
     versions["rustc"] = _run(["rustc", "--version"]).removeprefix("rustc ")
     if args.ort_lib:
         versions["onnxruntime library (esmbench)"] = Path(args.ort_lib).name
