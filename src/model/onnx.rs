@@ -184,6 +184,25 @@ pub fn describe(session: &Session) -> (Vec<TensorSpec>, Vec<TensorSpec>) {
     (inputs, outputs)
 }
 
+/// Whether ONNX Runtime's u8 x s8 kernel on this CPU adds pairs of products in saturating 16-bit integers: x86
+/// without VNNI. There a file with signed 8-bit weights (`export_onnx.py --quantize int8-vnni`) drifted on
+/// ESM-2 8M by 0.14 on average with a quarter of the labels flipped, so the session sets
+/// `session.x64quantprecision`, which makes such weights unsigned at load. The runtime applies that option on
+/// every x86 CPU it is given to, VNNI or not (its test is only that the u8 x u8 and u8 x s8 kernels differ), and
+/// on a VNNI Xeon the converted file ran at float32's speed instead of twice it (benchmark Xeon runs 13 and 14),
+/// so it is only given where the products saturate. VNNI (AVX-512 VNNI or AVX-VNNI) sums them exactly in 32 bits.
+fn signed_int8_products_saturate() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !(std::arch::is_x86_feature_detected!("avx512vnni")
+            || std::arch::is_x86_feature_detected!("avxvnni"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The CUDA provider as esmbench configures it.
 fn cuda_options() -> ep::CUDA {
     ep::CUDA::default()
@@ -414,12 +433,13 @@ impl OnnxBackend {
             })
             // Variable-length batches: a memory pattern planned for one shape is wasted on the next.
             .and_then(|b| b.with_memory_pattern(false).map_err(Into::into))
-            // 8-bit MatMuls with signed weights (`export_onnx.py --quantize int8-vnni`): on x86 CPUs without
-            // VNNI, ONNX Runtime's u8 x s8 kernel adds pairs of products in saturating 16-bit integers, and
-            // ESM-2 8M's probabilities drifted by 0.14 on average with a quarter of the labels flipped. This
-            // converts such weights to unsigned at load, on those CPUs only, so they compute what a VNNI CPU
-            // computes; elsewhere, and for float or unsigned weights, it changes nothing.
-            .and_then(|b| b.with_precise_qmm().map_err(Into::into))
+            .and_then(|b| {
+                if signed_int8_products_saturate() {
+                    b.with_precise_qmm().map_err(Into::into)
+                } else {
+                    Ok(b)
+                }
+            })
             .map_err(|e| ort_failure(&origin, e))?;
         let mut slot = Some(builder);
         let selection = provider::select(config.device, |p| register(&mut slot, p))?;
