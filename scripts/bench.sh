@@ -236,7 +236,7 @@ run_section() {
     # it is bound by per-batch overhead.
     say "$name: fp32 matmul ceiling"
     py scripts/bench_python.py ceiling --threads "$threads" --torch-source "$src" --data "$dir/data.csv" \
-      --max-tokens "$budget" --json "$dir/ceiling.json"
+      --max-tokens "$budget" --parallel "$parallel" --json "$dir/ceiling.json"
   fi
   echo "$src" > "$dir/torch_source"
 }

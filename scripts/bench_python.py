@@ -428,6 +428,50 @@ def architecture(source: str) -> tuple[str, int, int, int]:
     return Path(rest).name, config.num_hidden_layers, config.hidden_size, config.intermediate_size
 
 
+def _ort_matmul_gflops(a: np.ndarray, b: np.ndarray, threads: int, parallel: int, repeats: int) -> float:
+    """ONNX Runtime's own float32 MatMul (the kernels esmbench's model runs) on a one-node graph: `parallel`
+    sessions of threads // parallel intra-op threads each, all running at once as esmbench's batches do;
+    GFLOP/s summed over them. torch's and numpy's BLAS may pick narrower kernels than ONNX Runtime on the
+    same CPU (MKL runs AVX2 code on AMD), so without this the ceiling can sit under what esmbench reaches."""
+    import threading
+
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    (m, k), n = a.shape, b.shape[1]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [k, n])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10  # what onnxruntime 1.31 accepts
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads // parallel)
+    options.inter_op_num_threads = 1
+    sessions = [ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+                for _ in range(parallel)]
+
+    flops = 2.0 * m * k * n
+    # Each thread runs its session many times per timing (about 0.1 s at 200 GFLOP/s), so starting the
+    # threads does not count against the model's small matmuls.
+    runs = max(1, int(2e10 // flops))
+
+    def run_many(session) -> None:
+        for _ in range(runs):
+            session.run(None, {"a": a, "b": b})
+
+    def all_at_once() -> None:
+        # onnxruntime releases the GIL inside run(), so the sessions' kernels overlap.
+        workers = [threading.Thread(target=run_many, args=(s,)) for s in sessions]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    return _gflops(all_at_once, flops * runs * parallel, repeats)
+
+
 def cmd_ceiling(args) -> None:
     import torch
 
@@ -455,16 +499,18 @@ def cmd_ceiling(args) -> None:
             "shape": [m, k, n],
             "torch_gflops": _gflops(lambda: torch.matmul(ta, tb), flops, args.repeats),
             "numpy_gflops": _gflops(lambda: a @ b, flops, args.repeats),
+            "onnxruntime_gflops": _ort_matmul_gflops(a, b, args.threads, args.parallel, args.repeats),
         }
-    best = max(max(r["torch_gflops"], r["numpy_gflops"]) for r in results.values())
+    gflops = ("torch_gflops", "numpy_gflops", "onnxruntime_gflops")
+    best = max(max(r[key] for key in gflops) for r in results.values())
     per_seq = flops_per_sequence(layers, hidden, ffn, mean_tokens)
     # The model's own shapes give the honest ceiling for this model: each kind of matmul at the speed
     # measured for its shape (attention's small batched matmuls at the best speed: still an upper bound).
-    g = {k: max(results[k]["torch_gflops"], results[k]["numpy_gflops"]) * 1e9 for k in ("qkv_proj", "ffn_up")}
+    g = {k: max(results[k][key] for key in gflops) * 1e9 for k in ("qkv_proj", "ffn_up")}
     seconds = 2.0 * layers * mean_tokens * (4 * hidden * hidden / g["qkv_proj"] + 2 * hidden * ffn / g["ffn_up"]
                                             + 2 * mean_tokens * hidden / (best * 1e9))
     out = {
-        "threads": args.threads, "matmul": results, "best_gflops": best, "torch": torch.__version__,
+        "threads": args.threads, "onnxruntime_parallel": args.parallel, "matmul": results, "best_gflops": best, "torch": torch.__version__,
         "numpy": np.__version__, "architecture": {"name": name, "layers": layers, "hidden": hidden, "ffn": ffn},
         "mean_tokens": mean_tokens, "gflop_per_sequence": per_seq / 1e9,
         "ceiling_seq_per_s": best * 1e9 / per_seq,
@@ -590,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="for the mean token count")
     p.add_argument("--max-tokens", type=int, default=2048)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--parallel", type=int, default=1,
+                   help="ONNX Runtime's MatMul as this many sessions at once, the threads split among them (as esmbench ran)")
     p.add_argument("--json")
     p.set_defaults(fn=cmd_ceiling)
 

@@ -30,8 +30,9 @@ Definitions used in the results file:
   (its load-time rewrite, written by simplify_attention_mask.py); only session.run and the pooling are
   timed. Its seq/s (loop) is what no tool on this runtime and graph can beat on this machine; its end
   to end and outside-the-model figures include the untimed padding.
-* fp32 ceiling = best measured float32 matmul GFLOP/s on the same threads / FLOPs per sequence
-  (scripts/bench_python.py flops_per_sequence, at the data's mean token count).
+* fp32 ceiling = best measured float32 matmul GFLOP/s on the same threads (PyTorch, numpy, and ONNX
+  Runtime's own MatMul run as esmbench ran its batches; runs before 2026-12-07 measured PyTorch and numpy
+  only) / FLOPs per sequence (scripts/bench_python.py flops_per_sequence, at the data's mean token count).
 * inside the model, by op type = the bound's batches and graph run again on the first rows with ONNX
   Runtime's profiler on (scripts/bench_python.py profile): each kernel's time summed by op type, over all
   threads that ran batches at once. A MatMul's GFLOP/s = 2 x output elements x inner dimension / its
@@ -367,8 +368,13 @@ def _section_markdown(title: str, s: dict) -> list[str]:
     ceiling = s.get("ceiling")
     if ceiling and "gflop_per_sequence" in ceiling:
         mm = ceiling["matmul"]
+        # Files before the onnxruntime measurement have torch and numpy only.
         shapes = ", ".join(f"{k} {v['shape'][0]}x{v['shape'][1]}x{v['shape'][2]}: torch {v['torch_gflops']:.0f} / numpy {v['numpy_gflops']:.0f}"
+                           + (f" / onnxruntime {v['onnxruntime_gflops']:.0f}" if "onnxruntime_gflops" in v else "")
                            for k, v in mm.items())
+        ort_parallel = ceiling.get("onnxruntime_parallel")
+        if ort_parallel and ort_parallel > 1:
+            shapes += f"; onnxruntime as {ort_parallel} single-session runs at once, as esmbench ran its batches"
         best = ours.get("seq_per_s") if ours else None
         lines.append(f"fp32 ceiling: measured sgemm GFLOP/s on {ceiling['threads']} threads ({shapes}); "
                      f"{ceiling['gflop_per_sequence']:.3f} GFLOP per sequence at {ceiling['mean_tokens']:.1f} tokens "
