@@ -4,7 +4,7 @@
 # This script owns the order of the runs and the work folder layout; scripts/bench_python.py runs the
 # Python contenders and the fp32 ceiling, scripts/bench_report.py times every process and writes the file.
 #
-#   scripts/bench.sh                 the full run (about 15 minutes on 2 cores; run it on a quiet machine)
+#   scripts/bench.sh                 the full run (10 to 25 minutes on 2 cores; run it on a quiet machine)
 #   scripts/bench.sh --quick         small sizes, to check the script works (its numbers mean nothing)
 #
 # Sections: (1) the main model (default ../shared/models/esm2_t6_8M_seed0.onnx) on --rows synthetic
