@@ -374,7 +374,7 @@ def _section_markdown(title: str, s: dict) -> list[str]:
                            for k, v in mm.items())
         ort_parallel = ceiling.get("onnxruntime_parallel")
         if ort_parallel and ort_parallel > 1:
-            shapes += f"; onnxruntime as {ort_parallel} single-session runs at once, as esmbench ran its batches"
+            shapes += f"; onnxruntime as {ort_parallel} runs at once, as esmbench ran its batches"
         best = ours.get("seq_per_s") if ours else None
         lines.append(f"fp32 ceiling: measured sgemm GFLOP/s on {ceiling['threads']} threads ({shapes}); "
                      f"{ceiling['gflop_per_sequence']:.3f} GFLOP per sequence at {ceiling['mean_tokens']:.1f} tokens "

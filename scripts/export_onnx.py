@@ -611,9 +611,10 @@ def quantize_int8(src: Path, dest: Path, vnni: bool = False, keep_fp32: list[str
     0.14 mean |dp| on the ESM-2 8M architecture; u8 + reduce_range gave 0.008 (256 nanobody-like
     sequences), at the same speed. `vnni`: signed full-range weights, for CPUs whose VNNI instructions
     accumulate u8 x s8 products in int32 without that saturation; there ONNX Runtime's kernel is 1.4x
-    to 2.0x faster than with reduce_range (ESM-2 8M graph, AVX-512 VNNI and AMX, scripts/bench.sh). Elsewhere on x86 the sessions that
-    run it (esmbench's, and `_session` here) set session.x64quantprecision, which converts the signed
-    weights to unsigned at load: exact (mean |dp| 0.0059 on ESM-2 8M, as on VNNI), but no faster."""
+    to 2.0x faster than with reduce_range (ESM-2 8M graph, AVX-512 VNNI and AMX, scripts/bench.sh).
+    Elsewhere on x86 the sessions that run it (esmbench's, and `_session` here) set
+    session.x64quantprecision, which converts the signed weights to unsigned at load: exact (mean |dp|
+    0.0059 on ESM-2 8M, as on VNNI), but no faster."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
