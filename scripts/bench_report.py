@@ -515,13 +515,16 @@ def targets(work: Path, main: dict | None, tiny: dict | None, variants: list, li
         windows = window_rates(run_dir if run_dir.is_dir() else work / section)
         e2e = [x["seq_per_s"] for _, x in points if x.get("seq_per_s")]
         loops = [x["loop_seq_per_s"] for _, x in points if x.get("loop_seq_per_s")]
+        insides = [r / x["model_seconds"] for r, x in points if x.get("model_seconds")]
         if e2e:
             spread = max(e2e) / min(e2e) - 1
             loop_spread = max(loops) / min(loops) - 1 if loops else None
+            inside_spread = max(insides) / min(insides) - 1 if len(insides) == len(points) else None
             sizes = "/".join(f"{r:,}" for r, _ in points)
             add(f"{model}: seq/s at {sizes} rows within 5% of each other",
                 f"end to end {100 * spread:.1f}% apart"
                 + (f"; loop {100 * loop_spread:.1f}% apart" if loop_spread is not None else "")
+                + (f"; inside the model {100 * inside_spread:.1f}% apart" if inside_spread is not None else "")
                 + (f"; {largest_rows:,} rows: RSS {growth:+.1f} MiB from a quarter of the rows to the end"
                    if growth is not None else "")
                 + (f"; that run's own {len(windows)} timeline windows ran {min(windows):,.0f} to {max(windows):,.0f} seq/s "
@@ -577,9 +580,17 @@ def _linearity_points(folder: Path, section: dict | None) -> list[tuple[int, dic
         mean = lambda key: (sum(x[key] for x in xs) / len(xs)) if all(x.get(key) for x in xs) else None
         points.append((rows, {"seq_per_s": mean("seq_per_s"), "loop_seq_per_s": mean("loop_seq_per_s"),
                               "process_wall_seconds": mean("process_wall_seconds"),
+                              "model_seconds": mean("model_seconds"),
                               "peak_rss_bytes": max(x["peak_rss_bytes"] for x in xs),
                               "runs": [x["seq_per_s"] for x in xs]}))
     return points
+
+
+def _outside_model_seconds(x: dict) -> float | None:
+    """Process wall time not spent inside the model, or None when the run did not report its model time."""
+    if x.get("model_seconds") is None or x.get("process_wall_seconds") is None:
+        return None
+    return x["process_wall_seconds"] - x["model_seconds"]
 
 
 def _linearity_markdown(model: str, points: list[tuple[int, dict]], section: dict | None) -> list[str]:
@@ -591,16 +602,27 @@ def _linearity_markdown(model: str, points: list[tuple[int, dict]], section: dic
         lines += ["Sizes run there and back (each size's runs in run order); seq/s is their mean, so a machine "
                   "whose speed drifts linearly over the runs weighs on every size alike.", ""]
     lines += ["| rows |" + (" seq/s of each run |" if repeated else "")
-              + " seq/s (end to end) | seq/s (loop) | marginal seq/s (from the size above) | peak RSS |",
-              "|---:|" + ("---:|" if repeated else "") + "---:|---:|---:|---:|"]
+              + " seq/s (end to end) | seq/s (loop) | marginal seq/s (from the size above) | seq/s inside the model"
+              " | outside the model, s | outside the model, marginal ms per 1k rows | peak RSS |",
+              "|---:|" + ("---:|" if repeated else "") + "---:|---:|---:|---:|---:|---:|---:|"]
     previous = None
     for rows, x in points:
-        marginal = None
+        marginal = marginal_outside = None
+        outside = _outside_model_seconds(x)
         if previous and x["process_wall_seconds"] > previous[1]:
             marginal = (rows - previous[0]) / (x["process_wall_seconds"] - previous[1])
+        if previous and outside is not None and previous[2] is not None:
+            marginal_outside = 1000 * 1000 * (outside - previous[2]) / (rows - previous[0])
+        inside = rows / x["model_seconds"] if x.get("model_seconds") else None
         each = (" " + " / ".join(_f(v) for v in x.get("runs", [x["seq_per_s"]])) + " |") if repeated else ""
-        lines.append(f"| {rows:,} |{each} {_f(x['seq_per_s'])} | {_f(x['loop_seq_per_s'])} | {_f(marginal)} | {_mib(x['peak_rss_bytes'])} |")
-        previous = (rows, x["process_wall_seconds"])
+        lines.append(f"| {rows:,} |{each} {_f(x['seq_per_s'])} | {_f(x['loop_seq_per_s'])} | {_f(marginal)} | "
+                     f"{_f(inside)} | {'-' if outside is None else f'{outside:.3f}'} | {_f(marginal_outside)} | "
+                     f"{_mib(x['peak_rss_bytes'])} |")
+        previous = (rows, x["process_wall_seconds"], outside)
+    lines += ["", "Inside the model is the report's inference_seconds; outside it, the rest of the process's wall time "
+              "(runtime library, model load, reading, tokenising, the head, metrics, reports). A fixed start-up with a "
+              "flat marginal cost per row outside the model is linear growth of esmbench's own work; the rate inside "
+              "the model follows the machine's speed at that moment."]
     startup = (section or {}).get("contenders", {}).get("esmbench", {}).get("startup_seconds")
     if startup is not None:
         lines += ["", f"Each run also pays a fixed start-up (runtime library, model load, reports): {startup:.2f} s on one row, "
