@@ -255,7 +255,8 @@ def _contender(section: Path, name: str) -> dict | None:
     out["loop_seq_per_s"] = rows / out["loop_seconds"] if out.get("loop_seconds") else None
     # Everything but the model: process start, imports, reading, tokenising, batching, pooling, output.
     if out.get("model_seconds") is not None and rows:
-        out["outside_model_ms_per_1k_rows"] = 1000 * 1000 * (out["process_wall_seconds"] - out["model_seconds"]) / rows
+        out["outside_model_seconds"] = out["process_wall_seconds"] - out["model_seconds"]
+        out["outside_model_ms_per_1k_rows"] = 1000 * 1000 * out["outside_model_seconds"] / rows
     startup = _load(section / f"startup-{name}.measure.json")
     if startup and startup.get("exit_code") == 0:
         out["startup_seconds"] = startup["wall_seconds"]
@@ -515,7 +516,7 @@ def targets(work: Path, main: dict | None, tiny: dict | None, variants: list, li
         windows = window_rates(run_dir if run_dir.is_dir() else work / section)
         e2e = [x["seq_per_s"] for _, x in points if x.get("seq_per_s")]
         loops = [x["loop_seq_per_s"] for _, x in points if x.get("loop_seq_per_s")]
-        insides = [r / x["model_seconds"] for r, x in points if x.get("model_seconds")]
+        insides = [_inside_model_seq_per_s(r, x) for r, x in points if x.get("model_seconds")]
         if e2e:
             spread = max(e2e) / min(e2e) - 1
             loop_spread = max(loops) / min(loops) - 1 if loops else None
@@ -581,16 +582,15 @@ def _linearity_points(folder: Path, section: dict | None) -> list[tuple[int, dic
         points.append((rows, {"seq_per_s": mean("seq_per_s"), "loop_seq_per_s": mean("loop_seq_per_s"),
                               "process_wall_seconds": mean("process_wall_seconds"),
                               "model_seconds": mean("model_seconds"),
+                              "outside_model_seconds": mean("outside_model_seconds"),
                               "peak_rss_bytes": max(x["peak_rss_bytes"] for x in xs),
                               "runs": [x["seq_per_s"] for x in xs]}))
     return points
 
 
-def _outside_model_seconds(x: dict) -> float | None:
-    """Process wall time not spent inside the model, or None when the run did not report its model time."""
-    if x.get("model_seconds") is None or x.get("process_wall_seconds") is None:
-        return None
-    return x["process_wall_seconds"] - x["model_seconds"]
+def _inside_model_seq_per_s(rows: int, x: dict) -> float | None:
+    """Rows per second of time inside the model, or None when the run did not report its model time."""
+    return rows / x["model_seconds"] if x.get("model_seconds") else None
 
 
 def _linearity_markdown(model: str, points: list[tuple[int, dict]], section: dict | None) -> list[str]:
@@ -608,12 +608,12 @@ def _linearity_markdown(model: str, points: list[tuple[int, dict]], section: dic
     previous = None
     for rows, x in points:
         marginal = marginal_outside = None
-        outside = _outside_model_seconds(x)
+        outside = x.get("outside_model_seconds")
         if previous and x["process_wall_seconds"] > previous[1]:
             marginal = (rows - previous[0]) / (x["process_wall_seconds"] - previous[1])
         if previous and outside is not None and previous[2] is not None:
             marginal_outside = 1000 * 1000 * (outside - previous[2]) / (rows - previous[0])
-        inside = rows / x["model_seconds"] if x.get("model_seconds") else None
+        inside = _inside_model_seq_per_s(rows, x)
         each = (" " + " / ".join(_f(v) for v in x.get("runs", [x["seq_per_s"]])) + " |") if repeated else ""
         lines.append(f"| {rows:,} |{each} {_f(x['seq_per_s'])} | {_f(x['loop_seq_per_s'])} | {_f(marginal)} | "
                      f"{_f(inside)} | {'-' if outside is None else f'{outside:.3f}'} | {_f(marginal_outside)} | "
