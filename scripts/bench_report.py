@@ -522,8 +522,16 @@ def targets(work: Path, main: dict | None, tiny: dict | None, variants: list, li
             loop_spread = max(loops) / min(loops) - 1 if loops else None
             inside_spread = max(insides) / min(insides) - 1 if len(insides) == len(points) else None
             sizes = "/".join(f"{r:,}" for r, _ in points)
+            # Runs of one size, there and back, differ by the machine alone: the floor under any spread here.
+            repeats = [(r, x["runs"]) for r, x in points if len(x.get("runs") or []) > 1]
+            startup = ((c if section == "main" else t).get("esmbench") or {}).get("startup_seconds")
+            smallest_wall = points[0][1].get("process_wall_seconds")
+            noise = max(((max(v) / min(v) - 1, r) for r, v in repeats), default=None)
             add(f"{model}: seq/s at {sizes} rows within 5% of each other",
                 f"end to end {100 * spread:.1f}% apart"
+                + (f" (the {noise[1]:,}-row runs alone {100 * noise[0]:.1f}% apart)" if noise else "")
+                + (f"; the one-row start-up ({startup:.2f} s) alone is {100 * startup / smallest_wall:.0f}% of the "
+                   f"{points[0][0]:,}-row run's wall time" if startup and smallest_wall else "")
                 + (f"; loop {100 * loop_spread:.1f}% apart" if loop_spread is not None else "")
                 + (f"; inside the model {100 * inside_spread:.1f}% apart" if inside_spread is not None else "")
                 + (f"; {largest_rows:,} rows: RSS {growth:+.1f} MiB from a quarter of the rows to the end"
