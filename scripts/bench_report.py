@@ -524,9 +524,9 @@ def targets(work: Path, main: dict | None, tiny: dict | None, variants: list, li
             sizes = "/".join(f"{r:,}" for r, _ in points)
             # Runs of one size, there and back, differ by the machine alone: the floor under any spread here.
             repeats = [(r, x["runs"]) for r, x in points if len(x.get("runs") or []) > 1]
+            noise = max(((max(v) / min(v) - 1, r) for r, v in repeats), default=None)
             startup = ((c if section == "main" else t).get("esmbench") or {}).get("startup_seconds")
             smallest_wall = points[0][1].get("process_wall_seconds")
-            noise = max(((max(v) / min(v) - 1, r) for r, v in repeats), default=None)
             add(f"{model}: seq/s at {sizes} rows within 5% of each other",
                 f"end to end {100 * spread:.1f}% apart"
                 + (f" (the {noise[1]:,}-row runs alone {100 * noise[0]:.1f}% apart)" if noise else "")
