@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::metrics::threshold;
-use crate::report::markdown::{interval, metric_rows, mib, num};
+use crate::report::markdown::{cpu_use, interval, metric_rows, mib, num};
 use crate::report::plots::{PlotKind, Rendered};
 use crate::report::Report;
 
@@ -291,6 +291,9 @@ pub fn to_html(r: &Report, plots: &Rendered) -> Vec<u8> {
                 p.peak_threads
             ),
         );
+        if let Some(cpu) = cpu_use(r) {
+            row(&mut s, "CPU", &cpu);
+        }
         s.push_str("</table>\n");
     }
     s.push_str("</body>\n</html>\n");

@@ -201,5 +201,19 @@ pub fn to_markdown(r: &Report) -> Vec<u8> {
         mib(p.rss_end_bytes),
         p.peak_threads
     );
+    if let Some(cpu) = cpu_use(r) {
+        let _ = writeln!(s, "| CPU | {cpu} |");
+    }
     s.into_bytes()
+}
+
+/// The performance table's CPU row: how many CPUs the run kept busy while scoring, beside its threads.
+pub fn cpu_use(r: &Report) -> Option<String> {
+    crate::report::cpus_busy_while_scoring(&r.performance.timeline).map(|busy| {
+        let threads = r.execution.threads;
+        let plural = if threads == 1 { "" } else { "s" };
+        format!(
+            "{busy:.2} CPUs busy on average while scoring ({threads} thread{plural} for the model)"
+        )
+    })
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Metrics;
 
 /// Bumped whenever a field is added, removed or changes meaning.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +138,26 @@ pub struct Sample {
     pub rows_done: u64,
     pub rss_bytes: u64,
     pub threads: u64,
+    /// CPU time (user + system, all threads) the process has used so far. Added in schema 6; absent (0) before.
+    #[serde(default)]
+    pub cpu_seconds: f64,
+}
+
+/// CPUs the process kept busy on average while rows were being scored: its CPU time over the wall time
+/// of the timeline intervals in which rows_done grew. None without such an interval or CPU times (a
+/// report older than schema 6). Next to the thread count it tells a model starved of CPU (other
+/// processes, a container's quota) from a machine that is merely slow.
+pub fn cpus_busy_while_scoring(timeline: &[Sample]) -> Option<f64> {
+    let (cpu, wall) = timeline
+        .windows(2)
+        .filter(|w| w[1].rows_done > w[0].rows_done && w[1].seconds > w[0].seconds)
+        .fold((0.0, 0.0), |(cpu, wall), w| {
+            (
+                cpu + (w[1].cpu_seconds - w[0].cpu_seconds).max(0.0),
+                wall + (w[1].seconds - w[0].seconds),
+            )
+        });
+    (wall > 0.0 && cpu > 0.0).then(|| cpu / wall)
 }
 
 fn command_test() -> String {
@@ -282,12 +302,69 @@ pub(crate) mod tests {
                         rows_done: 150 * k,
                         rss_bytes: (100 + 10 * k) << 20,
                         threads: 4,
+                        cpu_seconds: 0.5 + 3.9 * k as f64,
                     })
                     .collect(),
                 ..Default::default()
             },
             error: None,
         }
+    }
+
+    fn sample_at(seconds: f64, rows_done: u64, cpu_seconds: f64) -> Sample {
+        Sample {
+            seconds,
+            rows_done,
+            rss_bytes: 0,
+            threads: 4,
+            cpu_seconds,
+        }
+    }
+
+    #[test]
+    fn cpus_busy_counts_only_the_intervals_in_which_rows_were_scored() {
+        // Loading (0-2 s, 1.0 CPU-s) and the closing metrics (8-10 s, 1.5 CPU-s) score no rows; the three
+        // scoring intervals take 6 s of wall time and 3.0 + 4.0 + 4.0 = 11.0 CPU-s.
+        let timeline = [
+            sample_at(0.0, 0, 0.0),
+            sample_at(2.0, 0, 1.0),
+            sample_at(4.0, 100, 4.0),
+            sample_at(6.0, 250, 8.0),
+            sample_at(8.0, 400, 12.0),
+            sample_at(10.0, 400, 13.5),
+        ];
+        let busy = cpus_busy_while_scoring(&timeline).unwrap();
+        assert!((busy - 11.0 / 6.0).abs() < 1e-12, "{busy}");
+    }
+
+    #[test]
+    fn cpus_busy_is_absent_without_scoring_intervals_or_cpu_times() {
+        assert_eq!(cpus_busy_while_scoring(&[]), None);
+        assert_eq!(cpus_busy_while_scoring(&[sample_at(0.0, 0, 0.0)]), None);
+        // A schema-5 report: rows grew but no CPU time was recorded.
+        let older = [sample_at(0.0, 0, 0.0), sample_at(2.0, 50, 0.0)];
+        assert_eq!(cpus_busy_while_scoring(&older), None);
+    }
+
+    #[test]
+    fn both_performance_tables_give_the_cpus_busy_beside_the_threads() {
+        // The sample's timeline: 3.9 CPU-s every 2 s while rows grow, on 2 model threads.
+        let row = "1.95 CPUs busy on average while scoring (2 threads for the model)";
+        let report = sample_report();
+        let markdown = String::from_utf8(markdown::to_markdown(&report)).unwrap();
+        assert!(markdown.contains(&format!("| CPU | {row} |")), "{markdown}");
+        let dir = tempfile::tempdir().unwrap();
+        write_reports(dir.path(), &report).unwrap();
+        let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+        assert!(html.contains(row), "{html}");
+        let mut older = report;
+        older
+            .performance
+            .timeline
+            .iter_mut()
+            .for_each(|s| s.cpu_seconds = 0.0);
+        let markdown = String::from_utf8(markdown::to_markdown(&older)).unwrap();
+        assert!(!markdown.contains("| CPU |"), "{markdown}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Samples the process's RSS and thread count on its own thread: peaks, start and end, and a timeline.
+//! Samples the process's RSS, thread count and CPU time on its own thread: peaks, start and end, and a timeline.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,6 +43,13 @@ struct Reader {
     pid: Pid,
 }
 
+#[derive(Default)]
+struct Reading {
+    rss: u64,
+    threads: u64,
+    cpu_seconds: f64,
+}
+
 impl Reader {
     fn new() -> Reader {
         Reader {
@@ -51,16 +58,23 @@ impl Reader {
         }
     }
 
-    /// (RSS bytes, thread count) of this process.
-    fn read(&mut self) -> (u64, u64) {
+    /// This process's RSS bytes, thread count and CPU seconds used so far.
+    fn read(&mut self) -> Reading {
         self.system.refresh_processes_specifics(
             ProcessesToUpdate::Some(&[self.pid]),
             false,
-            ProcessRefreshKind::nothing().with_memory().with_tasks(),
+            ProcessRefreshKind::nothing()
+                .with_memory()
+                .with_tasks()
+                .with_cpu(),
         );
         match self.system.process(self.pid) {
-            Some(p) => (p.memory(), p.tasks().map(|t| t.len() as u64).unwrap_or(0)),
-            None => (0, 0),
+            Some(p) => Reading {
+                rss: p.memory(),
+                threads: p.tasks().map(|t| t.len() as u64).unwrap_or(0),
+                cpu_seconds: p.accumulated_cpu_time() as f64 / 1000.0,
+            },
+            None => Reading::default(),
         }
     }
 }
@@ -71,7 +85,11 @@ impl Monitor {
     pub fn start(limits: Option<RssLimits>) -> Result<Monitor, crate::error::Failure> {
         let shared = Arc::new(Shared::default());
         let mut reader = Reader::new();
-        let (rss_start, threads) = reader.read();
+        let Reading {
+            rss: rss_start,
+            threads,
+            ..
+        } = reader.read();
         shared.rss_bytes.store(rss_start, Ordering::Relaxed);
         shared.peak_rss_bytes.store(rss_start, Ordering::Relaxed);
         shared.peak_threads.store(threads, Ordering::Relaxed);
@@ -94,7 +112,11 @@ impl Monitor {
                 let mut next_sample = Duration::ZERO;
                 let mut every = TIMELINE_EVERY;
                 loop {
-                    let (rss, threads) = reader.read();
+                    let Reading {
+                        rss,
+                        threads,
+                        cpu_seconds,
+                    } = reader.read();
                     thread_shared.rss_bytes.store(rss, Ordering::Relaxed);
                     thread_shared
                         .peak_rss_bytes
@@ -118,6 +140,7 @@ impl Monitor {
                             rows_done: thread_shared.rows_done.load(Ordering::Relaxed),
                             rss_bytes: rss,
                             threads,
+                            cpu_seconds,
                         });
                         if timeline.len() >= TIMELINE_CAP {
                             let kept: Vec<Sample> = timeline.iter().step_by(2).cloned().collect();
@@ -161,7 +184,11 @@ impl Monitor {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-        let (rss_end, threads) = Reader::new().read();
+        let Reading {
+            rss: rss_end,
+            threads,
+            ..
+        } = Reader::new().read();
         let s = &self.shared;
         s.peak_rss_bytes.fetch_max(rss_end, Ordering::Relaxed);
         s.peak_threads.fetch_max(threads, Ordering::Relaxed);

@@ -593,6 +593,56 @@ fn the_thread_count_stays_flat_over_a_run() {
     );
 }
 
+#[test]
+fn the_cpu_time_is_sampled_and_the_report_gives_the_cpus_busy_beside_the_threads() {
+    if !runtime_available(
+        "the_cpu_time_is_sampled_and_the_report_gives_the_cpus_busy_beside_the_threads",
+    ) {
+        return;
+    }
+    let dir = tempdir();
+    let data = dir.path().join("nb.csv");
+    synthetic_nanobodies(&data, 150_000, 23);
+    let out = dir.path().join("o");
+    let mut args = test_args(&data, &out);
+    args.extend(["--threads".into(), "2".into()]);
+    assert!(Command::new(binary())
+        .args(&args)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let report = read_json(&out.join("report.json"));
+    let timeline = report["performance"]["timeline"].as_array().unwrap();
+    assert!(
+        timeline.len() >= 2,
+        "a run this size lasts over one 2 s interval: {timeline:?}"
+    );
+    let cpu: Vec<f64> = timeline
+        .iter()
+        .map(|s| s["cpu_seconds"].as_f64().unwrap())
+        .collect();
+    assert!(
+        cpu.windows(2).all(|w| w[0] <= w[1]),
+        "CPU time went back: {cpu:?}"
+    );
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let row = markdown
+        .lines()
+        .find(|l| l.starts_with("| CPU | "))
+        .unwrap_or_else(|| panic!("no CPU row in report.md:\n{markdown}"));
+    let busy: f64 = row["| CPU | ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Seconds, not milliseconds or ticks: scoring keeps some CPU busy and at most the model's threads
+    // plus the reader and the writer.
+    assert!((0.1..=4.0).contains(&busy), "{row}");
+    assert!(row.ends_with("(2 threads for the model) |"), "{row}");
+}
+
 /// Regression: two runs on the same --out (a job started twice in tmux, or a --resume while the first still
 /// ran) both wrote into one predictions.csv, and both exited 0 over a file that held neither run's rows.
 #[test]

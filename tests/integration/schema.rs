@@ -152,6 +152,25 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
             "timeline"
         ])
     );
+    let timeline = json["performance"]["timeline"]
+        .as_array()
+        .expect("timeline is a list");
+    assert!(
+        !timeline.is_empty(),
+        "the monitor samples at the start of every run"
+    );
+    for sample in timeline {
+        assert_eq!(
+            keys(sample),
+            set(&[
+                "seconds",
+                "rows_done",
+                "rss_bytes",
+                "threads",
+                "cpu_seconds"
+            ])
+        );
+    }
 
     let mut extended = json.clone();
     extended["data"]["rows_mystery"] = serde_json::json!(1);
