@@ -244,6 +244,7 @@ def _contender(section: Path, name: str) -> dict | None:
             "parallel_batches": report.get("execution", {}).get("parallel_batches", 1),
             "max_tokens": report.get("execution", {}).get("max_tokens"),
             "report_peak_rss_bytes": perf.get("peak_rss_bytes"),
+            "cpus_busy": cpus_busy_while_scoring(perf.get("timeline") or []),
         })
     else:
         info = _load(section / f"{name}.json") or {}
@@ -349,7 +350,9 @@ def _section_markdown(title: str, s: dict) -> list[str]:
         lines.append(f"esmbench: {_f(frac * 100 if frac is not None else None)}% of wall time inside the model "
                      f"(report.json inference_seconds / wall_seconds); model load {_f(ours.get('load_seconds'), 2, ' s')}; "
                      f"padding efficiency {_f(ours.get('padding_efficiency'), 3)}; {ours.get('batches')} batches; "
-                     f"its own report says {_f(ours.get('report_seq_per_s'))} seq/s and peak RSS {_mib(ours.get('report_peak_rss_bytes'))}.")
+                     f"its own report says {_f(ours.get('report_seq_per_s'))} seq/s and peak RSS {_mib(ours.get('report_peak_rss_bytes'))}"
+                     + (f", and {ours['cpus_busy']:.2f} CPUs busy while scoring on {ours.get('threads')} threads"
+                        if ours.get("cpus_busy") else "") + ".")
         bound = (c.get("ort-bound") or {}).get("loop_seq_per_s")
         if bound and ours.get("loop_seq_per_s"):
             lines.append("")
@@ -421,6 +424,17 @@ def _verdict(met: bool | None) -> str:
 
 def _timeline(section: Path) -> list[dict]:
     return ((_load(section / "esmbench" / "report.json") or {}).get("performance") or {}).get("timeline") or []
+
+
+def cpus_busy_while_scoring(timeline: list[dict]) -> float | None:
+    """CPUs esmbench kept busy while rows were scored: its CPU time over the wall time of the timeline
+    intervals in which rows_done grew (report.md's CPU row; None for reports before schema 6)."""
+    cpu = wall = 0.0
+    for a, b in zip(timeline, timeline[1:]):
+        if b["rows_done"] > a["rows_done"] and b["seconds"] > a["seconds"]:
+            cpu += max(0.0, b.get("cpu_seconds", 0.0) - a.get("cpu_seconds", 0.0))
+            wall += b["seconds"] - a["seconds"]
+    return cpu / wall if wall > 0 and cpu > 0 else None
 
 
 def window_rates(section: Path) -> list[float]:
