@@ -368,6 +368,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_timeline_chart_has_a_cpu_panel_only_when_the_report_has_cpu_times() {
+        let report = sample_report();
+        let with_cpu = plots::render(plots::PlotKind::Timeline, &report)
+            .unwrap()
+            .unwrap();
+        assert!(with_cpu.contains("CPUs busy (2 threads for the model)"));
+        assert!(with_cpu.contains(r#"height="820""#), "three panels");
+        let mut older = report;
+        older
+            .performance
+            .timeline
+            .iter_mut()
+            .for_each(|s| s.cpu_seconds = 0.0);
+        let without = plots::render(plots::PlotKind::Timeline, &older)
+            .unwrap()
+            .unwrap();
+        assert!(!without.contains("CPUs busy"));
+        assert!(without.contains(r#"height="560""#), "two panels");
+        assert!(without.contains("Resident memory"));
+    }
+
+    #[test]
     fn every_exporter_handles_the_sample_and_the_plots_land_beside_the_report() {
         let dir = tempfile::tempdir().unwrap();
         let report = sample_report();

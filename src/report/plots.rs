@@ -89,7 +89,8 @@ pub fn render(kind: PlotKind, report: &Report) -> Result<Option<String>, String>
     }
     let (w, h) = match kind {
         PlotKind::ConfusionMatrix => (480, 420),
-        PlotKind::Timeline => (720, 560),
+        PlotKind::Timeline if cpus_busy(&report.performance.timeline).is_empty() => (720, 560),
+        PlotKind::Timeline => (720, 820),
         _ => (560, 460),
     };
     let mut svg = String::new();
@@ -374,8 +375,24 @@ fn histogram(root: &DrawingArea<SVGBackend, Shift>, m: &Metrics) -> Drawn {
     legend(&mut chart, SeriesLabelPosition::UpperMiddle)
 }
 
+/// CPUs busy between consecutive samples, placed at the later one; empty for reports before schema 6.
+fn cpus_busy(samples: &[crate::report::Sample]) -> Vec<(f64, f64)> {
+    if samples.iter().all(|s| s.cpu_seconds == 0.0) {
+        return Vec::new();
+    }
+    samples
+        .windows(2)
+        .filter(|w| w[1].seconds > w[0].seconds)
+        .map(|w| {
+            let cpu = (w[1].cpu_seconds - w[0].cpu_seconds).max(0.0);
+            (w[1].seconds, cpu / (w[1].seconds - w[0].seconds))
+        })
+        .collect()
+}
+
 fn timeline(root: &DrawingArea<SVGBackend, Shift>, report: &Report) -> Drawn {
     let samples = &report.performance.timeline;
+    let busy = cpus_busy(samples);
     let end = samples.last().map(|s| s.seconds).unwrap_or(0.0).max(1e-3);
     // Throughput between consecutive samples, placed at the later one.
     let rates: Vec<(f64, f64)> = samples
@@ -391,6 +408,13 @@ fn timeline(root: &DrawingArea<SVGBackend, Shift>, report: &Report) -> Drawn {
         .map(|s| (s.seconds, s.rss_bytes as f64 / (1024.0 * 1024.0)))
         .collect();
     let (upper, lower) = root.split_vertically(280);
+    let lower = if busy.is_empty() {
+        lower
+    } else {
+        let (middle, lower) = lower.split_vertically(260);
+        cpu_panel(&middle, &busy, report.execution.threads, end)?;
+        lower
+    };
     let rate_max = rates.iter().map(|r| r.1).fold(0.0, f64::max).max(1.0) * 1.1;
     let mut chart = ChartBuilder::on(&upper)
         .caption("Throughput (sequences/s)", caption())
@@ -424,4 +448,50 @@ fn timeline(root: &DrawingArea<SVGBackend, Shift>, report: &Report) -> Drawn {
         .draw()?;
     chart.draw_series(LineSeries::new(mib, line_style(POSITIVE, 2)))?;
     Ok(())
+}
+
+/// CPUs the process kept busy over the run, with the model's thread count as a guide: a dip in
+/// throughput with the line still at the guide is the machine's; with the line under it, something
+/// else had the CPUs.
+fn cpu_panel(
+    area: &DrawingArea<SVGBackend, Shift>,
+    busy: &[(f64, f64)],
+    threads: u64,
+    end: f64,
+) -> Drawn {
+    let top = busy
+        .iter()
+        .map(|b| b.1)
+        .fold(threads as f64, f64::max)
+        .max(1.0)
+        * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!("CPUs busy ({threads} threads for the model)"),
+            caption(),
+        )
+        .margin(16)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..end, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the model loaded")
+        .y_desc("CPUs")
+        .light_line_style(RGBColor(235, 235, 235))
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, threads as f64), (end, threads as f64)],
+            line_style(GUIDE, 2),
+        ))?
+        .label("the model's threads")
+        .legend(legend_line(GUIDE));
+    chart
+        .draw_series(LineSeries::new(busy.iter().copied(), line_style(BLACK, 2)))?
+        .label("CPUs busy")
+        .legend(legend_line(BLACK));
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
