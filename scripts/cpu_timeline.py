@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Runs one `esmbench test` command and prints, for each 2-second window of its report's timeline, the
-rows per second beside where the CPU time went: how busy esmbench's batch threads were (100% = one CPU),
-which CPUs they ran on, what its other threads took, and the machine's idle and steal time.
+"""Runs one `esmbench test` command and prints, for each window of its report's timeline (2 s; wider once
+a long run's timeline is thinned), the rows per second beside where the CPU time went: how busy
+esmbench's batch threads were (100% = one CPU), which CPUs they ran on, what its other threads took, and
+the machine's idle and steal time.
 
 It tells a slow stretch that is esmbench's (batch threads waiting: under 100% each, or sharing one CPU)
 from one that is the machine's (batch threads busy on their own CPUs, yet fewer rows per second: the
