@@ -311,6 +311,14 @@ pub(crate) mod tests {
         }
     }
 
+    /// The report as a schema-5 run wrote it: no CPU times in its timeline.
+    fn without_cpu_times(mut report: Report) -> Report {
+        for sample in &mut report.performance.timeline {
+            sample.cpu_seconds = 0.0;
+        }
+        report
+    }
+
     fn sample_at(seconds: f64, rows_done: u64, cpu_seconds: f64) -> Sample {
         Sample {
             seconds,
@@ -357,12 +365,7 @@ pub(crate) mod tests {
         write_reports(dir.path(), &report).unwrap();
         let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
         assert!(html.contains(row), "{html}");
-        let mut older = report;
-        older
-            .performance
-            .timeline
-            .iter_mut()
-            .for_each(|s| s.cpu_seconds = 0.0);
+        let older = without_cpu_times(report);
         let markdown = String::from_utf8(markdown::to_markdown(&older)).unwrap();
         assert!(!markdown.contains("| CPU |"), "{markdown}");
     }
@@ -375,12 +378,7 @@ pub(crate) mod tests {
             .unwrap();
         assert!(with_cpu.contains("CPUs busy (2 threads for the model)"));
         assert!(with_cpu.contains(r#"height="820""#), "three panels");
-        let mut older = report;
-        older
-            .performance
-            .timeline
-            .iter_mut()
-            .for_each(|s| s.cpu_seconds = 0.0);
+        let older = without_cpu_times(report);
         let without = plots::render(plots::PlotKind::Timeline, &older)
             .unwrap()
             .unwrap();

@@ -12,7 +12,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::metrics::Metrics;
-use crate::report::Report;
+use crate::report::{Report, Sample};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlotKind {
@@ -89,8 +89,8 @@ pub fn render(kind: PlotKind, report: &Report) -> Result<Option<String>, String>
     }
     let (w, h) = match kind {
         PlotKind::ConfusionMatrix => (480, 420),
-        PlotKind::Timeline if cpus_busy(&report.performance.timeline).is_empty() => (720, 560),
-        PlotKind::Timeline => (720, 820),
+        PlotKind::Timeline if has_cpu_times(&report.performance.timeline) => (720, 820),
+        PlotKind::Timeline => (720, 560),
         _ => (560, 460),
     };
     let mut svg = String::new();
@@ -375,77 +375,82 @@ fn histogram(root: &DrawingArea<SVGBackend, Shift>, m: &Metrics) -> Drawn {
     legend(&mut chart, SeriesLabelPosition::UpperMiddle)
 }
 
-/// CPUs busy between consecutive samples, placed at the later one; empty for reports before schema 6.
-fn cpus_busy(samples: &[crate::report::Sample]) -> Vec<(f64, f64)> {
-    if samples.iter().all(|s| s.cpu_seconds == 0.0) {
-        return Vec::new();
-    }
+/// Reports before schema 6 hold no CPU times.
+fn has_cpu_times(samples: &[Sample]) -> bool {
+    samples.iter().any(|s| s.cpu_seconds > 0.0)
+}
+
+/// The per-second rate of a running total between consecutive samples, placed at the later one.
+fn per_second(samples: &[Sample], total: impl Fn(&Sample) -> f64) -> Vec<(f64, f64)> {
     samples
         .windows(2)
         .filter(|w| w[1].seconds > w[0].seconds)
         .map(|w| {
-            let cpu = (w[1].cpu_seconds - w[0].cpu_seconds).max(0.0);
-            (w[1].seconds, cpu / (w[1].seconds - w[0].seconds))
+            let grown = (total(&w[1]) - total(&w[0])).max(0.0);
+            (w[1].seconds, grown / (w[1].seconds - w[0].seconds))
         })
         .collect()
 }
 
+/// One panel of the timeline: time since the model loaded across, `y_desc` from 0 to `y_max` up.
+fn timeline_panel<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    y_desc: &str,
+    end: f64,
+    y_max: f64,
+) -> Result<Chart<'a, 'b>, Box<dyn Error>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, caption())
+        .margin(16)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..end, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the model loaded")
+        .y_desc(y_desc)
+        .light_line_style(RGBColor(235, 235, 235))
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .draw()?;
+    Ok(chart)
+}
+
 fn timeline(root: &DrawingArea<SVGBackend, Shift>, report: &Report) -> Drawn {
     let samples = &report.performance.timeline;
-    let busy = cpus_busy(samples);
     let end = samples.last().map(|s| s.seconds).unwrap_or(0.0).max(1e-3);
-    // Throughput between consecutive samples, placed at the later one.
-    let rates: Vec<(f64, f64)> = samples
-        .windows(2)
-        .filter(|w| w[1].seconds > w[0].seconds)
-        .map(|w| {
-            let rows = w[1].rows_done.saturating_sub(w[0].rows_done) as f64;
-            (w[1].seconds, rows / (w[1].seconds - w[0].seconds))
-        })
-        .collect();
+    let rates = per_second(samples, |s| s.rows_done as f64);
     let mib: Vec<(f64, f64)> = samples
         .iter()
         .map(|s| (s.seconds, s.rss_bytes as f64 / (1024.0 * 1024.0)))
         .collect();
     let (upper, lower) = root.split_vertically(280);
-    let lower = if busy.is_empty() {
+    let lower = if has_cpu_times(samples) {
+        let (middle, lower) = lower.split_vertically(260);
+        let busy = per_second(samples, |s| s.cpu_seconds);
+        cpu_panel(&middle, &busy, report.execution.threads, end)?;
         lower
     } else {
-        let (middle, lower) = lower.split_vertically(260);
-        cpu_panel(&middle, &busy, report.execution.threads, end)?;
         lower
     };
     let rate_max = rates.iter().map(|r| r.1).fold(0.0, f64::max).max(1.0) * 1.1;
-    let mut chart = ChartBuilder::on(&upper)
-        .caption("Throughput (sequences/s)", caption())
-        .margin(16)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0f64..end, 0f64..rate_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the model loaded")
-        .y_desc("sequences/s")
-        .light_line_style(RGBColor(235, 235, 235))
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 15))
-        .draw()?;
+    let mut chart = timeline_panel(
+        &upper,
+        "Throughput (sequences/s)",
+        "sequences/s",
+        end,
+        rate_max,
+    )?;
     chart.draw_series(LineSeries::new(rates, line_style(CURVE, 2)))?;
     let rss_max = mib.iter().map(|r| r.1).fold(0.0, f64::max).max(1.0) * 1.1;
-    let mut chart = ChartBuilder::on(&lower)
-        .caption("Resident memory (a leak shows as a rising line)", caption())
-        .margin(16)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0f64..end, 0f64..rss_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the model loaded")
-        .y_desc("RSS (MiB)")
-        .light_line_style(RGBColor(235, 235, 235))
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 15))
-        .draw()?;
+    let mut chart = timeline_panel(
+        &lower,
+        "Resident memory (a leak shows as a rising line)",
+        "RSS (MiB)",
+        end,
+        rss_max,
+    )?;
     chart.draw_series(LineSeries::new(mib, line_style(POSITIVE, 2)))?;
     Ok(())
 }
@@ -465,23 +470,8 @@ fn cpu_panel(
         .fold(threads as f64, f64::max)
         .max(1.0)
         * 1.15;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("CPUs busy ({threads} threads for the model)"),
-            caption(),
-        )
-        .margin(16)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0f64..end, 0f64..top)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the model loaded")
-        .y_desc("CPUs")
-        .light_line_style(RGBColor(235, 235, 235))
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 15))
-        .draw()?;
+    let title = format!("CPUs busy ({threads} threads for the model)");
+    let mut chart = timeline_panel(area, &title, "CPUs", end, top)?;
     chart
         .draw_series(LineSeries::new(
             [(0.0, threads as f64), (end, threads as f64)],

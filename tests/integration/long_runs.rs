@@ -560,14 +560,11 @@ fn skipped_rows_are_listed_counted_and_left_out_of_predictions() {
     assert_eq!(report["metrics"]["n"], 2);
 }
 
-#[test]
-fn the_thread_count_stays_flat_over_a_run() {
-    if !runtime_available("the_thread_count_stays_flat_over_a_run") {
-        return;
-    }
+/// `esmbench test` on `rows` synthetic nanobodies with --threads 2: the folder that holds it all, and the --out.
+fn run_synthetic_on_two_threads(rows: usize, seed: u64) -> (tempfile::TempDir, PathBuf) {
     let dir = tempdir();
     let data = dir.path().join("nb.csv");
-    synthetic_nanobodies(&data, 20000, 19);
+    synthetic_nanobodies(&data, rows, seed);
     let out = dir.path().join("o");
     let mut args = test_args(&data, &out);
     args.extend(["--threads".into(), "2".into()]);
@@ -577,6 +574,15 @@ fn the_thread_count_stays_flat_over_a_run() {
         .unwrap()
         .status
         .success());
+    (dir, out)
+}
+
+#[test]
+fn the_thread_count_stays_flat_over_a_run() {
+    if !runtime_available("the_thread_count_stays_flat_over_a_run") {
+        return;
+    }
+    let (_dir, out) = run_synthetic_on_two_threads(20000, 19);
     let report = read_json(&out.join("report.json"));
     let timeline = report["performance"]["timeline"].as_array().unwrap();
     let counts: Vec<u64> = timeline
@@ -600,18 +606,7 @@ fn the_cpu_time_is_sampled_and_the_report_gives_the_cpus_busy_beside_the_threads
     ) {
         return;
     }
-    let dir = tempdir();
-    let data = dir.path().join("nb.csv");
-    synthetic_nanobodies(&data, 150_000, 23);
-    let out = dir.path().join("o");
-    let mut args = test_args(&data, &out);
-    args.extend(["--threads".into(), "2".into()]);
-    assert!(Command::new(binary())
-        .args(&args)
-        .output()
-        .unwrap()
-        .status
-        .success());
+    let (_dir, out) = run_synthetic_on_two_threads(150_000, 23);
     let report = read_json(&out.join("report.json"));
     let timeline = report["performance"]["timeline"].as_array().unwrap();
     assert!(
