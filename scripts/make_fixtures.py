@@ -20,6 +20,11 @@ This file owns:
                              it loads, and fails at run time in its Gather on any token id above 7
                              (every residue but L, A, G and V), like a model exported with a cut
                              vocabulary or too few learned positions
+    nan_probability.onnx     output ``probability`` [batch] = log(max(input_ids) - 100): NaN on every row,
+                             as a float16 export that overflows gives
+    unbounded_probability.onnx  output ``probability`` [batch] = the row's token count: not in [0, 1]
+    short_sequence_output.onnx  last_hidden_state [batch, 2, 4] whatever the sequence length: a graph
+                             whose output does not follow its input's axes
     int8_signed_weights.onnx the micro encoder through ``export_onnx.quantize_int8(vnni=True)``:
                              MatMulInteger with signed 8-bit weights, which saturate in ONNX
                              Runtime's u8 x s8 kernel on x86 CPUs without VNNI unless the session
@@ -200,6 +205,60 @@ def make_no_known_output(out: Path, metadata: dict) -> None:
     _save(proto, out, metadata)
 
 
+def _two_input_graph(name: str, nodes: list, output, initializer: list) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in ex.INPUT_NAMES],
+        [output],
+        initializer=initializer,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ex.OPSET)])
+
+
+def make_nan_probability(out: Path, metadata: dict) -> None:
+    """probability[b] = log(max_j input_ids[b, j] - 100): token ids stay below 33, so NaN on every row."""
+    nodes = [
+        helper.make_node("ReduceMax", ["input_ids"], ["max_id"], axes=[1], keepdims=0),
+        helper.make_node("Cast", ["max_id"], ["max_id_float"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["max_id_float", "hundred"], ["negative"]),
+        helper.make_node("Log", ["negative"], ["probability"]),
+    ]
+    output = helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch"])
+    hundred = helper.make_tensor("hundred", TensorProto.FLOAT, [], [100.0])
+    _save(_two_input_graph("nan_probability", nodes, output, [hundred]), out, metadata)
+
+
+def make_unbounded_probability(out: Path, metadata: dict) -> None:
+    """probability[b] = sum_j attention_mask[b, j]: the row's token count, 3 or more."""
+    nodes = [
+        helper.make_node("ReduceSum", ["attention_mask", "axis_one"], ["tokens"], keepdims=0),
+        helper.make_node("Cast", ["tokens"], ["probability"], to=TensorProto.FLOAT),
+    ]
+    output = helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch"])
+    axis = helper.make_tensor("axis_one", TensorProto.INT64, [1], [1])
+    _save(_two_input_graph("unbounded_probability", nodes, output, [axis]), out, metadata)
+
+
+def make_short_sequence_output(out: Path, metadata: dict) -> None:
+    """last_hidden_state[b, j, k] = float(input_ids[b, j]) for j < 2 only: the sequence axis is cut to 2."""
+    nodes = [
+        helper.make_node("Slice", ["input_ids", "zero", "two", "one"], ["first_two"]),
+        helper.make_node("Cast", ["first_two"], ["first_two_float"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["first_two_float", "minus_one"], ["column"]),
+        helper.make_node("Mul", ["column", "ones"], ["last_hidden_state"]),
+    ]
+    output = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", 4])
+    inits = [
+        helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("two", TensorProto.INT64, [1], [2]),
+        helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("minus_one", TensorProto.INT64, [1], [-1]),
+        helper.make_tensor("ones", TensorProto.FLOAT, [4], [1.0] * 4),
+    ]
+    _save(_two_input_graph("short_sequence_output", nodes, output, inits), out, metadata)
+
+
 def make_external_data(encoder: Path, out: Path, metadata: dict) -> None:
     """The encoder saved with every tensor of 256 bytes or more in `<out>.data`."""
     proto = onnx.load(str(encoder))
@@ -301,6 +360,7 @@ def verify(out_dir: Path, reference: dict, head: dict) -> None:
         print(f"  {label:34s} {path.stat().st_size:6d} bytes  max diff vs reference {worst:.2e}")
     verify_int8(contract / "int8_signed_weights.onnx", seqs)
     verify_eight_token_vocabulary(contract / "eight_token_vocabulary.onnx")
+    verify_bad_outputs(contract)
     meta = ort.InferenceSession(str(out_dir / "esm2_micro_with_head.onnx")).get_modelmeta()
     embedded = json.loads(meta.custom_metadata_map["esmbench.head"])
     assert embedded == head, "embedded head differs from esm2_micro.head.json"
@@ -317,6 +377,20 @@ def verify_eight_token_vocabulary(path: Path) -> None:
     else:
         raise AssertionError(f"{path}: a row with S ran, but it must fail in the Gather")
     print(f"  contract/eight_token_vocabulary.onnx  {path.stat().st_size:6d} bytes  fails at run time past token 7")
+
+
+def verify_bad_outputs(contract: Path) -> None:
+    """The three fixtures with outputs esmbench must refuse give exactly those outputs in ONNX Runtime."""
+    rows = ["LAGV", "ACDEFGHIK"]  # 6 and 11 tokens
+    out, _, name = _run(contract / "nan_probability.onnx", rows)
+    assert name == "probability" and out.shape == (2,) and np.isnan(out).all(), out
+    out, _, name = _run(contract / "unbounded_probability.onnx", rows)
+    assert name == "probability" and out.tolist() == [6.0, 11.0], out
+    out, _, name = _run(contract / "short_sequence_output.onnx", rows)
+    assert name == "last_hidden_state" and out.shape == (2, 2, 4), out.shape
+    for fixture in ("nan_probability", "unbounded_probability", "short_sequence_output"):
+        size = (contract / f"{fixture}.onnx").stat().st_size
+        print(f"  contract/{fixture}.onnx  {size:6d} bytes  runs and gives the output esmbench must refuse")
 
 
 def verify_int8(path: Path, seqs: list[str]) -> None:
@@ -405,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     make_int8_signed_weights(encoder, contract / "int8_signed_weights.onnx", meta("int8_signed_weights"))
     make_eight_token_vocabulary(contract / "eight_token_vocabulary.onnx", meta("eight_token_vocabulary"))
     make_external_data(encoder, contract / "external_data.onnx", meta("external_data"))
+    make_nan_probability(contract / "nan_probability.onnx", meta("nan_probability"))
+    make_unbounded_probability(contract / "unbounded_probability.onnx", meta("unbounded_probability"))
+    make_short_sequence_output(contract / "short_sequence_output.onnx", meta("short_sequence_output"))
 
     print("verifying with onnxruntime", ort.__version__)
     verify(out_dir, reference, head)

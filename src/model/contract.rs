@@ -58,6 +58,13 @@ impl OutputKind {
     pub fn needs_head(self) -> bool {
         matches!(self, OutputKind::HiddenStates | OutputKind::Pooled)
     }
+    /// Whether the output holds two columns per row, of which esmbench reads the positive class.
+    pub fn is_two_class(self) -> bool {
+        matches!(
+            self,
+            OutputKind::Logits { two_class: true } | OutputKind::Probability { two_class: true }
+        )
+    }
     pub fn yields_embeddings(self) -> bool {
         self.needs_head()
     }

@@ -19,7 +19,7 @@ use anyhow::Result;
 use ndarray::Array2;
 
 use crate::config::ScoringConfig;
-use crate::data::batcher::TokenBatch;
+use crate::data::batcher::{BatchRow, TokenBatch};
 use crate::error::Failure;
 use contract::OutputKind;
 use head::{sigmoid, Head};
@@ -168,12 +168,49 @@ pub fn probabilities(output: &ModelOutput, head: Option<&Head>) -> Result<Vec<f6
     }
 }
 
+/// Every row must come back with a probability in [0, 1]: a NaN (a float16 export that overflowed, a broken
+/// graph) would otherwise be written to predictions.csv, sort first in the ROC curve and turn the Brier
+/// score and log loss into nulls. `rows` is the batch's rows, in the probabilities' order.
+pub fn check_probabilities(
+    probabilities: &[f64],
+    rows: &[BatchRow],
+    kind: OutputKind,
+) -> Result<()> {
+    if probabilities.len() != rows.len() {
+        return Err(Failure::runtime(format!(
+            "the model returned {} scores for a batch of {} rows\n  fix: export the model so that it gives one score per input row (see `esmbench inspect`)",
+            probabilities.len(),
+            rows.len()
+        ))
+        .into());
+    }
+    let Some((row, p)) = rows
+        .iter()
+        .zip(probabilities)
+        .find(|(_, p)| !(0.0..=1.0).contains(*p))
+    else {
+        return Ok(());
+    };
+    let which = match &row.id {
+        Some(id) => format!("row {} (id `{id}`)", row.row),
+        None => format!("row {}", row.row),
+    };
+    let fix = if !p.is_finite() {
+        "the model's outputs overflowed or the graph is broken (a float16 export can overflow where float32 does not): score with the float32 export, and compare it with PyTorch through scripts/export_onnx.py's check"
+    } else if matches!(kind, OutputKind::Probability { .. }) {
+        "the model's output is named as a probability but holds other values: if they are logits, name the output `logits` (see `esmbench inspect`)"
+    } else {
+        "the model's outputs are not valid scores: check the model with `esmbench inspect`"
+    };
+    Err(Failure::runtime(format!(
+        "the model gave {which} the probability {p}, which is not in [0, 1]\n  fix: {fix}"
+    ))
+    .into())
+}
+
 /// Probabilities from a probability or logits output ([batch] or [batch, 2]).
 pub fn probabilities_from_scores(kind: OutputKind, values: &[f32], rows: usize) -> Vec<f64> {
-    let two_class = matches!(
-        kind,
-        OutputKind::Logits { two_class: true } | OutputKind::Probability { two_class: true }
-    );
+    let two_class = kind.is_two_class();
     (0..rows)
         .map(|i| match (kind, two_class) {
             (OutputKind::Logits { .. }, true) => {
@@ -233,6 +270,64 @@ pub fn load_backend(config: &ScoringConfig) -> Result<Box<dyn Backend>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn batch_rows(ids: &[Option<&str>]) -> Vec<BatchRow> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| BatchRow {
+                row: 10 + i as u64,
+                id: id.map(String::from),
+                label: None,
+                tokens: 5,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn probabilities_must_be_in_0_to_1_one_per_row() {
+        let rows = batch_rows(&[Some("a"), None, Some("c")]);
+        let logits = OutputKind::Logits { two_class: false };
+        assert!(check_probabilities(&[0.0, 0.5, 1.0], &rows, logits).is_ok());
+        let message = |p: &[f64], kind| {
+            check_probabilities(p, &rows, kind)
+                .unwrap_err()
+                .downcast::<Failure>()
+                .unwrap()
+        };
+        let nan = message(&[0.2, f64::NAN, 0.3], logits);
+        assert_eq!(nan.kind, crate::error::FailureKind::Runtime);
+        assert!(
+            nan.message
+                .starts_with("the model gave row 11 the probability NaN, which is not in [0, 1]"),
+            "{}",
+            nan.message
+        );
+        assert!(nan.message.contains("float32 export"), "{}", nan.message);
+        let above = message(
+            &[0.2, 0.3, 1.5],
+            OutputKind::Probability { two_class: false },
+        );
+        assert!(
+            above
+                .message
+                .starts_with("the model gave row 12 (id `c`) the probability 1.5"),
+            "{}",
+            above.message
+        );
+        assert!(above.message.contains("`logits`"), "{}", above.message);
+        let below = message(&[-0.25, 0.3, 0.4], logits);
+        assert!(below
+            .message
+            .contains("row 10 (id `a`) the probability -0.25"));
+        let short = message(&[0.2, 0.3], logits);
+        assert!(
+            short
+                .message
+                .starts_with("the model returned 2 scores for a batch of 3 rows"),
+            "{}",
+            short.message
+        );
+    }
 
     #[test]
     fn learned_positions_limit_the_residues_and_rotary_ones_do_not() {

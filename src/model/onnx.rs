@@ -576,11 +576,18 @@ impl Backend for OnnxBackend {
         let array = value
             .try_extract_array::<f32>()
             .map_err(|e| ort_failure("reading the output", e))?;
+        let rows = batch.len();
         match self.contract.kind {
             OutputKind::HiddenStates => {
                 let hidden = array.into_dimensionality::<ndarray::Ix3>().map_err(|e| {
                     Failure::runtime(format!("last_hidden_state has an unexpected shape: {e}"))
                 })?;
+                let (got_rows, got_len, width) = hidden.dim();
+                check_output_shape(
+                    &self.contract.output,
+                    &[got_rows, got_len, width],
+                    &[Some(rows), Some(batch.seq_len), self.info.hidden],
+                )?;
                 Ok(ModelOutput::Embeddings(pooling::mean_pool_residues(
                     hidden,
                     &batch.lengths(),
@@ -590,10 +597,27 @@ impl Backend for OnnxBackend {
                 let pooled = array.into_dimensionality::<ndarray::Ix2>().map_err(|e| {
                     Failure::runtime(format!("the pooled output has an unexpected shape: {e}"))
                 })?;
+                let (got_rows, width) = pooled.dim();
+                check_output_shape(
+                    &self.contract.output,
+                    &[got_rows, width],
+                    &[Some(rows), self.info.hidden],
+                )?;
                 Ok(ModelOutput::Embeddings(pooled.to_owned()))
             }
             kind => {
                 let values: Vec<f32> = array.iter().copied().collect();
+                let per_row = if kind.is_two_class() { 2 } else { 1 };
+                if values.len() != rows * per_row {
+                    return Err(Failure::runtime(format!(
+                        "the model's output `{}` has {} values for a batch of {rows} rows (expected {})\n  \
+fix: export the model so that it gives one score per input row (see `esmbench inspect`)",
+                        self.contract.output,
+                        values.len(),
+                        rows * per_row
+                    ))
+                    .into());
+                }
                 Ok(ModelOutput::Probabilities(probabilities_from_scores(
                     kind,
                     &values,
@@ -602,6 +626,31 @@ impl Backend for OnnxBackend {
             }
         }
     }
+}
+
+/// A model whose output does not match the batch it was given (a graph with a fixed batch size or sequence
+/// length, or a hidden size other than its declared one) would be pooled or indexed out of bounds.
+fn check_output_shape(output: &str, got: &[usize], expected: &[Option<usize>]) -> Result<()> {
+    let matches = got
+        .iter()
+        .zip(expected)
+        .all(|(g, e)| e.is_none_or(|e| e == *g));
+    if matches {
+        return Ok(());
+    }
+    let show = |dims: Vec<String>| format!("[{}]", dims.join(", "));
+    Err(Failure::runtime(format!(
+        "the model's output `{output}` has shape {} for this batch, expected {}\n  \
+fix: export the model with dynamic batch and sequence axes (see `esmbench inspect`)",
+        show(got.iter().map(ToString::to_string).collect()),
+        show(
+            expected
+                .iter()
+                .map(|e| e.map_or("any".to_string(), |e| e.to_string()))
+                .collect()
+        ),
+    ))
+    .into())
 }
 
 /// What `esmbench inspect` shows: declared inputs and outputs, metadata, and the contract check.
@@ -662,6 +711,23 @@ pub fn inspect(path: &Path) -> Result<Description> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_output_must_follow_the_batch_axes_and_the_declared_hidden_size() {
+        assert!(check_output_shape("h", &[3, 12, 320], &[Some(3), Some(12), Some(320)]).is_ok());
+        assert!(check_output_shape("h", &[3, 12, 320], &[Some(3), Some(12), None]).is_ok());
+        let refused = |got: &[usize], expected: &[Option<usize>]| {
+            check_output_shape("h", got, expected)
+                .unwrap_err()
+                .downcast::<Failure>()
+                .unwrap()
+                .message
+        };
+        assert!(refused(&[1, 12, 320], &[Some(3), Some(12), None])
+            .starts_with("the model's output `h` has shape [1, 12, 320] for this batch, expected [3, 12, any]"));
+        assert!(refused(&[3, 2, 320], &[Some(3), Some(12), Some(320)]).contains("[3, 2, 320]"));
+        assert!(refused(&[3, 160], &[Some(3), Some(320)]).contains("expected [3, 320]"));
+    }
 
     #[test]
     fn a_pool_refused_a_thread_is_not_called_a_bad_model_file() {

@@ -265,7 +265,9 @@ fn deliver(
                 )
             })?;
         let probabilities = if wants_probabilities {
-            Some(model::probabilities(&output, options.head)?)
+            let p = model::probabilities(&output, options.head)?;
+            model::check_probabilities(&p, &batch.rows, backend.info().kind)?;
+            Some(p)
         } else {
             None
         };

@@ -679,3 +679,99 @@ fn regression_a_model_with_external_weights_gets_the_load_time_rewrite() {
         "{described}"
     );
 }
+
+/// Runs `test` on a contract fixture whose output esmbench must refuse, and returns stderr after checking
+/// the exit code (1, a model failure, not a panic's 101) and that no report claims the run complete.
+fn refused_output(model: &str, head: Option<&str>) -> Option<String> {
+    if !runtime_available(model) {
+        return None;
+    }
+    let dir = tempdir();
+    let data = write(
+        dir.path(),
+        "d.csv",
+        "id,sequence,label\nr1,LAGV,0\nr2,ACDEFGHIK,1\n",
+    );
+    let out = dir.path().join("out");
+    let mut command = esmbench();
+    command
+        .args(["test", "--model"])
+        .arg(fixture(model))
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out);
+    if let Some(head) = head {
+        command
+            .arg("--head")
+            .arg(write(dir.path(), "head.json", head));
+    }
+    let assert = command.assert().code(1);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    if let Ok(text) = std::fs::read_to_string(out.join("report.json")) {
+        let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(report["status"], "failed", "{text}");
+    }
+    if let Ok(predictions) = std::fs::read_to_string(out.join("predictions.csv")) {
+        assert!(!predictions.to_lowercase().contains("nan"), "{predictions}");
+    }
+    Some(stderr)
+}
+
+/// Regression: a NaN from the model (a float16 export that overflowed) was written to predictions.csv as
+/// label 0, sorted first in the ROC curve and turned the Brier score and log loss into nulls in a report that
+/// said `complete`. Now the run stops at the first such row and names it.
+#[test]
+fn regression_a_nan_probability_stops_the_run_naming_the_row() {
+    let Some(stderr) = refused_output("contract/nan_probability.onnx", None) else {
+        return;
+    };
+    assert!(
+        stderr
+            .contains("the model gave row 0 (id `r1`) the probability NaN, which is not in [0, 1]"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("fix: the model's outputs overflowed")
+            && stderr.contains("score with the float32 export"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_probability_output_outside_0_to_1_is_refused_with_the_logits_advice() {
+    let Some(stderr) = refused_output("contract/unbounded_probability.onnx", None) else {
+        return;
+    };
+    // r1 is LAGV: <cls>, 4 residues and <eos> are 6 tokens.
+    assert!(
+        stderr.contains("the model gave row 0 (id `r1`) the probability 6, which is not in [0, 1]"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("name the output `logits`"), "{stderr}");
+}
+
+/// Regression: a hidden-state output shorter than the batch's sequence axis panicked in the residue pooling
+/// (exit 101) instead of saying what is wrong with the model.
+#[test]
+fn regression_an_output_that_does_not_follow_the_input_axes_is_an_error_not_a_panic() {
+    let head = r#"{"type":"logistic_regression","pooling":"mean_residues","threshold":0.5,"coef":[0.1,0.2,0.3,0.4],"intercept":0.0}"#;
+    let Some(stderr) = refused_output("contract/short_sequence_output.onnx", Some(head)) else {
+        return;
+    };
+    let found = stderr
+        .lines()
+        .find(|l| l.contains("has shape ["))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    // The fixture cuts the sequence axis to 2 whatever the batch's length is.
+    assert!(
+        found.contains(", 2, 4] for this batch, expected ["),
+        "{found}"
+    );
+    assert!(found.ends_with(", 4]"), "{found}");
+    assert!(
+        stderr.contains("fix: export the model with dynamic batch and sequence axes"),
+        "{stderr}"
+    );
+}
