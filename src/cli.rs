@@ -48,7 +48,8 @@ pub struct MergeArgs {
 pub enum OnInvalid {
     /// Stop before scoring, listing the first problems (exit 2).
     Fail,
-    /// Score the valid rows; list the others in skipped.csv and count them in the report.
+    /// Go on with the valid rows; list the others (skipped.csv for test, E.skipped.csv for embed, the head's
+    /// report for fit).
     Skip,
 }
 
@@ -80,7 +81,8 @@ pub struct ScoringArgs {
     /// CSV with a sequence column (and optionally label and id columns); a gzipped .csv.gz is read as it is.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Logistic-regression head JSON (coef, intercept, threshold); overrides a head in the model's metadata.
+    /// Logistic-regression head JSON (coef, intercept, threshold) for `test`; overrides a head in the model's
+    /// metadata. `embed` applies no head and refuses it.
     #[arg(long)]
     pub head: Option<PathBuf>,
     /// YAML run configuration; flags given on the command line win over it.
@@ -88,10 +90,11 @@ pub struct ScoringArgs {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
-    /// What to do with invalid rows: fail (default) or skip them into skipped.csv.
+    /// What to do with invalid rows: fail (default) or skip them (listed in skipped.csv, E.skipped.csv for embed).
     #[arg(long, value_enum)]
     pub on_invalid: Option<OnInvalid>,
-    /// Score only shard K of N (rows whose 0-based index modulo N is K-1); combine shards with `esmbench merge`.
+    /// Score only shard K of N (rows whose 0-based index modulo N is K-1). Combine `test` shards with
+    /// `esmbench merge`; join `embed` shards on the `row` column of their E.rows.csv.
     #[arg(long, value_name = "K/N")]
     pub shard: Option<String>,
     /// Name of the sequence column (default: sequence).
@@ -109,7 +112,7 @@ pub struct ScoringArgs {
 /// so a new engine flag reaches every command that loads the model.
 #[derive(Debug, Clone, Default, Args)]
 pub struct EngineArgs {
-    /// Execution provider: cpu, cuda, coreml, or auto (CUDA, then CoreML, then CPU).
+    /// Execution provider: cpu (default), cuda, coreml, or auto (CUDA, then CoreML, then CPU).
     #[arg(long, value_enum)]
     pub device: Option<DeviceArg>,
     /// Run on CPU (loudly) when the requested provider cannot be registered, instead of failing.
@@ -180,7 +183,7 @@ pub struct LongRunArgs {
     /// Continue an interrupted run in --out from its last checkpoint (refused if data, model or settings changed).
     #[arg(long)]
     pub resume: bool,
-    /// Seconds between checkpoints (outputs made durable, report rewritten).
+    /// Seconds between checkpoints (outputs made durable, report rewritten); default 30.
     #[arg(long)]
     pub checkpoint_seconds: Option<u64>,
 }

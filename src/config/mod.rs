@@ -437,7 +437,7 @@ impl ScoringConfig {
         }
         let head = args.head.clone().or_else(|| file.head.clone());
         if let Some(p) = &head {
-            check_readable(p, "head", "--head")?;
+            check_head(p)?;
         }
         let max_tokens = args.engine.max_tokens.or(file.max_tokens);
         if let Some(max_tokens) = max_tokens.filter(|&m| m < 3) {
@@ -540,6 +540,20 @@ impl ScoringConfig {
             mock_backend: args.engine.mock_backend,
         })
     }
+}
+
+/// A head is read in full here, so a misspelt key or a bad threshold stops the run before a model loads (in
+/// a suite, before the first model scores its datasets). Its size against the model's hidden size can only
+/// be checked once the model has loaded.
+fn check_head(path: &Path) -> Result<()> {
+    check_readable(path, "head", "--head")?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::usage(format!(
+            "cannot read head {}: {e}\n  fix: check the path given to --head",
+            path.display()
+        ))
+    })?;
+    crate::model::head::Head::from_json(&text, &path.display().to_string()).map(drop)
 }
 
 fn check_readable(path: &Path, what: &str, flag: &str) -> Result<()> {
@@ -770,7 +784,8 @@ pub struct EmbedConfig {
 }
 
 /// Keys of a config shared with `esmbench test` that embed does not read.
-const KEYS_EMBED_IGNORES: [&str; 7] = [
+const KEYS_EMBED_IGNORES: [&str; 8] = [
+    "head",
     "out",
     "threshold",
     "assay",
@@ -783,11 +798,11 @@ const KEYS_EMBED_IGNORES: [&str; 7] = [
 impl EmbedConfig {
     pub fn resolve(args: &crate::cli::EmbedArgs) -> Result<EmbedConfig> {
         let config = args.scoring.config.as_deref();
-        let file = load_file_config(config)?;
+        let mut file = load_file_config(config)?;
         let config_name = config.map(|p| p.display().to_string()).unwrap_or_default();
-        if args.scoring.head.is_some() || file.head.is_some() {
+        if args.scoring.head.is_some() {
             return Err(Failure::usage(
-                "embed writes the encoder's pooled embeddings and applies no head, so --head (or `head:` in the config) would be ignored\n  fix: drop it; `esmbench test` is the command that applies a head",
+                "embed writes the encoder's pooled embeddings and applies no head, so --head would be ignored\n  fix: drop it; `esmbench test` is the command that applies a head",
             )
             .into());
         }
@@ -804,6 +819,8 @@ impl EmbedConfig {
                 ignored.join(", ")
             );
         }
+        // A config shared with `test` names its head; the embeddings do not depend on it.
+        file.head = None;
         let scoring = ScoringConfig::resolve(&args.scoring, &file)?;
         let long_run = LongRun::resolve(&args.long_run, &file)?;
         let out = args.out.clone();

@@ -95,6 +95,17 @@ pub fn learned_position_limit(architecture_json: &str) -> Option<usize> {
 
 /// The head to apply and where it came from: `--head` wins over the model's metadata.
 pub fn resolve_head(config: &ScoringConfig, info: &ModelInfo) -> Result<Option<(Head, String)>> {
+    if let (Some(path), false) = (&config.head, info.kind.needs_head()) {
+        // Its coefficients would go unused while its threshold and its name in the report would not.
+        return Err(Failure::usage(format!(
+            "--head {} would not be used: {} outputs {} itself\n  fix: drop --head (set the threshold with \
+--threshold), or score the encoder without its classifier",
+            path.display(),
+            config.model.display_name(),
+            info.kind.label()
+        ))
+        .into());
+    }
     let head = if let Some(path) = &config.head {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Failure::usage(format!(

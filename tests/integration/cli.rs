@@ -715,22 +715,35 @@ fn regression_embed_of_one_shard_writes_that_shards_rows_and_names_them() {
     }
 }
 
+/// `--head` given to embed is a mistake to point out; a `head:` in a config shared with `test` is not (the
+/// README's configs name their head), so embed reports it ignored, as `fit` does.
 #[test]
-fn embed_refuses_a_head_it_would_not_apply() {
+fn embed_refuses_a_head_flag_and_ignores_a_shared_configs_head() {
     let dir = tempdir();
     let data = write(dir.path(), "d.csv", "sequence\nEVQL\n");
     let head = write(dir.path(), "h.json", "{}");
     let out = dir.path().join("e.npy");
     let assert = mock_embed(&data, &out, &["--head", head.to_str().unwrap()]).code(2);
     assert!(
-        stderr_of(&assert)
-            .contains("applies no head, so --head (or `head:` in the config) would be ignored"),
+        stderr_of(&assert).contains("applies no head, so --head would be ignored"),
         "{}",
         stderr_of(&assert)
     );
-    let config = write(dir.path(), "c.yaml", &format!("head: {}\n", head.display()));
-    mock_embed(&data, &out, &["--config", config.to_str().unwrap()]).code(2);
     assert!(!out.exists());
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        &format!("head: {}\nthreshold: 0.4\n", head.display()),
+    );
+    let assert = mock_embed(&data, &out, &["--config", config.to_str().unwrap()]).success();
+    assert!(
+        stderr_of(&assert)
+            .contains("c.yaml: ignoring keys that only `esmbench test` uses: head, threshold"),
+        "{}",
+        stderr_of(&assert)
+    );
+    let embeddings: ndarray::Array2<f32> = ndarray_npy::read_npy(&out).unwrap();
+    assert_eq!(embeddings.nrows(), 1);
 }
 
 /// Regression: `--data results/x/predictions.csv --out results/x` truncated the data file to a predictions

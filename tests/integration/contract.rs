@@ -775,3 +775,30 @@ fn regression_an_output_that_does_not_follow_the_input_axes_is_an_error_not_a_pa
         "{stderr}"
     );
 }
+
+/// Regression: `--head` on a model that outputs its own probabilities was read, its coefficients ignored, its
+/// threshold applied and its name written to the report as the head used.
+#[test]
+fn regression_a_head_for_a_model_that_outputs_probabilities_is_refused() {
+    if !runtime_available("regression_a_head_for_a_model_that_outputs_probabilities_is_refused") {
+        return;
+    }
+    let dir = tempdir();
+    let data = micro_data(dir.path());
+    let out = dir.path().join("out");
+    let assert = esmbench()
+        .args(["test", "--model"])
+        .arg(fixture("contract/probability_output.onnx"))
+        .arg("--head")
+        .arg(fixture("esm2_micro.head.json"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(stderr.contains("would not be used"), "{stderr}");
+    assert!(stderr.contains("outputs probability itself"), "{stderr}");
+    assert!(!out.join("predictions.csv").exists());
+}

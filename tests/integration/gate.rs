@@ -315,3 +315,42 @@ fn regression_a_write_baseline_path_that_cannot_be_written_is_refused_before_the
         );
     }
 }
+
+/// Regression: a suite read each model's head only when that model's turn came, so a misspelt key in the
+/// second model's head stopped the run after the first model had scored every dataset. Now every head is
+/// read while the config is checked, before any model loads.
+#[test]
+fn regression_a_bad_head_in_a_suite_stops_it_before_the_first_model_scores() {
+    let dir = tempdir();
+    write(
+        dir.path(),
+        "bad_head.json",
+        r#"{"type": "logistic_regression", "coef": [0.1, 0.2], "intercept": 0.0, "treshold": 0.4}"#,
+    );
+    let config = suite_config(dir.path(), "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "  - model: m2.onnx\n",
+            "  - model: m2.onnx\n    head: bad_head.json\n",
+        ),
+    )
+    .unwrap();
+    let assert = esmbench()
+        .args(["test", "--mock-backend", "--config"])
+        .arg(&config)
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("bad_head.json: key `treshold` is not read; `threshold` is"),
+        "{stderr}"
+    );
+    // Config checks create the output folders (to prove them writable) but nothing is scored into them.
+    for pair in ["first/demo", "first/nanobodies", "m2/demo", "m2/nanobodies"] {
+        let run = dir.path().join("results").join(pair);
+        assert!(!run.join("predictions.csv").exists(), "{pair} was scored");
+        assert!(!run.join("report.json").exists(), "{pair} was scored");
+    }
+}
