@@ -6,14 +6,20 @@ use anyhow::{Context, Result};
 
 use crate::config::{ensure_writable_dir, Shard};
 use crate::error::Failure;
+use crate::fingerprint;
 use crate::metrics;
 use crate::report::predictions::{CsvLog, PREDICTIONS_HEADER, SKIPPED_HEADER};
 use crate::report::{self, Report};
+use crate::run::checkpoint::{self, Checkpoint, CHECKPOINT_FILE};
+use crate::run::SKIPPED_FILE;
 
 struct ShardOutput {
     dir: PathBuf,
     report: Report,
     shard: Shard,
+    /// The run's last checkpoint: what it was run with (head, columns, residue limit) and the SHA-256 of its
+    /// finished files. Absent from folders copied without it.
+    checkpoint: Option<Checkpoint>,
 }
 
 fn load(dir: &Path) -> Result<ShardOutput> {
@@ -42,11 +48,60 @@ fn load(dir: &Path) -> Result<ShardOutput> {
         Failure::usage(format!("{}: this run was not sharded\n  fix: merge the outputs of `esmbench test --shard K/N` runs", dir.display()))
     })?;
     let shard = Shard::parse(&label)?;
+    let checkpoint = if checkpoint::path_in(dir).exists() {
+        let checkpoint = Checkpoint::read(dir)?;
+        check_outputs_unchanged(dir, &checkpoint)?;
+        Some(checkpoint)
+    } else {
+        crate::errln!(
+            "esmbench merge: WARNING: {} has no {CHECKPOINT_FILE}, so its predictions.csv cannot be checked against \
+the run that wrote it (only its row count is)\n  advice: merge the shard folders as the runs left them",
+            dir.display()
+        );
+        None
+    };
     Ok(ShardOutput {
         dir: dir.to_path_buf(),
         report,
         shard,
+        checkpoint,
     })
+}
+
+/// A shard's predictions.csv and skipped.csv must be the bytes its run finished with: an edited or cut file
+/// would otherwise merge into a report that says `complete`.
+fn check_outputs_unchanged(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
+    let files = [
+        (
+            "predictions.csv",
+            checkpoint.predictions_bytes,
+            &checkpoint.predictions_sha256,
+        ),
+        (
+            SKIPPED_FILE,
+            checkpoint.skipped_bytes,
+            &checkpoint.skipped_sha256,
+        ),
+    ];
+    for (name, bytes, sha256) in files {
+        let path = dir.join(name);
+        if name == SKIPPED_FILE && !path.exists() {
+            // A run that skipped no row removes its header-only skipped.csv; the row counts check the rest.
+            continue;
+        }
+        let (actual_sha256, actual_bytes) = fingerprint::sha256_file(&path)?;
+        let same = actual_bytes == bytes && sha256.as_ref().is_none_or(|s| *s == actual_sha256);
+        if !same {
+            return Err(Failure::input(format!(
+                "{}: not the file its run finished with ({actual_bytes} bytes, the run wrote {bytes}{})\n  \
+fix: score that shard again (its command without --resume), or restore the file",
+                path.display(),
+                if actual_bytes == bytes { " with other content" } else { "" }
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Reads a row-keyed CSV written by esmbench, as raw records.
@@ -59,12 +114,64 @@ fn records(path: &Path) -> Result<Vec<(u64, csv::StringRecord)>> {
     let mut out = Vec::new();
     for record in reader.records() {
         let record = record.with_context(|| format!("reading {}", path.display()))?;
-        let row = record[0]
+        let row = field(path, &record, 0, "row")?;
+        let row = row
             .parse::<u64>()
-            .with_context(|| format!("{}: row `{}`", path.display(), &record[0]))?;
+            .map_err(|_| not_ours(path, &record, format!("row `{row}` is not a row number")))?;
         out.push((row, record));
     }
     Ok(out)
+}
+
+/// Field `index` (named `name` in the header) of a record from an esmbench-written CSV.
+fn field<'r>(
+    path: &Path,
+    record: &'r csv::StringRecord,
+    index: usize,
+    name: &str,
+) -> Result<&'r str> {
+    record.get(index).ok_or_else(|| {
+        not_ours(
+            path,
+            record,
+            format!("no `{name}` field (column {})", index + 1),
+        )
+    })
+}
+
+/// The label (None when the row has none) and probability of a predictions.csv record.
+fn label_and_probability(path: &Path, record: &csv::StringRecord) -> Result<(Option<u8>, f64)> {
+    let probability = field(path, record, 3, "probability")?;
+    let p: f64 = probability
+        .parse()
+        .ok()
+        .filter(|p| (0.0..=1.0).contains(p))
+        .ok_or_else(|| {
+            not_ours(
+                path,
+                record,
+                format!("`{probability}` is not a probability"),
+            )
+        })?;
+    let label = match field(path, record, 2, "label")? {
+        "" => None,
+        y => Some(
+            y.parse::<u8>()
+                .ok()
+                .filter(|y| *y <= 1)
+                .ok_or_else(|| not_ours(path, record, format!("label `{y}` is not 0 or 1")))?,
+        ),
+    };
+    Ok((label, p))
+}
+
+fn not_ours(path: &Path, record: &csv::StringRecord, problem: String) -> anyhow::Error {
+    let line = record.position().map_or(0, |p| p.line());
+    Failure::input(format!(
+        "{}, line {line}: {problem}\n  fix: merge the folders `esmbench test --shard K/N` wrote, unedited",
+        path.display()
+    ))
+    .into()
 }
 
 /// Checks that the shards belong to one run and cover it exactly once.
@@ -73,15 +180,36 @@ fn check_set(shards: &[ShardOutput]) -> Result<()> {
     let count = first.shard.count;
     let mut seen = vec![false; count as usize];
     for s in shards {
-        let same = s.report.model.sha256 == first.report.model.sha256
-            && s.report.data.sha256 == first.report.data.sha256
-            && s.report.model.threshold == first.report.model.threshold
-            && s.shard.count == count;
-        if !same {
+        let mut differences = Vec::new();
+        if let (Some(a), Some(b)) = (&first.checkpoint, &s.checkpoint) {
+            // Everything a run's rows depend on, as a resume compares it (head, columns, residue limit,
+            // --on-invalid), but the shard itself.
+            let mut b = b.fingerprint.clone();
+            b.shard = a.fingerprint.shard;
+            differences = a.fingerprint.differences(&b);
+        }
+        if s.report.model.sha256 != first.report.model.sha256 {
+            differences.push("the model file changed".into());
+        }
+        if s.report.data.sha256 != first.report.data.sha256 {
+            differences.push("the data file changed".into());
+        }
+        if s.report.model.threshold != first.report.model.threshold {
+            differences.push("the threshold changed".into());
+        }
+        if s.shard.count != count {
+            differences.push(format!(
+                "the shard count changed ({count} -> {})",
+                s.shard.count
+            ));
+        }
+        differences.dedup();
+        if !differences.is_empty() {
             return Err(Failure::usage(format!(
-                "{} and {} are not shards of one run (model, data, threshold or shard count differ)\n  fix: merge shards made with the same command",
+                "{} and {} are not shards of one run: from the first to the second, {}\n  fix: merge shards made with the same command",
                 first.dir.display(),
-                s.dir.display()
+                s.dir.display(),
+                differences.join(", ")
             ))
             .into());
         }
@@ -112,6 +240,11 @@ fn check_set(shards: &[ShardOutput]) -> Result<()> {
     Ok(())
 }
 
+/// Both paths name one existing directory.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
 fn write_merged(
     path: &Path,
     header: &[&str],
@@ -135,23 +268,52 @@ fn write_merged(
 pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Report> {
     let shards = dirs.iter().map(|d| load(d)).collect::<Result<Vec<_>>>()?;
     check_set(&shards)?;
+    if let Some(s) = shards.iter().find(|s| same_dir(&s.dir, out)) {
+        return Err(Failure::usage(format!(
+            "--out {} is shard {}'s own folder, whose predictions the merge would overwrite\n  fix: pass a new folder, e.g. --out {}",
+            out.display(),
+            s.shard.label(),
+            out.with_file_name("merged").display()
+        ))
+        .into());
+    }
     ensure_writable_dir(out)?;
     let mut predictions = Vec::new();
     let mut skipped = Vec::new();
     for s in &shards {
-        predictions.extend(records(&s.dir.join("predictions.csv"))?);
-        skipped.extend(records(&s.dir.join("skipped.csv"))?);
+        let path = s.dir.join("predictions.csv");
+        let scored = records(&path)?;
+        let listed = records(&s.dir.join(SKIPPED_FILE))?;
+        let counts = (scored.len() as u64, listed.len() as u64);
+        let reported = (s.report.data.rows_scored, s.report.data.rows_skipped);
+        if counts != reported {
+            return Err(Failure::input(format!(
+                "{}: {} rows scored and {} skipped, but its report.json counts {} and {}\n  \
+fix: score that shard again (its command without --resume), or restore its files",
+                s.dir.display(),
+                counts.0,
+                counts.1,
+                reported.0,
+                reported.1
+            ))
+            .into());
+        }
+        for (_, record) in &scored {
+            label_and_probability(&path, record)?;
+        }
+        predictions.extend(scored);
+        skipped.extend(listed);
     }
     // Metrics sum in row order, as the unsharded run does, so even the last bits agree.
     predictions.sort_by_key(|(row, _)| *row);
     let threshold = shards[0].report.model.threshold;
     let (mut labels, mut scores, mut unlabeled) = (Vec::new(), Vec::new(), 0u64);
     for (_, record) in &predictions {
-        let p: f64 = record[3].parse().context("probability")?;
-        match &record[2] {
-            "" => unlabeled += 1,
-            y => {
-                labels.push(y.parse::<u8>().context("label")?);
+        // Each shard's records passed this same read above, under their own file's name.
+        match label_and_probability(Path::new("predictions.csv"), record)? {
+            (None, _) => unlabeled += 1,
+            (Some(y), p) => {
+                labels.push(y);
                 scores.push(p);
             }
         }
@@ -218,7 +380,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Report> {
         predictions,
     )?;
     if !skipped.is_empty() {
-        write_merged(&out.join("skipped.csv"), &SKIPPED_HEADER, skipped)?;
+        write_merged(&out.join(SKIPPED_FILE), &SKIPPED_HEADER, skipped)?;
     }
     report::write_reports(out, &merged)?;
     Ok(merged)

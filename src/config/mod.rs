@@ -128,12 +128,19 @@ pub struct Shard {
 
 impl Shard {
     pub const WHOLE: Shard = Shard { index: 1, count: 1 };
+    /// Far above any job array, and low enough that row arithmetic on shards cannot overflow.
+    pub const MAX_COUNT: u64 = 1_000_000;
 
     pub fn parse(text: &str) -> Result<Shard> {
         let parsed = text.split_once('/').and_then(|(k, n)| {
             Some((k.trim().parse::<u64>().ok()?, n.trim().parse::<u64>().ok()?))
         });
         match parsed {
+            Some((_, count)) if count > Shard::MAX_COUNT => Err(Failure::usage(format!(
+                "--shard {text}: at most {} shards\n  fix: split the data into fewer shards (one per machine or GPU)",
+                Shard::MAX_COUNT
+            ))
+            .into()),
             Some((index, count)) if count >= 1 && (1..=count).contains(&index) => Ok(Shard { index, count }),
             _ => Err(Failure::usage(format!("--shard {text} is not K/N with 1 <= K <= N\n  fix: e.g. --shard 2/8 for the second of eight shards")).into()),
         }
@@ -1147,6 +1154,16 @@ mod tests {
         for bad in ["0/3", "4/3", "3", "a/b", "1/0"] {
             assert!(Shard::parse(bad).is_err(), "{bad}");
         }
+        // Regression: 2/18446744073709551615 overflowed in first_at_or_after ("rows never delivered").
+        let huge = Shard::parse("2/18446744073709551615").unwrap_err();
+        assert!(
+            huge.to_string().contains("at most 1000000 shards"),
+            "{huge}"
+        );
+        let largest = Shard::parse("1000000/1000000").unwrap();
+        let near_the_end = u64::MAX - 2_000_000;
+        let next = largest.first_at_or_after(near_the_end);
+        assert!(largest.contains(next) && (near_the_end..near_the_end + 1_000_000).contains(&next));
     }
 
     #[test]

@@ -120,3 +120,130 @@ fn a_bad_shard_spec_is_a_usage_error() {
         .code(2);
     assert!(String::from_utf8_lossy(&assert.get_output().stderr).contains("--shard 4/3 is not K/N"));
 }
+
+/// Two shards of a 40-row file scored with the real runtime on the micro model, with the head each names.
+fn two_shards(dir: &std::path::Path, heads: [&std::path::Path; 2]) -> Vec<std::path::PathBuf> {
+    let data = dir.join("nb.csv");
+    if !data.exists() {
+        synthetic_nanobodies(&data, 40, 5);
+    }
+    (1..=2)
+        .map(|k| {
+            let out = dir.join(format!("shard{k}"));
+            esmbench()
+                .args(["test", "--threads", "1", "--bootstrap", "0", "--model"])
+                .arg(fixture("esm2_micro.onnx"))
+                .arg("--head")
+                .arg(heads[k - 1])
+                .arg("--data")
+                .arg(&data)
+                .args(["--shard", &format!("{k}/2"), "--out"])
+                .arg(&out)
+                .assert()
+                .success();
+            out
+        })
+        .collect()
+}
+
+fn merge_fails(shards: &[std::path::PathBuf], out: &std::path::Path) -> String {
+    let out_existed = out.exists();
+    let assert = esmbench()
+        .arg("merge")
+        .args(shards)
+        .arg("--out")
+        .arg(out)
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out_existed || !out.join("report.json").exists(),
+        "a refused merge wrote a report"
+    );
+    stderr
+}
+
+/// Regression: a shard whose predictions.csv had lost its last row merged into a report saying `complete`
+/// with 39 of 40 rows scored and none skipped; a shard file of fewer columns panicked (exit 101).
+#[test]
+fn regression_merge_refuses_shard_files_other_than_their_runs_wrote() {
+    if !runtime_available("regression_merge_refuses_shard_files_other_than_their_runs_wrote") {
+        return;
+    }
+    let dir = tempdir();
+    let head = fixture("esm2_micro.head.json");
+    let shards = two_shards(dir.path(), [&head, &head]);
+    let predictions = shards[1].join("predictions.csv");
+    let whole = std::fs::read_to_string(&predictions).unwrap();
+    let without_last_row = &whole[..whole[..whole.len() - 1].rfind('\n').unwrap() + 1];
+    std::fs::write(&predictions, without_last_row).unwrap();
+    let stderr = merge_fails(&shards, &dir.path().join("m1"));
+    assert!(
+        stderr.contains("predictions.csv: not the file its run finished with"),
+        "{stderr}"
+    );
+
+    // Without the checkpoint that records the file's SHA-256, the report's row count still catches it.
+    std::fs::remove_file(shards[1].join("checkpoint.json")).unwrap();
+    let stderr = merge_fails(&shards, &dir.path().join("m2"));
+    assert!(stderr.contains("has no checkpoint.json"), "{stderr}");
+    assert!(
+        stderr.contains("19 rows scored and 0 skipped, but its report.json counts 20 and 0"),
+        "{stderr}"
+    );
+
+    // Same row count, one column: an error naming the file and line, not a panic.
+    let one_column: String = whole
+        .lines()
+        .map(|l| format!("{}\n", l.split(',').next().unwrap()))
+        .collect();
+    std::fs::write(&predictions, one_column).unwrap();
+    let stderr = merge_fails(&shards, &dir.path().join("m3"));
+    assert!(
+        stderr.contains("shard2/predictions.csv, line 2: no `probability` field (column 4)"),
+        "{stderr}"
+    );
+
+    std::fs::write(&predictions, &whole).unwrap();
+    esmbench()
+        .arg("merge")
+        .args(&shards)
+        .arg("--out")
+        .arg(dir.path().join("m4"))
+        .assert()
+        .success();
+}
+
+/// Regression: shards scored with different heads merged silently (the report compared only model, data,
+/// threshold and shard count), and `--out` naming a shard's folder overwrote that shard.
+#[test]
+fn regression_merge_refuses_shards_of_other_heads_and_a_shard_folder_as_out() {
+    if !runtime_available(
+        "regression_merge_refuses_shards_of_other_heads_and_a_shard_folder_as_out",
+    ) {
+        return;
+    }
+    let dir = tempdir();
+    let head = fixture("esm2_micro.head.json");
+    let mut other: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&head).unwrap()).unwrap();
+    other["intercept"] = serde_json::json!(other["intercept"].as_f64().unwrap() + 0.5);
+    let other = write(dir.path(), "other_head.json", &other.to_string());
+    let shards = two_shards(dir.path(), [&head, &other]);
+    let stderr = merge_fails(&shards, &dir.path().join("m1"));
+    assert!(
+        stderr
+            .contains("are not shards of one run: from the first to the second, the head changed"),
+        "{stderr}"
+    );
+
+    let shards = two_shards(dir.path(), [&head, &head]);
+    let before = std::fs::read(shards[0].join("predictions.csv")).unwrap();
+    let stderr = merge_fails(&shards, &shards[0]);
+    assert!(stderr.contains("is shard 1/2's own folder"), "{stderr}");
+    assert_eq!(
+        std::fs::read(shards[0].join("predictions.csv")).unwrap(),
+        before
+    );
+}
