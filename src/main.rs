@@ -9,6 +9,7 @@ use esmbench::error::exit_code_for;
 use esmbench::model::runtime_log::take_unreported;
 
 fn main() -> ExitCode {
+    esmbench::model::runtime::keep_telemetry_off();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(help_or_usage) => return ExitCode::from(esmbench::console::clap_exit(&help_or_usage)),

@@ -79,9 +79,12 @@ pub const TELEMETRY_VARIABLE: &str = "ORT_DISABLE_TELEMETRY";
 /// is not enough for the 1.31 Linux builds: their environment still writes a device id and an event store
 /// under ~/.cache/Microsoft and, seconds into the run, resolves and contacts mobile.events.data.microsoft.com.
 /// esmbench promises a run that reaches nothing outside the machine; an explicit value is the user's choice.
-fn keep_telemetry_off() {
+///
+/// Changing the environment while another thread reads it is undefined behaviour in glibc, so the binary calls
+/// this first thing in `main`, before any thread exists; [`environment`] calls it again for library callers
+/// (tests in-process), where it is a no-op once the variable is set.
+pub fn keep_telemetry_off() {
     if std::env::var_os(TELEMETRY_VARIABLE).is_none() {
-        // Runs once, under STARTING and before ONNX Runtime is loaded, so none of its threads can be reading the environment.
         std::env::set_var(TELEMETRY_VARIABLE, "1");
     }
 }
