@@ -49,6 +49,9 @@ pub struct Record {
 pub struct RowProblem {
     pub row: u64,
     pub line: u64,
+    /// The row's id, where the file has an id column and the row has that field, so a skipped row can be
+    /// traced by name.
+    pub id: Option<Box<str>>,
     pub column: String,
     /// 1-based field number in the row.
     pub field: usize,
@@ -289,10 +292,17 @@ fix: pass the name of a column in the header, or leave {flag} out",
 
     fn check_row(&self, row: u64, line: u64) -> std::result::Result<Record, RowProblem> {
         let layout = &self.layout;
+        let id = layout
+            .id
+            .and_then(|col| self.record.get(col))
+            .map(|field| String::from_utf8_lossy(field).trim().to_string())
+            .filter(|id| !id.is_empty())
+            .map(String::into_boxed_str);
         let problem =
             |field: usize, position: Option<usize>, reason: String, fix: &'static str| RowProblem {
                 row,
                 line,
+                id: id.clone(),
                 column: layout
                     .headers
                     .get(field)

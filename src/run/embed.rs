@@ -60,7 +60,7 @@ impl RowSink for EmbedSink<'_> {
                 skipped.write(&[
                     &problem.row.to_string(),
                     &problem.line.to_string(),
-                    "",
+                    problem.id.as_deref().unwrap_or(""),
                     &problem.column,
                     &reason,
                 ])

@@ -170,7 +170,7 @@ impl RowSink for TestSink<'_> {
                 self.skipped.write(&[
                     &problem.row.to_string(),
                     &problem.line.to_string(),
-                    "",
+                    problem.id.as_deref().unwrap_or(""),
                     &problem.column,
                     &reason,
                 ])?;

@@ -672,7 +672,7 @@ fn regression_embed_says_which_csv_row_each_embedding_is_when_rows_are_skipped()
     let skipped = std::fs::read_to_string(dir.path().join("e.skipped.csv")).unwrap();
     assert!(
         skipped.starts_with(
-            "row,line,id,column,reason\n1,3,,sequence,\"'J' is not in the ESM alphabet"
+            "row,line,id,column,reason\n1,3,b,sequence,\"'J' is not in the ESM alphabet"
         ),
         "{skipped}"
     );

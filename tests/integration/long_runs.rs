@@ -553,6 +553,11 @@ fn skipped_rows_are_listed_counted_and_left_out_of_predictions() {
             .collect::<Vec<_>>(),
         vec!["3", "5", "6"]
     );
+    // Regression: the id column of skipped.csv was always empty, so a bad antibody could not be found by name.
+    assert_eq!(
+        skipped.iter().map(|r| r["id"].as_str()).collect::<Vec<_>>(),
+        vec!["b", "d", "e"]
+    );
     assert!(skipped[0]["reason"].contains("'J' is not in the ESM alphabet"));
     let report = read_json(&dir.path().join("o/report.json"));
     assert_eq!(report["data"]["rows_skipped"], 3);
