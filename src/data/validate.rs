@@ -28,6 +28,10 @@ pub struct DataSummary {
     pub rows_with_gaps: u64,
     /// Where the first of them has its first gap.
     pub first_gap: Option<GapSite>,
+    /// The line of the first valid row cut to --max-residues.
+    pub first_truncated_line: Option<u64>,
+    /// The residue limit the rows were read under.
+    pub max_residues: usize,
 }
 
 /// A character in the sequence column, located as a row problem is.
@@ -52,6 +56,7 @@ pub fn scan(
     let mut summary = DataSummary {
         has_label_column: reader.layout().label.is_some(),
         has_id_column: reader.layout().id.is_some(),
+        max_residues: rules.max_residues,
         ..Default::default()
     };
     while let Some(outcome) = reader.next_row()? {
@@ -61,6 +66,9 @@ pub fn scan(
                 summary.rows_valid += 1;
                 summary.rows_valid_in_shard += u64::from(shard.contains(record.row));
                 summary.rows_truncated += u64::from(record.truncated);
+                if record.truncated && summary.first_truncated_line.is_none() {
+                    summary.first_truncated_line = Some(record.line);
+                }
                 summary.rows_labeled += u64::from(record.label.is_some());
                 summary.rows_positive += u64::from(record.label == Some(1));
                 if let Some(position) = record.gap_at {
@@ -107,6 +115,17 @@ fix: score the sequences without gaps (delete every '-' and '.' from the sequenc
     ))
 }
 
+/// The warning for rows cut to the residue limit, when there are any: a cut antibody is scored on part of
+/// its sequence, which the report counts but a console run would otherwise not mention.
+pub fn truncation_warning(summary: &DataSummary, name: &str) -> Option<String> {
+    let line = summary.first_truncated_line?;
+    Some(format!(
+        "warning: {name}: {} of {} rows are longer than {} residues and are scored on their first {} only, the first at line {line}\n  \
+fix: raise --max-residues (up to the model's limit), or pass --no-truncate to refuse such rows",
+        summary.rows_truncated, summary.rows_total, summary.max_residues, summary.max_residues
+    ))
+}
+
 /// An error listing the first problems, when there are any.
 pub fn require_all_valid(summary: &DataSummary, name: &str) -> Result<()> {
     if summary.rows_invalid == 0 {
@@ -135,11 +154,15 @@ mod tests {
     use std::path::PathBuf;
 
     fn scan_text(text: &str) -> DataSummary {
+        scan_with_limit(text, 1022)
+    }
+
+    fn scan_with_limit(text: &str, max_residues: usize) -> DataSummary {
         let dir = tempfile::tempdir().unwrap();
         let path: PathBuf = dir.path().join("d.csv");
         std::fs::write(&path, text).unwrap();
         let rules = RowRules {
-            max_residues: 1022,
+            max_residues,
             truncate: true,
         };
         scan(
@@ -149,6 +172,20 @@ mod tests {
             Shard::WHOLE,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn truncated_rows_are_counted_and_the_first_is_named_in_a_warning() {
+        let summary = scan_with_limit("sequence\nEVQL\nEVQLVES\nQVQ\nQVQLQE\n", 5);
+        assert_eq!(summary.rows_truncated, 2);
+        let warning = truncation_warning(&summary, "d.csv").unwrap();
+        assert!(
+            warning.starts_with("warning: d.csv: 2 of 4 rows are longer than 5 residues and are scored on their first 5 only, the first at line 3\n"),
+            "{warning}"
+        );
+        assert!(warning.contains("--no-truncate"), "{warning}");
+        let within = scan_with_limit("sequence\nEVQL\nEVQLV\n", 5);
+        assert_eq!(truncation_warning(&within, "d.csv"), None);
     }
 
     #[test]

@@ -89,7 +89,11 @@ fn validate_data(config: &FitConfig) -> Result<DataSummary> {
             config.report_json.display()
         );
     }
-    if let Some(warning) = validate::gap_warning(&summary, &name) {
+    let warnings = [
+        validate::gap_warning(&summary, &name),
+        validate::truncation_warning(&summary, &name),
+    ];
+    for warning in warnings.into_iter().flatten() {
         crate::errln!("{warning}");
     }
     Ok(summary)

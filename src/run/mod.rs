@@ -59,7 +59,11 @@ pub fn validate_data(scoring: &ScoringConfig, skipped_list: &str) -> Result<Data
         }
         OnInvalid::Skip => {}
     }
-    if let Some(warning) = validate::gap_warning(&summary, &name) {
+    let warnings = [
+        validate::gap_warning(&summary, &name),
+        validate::truncation_warning(&summary, &name),
+    ];
+    for warning in warnings.into_iter().flatten() {
         crate::errln!("{warning}");
     }
     Ok(summary)
