@@ -92,7 +92,7 @@ impl RowSink for EmbedSink<'_> {
 /// `esmbench embed`: pooled embeddings as float32 .npy [rows, hidden], in input order. Returns the rows in the file.
 pub fn run_embed(config: &EmbedConfig, quiet: bool) -> Result<u64> {
     write_embeddings(config, quiet).map_err(|error| {
-        let then = format!("continue with: {}", resume_command());
+        let then = format!("continue with: {}", resume_command(None));
         advise_on_full_disk(error, &config.out, &then)
     })
 }
@@ -207,14 +207,14 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<u64> {
         .unwrap_or_else(|_| monitor.rows_done().max(start_row));
     progress.finish(rows_done, monitor.rss_bytes());
     monitor.finish();
-    let (_, stop) = outcome?;
-    if let Some((_, kind, what)) = stop_reason(&stop, &config.long_run) {
+    let (totals, stop) = outcome?;
+    let first_round = totals.batches <= backend.info().parallel_batches as u64;
+    if let Some((_, kind, what, resume)) = stop_reason(&stop, &config.long_run, first_round) {
         let message = format!(
-            "{what} after {rows_done} of {} rows; {} was not written, the embeddings so far are in {} (checkpointed)\n  resume with: {}",
+            "{what} after {rows_done} of {} rows; {} was not written, the embeddings so far are in {} (checkpointed)\n  {resume}",
             summary.rows_total,
             out.display(),
             partial_name(out).display(),
-            resume_command()
         );
         return Err(Failure { kind, message }.into());
     }

@@ -99,21 +99,45 @@ pub fn resolve_threshold(config: &TestConfig, head: Option<&Head>) -> Threshold 
     threshold::resolve(config.threshold.clone(), head.map(|h| h.threshold))
 }
 
-/// The command line that continues this run.
-fn resume_command() -> String {
-    let mut args: Vec<String> = std::env::args()
-        .map(|a| {
-            if a.contains(char::is_whitespace) || a.is_empty() {
-                format!("'{a}'")
-            } else {
-                a
-            }
-        })
-        .collect();
-    if !args.iter().any(|a| a == "--resume") {
-        args.push("--resume".into());
+/// "resume with: COMMAND", the last line of a stopped run's message.
+fn resume_line(max_rss: Option<&str>) -> String {
+    match max_rss {
+        None => format!("resume with: {}", resume_command(None)),
+        Some(_) => format!("resume with a higher limit: {}", resume_command(max_rss)),
     }
-    args.join(" ")
+}
+
+/// The command line that continues this run, with `--max-rss` set to `max_rss` when given.
+fn resume_command(max_rss: Option<&str>) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    resume_args(&args, max_rss).join(" ")
+}
+
+/// [`resume_command`]'s words: `args` quoted for a shell, `--resume` added, `--max-rss` replaced.
+fn resume_args(args: &[String], max_rss: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        if max_rss.is_some() && word == "--max-rss" {
+            words.next();
+            continue;
+        }
+        if max_rss.is_some() && word.starts_with("--max-rss=") {
+            continue;
+        }
+        out.push(if word.contains(char::is_whitespace) || word.is_empty() {
+            format!("'{word}'")
+        } else {
+            word.clone()
+        });
+    }
+    if !out.iter().any(|a| a == "--resume") {
+        out.push("--resume".into());
+    }
+    if let Some(limit) = max_rss {
+        out.extend(["--max-rss".to_string(), limit.to_string()]);
+    }
+    out
 }
 
 /// predictions.csv, skipped.csv, the labels and scores for the metrics, and the checkpoints of a test run.
@@ -302,7 +326,7 @@ pub fn run_test(config: &TestConfig, quiet: bool) -> Result<Report> {
 /// `run_test` with the model loaded here (None) or reused from the caller.
 pub fn run_test_on(config: &TestConfig, quiet: bool, loaded: Option<Loaded<'_>>) -> Result<Report> {
     score_and_report(config, quiet, loaded).map_err(|error| {
-        let then = format!("continue with: {}", resume_command());
+        let then = format!("continue with: {}", resume_command(None));
         advise_on_full_disk(error, &config.out_dir, &then)
     })
 }
@@ -534,13 +558,13 @@ fn score_and_report(
             .into(),
         );
     }
-    let stopped = stop_reason(&stop, &config.long_run);
-    if let Some((status, kind, what)) = stopped {
+    let first_round = totals.batches <= info.parallel_batches as u64;
+    let stopped = stop_reason(&stop, &config.long_run, first_round);
+    if let Some((status, kind, what, resume)) = stopped {
         let message = format!(
-            "{what} after {rows_done} of {} rows; predictions so far are in {} (checkpointed)\n  resume with: {}",
+            "{what} after {rows_done} of {} rows; predictions so far are in {} (checkpointed)\n  {resume}",
             summary.rows_total,
             predictions_path.display(),
-            resume_command()
         );
         report.status = status.into();
         report.error = Some(message.clone());
@@ -565,27 +589,44 @@ fn score_and_report(
     Ok(report)
 }
 
-/// For a run stopped early: its report status, exit kind and what stopped it.
+/// For a run stopped early: its report status, exit kind, what stopped it and the command that goes on.
+/// `first_round` says the stop came within the first batches this process ran, one per batch in flight.
 fn stop_reason(
     stop: &Stop,
     long_run: &crate::config::LongRun,
-) -> Option<(&'static str, FailureKind, String)> {
+    first_round: bool,
+) -> Option<(&'static str, FailureKind, String, String)> {
     match *stop {
         Stop::Finished => None,
         Stop::Signal { code, name } => Some((
             "interrupted",
             FailureKind::Interrupted(code),
             format!("interrupted by {name}"),
+            resume_line(None),
         )),
-        Stop::Watchdog { rss_bytes } => Some((
-            "watchdog",
-            FailureKind::Watchdog,
-            format!(
-                "stopped by the memory watchdog: RSS {} MiB passed --max-rss {} MiB",
-                rss_bytes >> 20,
-                long_run.rss_limits.map_or(0, |l| l.hard >> 20)
-            ),
-        )),
+        Stop::Watchdog { rss_bytes } => {
+            let limit_mib = long_run.rss_limits.map_or(0, |l| l.hard >> 20);
+            let reached_mib = rss_bytes >> 20;
+            let what = format!(
+                "stopped by the memory watchdog: RSS {reached_mib} MiB passed --max-rss {limit_mib} MiB"
+            );
+            if !first_round {
+                return Some(("watchdog", FailureKind::Watchdog, what, resume_line(None)));
+            }
+            // The model with its first batches in flight is the least any run of it holds: a resume under this
+            // limit would stop again at its first batches, every time. The command printed raises the limit.
+            let raised = format!("{}MiB", (reached_mib * 3 / 2).div_ceil(64) * 64);
+            let why = format!(
+                "the loaded model with its first batches in flight already holds more than {limit_mib} MiB, so a \
+resume under that limit would stop there again\n  "
+            );
+            Some((
+                "watchdog",
+                FailureKind::Watchdog,
+                what,
+                why + &resume_line(Some(&raised)),
+            ))
+        }
     }
 }
 
@@ -655,5 +696,33 @@ fn performance(
         rss_end_bytes: rss_end,
         peak_threads,
         timeline,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<String> {
+        text.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn the_resume_command_adds_resume_once_and_replaces_the_memory_limit() {
+        let plain = words("esmbench test --data d.csv --max-rss 1GiB");
+        assert_eq!(
+            resume_args(&plain, None).join(" "),
+            "esmbench test --data d.csv --max-rss 1GiB --resume"
+        );
+        assert_eq!(
+            resume_args(&plain, Some("192MiB")).join(" "),
+            "esmbench test --data d.csv --resume --max-rss 192MiB"
+        );
+        let mut resumed = words("esmbench test --resume --max-rss=1GiB --out");
+        resumed.push("my results".into());
+        assert_eq!(
+            resume_args(&resumed, Some("128MiB")).join(" "),
+            "esmbench test --resume --out 'my results' --max-rss 128MiB"
+        );
     }
 }

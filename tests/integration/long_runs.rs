@@ -157,6 +157,16 @@ fn the_watchdog_stops_with_exit_4_and_the_run_resumes_to_completion() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked at"), "{stderr}");
+    // Regression: a limit below what the loaded model holds printed a resume command under the same limit,
+    // which stopped again at its first batches, every time.
+    let resume = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("resume with a higher limit: "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let raised = resume.rsplit_once(" --resume --max-rss ").unwrap().1;
+    let mib: u64 = raised.strip_suffix("MiB").unwrap().parse().unwrap();
+    assert!(mib >= 64 && mib.is_multiple_of(64), "{resume}");
+    assert!(!resume.contains("1MiB"), "{resume}");
     let report = read_json(&out.join("report.json"));
     assert_eq!(report["status"], "watchdog");
     assert!(report["data"]["rows_scored"].as_u64().unwrap() < 3000);
