@@ -162,6 +162,9 @@ fn resolve_suite(args: &TestArgs, file: &FileConfig) -> Result<SuiteConfig> {
         .baseline
         .clone()
         .or_else(|| file.baselines.clone());
+    if baselines_dir.is_some() || args.gate.write_baseline.is_some() {
+        refuse_shared_baseline_files(&model_names, &data_names)?;
+    }
     if let Some(dir) = &baselines_dir {
         if !dir.is_dir() {
             return Err(Failure::usage(format!(
@@ -234,6 +237,25 @@ fn resolve_suite(args: &TestArgs, file: &FileConfig) -> Result<SuiteConfig> {
     })
 }
 
+/// Names may hold dots, so two pairs can name one `<model>.<data>.json` (model `a.b` on `c`, model `a` on
+/// `b.c`): one run's baseline would overwrite, or be checked against, the other's.
+fn refuse_shared_baseline_files(models: &[String], datasets: &[String]) -> Result<()> {
+    let mut seen = std::collections::BTreeMap::new();
+    for model in models {
+        for data in datasets {
+            let file = format!("{model}.{data}.json");
+            if let Some((m, d)) = seen.insert(file.clone(), (model, data)) {
+                return Err(Failure::usage(format!(
+                    "model `{m}` on dataset `{d}` and model `{model}` on dataset `{data}` would share the baseline file {file}\n  \
+fix: rename one of the four (`name:`) so that the two file names differ"
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Names for folders and the summary: given ones, else file stems; refused when two runs would share a folder.
 fn unique_names(entries: Vec<(Option<String>, &PathBuf)>, what: &str) -> Result<Vec<String>> {
     let mut seen = BTreeSet::new();
@@ -244,7 +266,9 @@ fn unique_names(entries: Vec<(Option<String>, &PathBuf)>, what: &str) -> Result<
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| what.to_string())
         });
+        // `.` and `..` pass the character rule but name the output folder itself or its parent.
         let safe = !name.is_empty()
+            && !name.chars().all(|c| c == '.')
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
@@ -270,6 +294,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn two_pairs_may_not_share_a_baseline_file() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let shared = refuse_shared_baseline_files(&names(&["a.b", "a"]), &names(&["c", "b.c"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shared.starts_with("model `a.b` on dataset `c` and model `a` on dataset `b.c` would share the baseline file a.b.c.json"),
+            "{shared}"
+        );
+        assert!(refuse_shared_baseline_files(&names(&["a.b", "a"]), &names(&["c", "d"])).is_ok());
+    }
+
+    #[test]
     fn names_default_to_stems_and_must_be_unique_and_folder_safe() {
         let a = PathBuf::from("x/jain_86.csv");
         let b = PathBuf::from("y/jain_86.csv");
@@ -281,5 +318,13 @@ mod tests {
         assert!(format!("{e}").contains("both named `jain_86`"), "{e}");
         assert!(unique_names(vec![(None, &a), (Some("jain_b".into()), &b)], "dataset").is_ok());
         assert!(unique_names(vec![(Some("../up".into()), &a)], "dataset").is_err());
+        // Regression: `.` and `..` passed and named the output folder itself or its parent.
+        for dots in [".", "..", "..."] {
+            assert!(
+                unique_names(vec![(Some(dots.into()), &a)], "dataset").is_err(),
+                "{dots}"
+            );
+        }
+        assert!(unique_names(vec![(Some("v1.2".into()), &a)], "dataset").is_ok());
     }
 }
