@@ -379,6 +379,12 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
         (Some((h, origin)), true) => {
             if let Some(hidden) = contract.hidden.filter(|&d| d != h.hidden_size()) {
                 crate::outln!("head: {origin} has {} coefficients, the model's hidden size is {hidden}: MISMATCH", h.hidden_size());
+                // A pre-flight check in a script must see what `esmbench test` would refuse.
+                return Err(Failure::usage(format!(
+                    "head {origin} has {} coefficients but the model's hidden size is {hidden}\n  fix: use the head trained on this model's embeddings",
+                    h.hidden_size()
+                ))
+                .into());
             } else {
                 crate::outln!(
                     "head: {origin} ({} coefficients, threshold {})",
@@ -391,6 +397,13 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
             crate::outln!(
                 "head: none; `esmbench test` needs --head HEAD.json (`embed` works without)"
             )
+        }
+        (Some(_), false) if head_path.is_some() => {
+            return Err(Failure::usage(format!(
+                "--head would not be used: the model outputs {} itself, and `esmbench test` refuses a head for it\n  fix: drop --head",
+                contract.kind.label()
+            ))
+            .into())
         }
         (_, false) => crate::outln!(
             "head: not needed ({})",

@@ -345,6 +345,54 @@ fn inspect_describes_inputs_outputs_metadata_and_the_plan() {
     }
 }
 
+/// Regression: `inspect --head` printed MISMATCH for a head of the wrong size and exited 0, so a script using
+/// it as a pre-flight check went on to a run that `test` refuses.
+#[test]
+fn regression_inspect_exits_2_for_a_head_that_test_would_refuse() {
+    if !runtime_available("regression_inspect_exits_2_for_a_head_that_test_would_refuse") {
+        return;
+    }
+    let dir = tempdir();
+    let wrong_size = write(
+        dir.path(),
+        "h.json",
+        r#"{"type":"logistic_regression","coef":[0.1,0.2,0.3],"intercept":0.0}"#,
+    );
+    let inspect = |model: &str, head: &std::path::Path| {
+        let assert = esmbench()
+            .args(["inspect", "--model"])
+            .arg(fixture(model))
+            .arg("--head")
+            .arg(head)
+            .assert();
+        let output = assert.get_output();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let (code, stdout, stderr) = inspect("esm2_micro.onnx", &wrong_size);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("3 coefficients, the model's hidden size is 8: MISMATCH"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("fix: use the head trained on this model's embeddings"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = inspect(
+        "contract/probability_output.onnx",
+        &fixture("esm2_micro.head.json"),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--head would not be used"), "{stderr}");
+    let (code, stdout, _) = inspect("esm2_micro.onnx", &fixture("esm2_micro.head.json"));
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("8 coefficients, threshold 0.5"), "{stdout}");
+}
+
 #[test]
 fn a_missing_runtime_library_says_what_to_run() {
     let dir = tempdir();
