@@ -189,6 +189,8 @@ pub struct LongRun {
 }
 
 pub const DEFAULT_CHECKPOINT_SECONDS: u64 = 30;
+/// The largest token budget per batch `--max-tokens` takes (2^20).
+pub const MAX_TOKENS_LIMIT: usize = 1 << 20;
 
 /// The YAML file: every key optional, unknown keys rejected so typos do not pass silently.
 #[derive(Debug, Default, Deserialize)]
@@ -450,6 +452,14 @@ impl ScoringConfig {
         if let Some(max_tokens) = max_tokens.filter(|&m| m < 3) {
             return Err(Failure::usage(format!(
                 "--max-tokens {max_tokens} cannot hold one residue with <cls> and <eos>\n  fix: use at least 3 (typical: 512 on CPU, 2048 and up on a GPU)"
+            ))
+            .into());
+        }
+        if let Some(max_tokens) = max_tokens.filter(|&m| m > MAX_TOKENS_LIMIT) {
+            // The reader holds 16 batches' worth of rows to sort by length: a budget this size would hold a
+            // Harvey-sized file in memory whole, and one batch's activations would not fit any GPU.
+            return Err(Failure::usage(format!(
+                "--max-tokens {max_tokens} is above {MAX_TOKENS_LIMIT}\n  fix: use at most {MAX_TOKENS_LIMIT} (typical: 512 on CPU, 2048 to 65536 on a GPU)"
             ))
             .into());
         }

@@ -121,7 +121,7 @@ impl Batcher {
     pub fn push(&mut self, record: Record) -> Vec<TokenBatch> {
         self.window_tokens += record.residues.len() + 2;
         self.window.push(record);
-        if self.window_tokens >= self.max_tokens * WINDOW_BATCHES {
+        if self.window_tokens >= self.max_tokens.saturating_mul(WINDOW_BATCHES) {
             self.flush()
         } else {
             Vec::new()

@@ -228,6 +228,11 @@ fn bad_flags_and_paths_are_usage_errors_before_anything_runs() {
             "--threads 0 is out of range",
         ),
         (vec!["--max-tokens".into(), "2".into()], "--max-tokens 2"),
+        // Regression: no upper bound; 16 batches of it overflowed the reader's window in usize.
+        (
+            vec!["--max-tokens".into(), "18446744073709551615".into()],
+            "--max-tokens 18446744073709551615 is above 1048576",
+        ),
         (
             vec![
                 "--threads".into(),
