@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The throughput benchmark (issue 5): esmbench against PyTorch eager and a plain onnxruntime Python loop,
+# The throughput benchmark: esmbench against PyTorch eager and a plain onnxruntime Python loop,
 # in one go, on the same model, data and thread count; writes bench/results/YYYY-MM-DD-<label>.md (+ .json).
 # This script owns the order of the runs and the work folder layout; scripts/bench_python.py runs the
 # Python contenders and the fp32 ceiling, scripts/bench_report.py times every process and writes the file.

@@ -423,7 +423,18 @@ impl ScoringConfig {
         let model_path = args.model.clone().or_else(|| file.model.clone());
         let data_path = args.data.clone().or_else(|| file.data.clone());
         let (model, data) = match (model_path, data_path) {
-            (None, None) => (ModelSource::Embedded, DataSource::Embedded),
+            (None, None) => {
+                if let Some(config) = &args.config {
+                    // A config meant to name the data (an empty file, keys under a typo'd parent) would
+                    // otherwise score the demo and exit 0 with numbers that look like results.
+                    crate::errln!(
+                        "esmbench: {} names no model or data: running the embedded demo (96 rows)\n  \
+advice: add `model:` and `data:` to it, or pass --model and --data",
+                        config.display()
+                    );
+                }
+                (ModelSource::Embedded, DataSource::Embedded)
+            }
             (Some(m), Some(d)) => (ModelSource::File(m), DataSource::File(d)),
             (Some(_), None) => {
                 return Err(Failure::usage(

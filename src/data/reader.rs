@@ -474,7 +474,8 @@ fn not_a_text_csv(header: &csv::ByteRecord, name: &str) -> Option<&'static str> 
     } else if first.starts_with(&[0xd0, 0xcf, 0x11, 0xe0]) {
         "the file is an Excel 97-2003 workbook (.xls), not a CSV\n  fix: in Excel, File > Save As > \"CSV UTF-8 (Comma delimited)\"; or in Python, pandas.read_excel(\"in.xls\").to_csv(\"in.csv\", index=False)"
     } else if first.starts_with(&[0x1f, 0x8b]) {
-        "the file is gzip-compressed, but its name does not end in .gz\n  fix: rename it to end in .csv.gz (esmbench reads it as it is), or gunzip it"
+        // A gzip file is unpacked whatever its name before these checks, so gzip bytes here were packed twice.
+        "the file is gzip-compressed twice (a .gz of a .gz)\n  fix: unpack it once, e.g. `gunzip -c in.csv.gz.gz > in.csv.gz`"
     } else if first.starts_with(b"PAR1") {
         "the file is Parquet, not a CSV\n  fix: in Python, pandas.read_parquet(\"in.parquet\").to_csv(\"in.csv\", index=False)"
     } else {
@@ -771,8 +772,8 @@ mod tests {
         }
     }
 
-    /// Regression: a spreadsheet, a ZIP, a gzip file without .gz in its name or a Parquet file was called
-    /// "binary, not a CSV" with advice about the model flag.
+    /// Regression: a spreadsheet, a ZIP, a gzip file packed twice or a Parquet file was called "binary, not a
+    /// CSV" with advice about the model flag.
     #[test]
     fn regression_spreadsheets_archives_and_parquet_are_named_with_the_step_that_makes_a_csv() {
         let zip_with = |member: &[u8]| {
@@ -794,7 +795,7 @@ mod tests {
             ),
             (
                 b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\n".to_vec(),
-                "gzip-compressed",
+                "gzip-compressed twice",
             ),
             (b"PAR1\x15\x04\x15\x10\x00\n".to_vec(), "Parquet"),
             (b"\x08\x0a\x3a\x01\x00\n".to_vec(), "binary, not a CSV"),

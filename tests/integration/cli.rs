@@ -616,6 +616,21 @@ fn gzipped_data_is_scored_as_the_plain_file_and_a_cut_stream_is_invalid_input() 
         std::fs::read_to_string(dir.path().join(run).join("out/predictions.csv")).unwrap()
     };
     assert_eq!(predictions("plain"), predictions("zipped"));
+    // Gzip is found by its first bytes: the name need not say so, and a file packed twice is named as such.
+    let unnamed = dir.path().join("d_gz.csv");
+    std::fs::write(&unnamed, &gz).unwrap();
+    mock_test(&dir.path().join("unnamed"), &unnamed).success();
+    assert_eq!(predictions("plain"), predictions("unnamed"));
+    let mut twice = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    twice.write_all(&gz).unwrap();
+    let twice_path = dir.path().join("d.csv.gz.gz");
+    std::fs::write(&twice_path, twice.finish().unwrap()).unwrap();
+    let assert = mock_test(&dir.path().join("twice"), &twice_path).code(2);
+    assert!(
+        stderr_of(&assert).contains("gzip-compressed twice"),
+        "{}",
+        stderr_of(&assert)
+    );
 
     let cut = dir.path().join("cut.csv.gz");
     std::fs::write(&cut, &gz[..gz.len() - 12]).unwrap();
@@ -974,4 +989,34 @@ fn regression_embed_reads_a_shared_configs_long_run_keys_names_the_rest_and_refu
         stderr_of(&assert)
     );
     assert!(!dir.path().join("s.npy").exists());
+}
+
+/// Regression: an empty --config (or one whose keys sat under a typo'd parent) scored the embedded demo and
+/// exited 0 without a word, with numbers that read like the user's results.
+#[test]
+fn regression_a_config_naming_no_data_says_the_demo_is_running() {
+    let dir = tempdir();
+    let config = write(dir.path(), "c.yaml", "");
+    let assert = esmbench()
+        .args(["test", "--mock-backend", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(dir.path().join("o"))
+        .assert()
+        .success();
+    assert!(
+        stderr_of(&assert).contains("c.yaml names no model or data: running the embedded demo"),
+        "{}",
+        stderr_of(&assert)
+    );
+    assert_eq!(
+        read_json(&dir.path().join("o/report.json"))["data"]["rows_total"],
+        96
+    );
+    let assert = esmbench()
+        .args(["test", "--mock-backend", "--out"])
+        .arg(dir.path().join("p"))
+        .assert()
+        .success();
+    assert!(!stderr_of(&assert).contains("names no model or data"));
 }
