@@ -361,6 +361,20 @@ mod tests {
     }
 
     #[test]
+    fn all_negative_labels_and_predictions_leave_f1_precision_and_recall_undefined() {
+        // tn = 3, tp = fp = fn = 0: 2tp / (2tp + fp + fn) is 0/0, as are tp/(tp+fp) and tp/(tp+fn); scikit-learn
+        // warns and returns 0.0 for each. Accuracy and specificity are 3/3.
+        let m = compute(&[0, 0, 0], &[0.1, 0.2, 0.4], 0.5);
+        assert_eq!((m.f1, m.precision, m.recall), (None, None, None));
+        assert!(m.undefined["f1"].contains("no positive labels and no positive predictions"));
+        assert!(close(m.accuracy, 1.0) && close(m.specificity, 1.0));
+        // One false positive makes F1 defined and 0: 2*0 / (0 + 1 + 0).
+        let m = compute(&[0, 0, 0], &[0.1, 0.2, 0.9], 0.5);
+        assert_eq!(m.f1, Some(0.0));
+        assert_eq!(m.precision, Some(0.0));
+    }
+
+    #[test]
     fn the_threshold_is_strict() {
         assert_eq!(predict(0.5, 0.5), 0);
         assert_eq!(predict(0.5000001, 0.5), 1);
