@@ -43,7 +43,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         },
         Command::Metrics(args) => {
             check_gate_flags(&args.gate)?;
-            let chosen = threshold::requested(args.threshold, args.assay, None, None)?;
+            let chosen =
+                threshold::requested(args.threshold, args.assay.map(Into::into), None, None)?;
             let config = RescoreConfig {
                 predictions: args.predictions.clone(),
                 out_dir: args.out.clone(),

@@ -12,6 +12,7 @@ pub mod fit;
 pub mod merge;
 pub mod metrics;
 pub mod model;
+pub mod output_files;
 pub mod report;
 pub mod rescore;
 pub mod run;

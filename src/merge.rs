@@ -8,10 +8,10 @@ use crate::config::{ensure_writable_dir, Shard};
 use crate::error::Failure;
 use crate::fingerprint;
 use crate::metrics;
+use crate::output_files::{CHECKPOINT as CHECKPOINT_FILE, SKIPPED as SKIPPED_FILE};
 use crate::report::predictions::{CsvLog, PREDICTIONS_HEADER, SKIPPED_HEADER};
 use crate::report::{self, Report};
-use crate::run::checkpoint::{self, Checkpoint, CHECKPOINT_FILE};
-use crate::run::SKIPPED_FILE;
+use crate::run::checkpoint::{self, Checkpoint};
 
 struct ShardOutput {
     dir: PathBuf,

@@ -74,6 +74,16 @@ pub struct ColumnNames {
     pub id: String,
 }
 
+/// The preset a flag or config key names, as the threshold rules know it.
+impl From<AssayArg> for threshold::Assay {
+    fn from(assay: AssayArg) -> threshold::Assay {
+        match assay {
+            AssayArg::Elisa => threshold::Assay::Elisa,
+            AssayArg::Psr => threshold::Assay::Psr,
+        }
+    }
+}
+
 impl Default for ColumnNames {
     fn default() -> Self {
         ColumnNames {
@@ -881,8 +891,12 @@ impl TestConfig {
                     .join(scoring.model.stem())
                     .join(scoring.data.stem())
             });
-        let threshold =
-            threshold::requested(args.threshold, args.assay, file.threshold, file.assay)?;
+        let threshold = threshold::requested(
+            args.threshold,
+            args.assay.map(Into::into),
+            file.threshold,
+            file.assay.map(Into::into),
+        )?;
         let bootstrap = check_bootstrap(args.bootstrap.or(file.bootstrap))?;
         let long_run = LongRun::resolve(&args.long_run, file)?;
         ensure_writable_dir(&out_dir)?;

@@ -190,8 +190,12 @@ fn resolve_suite(args: &TestArgs, file: &FileConfig) -> Result<SuiteConfig> {
                 && args.assay.is_none()
                 && (dataset.threshold.is_some() || dataset.assay.is_some())
             {
-                config.threshold =
-                    threshold::requested(None, None, dataset.threshold, dataset.assay)?;
+                config.threshold = threshold::requested(
+                    None,
+                    None,
+                    dataset.threshold,
+                    dataset.assay.map(Into::into),
+                )?;
             }
             let baseline = match &baselines_dir {
                 Some(dir) => {

@@ -3,7 +3,6 @@
 //! The report records the value, its source and the preset, because "accuracy 0.71" means nothing without the
 //! threshold behind it, and the PSR-assay sets (Shehata, Harvey) are scored at a different one than ELISA sets.
 
-use crate::cli::AssayArg;
 use crate::error::Failure;
 
 /// The threshold in force and its provenance, as written to the report.
@@ -13,28 +12,35 @@ pub struct Threshold {
     /// flag, config, head or default.
     pub source: String,
     /// The preset that set the value, if one did.
-    pub assay: Option<AssayArg>,
+    pub assay: Option<Assay>,
 }
 
-impl AssayArg {
+/// A published threshold preset, named for the assay the labels come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assay {
+    Elisa,
+    Psr,
+}
+
+impl Assay {
     pub fn name(self) -> &'static str {
         match self {
-            AssayArg::Elisa => "elisa",
-            AssayArg::Psr => "psr",
+            Assay::Elisa => "elisa",
+            Assay::Psr => "psr",
         }
     }
 
     pub fn threshold(self) -> f64 {
         match self {
-            AssayArg::Elisa => 0.5,
-            AssayArg::Psr => 0.5495,
+            Assay::Elisa => 0.5,
+            Assay::Psr => 0.5495,
         }
     }
 
-    pub fn from_name(name: &str) -> Option<AssayArg> {
+    pub fn from_name(name: &str) -> Option<Assay> {
         match name {
-            "elisa" => Some(AssayArg::Elisa),
-            "psr" => Some(AssayArg::Psr),
+            "elisa" => Some(Assay::Elisa),
+            "psr" => Some(Assay::Psr),
             _ => None,
         }
     }
@@ -42,10 +48,10 @@ impl AssayArg {
     /// What the preset is, for the report.
     pub fn explanation(self) -> &'static str {
         match self {
-            AssayArg::Elisa => {
+            Assay::Elisa => {
                 "ELISA polyreactivity labels, scored at the logistic head's natural 0.5"
             }
-            AssayArg::Psr => {
+            Assay::Psr => {
                 "the published calibration for the PSR assay (Shehata and Harvey data sets)"
             }
         }
@@ -65,7 +71,7 @@ fn checked(value: f64, flag: &str) -> Result<f64, Failure> {
 /// One level (the command line, or the config file): a threshold or a preset, not both.
 fn level(
     value: Option<f64>,
-    assay: Option<AssayArg>,
+    assay: Option<Assay>,
     source: &str,
     names: (&str, &str),
 ) -> Result<Option<Threshold>, Failure> {
@@ -91,9 +97,9 @@ fn level(
 /// The threshold asked for explicitly, if any: flags win over the config file.
 pub fn requested(
     flag_value: Option<f64>,
-    flag_assay: Option<AssayArg>,
+    flag_assay: Option<Assay>,
     config_value: Option<f64>,
-    config_assay: Option<AssayArg>,
+    config_assay: Option<Assay>,
 ) -> Result<Option<Threshold>, Failure> {
     let flag = level(
         flag_value,
@@ -136,7 +142,7 @@ pub fn resolve(requested: Option<Threshold>, head: Option<f64>) -> Threshold {
 
 /// One line for people: "0.5495, from --assay psr: the published calibration ...".
 pub fn describe(value: f64, source: &str, assay: Option<&str>) -> String {
-    let preset = assay.and_then(AssayArg::from_name);
+    let preset = assay.and_then(Assay::from_name);
     match (source, preset) {
         ("flag", Some(a)) => format!("{value}, from --assay {}: {}", a.name(), a.explanation()),
         ("config", Some(a)) => format!(
@@ -158,12 +164,12 @@ mod tests {
 
     #[test]
     fn flags_beat_the_config_which_beats_the_head() {
-        let t = requested(None, Some(AssayArg::Psr), Some(0.7), None)
+        let t = requested(None, Some(Assay::Psr), Some(0.7), None)
             .unwrap()
             .unwrap();
         assert_eq!((t.value, t.source.as_str()), (0.5495, "flag"));
-        assert_eq!(t.assay, Some(AssayArg::Psr));
-        let t = requested(None, None, None, Some(AssayArg::Elisa))
+        assert_eq!(t.assay, Some(Assay::Psr));
+        let t = requested(None, None, None, Some(Assay::Elisa))
             .unwrap()
             .unwrap();
         assert_eq!((t.value, t.source.as_str()), (0.5, "config"));
@@ -174,7 +180,7 @@ mod tests {
 
     #[test]
     fn a_value_and_a_preset_at_one_level_or_a_bad_value_are_usage_errors() {
-        let e = requested(Some(0.4), Some(AssayArg::Psr), None, None).unwrap_err();
+        let e = requested(Some(0.4), Some(Assay::Psr), None, None).unwrap_err();
         assert!(
             e.message.contains("--threshold and --assay"),
             "{}",

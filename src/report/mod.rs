@@ -197,9 +197,9 @@ pub fn embed_companions(out: &Path) -> (std::path::PathBuf, std::path::PathBuf) 
 /// Every file an `esmbench test` run writes in its --out (besides temporary ones).
 pub fn test_output_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut names = vec![
-        "predictions.csv",
-        crate::run::SKIPPED_FILE,
-        crate::run::checkpoint::CHECKPOINT_FILE,
+        crate::output_files::PREDICTIONS,
+        crate::output_files::SKIPPED,
+        crate::output_files::CHECKPOINT,
         "report.json",
         "report.md",
         "report.html",

@@ -10,7 +10,8 @@ use crate::error::Failure;
 use crate::report::predictions::Durable;
 use crate::report::write_atomically;
 
-pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+use crate::output_files::CHECKPOINT as CHECKPOINT_FILE;
+
 const CHECKPOINT_VERSION: u32 = 1;
 
 /// Everything that changes a row's prediction. The token budget and threads are left out on purpose:

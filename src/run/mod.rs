@@ -35,8 +35,7 @@ use drive::{drive, DriveOptions, LoopTotals, RowSink, Slot, Stop};
 use monitor::Monitor;
 use progress::Progress;
 
-/// Where a test run lists the rows it skipped.
-pub const SKIPPED_FILE: &str = "skipped.csv";
+use crate::output_files::SKIPPED as SKIPPED_FILE;
 
 /// The fast pass before the model loads; with `--on-invalid fail` any invalid row stops the run here.
 /// `skipped_list` names the file that will list skipped rows.
