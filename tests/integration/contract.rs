@@ -741,14 +741,7 @@ fn refused_output(model: &str, head: Option<&str>) -> Option<String> {
         "id,sequence,label\nr1,LAGV,0\nr2,ACDEFGHIK,1\n",
     );
     let out = dir.path().join("out");
-    let mut command = esmbench();
-    command
-        .args(["test", "--model"])
-        .arg(fixture(model))
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out);
+    let mut command = test_command(&fixture(model), &data, &out);
     if let Some(head) = head {
         command
             .arg("--head")
@@ -834,15 +827,9 @@ fn regression_a_head_for_a_model_that_outputs_probabilities_is_refused() {
     let dir = tempdir();
     let data = micro_data(dir.path());
     let out = dir.path().join("out");
-    let assert = esmbench()
-        .args(["test", "--model"])
-        .arg(fixture("contract/probability_output.onnx"))
+    let assert = test_command(&fixture("contract/probability_output.onnx"), &data, &out)
         .arg("--head")
         .arg(fixture("esm2_micro.head.json"))
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
         .assert()
         .code(2);
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
