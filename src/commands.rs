@@ -125,6 +125,24 @@ fn check_gate_flags(gate: &GateArgs) -> Result<()> {
 }
 
 fn check_tolerances(gate: &GateArgs) -> Result<()> {
+    // clap's `requires` lets these through beside --baseline (the flag --write-baseline conflicts with),
+    // where they would be read and ignored: a baseline gates with the tolerances recorded in it.
+    if gate.write_baseline.is_none() {
+        let given = [
+            ("--tolerance", gate.tolerance.is_some()),
+            (
+                "--throughput-tolerance",
+                gate.throughput_tolerance.is_some(),
+            ),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
+            return Err(Failure::usage(format!(
+                "{flag} sets what --write-baseline records, and a --baseline gates with the tolerances recorded in it\n  \
+fix: drop {flag}, or re-record the baseline with --write-baseline and {flag}"
+            ))
+            .into());
+        }
+    }
     if let Some(t) = gate.tolerance.filter(|t| !(t.is_finite() && *t >= 0.0)) {
         return Err(Failure::usage(format!(
             "--tolerance {t} is not a non-negative number\n  fix: e.g. --tolerance {}",

@@ -85,6 +85,23 @@ fn gate_exits_3_against_a_better_baseline_and_0_against_the_runs_own() {
         .arg(&better)
         .assert()
         .code(3);
+    // Regression: a tolerance beside --baseline was accepted and ignored (the gate kept the recorded ±0.005),
+    // so a user loosening the gate believed it loosened.
+    for flag in ["--tolerance", "--throughput-tolerance"] {
+        let refused = esmbench()
+            .arg("check")
+            .arg(&report)
+            .arg("--baseline")
+            .arg(&better)
+            .args([flag, "0.5"])
+            .assert()
+            .code(2);
+        let stderr = String::from_utf8_lossy(&refused.get_output().stderr).to_string();
+        assert!(
+            stderr.contains(&format!("{flag} sets what --write-baseline records")),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]
