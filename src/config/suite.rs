@@ -157,11 +157,16 @@ fn resolve_suite(args: &TestArgs, file: &FileConfig) -> Result<SuiteConfig> {
         .clone()
         .or_else(|| file.out.clone())
         .unwrap_or_else(|| PathBuf::from("results"));
-    let baselines_dir = args
-        .gate
-        .baseline
-        .clone()
-        .or_else(|| file.baselines.clone());
+    // Recording baselines reads none: a suite whose config names its baselines folder must be able to
+    // record the first ones, or one for a model or dataset just added.
+    let baselines_dir = match &args.gate.write_baseline {
+        Some(_) => None,
+        None => args
+            .gate
+            .baseline
+            .clone()
+            .or_else(|| file.baselines.clone()),
+    };
     if baselines_dir.is_some() || args.gate.write_baseline.is_some() {
         refuse_shared_baseline_files(&model_names, &data_names)?;
     }

@@ -246,6 +246,24 @@ fn a_gated_suite_exits_3_when_one_run_regresses_and_names_it() {
         .map(|r| r["gate"].as_str().unwrap())
         .collect();
     assert_eq!(verdicts, ["regression", "pass", "pass", "pass"]);
+
+    // Regression: with `baselines:` in its config, a suite could not record a baseline missing from that
+    // folder (a dataset just added, or the first recording); --write-baseline required them all to exist
+    // and its fix was the command that had failed.
+    std::fs::remove_file(baselines.join("m2.nanobodies.json")).unwrap();
+    esmbench()
+        .args(["test", "--config"])
+        .arg(&gated)
+        .arg("--write-baseline")
+        .arg(&baselines)
+        .assert()
+        .success();
+    assert!(baselines.join("m2.nanobodies.json").is_file());
+    esmbench()
+        .args(["test", "--config"])
+        .arg(&gated)
+        .assert()
+        .success();
 }
 
 #[test]
