@@ -194,6 +194,10 @@ def load_checkpoint(name_or_dir: str, revision: str | None = None) -> EsmModel:
     """EsmModel from a Hugging Face Hub name (or its local cache) or a save_pretrained folder.
     Refuses a checkpoint that leaves encoder weights missing: from_pretrained would fill them with
     random values and the export check (which runs that same model) could not notice."""
+    if name_or_dir.startswith((".", "/", "~")) and not Path(name_or_dir).expanduser().is_dir():
+        # from_pretrained would call it a malformed Hub repo id.
+        raise ValueError(f"--checkpoint {name_or_dir}: no such folder; fix: pass a save_pretrained folder or a Hub "
+                         "name such as facebook/esm2_t33_650M_UR50D")
     kwargs = {"revision": revision} if revision else {}
     model, info = EsmModel.from_pretrained(
         name_or_dir, add_pooling_layer=False, attn_implementation="eager", output_loading_info=True, **kwargs
@@ -346,10 +350,70 @@ def _check_hidden(head: dict, hidden: int, path) -> None:
         raise ValueError(f"{path}: coef has {len(head['coef'])} values, model hidden size is {hidden}")
 
 
+HEAD_KEYS = ("type", "pooling", "threshold", "coef", "intercept")
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance (a swap of two neighbours counts once), as esmbench's head reader uses."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_head_json(head, path) -> None:
+    """The checks esmbench makes when it reads a head (src/model/head.rs), made before an export that takes
+    minutes would embed a head that `esmbench test` then refuses."""
+    if not isinstance(head, dict):
+        raise ValueError(f"{path}: a head is a JSON object with coef, intercept and threshold")
+    for given in head:
+        normalized = given.strip("_").lower()
+        for meant in HEAD_KEYS:
+            if meant not in head and given != meant and _edit_distance(normalized, meant) <= min(len(meant), 8) // 4:
+                raise ValueError(f"{path}: key `{given}` is not read; `{meant}` is, and is missing; "
+                                 f"fix: rename `{given}` to `{meant}`")
+    coef = np.asarray(head.get("coef", []), dtype=object).reshape(-1)
+    if not all(_is_number(c) for c in coef):
+        raise ValueError(f"{path}: coef must be a list of numbers")
+    intercept = np.asarray(head.get("intercept", None), dtype=object).reshape(-1)
+    if len(intercept) != 1 or not _is_number(intercept[0]):
+        raise ValueError(f"{path}: intercept must be one number")
+    if "threshold" in head:
+        check_threshold(head["threshold"], f"{path}: threshold")
+
+
+def check_threshold(value, what: str) -> None:
+    if not _is_number(value) or not (0.0 <= value <= 1.0):
+        raise ValueError(f"{what} {value!r} is not a probability; fix: use a number in [0, 1]")
+
+
+def _read_text(path, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ValueError(f"{what} {path}: {err.strerror or err}") from None
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number a head may hold")
+
+
 def load_head(path: str | os.PathLike, hidden: int) -> tuple[dict, str]:
     """Read and sanity-check a head JSON file; returns (parsed, exact text)."""
-    text = Path(path).read_text(encoding="utf-8")
-    head = json.loads(text)
+    text = _read_text(path, "--head")
+    try:
+        head = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as err:
+        raise ValueError(f"{path}: not a head JSON ({err}); fix: expected "
+                         '{"type": "logistic_regression", "coef": [...], "intercept": x, "threshold": 0.5}') from None
+    check_head_json(head, path)
     if head.get("type", "logistic_regression") != "logistic_regression" or head.get(
         "pooling", "mean_residues"
     ) != "mean_residues":
@@ -363,12 +427,20 @@ def load_head(path: str | os.PathLike, hidden: int) -> tuple[dict, str]:
 def _unpickle(path: Path):
     """joblib.load reads both joblib.dump files and plain pickles; plain pickle when joblib is absent.
     Unpickling runs code from the file: only load heads you trust."""
+    if not Path(path).is_file():
+        raise ValueError(f"--sklearn {path}: no such file")
     try:
         import joblib
     except ImportError:
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    return joblib.load(path)
+        joblib = None
+    try:
+        if joblib is None:
+            with open(path, "rb") as f:
+                return pickle.load(f)
+        return joblib.load(path)
+    except Exception as err:  # a file of another kind fails inside pickle with any error type
+        raise ValueError(f"{path}: not a pickle or joblib file of a scikit-learn model ({type(err).__name__}: {err}); "
+                         "fix: save the fitted estimator with joblib.dump(model, path) or pickle.dump") from None
 
 
 def _fold_sklearn(obj, path) -> tuple[np.ndarray, float, object]:
@@ -388,8 +460,9 @@ def _fold_sklearn(obj, path) -> tuple[np.ndarray, float, object]:
     for step in reversed(before):
         if type(step).__name__ != "StandardScaler":
             raise ValueError(f"{path}: pipeline step {type(step).__name__} cannot be folded into a linear head")
-        mean = getattr(step, "mean_", None)
-        scale = getattr(step, "scale_", None)
+        # StandardScaler(with_mean=False) still learns mean_ but does not subtract it.
+        mean = getattr(step, "mean_", None) if getattr(step, "with_mean", True) else None
+        scale = getattr(step, "scale_", None) if getattr(step, "with_std", True) else None
         mean = np.zeros_like(coef) if mean is None else np.asarray(mean, dtype=np.float64)
         scale = np.ones_like(coef) if scale is None else np.asarray(scale, dtype=np.float64)
         coef = coef / scale
@@ -419,6 +492,8 @@ def head_from_sklearn(path: str | os.PathLike, hidden: int, threshold: float | N
 
 def head_from_npz(path: str | os.PathLike, hidden: int, threshold: float | None) -> Head:
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--npz {path}: no such file")
     with np.load(path, allow_pickle=False) as data:
         missing = {"coef", "intercept"} - set(data.files)
         if missing:
@@ -426,6 +501,7 @@ def head_from_npz(path: str | os.PathLike, hidden: int, threshold: float | None)
         coef = _flat(data["coef"], "coef", path)
         intercept = _flat(np.atleast_1d(data["intercept"]), "intercept", path)
         stored = float(data["threshold"]) if "threshold" in data.files else 0.5
+    check_threshold(stored, f"{path}: threshold")
     if len(intercept) != 1:
         raise ValueError(f"{path}: intercept has {len(intercept)} values; a binary head has one")
     parsed = _head_json(coef, intercept[0], stored if threshold is None else threshold, f"npz ({path.name})")
@@ -1088,6 +1164,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--calibration corrects int8 weights; it needs --quantize")
     if args.keep_fp32 and not args.quantize:
         parser.error("--keep-fp32 picks MatMuls to leave out of int8; it needs --quantize")
+    if args.threshold is not None and not (math.isfinite(args.threshold) and 0.0 <= args.threshold <= 1.0):
+        parser.error(f"--threshold {args.threshold} is not a probability in [0, 1]")
     precision = "fp16" if args.fp16 else (args.quantize or "fp32")
 
     torch.set_num_threads(args.torch_threads or max(1, min(4, os.cpu_count() or 1)))

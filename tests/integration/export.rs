@@ -636,3 +636,119 @@ fn regression_simplify_attention_mask_keeps_external_weights_in_their_files() {
     assert!(diff <= 1e-6, "max |dp| = {diff}");
     assert!(!inspect_text(&rewritten).contains("advice:"));
 }
+
+/// Regression: the export embedded heads that `esmbench test` then refused (a `treshold` key, a threshold of
+/// 1.5 or NaN, coefficients written as strings), after an export that takes minutes on a large model, and a
+/// --sklearn file that is not a pickle ended in a Python traceback.
+#[test]
+fn export_refuses_a_head_esmbench_would_refuse_before_exporting() {
+    let test = "export_refuses_a_head_esmbench_would_refuse_before_exporting";
+    let Some(python) = python(test) else { return };
+    let dir = tempdir();
+    let coef = || (0..32).map(|_| "0.1").collect::<Vec<_>>().join(", ");
+    let cases = [
+        (
+            format!(
+                r#"{{"coef": [{}], "intercept": 0.0, "treshold": 0.4}}"#,
+                coef()
+            ),
+            "key `treshold` is not read; `threshold` is",
+        ),
+        (
+            format!(
+                r#"{{"coef": [{}], "intercept": 0.0, "threshold": 1.5}}"#,
+                coef()
+            ),
+            "threshold 1.5 is not a probability",
+        ),
+        (
+            r#"{"coef": ["0.1"], "intercept": 0.0, "threshold": 0.5}"#.to_string(),
+            "coef must be a list of numbers",
+        ),
+        (
+            format!(r#"{{"coef": [{}], "intercept": NaN}}"#, coef()),
+            "not a head JSON (NaN is not a number a head may hold)",
+        ),
+    ];
+    let model = dir.path().join("m.onnx");
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let head = write(dir.path(), &format!("h{i}.json"), text);
+        let (ok, log) = export(
+            &python,
+            &[
+                "--random-init",
+                "tiny",
+                "--head",
+                head.to_str().unwrap(),
+                "--out",
+                model.to_str().unwrap(),
+            ],
+        );
+        assert!(!ok && log.contains(expected), "{text}:\n{log}");
+        assert!(!log.contains("Traceback"), "{log}");
+        assert!(
+            !model.exists(),
+            "{text}: a refused head must leave no model"
+        );
+    }
+    let good = head_json(dir.path());
+    let (ok, log) = export(
+        &python,
+        &[
+            "--random-init",
+            "tiny",
+            "--head",
+            good.to_str().unwrap(),
+            "--threshold",
+            "nan",
+            "--out",
+            model.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok && log.contains("--threshold nan is not a probability in [0, 1]"),
+        "{log}"
+    );
+    let (ok, log) = export(
+        &python,
+        &[
+            "--random-init",
+            "tiny",
+            "--sklearn",
+            good.to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && log.contains("not a pickle or joblib file"), "{log}");
+    assert!(!log.contains("Traceback"), "{log}");
+    assert!(!model.exists());
+}
+
+/// Regression: a Pipeline of StandardScaler(with_mean=False) and LogisticRegression was folded as if the
+/// scaler subtracted its mean (scikit-learn learns `mean_` either way), and refused as disagreeing with
+/// predict_proba by 0.5.
+#[test]
+fn a_scaler_without_centering_folds_into_the_head_as_predict_proba_computes() {
+    let test = "a_scaler_without_centering_folds_into_the_head_as_predict_proba_computes";
+    let Some(python) = python(test) else { return };
+    run_python(
+        &python,
+        "import sys\n\
+         sys.path.insert(0, sys.argv[1])\n\
+         import numpy as np, export_onnx as ex\n\
+         from sklearn.linear_model import LogisticRegression\n\
+         from sklearn.pipeline import make_pipeline\n\
+         from sklearn.preprocessing import StandardScaler\n\
+         rng = np.random.default_rng(1)\n\
+         x = rng.normal(loc=3.0, size=(200, 8)); y = (x[:, 0] + rng.normal(size=200) > 3).astype(int)\n\
+         for scaler in (StandardScaler(with_mean=False), StandardScaler(with_std=False), StandardScaler()):\n\
+         \tpipe = make_pipeline(scaler, LogisticRegression()).fit(x, y)\n\
+         \tcoef, intercept, _ = ex._fold_sklearn(pipe, 'p.pkl')\n\
+         \thead = {'coef': list(coef), 'intercept': intercept}\n\
+         \tmine = np.array([ex.head_probability(head, row) for row in x])\n\
+         \tdiff = np.max(np.abs(mine - pipe.predict_proba(x)[:, 1]))\n\
+         \tassert diff < 1e-12, (scaler, diff)\n",
+        &[&root().join("scripts")],
+    );
+}
