@@ -76,10 +76,12 @@ impl FitConfig {
         }
         file.head = None;
         let scoring = ScoringConfig::resolve(&args.scoring(), &file)?;
-        if !(args.c.is_finite() && args.c > 0.0) {
+        // Outside this range the data term (C x the log losses) or the penalty underflows against the other in
+        // float64, and the fit stops on a gradient it cannot reduce.
+        if !(args.c.is_finite() && (1e-12..=1e12).contains(&args.c)) {
             return Err(Failure::usage(format!(
-                "--c {} is not a positive number\n  fix: use e.g. --c 1.0 (scikit-learn's default; smaller regularises more)",
-                args.c
+                "--c {} is not a number from 1e-12 to 1e12\n  fix: use e.g. --c 1.0 (scikit-learn's default; smaller regularises more)",
+                crate::report::compact_number(args.c)
             ))
             .into());
         }

@@ -181,7 +181,7 @@ pub fn to_markdown(r: &FitReport) -> String {
     let _ = writeln!(
         md,
         "| objective | C·Σ logloss + ½‖w‖², C = {}, intercept not penalised |",
-        r.settings.c
+        crate::report::compact_number(r.settings.c)
     );
     let _ = writeln!(
         md,

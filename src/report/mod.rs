@@ -143,6 +143,15 @@ pub struct Sample {
     pub cpu_seconds: f64,
 }
 
+/// A number as a person writes it: plain, or in e-notation when plain would run to many digits (C = 1e12).
+pub fn compact_number(x: f64) -> String {
+    if x != 0.0 && !(1e-4..1e6).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
 /// CPUs the process kept busy on average while rows were being scored: its CPU time over the wall time
 /// of the timeline intervals in which rows_done grew. None without such an interval or CPU times (a
 /// report older than schema 6). Next to the thread count it tells a model starved of CPU (other
@@ -327,6 +336,16 @@ pub(crate) mod tests {
             threads: 4,
             cpu_seconds,
         }
+    }
+
+    #[test]
+    fn numbers_too_long_to_read_plainly_are_written_in_e_notation() {
+        assert_eq!(compact_number(1.0), "1");
+        assert_eq!(compact_number(0.05), "0.05");
+        assert_eq!(compact_number(0.0), "0");
+        assert_eq!(compact_number(1e12), "1e12");
+        assert_eq!(compact_number(-1e-300), "-1e-300");
+        assert_eq!(compact_number(123456.0), "123456");
     }
 
     #[test]

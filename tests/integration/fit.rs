@@ -383,8 +383,20 @@ fn bad_fit_settings_are_usage_errors() {
     let data = write(dir.path(), "d.csv", &labelled_rows(&labels));
     for (extra, expected) in [
         (vec!["--folds", "4"], "--folds 4: "),
-        (vec!["--c", "0"], "--c 0 is not a positive number"),
-        (vec!["--c", "-1"], "--c -1 is not a positive number"),
+        (vec!["--c", "0"], "--c 0 is not a number from 1e-12 to 1e12"),
+        (
+            vec!["--c", "-1"],
+            "--c -1 is not a number from 1e-12 to 1e12",
+        ),
+        // Regression: 1e-300 ran and failed as "did not converge ... (Solver converged)"; 1e300 printed 301 digits.
+        (
+            vec!["--c", "1e-300"],
+            "--c 1e-300 is not a number from 1e-12 to 1e12",
+        ),
+        (
+            vec!["--c", "1e300"],
+            "--c 1e300 is not a number from 1e-12 to 1e12",
+        ),
         (vec!["--head", "h.json"], "--head"),
         (vec!["--shard", "1/2"], "--shard"),
     ] {
