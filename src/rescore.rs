@@ -3,13 +3,16 @@
 //!
 //! The label and score columns are found by name (flags first, then the usual names), every row is checked
 //! before anything is computed, and predictions are recomputed at the threshold in force: a `y_pred` column made
-//! at some other threshold is ignored.
+//! at some other threshold is not used, and a warning says how many rows it disagrees on.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
+
+use crate::config::DataSource;
+use crate::data::reader::{delimiter_for, open_source};
 use sha2::{Digest, Sha256};
 
 use crate::data::reader::{self, column_named_twice};
@@ -44,6 +47,32 @@ pub struct Predictions {
     pub label_column: String,
     pub score_column: String,
     pub sha256: String,
+    /// The file's own 0/1 predictions, when it has a prediction column.
+    pub given: Option<GivenPredictions>,
+}
+
+/// A prediction column's name and, per row with a 0/1 value there, (line, score, prediction).
+pub type GivenPredictions = (String, Vec<(u64, f64, u8)>);
+
+/// Names of a column of 0/1 predictions another tool (or an earlier run) made at its own threshold.
+pub const PREDICTION_COLUMNS: [&str; 3] = ["prediction", "y_pred", "pred"];
+
+/// A warning when the file's own predictions disagree with `score > threshold`: the metrics recomputed here
+/// would then differ from the ones the tool that wrote the file reported, with nothing saying why.
+pub fn given_predictions_warning(p: &Predictions, threshold: f64, file: &str) -> Option<String> {
+    let (column, rows) = p.given.as_ref()?;
+    let mut differing = rows
+        .iter()
+        .filter(|(_, score, given)| metrics::predict(*score, threshold) != *given);
+    let first = differing.next()?.0;
+    let count = 1 + differing.count();
+    Some(format!(
+        "warning: {file}: its `{column}` column disagrees with {} > {threshold} on {count} of {} rows, the first at \
+line {first}; the predictions are recomputed at {threshold}, so accuracy, F1 and the confusion matrix differ \
+from the ones made with that column\n  fix: pass the threshold the file's predictions were made at (--threshold T)",
+        p.score_column,
+        rows.len()
+    ))
 }
 
 fn normalize(header: &str) -> String {
@@ -137,15 +166,18 @@ pub fn read_predictions(
     score_column: Option<&str>,
 ) -> Result<Predictions> {
     let file = path.display().to_string();
-    let handle = std::fs::File::open(path).map_err(|e| {
+    // Read as `test --data` reads: gzip found by its first bytes, tab-separated when named .tsv.
+    let handle = open_source(&DataSource::File(path.to_path_buf()), None).map_err(|e| {
         Failure::usage(format!(
-            "{file}: cannot be opened ({e})\n  fix: check the path given to --predictions"
+            "{file}: cannot be opened ({})\n  fix: check the path given to --predictions",
+            e.root_cause()
         ))
     })?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_reader(std::io::BufReader::new(handle));
+        .delimiter(delimiter_for(&file))
+        .from_reader(handle);
     let headers: Vec<String> = reader
         .headers()
         .map_err(|e| Failure::input(format!("{file}: the header cannot be read ({e})\n  fix: the first line must name the columns, in UTF-8")))?
@@ -182,7 +214,12 @@ pub fn read_predictions(
         label_column: headers[label_at].clone(),
         score_column: headers[score_at].clone(),
         sha256: sha256_of(path)?,
+        given: None,
     };
+    let prediction_at = headers
+        .iter()
+        .position(|h| PREDICTION_COLUMNS.contains(&h.as_str()));
+    let mut given = Vec::new();
     let mut problems: Vec<String> = Vec::new();
     let mut bad_rows = 0u64;
     let mut record = csv::StringRecord::new();
@@ -226,6 +263,12 @@ pub fn read_predictions(
             bad_rows += 1;
             continue;
         }
+        if let (Some(at), Ok(p)) = (prediction_at, &score) {
+            // Only to compare: a value that is not 0/1 here is no error, since the column is not used.
+            if let Ok(Some(predicted)) = parse_label(&record[at]) {
+                given.push((line, *p, predicted));
+            }
+        }
         match (label, score) {
             (Ok(Some(y)), Ok(p)) => {
                 out.labels.push(y);
@@ -262,6 +305,9 @@ pub fn read_predictions(
         ))
         .into());
     }
+    if let Some(at) = prediction_at {
+        out.given = Some((headers[at].clone(), given));
+    }
     Ok(out)
 }
 
@@ -278,6 +324,9 @@ pub fn run_metrics(config: &RescoreConfig) -> Result<Report> {
     )?;
     crate::config::ensure_writable_dir(&config.out_dir)?;
     let path = config.predictions.display().to_string();
+    if let Some(warning) = given_predictions_warning(&p, config.threshold.value, &path) {
+        crate::errln!("{warning}");
+    }
     let metrics = metrics::evaluate(
         &p.labels,
         &p.scores,
@@ -381,5 +430,49 @@ mod tests {
         );
         let p = read_predictions(&path, Some("truth"), Some("P")).unwrap();
         assert_eq!(p.labels, [1]);
+    }
+
+    /// Regression: a y_pred column made at another threshold was ignored without a word, so the rescored
+    /// accuracy and confusion matrix differed from the other tool's with nothing saying why.
+    #[test]
+    fn a_prediction_column_that_disagrees_with_the_threshold_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.csv");
+        // Made at 0.3: line 3's 0.35 was called 1, and line 5 (unlabelled, 0.4) too.
+        std::fs::write(
+            &path,
+            "y_true,y_pred,y_proba\n1,1,0.9\n0,1,0.35\n0,0,0.2\n,1,0.4\n",
+        )
+        .unwrap();
+        let p = read_predictions(&path, None, None).unwrap();
+        let warning = given_predictions_warning(&p, 0.5, "p.csv").unwrap();
+        assert!(
+            warning.starts_with("warning: p.csv: its `y_pred` column disagrees with y_proba > 0.5 on 2 of 4 rows, the first at line 3;"),
+            "{warning}"
+        );
+        assert_eq!(given_predictions_warning(&p, 0.3, "p.csv"), None);
+        std::fs::write(&path, "y_true,y_proba\n1,0.9\n").unwrap();
+        let p = read_predictions(&path, None, None).unwrap();
+        assert_eq!(given_predictions_warning(&p, 0.5, "p.csv"), None);
+    }
+
+    #[test]
+    fn gzipped_and_tab_separated_predictions_are_read_as_test_reads_data() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let text = "y_true,y_proba\n1,0.9\n0,0.2\n";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(text.as_bytes()).unwrap();
+        let zipped = dir.path().join("p.csv.gz");
+        std::fs::write(&zipped, gz.finish().unwrap()).unwrap();
+        let tsv = dir.path().join("p.tsv");
+        std::fs::write(&tsv, text.replace(',', "\t")).unwrap();
+        for path in [zipped, tsv] {
+            let p = read_predictions(&path, None, None).unwrap();
+            assert_eq!(
+                (p.labels.as_slice(), p.scores.as_slice()),
+                (&[1, 0][..], &[0.9, 0.2][..])
+            );
+        }
     }
 }

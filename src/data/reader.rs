@@ -429,7 +429,7 @@ fix: pass the name of a column in the header, or leave {flag} out",
 
 /// Tab-separated for a file named .tsv or .tsv.gz (AIRR rearrangement files, the repertoire standard, are TSV);
 /// comma-separated otherwise.
-fn delimiter_for(name: &str) -> u8 {
+pub fn delimiter_for(name: &str) -> u8 {
     let name = name.to_ascii_lowercase();
     if name.ends_with(".tsv") || name.ends_with(".tsv.gz") {
         b'\t'
