@@ -1121,7 +1121,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--random-init", choices=sorted(ARCHS), metavar="ARCH",
                         help=f"random weights for one of: {', '.join(ARCHS)}")
     parser.add_argument("--revision", help="Hub branch, tag or commit for --checkpoint")
-    parser.add_argument("--seed", type=int, default=0, help="torch seed for --random-init (default 0)")
+    parser.add_argument("--seed", type=int, default=None, help="torch seed for --random-init (default 0)")
     parser.add_argument("--out", required=True, help="output .onnx path (weights over 1.8 GB go to OUT.data)")
     heads = parser.add_mutually_exclusive_group()
     heads.add_argument("--head", metavar="H.json", help="head JSON to embed as metadata key esmbench.head")
@@ -1160,6 +1160,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--fp16 and --quantize int8 are alternatives; pick one")
     if (args.reference_out or args.reference_embeddings) and not args.reference_data:
         parser.error("--reference-out/--reference-embeddings need --reference-data")
+    # Each belongs to one source; given with the other it would be accepted and do nothing.
+    if args.revision and not args.checkpoint:
+        parser.error("--revision picks a Hub revision of --checkpoint; --random-init has none")
+    if args.seed is not None and args.checkpoint:
+        parser.error("--seed seeds --random-init's weights; a --checkpoint brings its own")
+    if args.seed is None:
+        args.seed = 0
     if args.calibration and not args.quantize:
         parser.error("--calibration corrects int8 weights; it needs --quantize")
     if args.keep_fp32 and not args.quantize:

@@ -723,6 +723,35 @@ fn export_refuses_a_head_esmbench_would_refuse_before_exporting() {
     assert!(!ok && log.contains("not a pickle or joblib file"), "{log}");
     assert!(!log.contains("Traceback"), "{log}");
     assert!(!model.exists());
+    // Flags of the other source were accepted and did nothing.
+    for (args, expected) in [
+        (
+            ["--random-init", "tiny", "--revision", "main"],
+            "--revision picks a Hub revision of --checkpoint",
+        ),
+        (
+            ["--checkpoint", "./no_such_folder", "--seed", "3"],
+            "--seed seeds --random-init's weights",
+        ),
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--out", model.to_str().unwrap()]);
+        let (ok, log) = export(&python, &all);
+        assert!(!ok && log.contains(expected), "{log}");
+    }
+    let (ok, log) = export(
+        &python,
+        &[
+            "--checkpoint",
+            "./no_such_folder",
+            "--out",
+            model.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok && log.contains("--checkpoint ./no_such_folder: no such folder"),
+        "{log}"
+    );
 }
 
 /// Regression: a Pipeline of StandardScaler(with_mean=False) and LogisticRegression was folded as if the
