@@ -10,6 +10,7 @@ use crate::embedded;
 use crate::error::Failure;
 use crate::metrics::bootstrap;
 use crate::metrics::threshold::{self, Threshold};
+use crate::model::provider::Device;
 
 pub mod suite;
 
@@ -74,6 +75,18 @@ pub struct ColumnNames {
     pub id: String,
 }
 
+/// The device a flag or config key names, as the provider choice knows it.
+impl From<DeviceArg> for Device {
+    fn from(device: DeviceArg) -> Device {
+        match device {
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Cuda => Device::Cuda,
+            DeviceArg::Coreml => Device::CoreMl,
+            DeviceArg::Auto => Device::Auto,
+        }
+    }
+}
+
 /// The preset a flag or config key names, as the threshold rules know it.
 impl From<AssayArg> for threshold::Assay {
     fn from(assay: AssayArg) -> threshold::Assay {
@@ -97,7 +110,7 @@ impl Default for ColumnNames {
 /// The device the user asked for and whether CPU may stand in for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceRequest {
-    pub device: DeviceArg,
+    pub device: Device,
     pub allow_cpu_fallback: bool,
 }
 
@@ -524,13 +537,17 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
             columns.id = c.clone();
         }
         let device = DeviceRequest {
-            device: args.engine.device.or(file.device).unwrap_or(DeviceArg::Cpu),
+            device: args
+                .engine
+                .device
+                .or(file.device)
+                .map_or(Device::Cpu, Device::from),
             allow_cpu_fallback: args.engine.allow_cpu_fallback
                 || file.allow_cpu_fallback.unwrap_or(false),
         };
-        let accelerator = matches!(device.device, DeviceArg::Cuda | DeviceArg::Coreml);
+        let accelerator = matches!(device.device, Device::Cuda | Device::CoreMl);
         // `auto` may land on CUDA or CoreML, so it is counted as the larger of the two shapes.
-        let may_use_accelerator = device.device != DeviceArg::Cpu;
+        let may_use_accelerator = device.device != Device::Cpu;
         let threads = fit_thread_limit(
             threads,
             given_threads.is_some(),
@@ -547,7 +564,7 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
         if accelerator && !device.allow_cpu_fallback && parallel_batches.is_some_and(|k| k > 1) {
             return Err(Failure::usage(format!(
                 "--parallel-batches applies to CPU runs; --device {} runs one batch at a time\n  fix: drop --parallel-batches, or raise --max-tokens to give the device larger batches",
-                format!("{:?}", device.device).to_lowercase()
+                device.device.name()
             ))
             .into());
         }
@@ -1066,7 +1083,7 @@ mod tests {
         let config = ScoringConfig::resolve(&args, &file).unwrap();
         assert_eq!(config.max_tokens, Some(200));
         assert_eq!(config.threads, 3);
-        assert_eq!(config.device.device, DeviceArg::Cuda);
+        assert_eq!(config.device.device, Device::Cuda);
         assert!(!config.device.allow_cpu_fallback);
         assert_eq!(config.model, ModelSource::Embedded);
     }

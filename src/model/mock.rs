@@ -32,7 +32,7 @@ impl MockBackend {
                 kind: OutputKind::HiddenStates,
                 output: "last_hidden_state".into(),
                 hidden: Some(MOCK_HIDDEN),
-                device_requested: provider::device_name(config.device.device).into(),
+                device_requested: config.device.device.name().into(),
                 execution_provider: "MockExecutionProvider".into(),
                 fallback: None,
                 load_seconds: 0.0,

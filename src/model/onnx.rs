@@ -444,7 +444,7 @@ impl OnnxBackend {
         let mut slot = Some(builder);
         let selection = provider::select(config.device, |p| register(&mut slot, p))?;
         let fallback = (!selection.passed_over.is_empty()
-            && config.device.device != crate::cli::DeviceArg::Auto)
+            && config.device.device != provider::Device::Auto)
             .then(|| {
                 let reasons: Vec<String> = selection
                     .passed_over
@@ -456,7 +456,7 @@ impl OnnxBackend {
         if let Some(reason) = &fallback {
             crate::errln!(
                 "WARNING: --device {} is not usable ({reason}); running on {} because CPU fallback is allowed. Throughput will be far lower.",
-                provider::device_name(config.device.device),
+                config.device.device.name(),
                 selection.provider.ort_name()
             );
         }
@@ -528,7 +528,7 @@ fix: use --max-residues {limit} or less (longer rows are then truncated, or refu
             kind: contract.kind,
             output: contract.output.clone(),
             hidden: contract.hidden,
-            device_requested: provider::device_name(config.device.device).to_string(),
+            device_requested: config.device.device.name().to_string(),
             execution_provider: selection.provider.ort_name().to_string(),
             fallback,
             load_seconds: started.elapsed().as_secs_f64(),

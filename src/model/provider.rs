@@ -1,6 +1,5 @@
 //! The execution-provider choice, in one place: what each --device means and when CPU may stand in.
 
-use crate::cli::DeviceArg;
 use crate::config::DeviceRequest;
 use crate::error::Failure;
 
@@ -48,12 +47,24 @@ impl Provider {
     }
 }
 
-pub fn device_name(device: DeviceArg) -> &'static str {
-    match device {
-        DeviceArg::Cpu => "cpu",
-        DeviceArg::Cuda => "cuda",
-        DeviceArg::Coreml => "coreml",
-        DeviceArg::Auto => "auto",
+/// The device asked for: one provider, or `auto` (CUDA, then CoreML, then CPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda,
+    CoreMl,
+    Auto,
+}
+
+impl Device {
+    /// Its --device spelling, as the report records it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+            Device::CoreMl => "coreml",
+            Device::Auto => "auto",
+        }
     }
 }
 
@@ -72,10 +83,10 @@ pub fn select(
     mut try_register: impl FnMut(Provider) -> Result<(), String>,
 ) -> Result<Selection, Failure> {
     let order: &[Provider] = match request.device {
-        DeviceArg::Cpu => &[Provider::Cpu],
-        DeviceArg::Cuda => &[Provider::Cuda],
-        DeviceArg::Coreml => &[Provider::CoreMl],
-        DeviceArg::Auto => &[Provider::Cuda, Provider::CoreMl, Provider::Cpu],
+        Device::Cpu => &[Provider::Cpu],
+        Device::Cuda => &[Provider::Cuda],
+        Device::CoreMl => &[Provider::CoreMl],
+        Device::Auto => &[Provider::Cuda, Provider::CoreMl, Provider::Cpu],
     };
     let mut passed_over = Vec::new();
     for &provider in order {
@@ -93,7 +104,7 @@ pub fn select(
         .iter()
         .map(|(p, r)| format!("{}: {r}", p.ort_name()))
         .collect();
-    if request.allow_cpu_fallback && request.device != DeviceArg::Cpu {
+    if request.allow_cpu_fallback && request.device != Device::Cpu {
         try_register(Provider::Cpu)
             .map_err(|r| Failure::runtime(format!("CPU provider failed too: {r}")))?;
         return Ok(Selection {
@@ -104,7 +115,7 @@ pub fn select(
     Err(Failure::usage(format!(
         "--device {} was requested but cannot be used ({})\n  fix: for CUDA install the GPU runtime (scripts/setup_runtime.sh --gpu), for CoreML use the macOS runtime; \
 or pass --device cpu; or allow a loud CPU fallback with --allow-cpu-fallback (config: allow_cpu_fallback: true)",
-        device_name(request.device),
+        request.device.name(),
         reasons.join("; ")
     )))
 }
@@ -127,7 +138,7 @@ mod tests {
         assert_eq!(CoreMl.default_max_tokens(None), 2048);
     }
 
-    fn request(device: DeviceArg, allow_cpu_fallback: bool) -> DeviceRequest {
+    fn request(device: Device, allow_cpu_fallback: bool) -> DeviceRequest {
         DeviceRequest {
             device,
             allow_cpu_fallback,
@@ -144,7 +155,7 @@ mod tests {
 
     #[test]
     fn cuda_on_a_cpu_only_runtime_is_an_error_by_default() {
-        let err = select(request(DeviceArg::Cuda, false), cpu_only).unwrap_err();
+        let err = select(request(Device::Cuda, false), cpu_only).unwrap_err();
         assert_eq!(err.kind, crate::error::FailureKind::Usage);
         assert!(
             err.message
@@ -157,7 +168,7 @@ mod tests {
 
     #[test]
     fn cuda_falls_back_to_cpu_only_when_allowed_and_says_why() {
-        let s = select(request(DeviceArg::Cuda, true), cpu_only).unwrap();
+        let s = select(request(Device::Cuda, true), cpu_only).unwrap();
         assert_eq!(s.provider, Provider::Cpu);
         assert_eq!(s.passed_over.len(), 1);
         assert_eq!(s.passed_over[0].0, Provider::Cuda);
@@ -166,20 +177,20 @@ mod tests {
     #[test]
     fn auto_tries_cuda_then_coreml_then_cpu() {
         let mut tried = Vec::new();
-        let s = select(request(DeviceArg::Auto, false), |p| {
+        let s = select(request(Device::Auto, false), |p| {
             tried.push(p);
             cpu_only(p)
         })
         .unwrap();
         assert_eq!(tried, vec![Provider::Cuda, Provider::CoreMl, Provider::Cpu]);
         assert_eq!(s.provider, Provider::Cpu);
-        let s = select(request(DeviceArg::Auto, false), |_| Ok(())).unwrap();
+        let s = select(request(Device::Auto, false), |_| Ok(())).unwrap();
         assert_eq!((s.provider, s.passed_over.len()), (Provider::Cuda, 0));
     }
 
     #[test]
     fn an_available_device_registers_without_fallback() {
-        let s = select(request(DeviceArg::Coreml, false), |_| Ok(())).unwrap();
+        let s = select(request(Device::CoreMl, false), |_| Ok(())).unwrap();
         assert_eq!(
             s,
             Selection {
