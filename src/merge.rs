@@ -6,10 +6,11 @@ use anyhow::{Context, Result};
 
 use crate::config::{ensure_writable_dir, Shard};
 use crate::error::Failure;
-use crate::fingerprint;
 use crate::metrics;
 use crate::output_files::{CHECKPOINT as CHECKPOINT_FILE, SKIPPED as SKIPPED_FILE};
-use crate::report::predictions::{CsvLog, PREDICTIONS_HEADER, SKIPPED_HEADER};
+use crate::report::predictions::{
+    differs_from_written, CsvLog, PREDICTIONS_HEADER, SKIPPED_HEADER,
+};
 use crate::report::{self, Report};
 use crate::run::checkpoint::{self, Checkpoint};
 
@@ -89,9 +90,7 @@ fn check_outputs_unchanged(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
             // A run that skipped no row removes its header-only skipped.csv; the row counts check the rest.
             continue;
         }
-        let (actual_sha256, actual_bytes) = fingerprint::sha256_file(&path)?;
-        let same = actual_bytes == bytes && sha256.as_ref().is_none_or(|s| *s == actual_sha256);
-        if !same {
+        if let Some(actual_bytes) = differs_from_written(&path, bytes, sha256.as_deref())? {
             return Err(Failure::input(format!(
                 "{}: not the file its run finished with ({actual_bytes} bytes, the run wrote {bytes}{})\n  \
 fix: score that shard again (its command without --resume), or restore the file",
@@ -298,19 +297,18 @@ fix: score that shard again (its command without --resume), or restore its files
             ))
             .into());
         }
-        for (_, record) in &scored {
-            label_and_probability(&path, record)?;
+        for (row, record) in scored {
+            let scores = label_and_probability(&path, &record)?;
+            predictions.push((row, record, scores));
         }
-        predictions.extend(scored);
         skipped.extend(listed);
     }
     // Metrics sum in row order, as the unsharded run does, so even the last bits agree.
-    predictions.sort_by_key(|(row, _)| *row);
+    predictions.sort_by_key(|(row, _, _)| *row);
     let threshold = shards[0].report.model.threshold;
     let (mut labels, mut scores, mut unlabeled) = (Vec::new(), Vec::new(), 0u64);
-    for (_, record) in &predictions {
-        // Each shard's records passed this same read above, under their own file's name.
-        match label_and_probability(Path::new("predictions.csv"), record)? {
+    for (_, _, scored) in &predictions {
+        match *scored {
             (None, _) => unlabeled += 1,
             (Some(y), p) => {
                 labels.push(y);
@@ -377,7 +375,10 @@ fix: score that shard again (its command without --resume), or restore its files
     write_merged(
         &out.join("predictions.csv"),
         &PREDICTIONS_HEADER,
-        predictions,
+        predictions
+            .into_iter()
+            .map(|(row, record, _)| (row, record))
+            .collect(),
     )?;
     if !skipped.is_empty() {
         write_merged(&out.join(SKIPPED_FILE), &SKIPPED_HEADER, skipped)?;

@@ -602,13 +602,7 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
 /// be checked once the model has loaded.
 fn check_head(path: &Path) -> Result<()> {
     check_readable(path, "head", "--head")?;
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Failure::usage(format!(
-            "cannot read head {}: {e}\n  fix: check the path given to --head",
-            path.display()
-        ))
-    })?;
-    crate::model::head::Head::from_json(&text, &path.display().to_string()).map(drop)
+    crate::model::head::Head::read(path).map(drop)
 }
 
 fn check_readable(path: &Path, what: &str, flag: &str) -> Result<()> {

@@ -115,6 +115,17 @@ fix: score the sequences without gaps (delete every '-' and '.' from the sequenc
     ))
 }
 
+/// Every warning the scan has for the user (gaps, truncation), in the order they are printed.
+pub fn warnings(summary: &DataSummary, name: &str) -> Vec<String> {
+    [
+        gap_warning(summary, name),
+        truncation_warning(summary, name),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// The warning for rows cut to the residue limit, when there are any: a cut antibody is scored on part of
 /// its sequence, which the report counts but a console run would otherwise not mention.
 pub fn truncation_warning(summary: &DataSummary, name: &str) -> Option<String> {

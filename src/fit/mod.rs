@@ -89,11 +89,7 @@ fn validate_data(config: &FitConfig) -> Result<DataSummary> {
             config.report_json.display()
         );
     }
-    let warnings = [
-        validate::gap_warning(&summary, &name),
-        validate::truncation_warning(&summary, &name),
-    ];
-    for warning in warnings.into_iter().flatten() {
+    for warning in validate::warnings(&summary, &name) {
         crate::errln!("{warning}");
     }
     Ok(summary)

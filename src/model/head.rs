@@ -39,6 +39,17 @@ struct HeadFile {
 }
 
 impl Head {
+    /// Reads and parses the head JSON file a `--head` names.
+    pub fn read(path: &std::path::Path) -> Result<Head> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::usage(format!(
+                "cannot read head {}: {e}\n  fix: check the path given to --head",
+                path.display()
+            ))
+        })?;
+        Head::from_json(&text, &path.display().to_string())
+    }
+
     /// Parses head JSON; `origin` names the file or metadata key in errors.
     pub fn from_json(text: &str, origin: &str) -> Result<Head> {
         if let Some((given, meant)) = misspelled_key(text) {

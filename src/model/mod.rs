@@ -107,16 +107,7 @@ pub fn resolve_head(config: &ScoringConfig, info: &ModelInfo) -> Result<Option<(
         .into());
     }
     let head = if let Some(path) = &config.head {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Failure::usage(format!(
-                "cannot read head {}: {e}\n  fix: check the path given to --head",
-                path.display()
-            ))
-        })?;
-        Some((
-            Head::from_json(&text, &path.display().to_string())?,
-            path.display().to_string(),
-        ))
+        Some((Head::read(path)?, path.display().to_string()))
     } else if let Some(text) = &info.metadata_head {
         let origin = format!(
             "{} metadata `{HEAD_METADATA_KEY}`",

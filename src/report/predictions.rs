@@ -182,17 +182,27 @@ pub fn check_unchanged(path: &Path, bytes: u64, expected_sha256: Option<&str>) -
         ))
         .into()
     };
-    let (sha256, length) =
-        crate::fingerprint::sha256_file(path).map_err(|_| changed("it cannot be read"))?;
-    if length != bytes {
-        return Err(changed(&format!(
+    match differs_from_written(path, bytes, expected_sha256)
+        .map_err(|_| changed("it cannot be read"))?
+    {
+        None => Ok(()),
+        Some(length) if length != bytes => Err(changed(&format!(
             "{length} bytes, where the run wrote {bytes}"
-        )));
+        ))),
+        Some(_) => Err(changed("its bytes are not the ones the run wrote")),
     }
-    if expected_sha256.is_some_and(|expected| expected != sha256) {
-        return Err(changed("its bytes are not the ones the run wrote"));
-    }
-    Ok(())
+}
+
+/// None when `path` holds the `bytes` bytes (of SHA-256 `expected_sha256`, where recorded) a run wrote;
+/// otherwise its length now. Errors when it cannot be read.
+pub fn differs_from_written(
+    path: &Path,
+    bytes: u64,
+    expected_sha256: Option<&str>,
+) -> Result<Option<u64>> {
+    let (sha256, length) = crate::fingerprint::sha256_file(path)?;
+    let same = length == bytes && expected_sha256.is_none_or(|expected| expected == sha256);
+    Ok((!same).then_some(length))
 }
 
 /// (label, probability) of every line in a predictions file: what a resumed run's metrics need from before.

@@ -58,11 +58,7 @@ pub fn validate_data(scoring: &ScoringConfig, skipped_list: &str) -> Result<Data
         }
         OnInvalid::Skip => {}
     }
-    let warnings = [
-        validate::gap_warning(&summary, &name),
-        validate::truncation_warning(&summary, &name),
-    ];
-    for warning in warnings.into_iter().flatten() {
+    for warning in validate::warnings(&summary, &name) {
         crate::errln!("{warning}");
     }
     Ok(summary)
