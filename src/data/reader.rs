@@ -313,6 +313,19 @@ fix: pass the name of a column in the header, or leave {flag} out",
                 reason,
                 fix,
             };
+        // The CSV reader skips an empty line but reads one holding only spaces or tabs (often a file's last
+        // line) as a row of one field, which the field count below would describe as a broken row.
+        if self.record.len() == 1
+            && layout.headers.len() > 1
+            && self.record[0].trim_ascii().is_empty()
+        {
+            return Err(problem(
+                0,
+                None,
+                "the line holds nothing but whitespace".into(),
+                "delete the line (empty lines are skipped, but one holding spaces or tabs is read as a row)",
+            ));
+        }
         if self.record.len() != layout.headers.len() {
             return Err(problem(
                 self.record.len().min(layout.headers.len().saturating_sub(1)),
@@ -660,6 +673,25 @@ mod tests {
         assert!(out[2].clone().unwrap_err().reason.contains("label `2`"));
         assert!(out[3].clone().unwrap_err().reason.contains("2 fields"));
         assert_eq!(out[4].clone().unwrap().label, None);
+    }
+
+    #[test]
+    fn regression_a_line_of_spaces_was_called_a_row_with_too_few_fields() {
+        let out = rows(b"id,sequence,label\na,EVQL,0\n   \n\t\nb,LAGV,1\n\n");
+        assert_eq!(
+            out.len(),
+            4,
+            "the empty last line is no row; the two blank ones are"
+        );
+        for (p, line) in [
+            (out[1].clone().unwrap_err(), 3),
+            (out[2].clone().unwrap_err(), 4),
+        ] {
+            assert_eq!(p.line, line);
+            assert!(p.reason.contains("nothing but whitespace"), "{p}");
+            assert!(p.fix.starts_with("delete the line"), "{p}");
+        }
+        assert_eq!(out[3].clone().unwrap().id.as_deref(), Some("b"));
     }
 
     #[test]

@@ -1,9 +1,15 @@
 //! The fast pass over the whole CSV before the model loads: counts rows and collects the first problems.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+
+use foldhash::fast::FixedState;
+
 use anyhow::Result;
 
 use crate::config::{ColumnNames, DataSource, Shard};
-use crate::data::reader::{RecordReader, RowOutcome, RowProblem, RowRules};
+use crate::data::reader::{Record, RecordReader, RowOutcome, RowProblem, RowRules};
 use crate::error::Failure;
 
 /// How many problems a failing validation lists.
@@ -32,6 +38,77 @@ pub struct DataSummary {
     pub first_truncated_line: Option<u64>,
     /// The residue limit the rows were read under.
     pub max_residues: usize,
+    /// Valid rows whose id an earlier valid row already has (empty ids aside).
+    pub rows_with_repeated_id: u64,
+    /// The first of them: the id and the line.
+    pub first_repeated_id: Option<(String, u64)>,
+    /// Valid rows whose residues, as scored, an earlier valid row already has.
+    pub rows_with_repeated_sequence: u64,
+    /// The line of the first of them.
+    pub first_repeated_sequence_line: Option<u64>,
+    /// Distinct sequences labeled 0 on one row and 1 on another.
+    pub sequences_with_both_labels: u64,
+    /// The line where the first of them meets its other label.
+    pub first_both_labels_line: Option<u64>,
+}
+
+/// How many distinct ids and sequences [`scan`] remembers (about 26 MB of tables at most, freed when the pass
+/// ends), so a file of tens of millions of rows keeps the pass's memory bounded; later rows are still compared
+/// with the first this many.
+pub const REPEATS_TRACKED: usize = 1 << 19;
+
+/// Repeated ids and sequences, found by 64-bit hashes (a chance collision among half a million rows is
+/// about one in a hundred million).
+#[derive(Default)]
+struct Repeats {
+    ids: HashSet<u64, FixedState>,
+    /// Per sequence: the label first seen (0 or 1), [`UNLABELED`], or [`BOTH_LABELS`] once counted.
+    sequences: HashMap<u64, u8, FixedState>,
+}
+
+const UNLABELED: u8 = 2;
+const BOTH_LABELS: u8 = 3;
+
+fn hash_of(bytes: &[u8]) -> u64 {
+    FixedState::with_seed(0).hash_one(bytes)
+}
+
+impl Repeats {
+    fn see(&mut self, record: &Record, summary: &mut DataSummary) {
+        if let Some(id) = record.id.as_deref().filter(|id| !id.is_empty()) {
+            let hash = hash_of(id.as_bytes());
+            if self.ids.contains(&hash) {
+                summary.rows_with_repeated_id += 1;
+                if summary.first_repeated_id.is_none() {
+                    summary.first_repeated_id = Some((id.to_string(), record.line));
+                }
+            } else if self.ids.len() < REPEATS_TRACKED {
+                self.ids.insert(hash);
+            }
+        }
+        let label = record.label.unwrap_or(UNLABELED);
+        let tracked = self.sequences.len();
+        match self.sequences.entry(hash_of(&record.residues)) {
+            Entry::Occupied(mut seen) => {
+                summary.rows_with_repeated_sequence += 1;
+                summary
+                    .first_repeated_sequence_line
+                    .get_or_insert(record.line);
+                let first = *seen.get();
+                if first == UNLABELED {
+                    seen.insert(label);
+                } else if first != BOTH_LABELS && label != UNLABELED && label != first {
+                    seen.insert(BOTH_LABELS);
+                    summary.sequences_with_both_labels += 1;
+                    summary.first_both_labels_line.get_or_insert(record.line);
+                }
+            }
+            Entry::Vacant(slot) if tracked < REPEATS_TRACKED => {
+                slot.insert(label);
+            }
+            Entry::Vacant(_) => {}
+        }
+    }
 }
 
 /// A character in the sequence column, located as a row problem is.
@@ -59,10 +136,12 @@ pub fn scan(
         max_residues: rules.max_residues,
         ..Default::default()
     };
+    let mut repeats = Repeats::default();
     while let Some(outcome) = reader.next_row()? {
         summary.rows_total += 1;
         match outcome {
             RowOutcome::Valid(record) => {
+                repeats.see(&record, &mut summary);
                 summary.rows_valid += 1;
                 summary.rows_valid_in_shard += u64::from(shard.contains(record.row));
                 summary.rows_truncated += u64::from(record.truncated);
@@ -115,11 +194,14 @@ fix: score the sequences without gaps (delete every '-' and '.' from the sequenc
     ))
 }
 
-/// Every warning the scan has for the user (gaps, truncation), in the order they are printed.
+/// Every warning the scan has for the user (gaps, truncation, repeated ids, a sequence under both labels), in
+/// the order they are printed.
 pub fn warnings(summary: &DataSummary, name: &str) -> Vec<String> {
     [
         gap_warning(summary, name),
         truncation_warning(summary, name),
+        repeated_id_warning(summary, name),
+        both_labels_warning(summary, name),
     ]
     .into_iter()
     .flatten()
@@ -135,6 +217,53 @@ pub fn truncation_warning(summary: &DataSummary, name: &str) -> Option<String> {
 fix: raise --max-residues (up to the model's limit), or pass --no-truncate to refuse such rows",
         summary.rows_truncated, summary.rows_total, summary.max_residues, summary.max_residues
     ))
+}
+
+/// The warning for ids used by more than one row: a user joining predictions back to the data by id would
+/// pair a row with its namesake's probability.
+pub fn repeated_id_warning(summary: &DataSummary, name: &str) -> Option<String> {
+    let (id, line) = summary.first_repeated_id.as_ref()?;
+    Some(format!(
+        "warning: {name}: {} an id that an earlier row has, the first `{id}` at line {line}; predictions.csv has \
+one line per row with its 0-based `row` number, so join the predictions to the data by `row`, not by `id`\n  \
+fix: give every row an id of its own",
+        rows_that(summary.rows_with_repeated_id, "reuses", "reuse")
+    ))
+}
+
+/// The warning for sequences labeled both 0 and 1: the model gives every copy the same probability, so one of
+/// the labels counts as an error whatever the model, and in training the copies pull the fit both ways.
+pub fn both_labels_warning(summary: &DataSummary, name: &str) -> Option<String> {
+    let line = summary.first_both_labels_line?;
+    Some(format!(
+        "warning: {name}: {} labeled 0 on one row and 1 on another, the first at line {line}; each copy \
+gets the same probability, so one of its labels counts as an error whatever the model\n  \
+fix: settle each such sequence's label, or drop its rows",
+        match summary.sequences_with_both_labels {
+            1 => "1 sequence is".to_string(),
+            n => format!("{n} sequences are"),
+        }
+    ))
+}
+
+/// The warning `fit` gives for repeated sequences when it cross-validates: copies of one sequence can fall
+/// in a training fold and its held-out fold, so the held-out metrics partly measure recall of the training set.
+pub fn repeated_sequence_warning(summary: &DataSummary, name: &str) -> Option<String> {
+    let line = summary.first_repeated_sequence_line?;
+    Some(format!(
+        "warning: {name}: {} the sequence of an earlier row, the first at line {line}; cross-validation can \
+put copies of one sequence on both sides of a fold, which makes the cross-validated metrics look better than \
+they will be on new antibodies\n  fix: keep one row per sequence before fitting",
+        rows_that(summary.rows_with_repeated_sequence, "repeats", "repeat")
+    ))
+}
+
+/// "1 row reuses" / "3 rows reuse".
+fn rows_that(count: u64, singular: &str, plural: &str) -> String {
+    match count {
+        1 => format!("1 row {singular}"),
+        n => format!("{n} rows {plural}"),
+    }
 }
 
 /// An error listing the first problems, when there are any.
@@ -156,6 +285,12 @@ pub fn require_all_valid(summary: &DataSummary, name: &str) -> Result<()> {
         ));
     }
     message.push_str("  fix: correct the rows above");
+    if summary.rows_valid > 0 {
+        message.push_str(&format!(
+            ", or pass --on-invalid skip to go on with the other {} rows (the skipped ones are listed with their reasons)",
+            summary.rows_valid
+        ));
+    }
     Err(Failure::input(message).into())
 }
 
@@ -223,6 +358,57 @@ mod tests {
             warning.contains("fix: score the sequences without gaps"),
             "{warning}"
         );
+    }
+
+    #[test]
+    fn repeated_ids_and_sequences_are_counted_and_the_first_named() {
+        // Rows 2 and 5 repeat ids (`a`, `b`); `EVQL` comes back as ` evql` (normalised alike) with the other
+        // label, then a third time unlabeled; `QVQ` repeats with its own label; the invalid row is not counted.
+        let summary = scan_text(
+            "id,sequence,label\na,EVQL,1\na,QVQ,0\nb, evql,0\nc,QVQ,0\nb,EVQL,\n,QVQ,0\n,J,1\nd,QVQ,1\n",
+        );
+        assert_eq!(summary.rows_valid, 7);
+        assert_eq!(summary.rows_with_repeated_id, 2);
+        assert_eq!(summary.first_repeated_id, Some(("a".to_string(), 3)));
+        assert_eq!(summary.rows_with_repeated_sequence, 5);
+        assert_eq!(summary.first_repeated_sequence_line, Some(4));
+        assert_eq!(summary.sequences_with_both_labels, 2);
+        assert_eq!(summary.first_both_labels_line, Some(4));
+        let warning = repeated_id_warning(&summary, "d.csv").unwrap();
+        assert!(
+            warning.starts_with("warning: d.csv: 2 rows reuse an id that an earlier row has, the first `a` at line 3;"),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("join the predictions to the data by `row`"),
+            "{warning}"
+        );
+        let warning = both_labels_warning(&summary, "d.csv").unwrap();
+        assert!(
+            warning.starts_with("warning: d.csv: 2 sequences are labeled 0 on one row and 1 on another, the first at line 4;"),
+            "{warning}"
+        );
+        let warning = repeated_sequence_warning(&summary, "d.csv").unwrap();
+        assert!(
+            warning.starts_with("warning: d.csv: 5 rows repeat the sequence of an earlier row, the first at line 4;"),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn distinct_rows_give_no_repeat_warnings_and_an_unlabeled_copy_is_no_conflict() {
+        let summary = scan_text("id,sequence,label\na,EVQL,\nb,QVQ,0\nc,EVQL,1\nd,QVQL,0\n");
+        assert_eq!(repeated_id_warning(&summary, "d.csv"), None);
+        assert_eq!(both_labels_warning(&summary, "d.csv"), None);
+        assert_eq!(summary.rows_with_repeated_sequence, 1);
+        let singular = repeated_sequence_warning(&summary, "d.csv").unwrap();
+        assert!(
+            singular.starts_with("warning: d.csv: 1 row repeats the sequence"),
+            "{singular}"
+        );
+        let no_ids = scan_text("sequence\nEVQL\nQVQ\n");
+        assert_eq!(no_ids.rows_with_repeated_sequence, 0);
+        assert_eq!(repeated_sequence_warning(&no_ids, "d.csv"), None);
     }
 
     #[test]

@@ -89,7 +89,13 @@ fn validate_data(config: &FitConfig) -> Result<DataSummary> {
             config.report_json.display()
         );
     }
-    for warning in validate::warnings(&summary, &name) {
+    let cross_validation = config
+        .folds
+        .and_then(|_| validate::repeated_sequence_warning(&summary, &name));
+    for warning in validate::warnings(&summary, &name)
+        .into_iter()
+        .chain(cross_validation)
+    {
         crate::errln!("{warning}");
     }
     Ok(summary)

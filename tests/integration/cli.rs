@@ -62,6 +62,11 @@ fn each_kind_of_invalid_row_is_named_with_line_column_and_fix() {
             "the row has 4 fields but the header has 3",
         ),
         (
+            "blank_line.csv",
+            "id,sequence,label\na,EVQL,0\n  \t\nb,QVQL,1\n",
+            "line 3, column id (field 1): the line holds nothing but whitespace; fix: delete the line",
+        ),
+        (
             "column.csv",
             "id,seq,label\na,EVQL,0\n",
             "no `sequence` column (columns: id, seq, label)",
@@ -87,6 +92,51 @@ fn each_kind_of_invalid_row_is_named_with_line_column_and_fix() {
             "{name}: a report was written for data that never ran"
         );
     }
+}
+
+#[test]
+fn invalid_rows_among_valid_ones_are_refused_with_on_invalid_skip_offered() {
+    let dir = tempdir();
+    let data = write(
+        dir.path(),
+        "some_bad.csv",
+        "id,sequence,label\na,EVQL,0\nb,EVQJL,1\nc,QVQL,1\n",
+    );
+    let stderr = stderr_of(&mock_test(dir.path(), &data).code(2));
+    assert!(
+        stderr.contains(
+            "fix: correct the rows above, or pass --on-invalid skip to go on with the other 2 rows"
+        ),
+        "{stderr}"
+    );
+    let none_valid = write(dir.path(), "all_bad.csv", "id,sequence\na,EVQJL\n");
+    let stderr =
+        stderr_of(&mock_test_with(dir.path(), &none_valid, &["--on-invalid", "skip"]).code(2));
+    assert!(stderr.contains("fix: correct the rows above"), "{stderr}");
+    assert!(!stderr.contains("--on-invalid skip"), "{stderr}");
+}
+
+#[test]
+fn ids_used_by_two_rows_are_scored_with_a_warning_to_join_on_row() {
+    let dir = tempdir();
+    let data = write(
+        dir.path(),
+        "ids.csv",
+        "id,sequence,label\nx,EVQL,0\ny,QVQL,1\nx,LAGV,1\n,EVQL,0\n,QVQ,1\n",
+    );
+    let stderr = stderr_of(&mock_test(dir.path(), &data).success());
+    assert!(
+        stderr.contains(
+            "ids.csv: 1 row reuses an id that an earlier row has, the first `x` at line 4; predictions.csv has one line per row with its 0-based `row` number, so join the predictions to the data by `row`"
+        ),
+        "{stderr}"
+    );
+    // Row 3 repeats row 0's sequence with the same label: not a conflict, and `test` does not cross-validate.
+    assert!(!stderr.contains("labeled 0 on one row"), "{stderr}");
+    assert!(!stderr.contains("repeat the sequence"), "{stderr}");
+    let rows = read_csv(&dir.path().join("out/predictions.csv"));
+    let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, ["x", "y", "x", "", ""]);
 }
 
 #[test]

@@ -534,3 +534,35 @@ fn training_rows_with_alignment_gaps_are_warned_of_and_counted() {
         1
     );
 }
+
+#[test]
+fn repeated_sequences_are_named_when_cross_validation_could_put_copies_on_both_sides_of_a_fold() {
+    let dir = tempdir();
+    // Rows 6 to 11 repeat the sequences of rows 0 to 5, each with the other label; no id repeats.
+    let data = write(
+        dir.path(),
+        "repeats.csv",
+        &labelled_rows(&["0", "1", "0", "1", "0", "1", "1", "0", "1", "0", "1", "0"]),
+    );
+    let cross_validated = stderr_of(&mock_fit(dir.path(), &data, &["--folds", "3"]).success());
+    assert!(
+        cross_validated.contains(
+            "repeats.csv: 6 rows repeat the sequence of an earlier row, the first at line 8; cross-validation can put copies"
+        ),
+        "{cross_validated}"
+    );
+    assert!(
+        cross_validated.contains("repeats.csv: 6 sequences are labeled 0 on one row and 1 on another, the first at line 8"),
+        "{cross_validated}"
+    );
+    assert!(
+        !cross_validated.contains("reuse an id"),
+        "{cross_validated}"
+    );
+    let single_fit = stderr_of(&mock_fit(dir.path(), &data, &["--folds", "0"]).success());
+    assert!(!single_fit.contains("cross-validation can"), "{single_fit}");
+    assert!(
+        single_fit.contains("6 sequences are labeled 0 on one row and 1 on another"),
+        "{single_fit}"
+    );
+}
