@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::config::{DataSource, ModelSource};
+use crate::config::DataSource;
 use crate::embedded;
+use crate::model::ModelSource;
 
 /// Hex SHA-256 and byte count of a stream.
 pub fn sha256_reader(mut reader: impl Read) -> std::io::Result<(String, u64)> {

@@ -10,39 +10,18 @@ use crate::embedded;
 use crate::error::Failure;
 use crate::metrics::bootstrap;
 use crate::metrics::threshold::{self, Threshold};
-use crate::model::provider::Device;
+use crate::model::provider::{Device, DeviceRequest};
+use crate::model::{LoadSettings, ModelSource};
 
 pub mod suite;
 
 /// ESM's positional limit: 1024 tokens including <cls> and <eos>.
 pub const DEFAULT_MAX_RESIDUES: usize = 1022;
-/// Where the model bytes come from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ModelSource {
-    File(PathBuf),
-    Embedded,
-}
-
 /// Where the CSV comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DataSource {
     File(PathBuf),
     Embedded,
-}
-
-impl ModelSource {
-    pub fn display_name(&self) -> String {
-        match self {
-            ModelSource::File(p) => p.display().to_string(),
-            ModelSource::Embedded => embedded::DEMO_MODEL_NAME.to_string(),
-        }
-    }
-    pub fn stem(&self) -> String {
-        match self {
-            ModelSource::File(p) => file_stem(p),
-            ModelSource::Embedded => embedded::DEMO_MODEL_NAME.to_string(),
-        }
-    }
 }
 
 impl DataSource {
@@ -57,6 +36,14 @@ impl DataSource {
             DataSource::File(p) => file_stem(p),
             DataSource::Embedded => embedded::DEMO_DATA_NAME.to_string(),
         }
+    }
+}
+
+/// The model's name in a default output folder.
+fn model_stem(model: &ModelSource) -> String {
+    match model {
+        ModelSource::File(p) => file_stem(p),
+        ModelSource::Embedded => embedded::DEMO_MODEL_NAME.to_string(),
     }
 }
 
@@ -107,13 +94,6 @@ impl Default for ColumnNames {
     }
 }
 
-/// The device the user asked for and whether CPU may stand in for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeviceRequest {
-    pub device: Device,
-    pub allow_cpu_fallback: bool,
-}
-
 /// Everything a scoring run needs, validated.
 #[derive(Debug, Clone)]
 pub struct ScoringConfig {
@@ -131,7 +111,8 @@ pub struct ScoringConfig {
     pub max_residues: usize,
     pub truncate: bool,
     pub columns: ColumnNames,
-    pub on_invalid: OnInvalid,
+    /// `--on-invalid skip`: invalid rows are left out and listed instead of stopping the run.
+    pub skip_invalid: bool,
     pub intra_op_spinning: bool,
     /// On CUDA, bind inputs and output through page-locked host memory (ignored by other providers).
     pub io_binding: bool,
@@ -442,6 +423,23 @@ impl ScoringConfig {
         cpu_parallelism(self.threads, self.parallel_batches)
     }
 
+    /// What the model side needs to load this run's model.
+    pub fn load_settings(&self) -> LoadSettings {
+        LoadSettings {
+            source: self.model.clone(),
+            device: self.device,
+            threads: self.threads,
+            cpu_parallelism: self.cpu_parallelism(),
+            parallel_batches_asked: self.parallel_batches,
+            max_tokens: self.max_tokens,
+            max_residues: self.max_residues,
+            intra_op_spinning: self.intra_op_spinning,
+            io_binding: self.io_binding,
+            graph_rewrite: self.graph_rewrite,
+            mock_backend: self.mock_backend,
+        }
+    }
+
     pub fn resolve(args: &ScoringArgs, file: &FileConfig) -> Result<ScoringConfig> {
         let model_path = args.model.clone().or_else(|| file.model.clone());
         let data_path = args.data.clone().or_else(|| file.data.clone());
@@ -579,10 +577,7 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
             max_residues,
             truncate,
             columns,
-            on_invalid: args
-                .on_invalid
-                .or(file.on_invalid)
-                .unwrap_or(OnInvalid::Fail),
+            skip_invalid: args.on_invalid.or(file.on_invalid) == Some(OnInvalid::Skip),
             intra_op_spinning: !args.engine.no_spinning && file.intra_op_spinning.unwrap_or(true),
             io_binding: !args.engine.no_io_binding && file.io_binding.unwrap_or(true),
             graph_rewrite: !args.engine.no_graph_rewrite && file.graph_rewrite.unwrap_or(true),
@@ -899,7 +894,7 @@ impl TestConfig {
             .or_else(|| file.out.clone())
             .unwrap_or_else(|| {
                 PathBuf::from("results")
-                    .join(scoring.model.stem())
+                    .join(model_stem(&scoring.model))
                     .join(scoring.data.stem())
             });
         let threshold = threshold::requested(

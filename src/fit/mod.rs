@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::cli::OnInvalid;
 use crate::data::reader::RowRules;
 use crate::data::validate::{self, DataSummary};
 use crate::error::{Failure, FailureKind};
@@ -79,7 +78,7 @@ fn validate_data(config: &FitConfig) -> Result<DataSummary> {
     };
     let summary = validate::scan(&scoring.data, &scoring.columns, rules, scoring.shard)?;
     let name = scoring.data.display_name();
-    if scoring.on_invalid == OnInvalid::Fail || summary.rows_valid == 0 {
+    if !scoring.skip_invalid || summary.rows_valid == 0 {
         validate::require_all_valid(&summary, &name)?;
     } else if summary.rows_invalid > 0 {
         crate::errln!(
@@ -177,7 +176,7 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
     bus_error::install(&scoring.model);
 
     let mut monitor = Monitor::start(None)?;
-    let backend = model::load_backend(scoring)?;
+    let backend = model::load_backend(&scoring.load_settings())?;
     let model_sha256 = model_hash.get()?;
     let info = backend.info().clone();
     if !info.kind.yields_embeddings() {

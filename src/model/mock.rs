@@ -3,10 +3,9 @@
 use anyhow::Result;
 use ndarray::Array2;
 
-use crate::config::ScoringConfig;
 use crate::data::batcher::TokenBatch;
 use crate::model::contract::OutputKind;
-use crate::model::{count_model_load, provider, Backend, ModelInfo, ModelOutput};
+use crate::model::{count_model_load, provider, Backend, LoadSettings, ModelInfo, ModelOutput};
 
 /// Hidden size of the mock embeddings.
 pub const MOCK_HIDDEN: usize = 4;
@@ -20,7 +19,7 @@ pub struct MockBackend {
 }
 
 impl MockBackend {
-    pub fn new(config: &ScoringConfig) -> MockBackend {
+    pub fn new(settings: &LoadSettings) -> MockBackend {
         count_model_load();
         // Lets signal and watchdog tests catch a run in the middle.
         let delay_ms = std::env::var("ESMBENCH_MOCK_DELAY_MS")
@@ -32,14 +31,14 @@ impl MockBackend {
                 kind: OutputKind::HiddenStates,
                 output: "last_hidden_state".into(),
                 hidden: Some(MOCK_HIDDEN),
-                device_requested: config.device.device.name().into(),
+                device_requested: settings.device.device.name().into(),
                 execution_provider: "MockExecutionProvider".into(),
                 fallback: None,
                 load_seconds: 0.0,
                 metadata_head: Some(MOCK_HEAD.into()),
-                threads: config.threads,
-                parallel_batches: config.cpu_parallelism().0,
-                max_tokens: config.max_tokens.unwrap_or_else(|| {
+                threads: settings.threads,
+                parallel_batches: settings.cpu_parallelism.0,
+                max_tokens: settings.max_tokens.unwrap_or_else(|| {
                     provider::Provider::Cpu.default_max_tokens(Some(MOCK_HIDDEN))
                 }),
                 io_binding: false,

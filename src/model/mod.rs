@@ -18,11 +18,50 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::Result;
 use ndarray::Array2;
 
-use crate::config::ScoringConfig;
+use std::path::{Path, PathBuf};
+
 use crate::data::batcher::{BatchRow, TokenBatch};
 use crate::error::Failure;
 use contract::OutputKind;
 use head::{sigmoid, Head};
+
+/// Where the model bytes come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSource {
+    File(PathBuf),
+    Embedded,
+}
+
+impl ModelSource {
+    pub fn display_name(&self) -> String {
+        match self {
+            ModelSource::File(p) => p.display().to_string(),
+            ModelSource::Embedded => crate::embedded::DEMO_MODEL_NAME.to_string(),
+        }
+    }
+}
+
+/// What loading a model takes from the run's configuration (`config` builds it), so the model side does not
+/// depend on how a run is configured.
+#[derive(Debug, Clone)]
+pub struct LoadSettings {
+    pub source: ModelSource,
+    pub device: provider::DeviceRequest,
+    pub threads: usize,
+    /// On CPU: the batches run at once and the intra-op threads of each.
+    pub cpu_parallelism: (usize, usize),
+    /// `--parallel-batches` as asked (for the warning when the provider is not CPU).
+    pub parallel_batches_asked: Option<usize>,
+    /// Token budget per batch as asked; None takes the provider's default.
+    pub max_tokens: Option<usize>,
+    pub max_residues: usize,
+    pub intra_op_spinning: bool,
+    /// On CUDA, bind inputs and output through page-locked host memory.
+    pub io_binding: bool,
+    /// Rewrite a per-layer expanded attention mask into one broadcast key mask at load ([`rewrite`]).
+    pub graph_rewrite: bool,
+    pub mock_backend: bool,
+}
 
 /// Counts model loads in this process; a report shows it, and it must stay 1.
 static MODEL_LOADS: AtomicUsize = AtomicUsize::new(0);
@@ -94,25 +133,26 @@ pub fn learned_position_limit(architecture_json: &str) -> Option<usize> {
 }
 
 /// The head to apply and where it came from: `--head` wins over the model's metadata.
-pub fn resolve_head(config: &ScoringConfig, info: &ModelInfo) -> Result<Option<(Head, String)>> {
-    if let (Some(path), false) = (&config.head, info.kind.needs_head()) {
+pub fn resolve_head(
+    head_file: Option<&Path>,
+    model: &ModelSource,
+    info: &ModelInfo,
+) -> Result<Option<(Head, String)>> {
+    if let (Some(path), false) = (head_file, info.kind.needs_head()) {
         // Its coefficients would go unused while its threshold and its name in the report would not.
         return Err(Failure::usage(format!(
             "--head {} would not be used: {} outputs {} itself\n  fix: drop --head (set the threshold with \
 --threshold), or score the encoder without its classifier",
             path.display(),
-            config.model.display_name(),
+            model.display_name(),
             info.kind.label()
         ))
         .into());
     }
-    let head = if let Some(path) = &config.head {
+    let head = if let Some(path) = head_file {
         Some((Head::read(path)?, path.display().to_string()))
     } else if let Some(text) = &info.metadata_head {
-        let origin = format!(
-            "{} metadata `{HEAD_METADATA_KEY}`",
-            config.model.display_name()
-        );
+        let origin = format!("{} metadata `{HEAD_METADATA_KEY}`", model.display_name());
         Some((Head::from_json(text, &origin)?, origin))
     } else {
         None
@@ -229,8 +269,8 @@ pub fn probabilities_from_scores(kind: OutputKind, values: &[f32], rows: usize) 
 /// [`load_backend`] then finds the runtime ready (about 15 ms of start-up). Only the library: the model
 /// itself still loads after the data is validated. A failure here is not reported; the load meets it again
 /// and reports it in its place.
-pub fn start_runtime(config: &ScoringConfig) -> RuntimeStart {
-    RuntimeStart((!config.mock_backend).then(|| {
+pub fn start_runtime(settings: &LoadSettings) -> RuntimeStart {
+    RuntimeStart((!settings.mock_backend).then(|| {
         crate::threads::in_background("esmbench-runtime", || drop(runtime::environment()))
     }))
 }
@@ -261,11 +301,11 @@ impl Drop for RuntimeStart {
 }
 
 /// Loads the backend the configuration asks for; this is the only place a model is loaded.
-pub fn load_backend(config: &ScoringConfig) -> Result<Box<dyn Backend>> {
-    if config.mock_backend {
-        Ok(Box::new(mock::MockBackend::new(config)))
+pub fn load_backend(settings: &LoadSettings) -> Result<Box<dyn Backend>> {
+    if settings.mock_backend {
+        Ok(Box::new(mock::MockBackend::new(settings)))
     } else {
-        Ok(Box::new(onnx::OnnxBackend::load(config)?))
+        Ok(Box::new(onnx::OnnxBackend::load(settings)?))
     }
 }
 

@@ -16,7 +16,6 @@ use ort::session::{IoBinding, Session, SharedSessionInner};
 use ort::value::{DynValue, Tensor, TensorElementType, TensorRef, ValueType};
 use ort::AsPointer;
 
-use crate::config::{ModelSource, ScoringConfig};
 use crate::data::batcher::TokenBatch;
 use crate::embedded;
 use crate::error::Failure;
@@ -24,7 +23,7 @@ use crate::model::contract::{self, Contract, Elem, OutputKind, TensorSpec};
 use crate::model::provider::{self, Provider};
 use crate::model::{
     count_model_load, graph, pooling, probabilities_from_scores, rewrite, runtime, Backend,
-    ModelInfo, ModelOutput, HEAD_METADATA_KEY,
+    LoadSettings, ModelInfo, ModelOutput, ModelSource, HEAD_METADATA_KEY,
 };
 
 pub struct OnnxBackend {
@@ -409,13 +408,13 @@ fn probe_outputs_match(env: &Environment, rewrite: &rewrite::Rewrite) -> Result<
 }
 
 impl OnnxBackend {
-    pub fn load(config: &ScoringConfig) -> Result<OnnxBackend> {
+    pub fn load(settings: &LoadSettings) -> Result<OnnxBackend> {
         let started = Instant::now();
-        let origin = config.model.display_name();
+        let origin = settings.source.display_name();
         // Without the rewrite, the advice is read alongside the session build, which takes longer, so it
         // costs no start-up time.
-        let advising = match &config.model {
-            ModelSource::File(path) if !config.graph_rewrite => {
+        let advising = match &settings.source {
+            ModelSource::File(path) if !settings.graph_rewrite => {
                 let path = path.clone();
                 Some(crate::threads::in_background(
                     "esmbench-advice",
@@ -428,7 +427,7 @@ impl OnnxBackend {
         let builder = Session::builder(env)
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .and_then(|b| {
-                b.with_intra_op_spinning(config.intra_op_spinning)
+                b.with_intra_op_spinning(settings.intra_op_spinning)
                     .map_err(Into::into)
             })
             // Variable-length batches: a memory pattern planned for one shape is wasted on the next.
@@ -442,9 +441,9 @@ impl OnnxBackend {
             })
             .map_err(|e| ort_failure(&origin, e))?;
         let mut slot = Some(builder);
-        let selection = provider::select(config.device, |p| register(&mut slot, p))?;
+        let selection = provider::select(settings.device, |p| register(&mut slot, p))?;
         let fallback = (!selection.passed_over.is_empty()
-            && config.device.device != provider::Device::Auto)
+            && settings.device.device != provider::Device::Auto)
             .then(|| {
                 let reasons: Vec<String> = selection
                     .passed_over
@@ -456,30 +455,30 @@ impl OnnxBackend {
         if let Some(reason) = &fallback {
             crate::errln!(
                 "WARNING: --device {} is not usable ({reason}); running on {} because CPU fallback is allowed. Throughput will be far lower.",
-                config.device.device.name(),
+                settings.device.device.name(),
                 selection.provider.ort_name()
             );
         }
         // Providers other than CPU run one batch at a time; CPU splits the threads across the batches in flight.
         let (parallel_batches, intra_threads) = if selection.provider == Provider::Cpu {
-            config.cpu_parallelism()
+            settings.cpu_parallelism
         } else {
-            if config.parallel_batches.is_some_and(|k| k > 1) {
+            if settings.parallel_batches_asked.is_some_and(|k| k > 1) {
                 crate::errln!(
                     "WARNING: --parallel-batches applies to CPU runs; {} runs one batch at a time. Raise --max-tokens to give it larger batches instead.",
                     selection.provider.ort_name()
                 );
             }
-            (1, config.threads)
+            (1, settings.threads)
         };
         let builder = slot
             .expect("builder present")
             .with_intra_threads(intra_threads)
             .map_err(|e| ort_failure(&origin, e))?;
         // After the provider checks, so a run refused for its device says nothing about its graph.
-        let candidate = config
+        let candidate = settings
             .graph_rewrite
-            .then(|| rewrite_candidate(&config.model, &origin))
+            .then(|| rewrite_candidate(&settings.source, &origin))
             .flatten();
         let mut builder = match &candidate {
             Some(rewrite) => with_weights_folder(builder, rewrite),
@@ -488,7 +487,7 @@ impl OnnxBackend {
         .map_err(|e| ort_failure(&origin, e))?;
         let rewritten =
             candidate.and_then(|rewrite| commit_rewritten(env, &mut builder, rewrite, &origin));
-        let (session, graph_rewrite) = match (rewritten, &config.model) {
+        let (session, graph_rewrite) = match (rewritten, &settings.source) {
             (Some((session, summary)), _) => (session, Some(summary)),
             (None, ModelSource::File(path)) => (builder.commit_from_file(path), None),
             (None, ModelSource::Embedded) => {
@@ -510,17 +509,17 @@ impl OnnxBackend {
             ),
             Err(_) => (None, None),
         };
-        if let Some(limit) = position_limit.filter(|&limit| config.max_residues > limit) {
+        if let Some(limit) = position_limit.filter(|&limit| settings.max_residues > limit) {
             return Err(Failure::usage(format!(
                 "{origin}: --max-residues {} is more than this model can read: its learned position embeddings \
 (ESM-1b/ESM-1v style) end at {limit} residues, and a longer row would fail the run when its batch comes\n  \
 fix: use --max-residues {limit} or less (longer rows are then truncated, or refused with --no-truncate)",
-                config.max_residues
+                settings.max_residues
             ))
             .into());
         }
         let shared = session.inner();
-        let pinned = (selection.provider == Provider::Cuda && config.io_binding)
+        let pinned = (selection.provider == Provider::Cuda && settings.io_binding)
             .then(|| PinnedIo::new(session, &contract.output))
             .transpose()
             .map_err(|e| ort_failure(&format!("{origin}: CUDA IO binding"), e))?;
@@ -528,14 +527,14 @@ fix: use --max-residues {limit} or less (longer rows are then truncated, or refu
             kind: contract.kind,
             output: contract.output.clone(),
             hidden: contract.hidden,
-            device_requested: config.device.device.name().to_string(),
+            device_requested: settings.device.device.name().to_string(),
             execution_provider: selection.provider.ort_name().to_string(),
             fallback,
             load_seconds: started.elapsed().as_secs_f64(),
             metadata_head,
-            threads: config.threads,
+            threads: settings.threads,
             parallel_batches,
-            max_tokens: config
+            max_tokens: settings
                 .max_tokens
                 .unwrap_or_else(|| selection.provider.default_max_tokens(contract.hidden)),
             io_binding: pinned.is_some(),

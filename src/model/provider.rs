@@ -1,6 +1,5 @@
 //! The execution-provider choice, in one place: what each --device means and when CPU may stand in.
 
-use crate::config::DeviceRequest;
 use crate::error::Failure;
 
 /// Token budget on CoreML when --max-tokens is not given: half fair-esm's toks_per_batch (4096).
@@ -54,6 +53,13 @@ pub enum Device {
     Cuda,
     CoreMl,
     Auto,
+}
+
+/// The device the user asked for and whether CPU may stand in for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceRequest {
+    pub device: Device,
+    pub allow_cpu_fallback: bool,
 }
 
 impl Device {

@@ -4,8 +4,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
-use crate::config::ModelSource;
 use crate::error::EXIT_RUNTIME;
+use crate::model::ModelSource;
 
 /// The message the handler writes, set before each model loads; null until then.
 static MESSAGE: AtomicPtr<Vec<u8>> = AtomicPtr::new(std::ptr::null_mut());

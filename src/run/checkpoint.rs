@@ -54,7 +54,7 @@ impl Fingerprint {
             max_residues: scoring.max_residues as u64,
             truncate: scoring.truncate,
             threshold,
-            skip_invalid: scoring.on_invalid == crate::cli::OnInvalid::Skip,
+            skip_invalid: scoring.skip_invalid,
             shard: scoring.shard,
         }
     }

@@ -172,7 +172,7 @@ pub fn drive(
             truncate: scoring.truncate,
         },
         max_tokens: Arc::clone(&max_tokens),
-        skip_invalid: scoring.on_invalid == crate::cli::OnInvalid::Skip,
+        skip_invalid: scoring.skip_invalid,
         skip_rows_before: options.start_row,
         shard: scoring.shard,
         fingerprint: options.data_fingerprint.clone(),

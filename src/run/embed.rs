@@ -103,7 +103,7 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<u64> {
     let (rows_path, skipped_path) = embed_companions(out);
     let (rows_partial, skipped_partial) = (partial_name(&rows_path), partial_name(&skipped_path));
     let mut model_hash = fingerprint::ModelHash::start(&scoring.model);
-    let runtime_starting = model::start_runtime(scoring);
+    let runtime_starting = model::start_runtime(&scoring.load_settings());
     let (summary, data_fingerprint) =
         validate_and_fingerprint_data(scoring, &skipped_path.display().to_string())?;
     let fingerprint_with =
@@ -159,7 +159,7 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<u64> {
     bus_error::install(&scoring.model);
     let mut monitor = Monitor::start(config.long_run.rss_limits)?;
     runtime_starting.wait();
-    let backend = model::load_backend(scoring)?;
+    let backend = model::load_backend(&scoring.load_settings())?;
     let fingerprint = fingerprint_with(model_hash.get()?);
     if !backend.info().kind.yields_embeddings() {
         return Err(Failure::usage(format!(

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::cli::OnInvalid;
 use crate::config::{ScoringConfig, TestConfig};
 use crate::data::reader::RowRules;
 use crate::data::validate::{self, DataSummary};
@@ -46,17 +45,14 @@ pub fn validate_data(scoring: &ScoringConfig, skipped_list: &str) -> Result<Data
     };
     let summary = validate::scan(&scoring.data, &scoring.columns, rules, scoring.shard)?;
     let name = scoring.data.display_name();
-    match scoring.on_invalid {
-        OnInvalid::Fail => validate::require_all_valid(&summary, &name)?,
-        OnInvalid::Skip if summary.rows_valid == 0 => validate::require_all_valid(&summary, &name)?,
-        OnInvalid::Skip if summary.rows_invalid > 0 => {
-            crate::errln!(
-                "esmbench: {} of {} rows are invalid and will be skipped (listed in {skipped_list})",
-                summary.rows_invalid,
-                summary.rows_total
-            )
-        }
-        OnInvalid::Skip => {}
+    if !scoring.skip_invalid || summary.rows_valid == 0 {
+        validate::require_all_valid(&summary, &name)?;
+    } else if summary.rows_invalid > 0 {
+        crate::errln!(
+            "esmbench: {} of {} rows are invalid and will be skipped (listed in {skipped_list})",
+            summary.rows_invalid,
+            summary.rows_total
+        );
     }
     for warning in validate::warnings(&summary, &name) {
         crate::errln!("{warning}");
@@ -367,7 +363,9 @@ fn score_and_report(
         Some(l) => (l.model_hash, Some((l.backend, l.loads_before, l.first_use))),
         None => (fingerprint::ModelHash::start(&scoring.model), None),
     };
-    let runtime_starting = loaded.is_none().then(|| model::start_runtime(scoring));
+    let runtime_starting = loaded
+        .is_none()
+        .then(|| model::start_runtime(&scoring.load_settings()));
     let (summary, (data_sha256, data_bytes)) =
         validate_and_fingerprint_data(scoring, SKIPPED_FILE)?;
     let threshold_for_fingerprint = config.threshold.as_ref().map(|t| t.value);
@@ -389,7 +387,7 @@ fn score_and_report(
             if let Some(starting) = runtime_starting {
                 starting.wait();
             }
-            owned = model::load_backend(scoring)?;
+            owned = model::load_backend(&scoring.load_settings())?;
             let seconds = owned.info().load_seconds;
             (owned.as_ref(), 0, seconds)
         }
@@ -397,7 +395,7 @@ fn score_and_report(
     let model_sha256 = model_hash.get()?;
     let mut info = backend.info().clone();
     info.load_seconds = load_seconds;
-    let head = model::resolve_head(scoring, &info)?;
+    let head = model::resolve_head(scoring.head.as_deref(), &scoring.model, &info)?;
     model::require_head_for_scoring(
         &info,
         head.as_ref().map(|(h, _)| h),

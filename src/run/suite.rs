@@ -41,7 +41,7 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
         let loads_before = model::model_loads();
         let scoring = &suite_model.runs[0].config.scoring;
         let mut model_hash = fingerprint::ModelHash::start(&scoring.model);
-        let backend = model::load_backend(scoring)?;
+        let backend = model::load_backend(&scoring.load_settings())?;
         model_hash.get()?;
         for (i, run) in suite_model.runs.iter().enumerate() {
             crate::errln!("esmbench: {} on {}", run.model, run.data);
