@@ -91,6 +91,7 @@ import re
 import sys
 import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -324,7 +325,10 @@ class Head:
 
 
 def _flat(values, what: str, path) -> list[float]:
-    array = np.asarray(values, dtype=np.float64)
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: {what} holds {np.asarray(values).dtype} values, not numbers") from None
     if array.ndim == 2 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 1:
@@ -494,13 +498,28 @@ def head_from_npz(path: str | os.PathLike, hidden: int, threshold: float | None)
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--npz {path}: no such file")
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"coef", "intercept"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)} (has {sorted(data.files)})")
-        coef = _flat(data["coef"], "coef", path)
-        intercept = _flat(np.atleast_1d(data["intercept"]), "intercept", path)
-        stored = float(data["threshold"]) if "threshold" in data.files else 0.5
+    written = "write one with np.savez(path, coef=coef, intercept=intercept)"
+    with open(path, "rb") as file:
+        magic = file.read(6)
+    if magic == b"\x93NUMPY":
+        raise ValueError(f"--npz {path}: a single .npy array, not an .npz archive of named arrays; {written}")
+    if magic[:4] != b"PK\x03\x04":
+        raise ValueError(f"--npz {path}: not an .npz archive (those are zip files); {written}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"coef", "intercept"} - set(data.files)
+            if missing:
+                raise ValueError(f"{path}: missing arrays {sorted(missing)} (has {sorted(data.files)}); {written}")
+            coef = _flat(data["coef"], "coef", path)
+            intercept = _flat(np.atleast_1d(data["intercept"]), "intercept", path)
+            stored = 0.5
+            if "threshold" in data.files:
+                threshold_values = _flat(np.atleast_1d(data["threshold"]), "threshold", path)
+                if len(threshold_values) != 1:
+                    raise ValueError(f"{path}: threshold has {len(threshold_values)} values; a head has one")
+                stored = threshold_values[0]
+    except (zipfile.BadZipFile, EOFError, KeyError) as err:
+        raise ValueError(f"--npz {path}: a damaged .npz archive ({err}); {written}") from None
     check_threshold(stored, f"{path}: threshold")
     if len(intercept) != 1:
         raise ValueError(f"{path}: intercept has {len(intercept)} values; a binary head has one")

@@ -723,6 +723,40 @@ fn export_refuses_a_head_esmbench_would_refuse_before_exporting() {
     assert!(!ok && log.contains("not a pickle or joblib file"), "{log}");
     assert!(!log.contains("Traceback"), "{log}");
     assert!(!model.exists());
+    // --npz given a single .npy array, or an archive whose threshold holds two values: each was a traceback.
+    let (array, two_thresholds) = (dir.path().join("coef.npy"), dir.path().join("two.npz"));
+    run_python(
+        &python,
+        "import sys, numpy as np\n\
+         np.save(sys.argv[1], np.zeros(32))\n\
+         np.savez(sys.argv[2], coef=np.zeros(32), intercept=np.array([0.1]), threshold=np.array([0.4, 0.6]))\n",
+        &[&array, &two_thresholds],
+    );
+    for (npz, expected) in [
+        (
+            &array,
+            "a single .npy array, not an .npz archive of named arrays; write one with np.savez(",
+        ),
+        (
+            &two_thresholds,
+            "two.npz: threshold has 2 values; a head has one",
+        ),
+    ] {
+        let (ok, log) = export(
+            &python,
+            &[
+                "--random-init",
+                "tiny",
+                "--npz",
+                npz.to_str().unwrap(),
+                "--out",
+                model.to_str().unwrap(),
+            ],
+        );
+        assert!(!ok && log.contains(expected), "{log}");
+        assert!(!log.contains("Traceback"), "{log}");
+        assert!(!model.exists());
+    }
     // Flags of the other source were accepted and did nothing.
     for (args, expected) in [
         (
