@@ -192,9 +192,11 @@ pub struct LongRunArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct GateArgs {
     /// Baseline JSON to compare with: exit 3 when a metric (or recorded throughput) is worse than it allows.
+    /// For a suite config, a folder of <model>.<data>.json baselines.
     #[arg(long, conflicts_with = "write_baseline")]
     pub baseline: Option<PathBuf>,
-    /// Record this run's metrics as a baseline JSON.
+    /// Record this run's metrics as a baseline JSON (for a suite config, into a folder: one
+    /// <model>.<data>.json per run).
     #[arg(long)]
     pub write_baseline: Option<PathBuf>,
     /// Absolute tolerance per metric written by --write-baseline (default 0.005).

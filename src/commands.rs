@@ -24,7 +24,11 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Test(args) => match resolve_plan(&args)? {
             TestPlan::Single(config) => {
-                check_gate_flags(&args.gate)?;
+                check_gate_flags(
+                    &args.gate,
+                    config.threshold.as_ref().map(|t| t.value),
+                    Produces::Test,
+                )?;
                 let report = crate::run::run_test(&config, false)?;
                 print_summary(&report, &config.out_dir);
                 gate(&args.gate, &report, &config.out_dir.join("report.json"))
@@ -42,16 +46,17 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
         },
         Command::Metrics(args) => {
-            check_gate_flags(&args.gate)?;
             let chosen =
                 threshold::requested(args.threshold, args.assay.map(Into::into), None, None)?;
+            let threshold = threshold::resolve(chosen, None);
+            check_gate_flags(&args.gate, Some(threshold.value), Produces::Metrics)?;
             let config = RescoreConfig {
                 predictions: args.predictions.clone(),
                 out_dir: args.out.clone(),
                 label_column: args.label_column.clone(),
                 score_column: args.score_column.clone(),
-                threshold: threshold::resolve(chosen, None),
-                bootstrap: check_bootstrap(args.bootstrap)?,
+                threshold,
+                bootstrap: check_bootstrap(args.bootstrap, &|n| format!("--bootstrap {n}"))?,
             };
             let report = rescore::run_metrics(&config)?;
             print_summary(&report, &config.out_dir);
@@ -61,7 +66,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             if args.gate.baseline.is_none() && args.gate.write_baseline.is_none() {
                 return Err(Failure::usage("check needs --baseline B.json (compare) or --write-baseline B.json (record)\n  fix: esmbench check REPORT.json --baseline B.json").into());
             }
-            check_gate_flags(&args.gate)?;
+            check_gate_flags(&args.gate, None, Produces::Nothing)?;
             let report = read_report(&args.report)?;
             gate(&args.gate, &report, &args.report)
         }
@@ -91,11 +96,33 @@ fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-/// Flag values clap cannot check, refused before a run spends any time.
-fn check_gate_flags(gate: &GateArgs) -> Result<()> {
+/// The report a gated command makes before it gates.
+#[derive(Clone, Copy, PartialEq)]
+enum Produces {
+    /// `test`: scores, so its report has a throughput.
+    Test,
+    /// `metrics`: rescores predictions, with no throughput.
+    Metrics,
+    /// `check`: reads a report made earlier.
+    Nothing,
+}
+
+/// Flag values clap cannot check, refused before a run spends any time. `threshold` is the run's, where it
+/// is known before the run (given, or `metrics`' default).
+fn check_gate_flags(gate: &GateArgs, threshold: Option<f64>, produces: Produces) -> Result<()> {
     check_tolerances(gate)?;
+    if let (Some(r), Produces::Metrics) = (gate.throughput_tolerance, produces) {
+        return Err(Failure::usage(format!(
+            "--throughput-tolerance {r} records a throughput floor, and `esmbench metrics` measures no speed\n  \
+fix: drop --throughput-tolerance (record throughput from an `esmbench test` report)"
+        ))
+        .into());
+    }
     if let Some(path) = &gate.baseline {
-        Baseline::load(path)?;
+        let recorded = Baseline::load(path)?;
+        if let Some(threshold) = threshold {
+            baseline::check_threshold(&recorded, threshold, &path.display().to_string())?;
+        }
     }
     // Checked before the run, so an hour of scoring does not end on a path the baseline cannot go to.
     if let Some(path) = &gate.write_baseline {
@@ -187,7 +214,7 @@ fn gate(args: &GateArgs, report: &Report, report_path: &Path) -> Result<()> {
             args.throughput_tolerance,
         )?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            crate::config::ensure_writable_dir(parent)?;
+            crate::config::ensure_writable_dir(parent, "--write-baseline")?;
         }
         reports::write_atomically(path, &b.to_json())?;
         crate::outln!(
@@ -313,7 +340,7 @@ fn print_summary(report: &Report, out_dir: &Path) {
 }
 
 fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Result<()> {
-    crate::config::check_model_file(path)?;
+    crate::config::check_model_file(path, "--model")?;
     let model::onnx::Description {
         inputs,
         outputs,

@@ -276,7 +276,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Report> {
         ))
         .into());
     }
-    ensure_writable_dir(out)?;
+    ensure_writable_dir(out, "--out")?;
     let mut predictions = Vec::new();
     let mut skipped = Vec::new();
     for s in &shards {

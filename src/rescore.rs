@@ -322,7 +322,7 @@ pub fn run_metrics(config: &RescoreConfig) -> Result<Report> {
         config.label_column.as_deref(),
         config.score_column.as_deref(),
     )?;
-    crate::config::ensure_writable_dir(&config.out_dir)?;
+    crate::config::ensure_writable_dir(&config.out_dir, "--out")?;
     let path = config.predictions.display().to_string();
     if let Some(warning) = given_predictions_warning(&p, config.threshold.value, &path) {
         crate::errln!("{warning}");

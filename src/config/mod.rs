@@ -227,9 +227,35 @@ pub struct FileConfig {
     pub datasets: Option<Vec<suite::DatasetEntry>>,
     /// Folder of per-run baselines (`<model>.<data>.json`) that gate a suite.
     pub baselines: Option<PathBuf>,
+    /// The file these keys were read from (not a key): messages about its values name it.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl FileConfig {
+    /// A setting as the user gave it, for messages: `--max-tokens 2` from the command line, or
+    /// `max_tokens: 2` (in run.yaml) from this file.
+    pub fn given(
+        &self,
+        from_flag: bool,
+        flag: &str,
+        key: &str,
+        value: impl std::fmt::Display,
+    ) -> String {
+        match (&self.source, from_flag) {
+            (Some(file), false) => format!("`{key}: {value}` (in {})", file.display()),
+            _ => format!("{flag} {value}"),
+        }
+    }
+
+    /// An option as the user gave it: `--data`, or `data:` (in run.yaml).
+    pub fn named(&self, from_flag: bool, flag: &str, key: &str) -> String {
+        match (&self.source, from_flag) {
+            (Some(file), false) => format!("`{key}:` (in {})", file.display()),
+            _ => flag.to_string(),
+        }
+    }
+
     /// Which of `keys` this file sets: a command warns of the ones it does not read.
     pub fn keys_set(&self, keys: &[&'static str]) -> Vec<&'static str> {
         keys.iter()
@@ -281,8 +307,14 @@ model on one dataset\n  fix: pass --model M.onnx and --data D.csv, or use a conf
                 path.display()
             ))
         })?;
-        let mut config: FileConfig = serde_yaml_ng::from_str(&text).map_err(|e| {
-            let place = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
+        // Windows editors start a UTF-8 file with a byte-order mark, which the YAML parser reads as content
+        // (refusing the file as "more than one document", or reading the first key under another name).
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let mut config: FileConfig = serde_yaml_ng::from_str(text).map_err(|e| {
+            let place = duplicate_key_line(&e.to_string(), text)
+                .map(|line| format!(":{line}"))
+                .or_else(|| e.location().map(|l| format!(":{}:{}", l.line(), l.column())))
+                .unwrap_or_default();
             Failure::usage(format!(
                 "config {}{place}: {e}\n  fix: keys are model, data, head, out, device, allow_cpu_fallback, max_tokens, threads, parallel_batches, max_residues, truncate, threshold, \
 assay, bootstrap, columns {{sequence, label, id}}, on_invalid, intra_op_spinning, io_binding, graph_rewrite, max_rss, soft_rss, checkpoint_seconds, \
@@ -290,6 +322,7 @@ models [{{model, head, name}}], datasets [{{data, name, threshold, assay}}], bas
                 path.display()
             ))
         })?;
+        config.source = Some(path.to_path_buf());
         let base = path.parent().unwrap_or(Path::new(""));
         for slot in [
             &mut config.model,
@@ -312,6 +345,25 @@ models [{{model, head, name}}], datasets [{{data, name, threshold, assay}}], bas
         }
         Ok(config)
     }
+}
+
+/// The line of a top-level key's second appearance, for serde's "duplicate field `KEY`", which the parser
+/// locates at the start of the file. None for a key that is not written twice at the top level (a nested
+/// duplicate keeps the parser's location).
+fn duplicate_key_line(message: &str, text: &str) -> Option<usize> {
+    let key = message
+        .split("duplicate field `")
+        .nth(1)?
+        .split('`')
+        .next()?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            line.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .nth(1)
+        .map(|(i, _)| i + 1)
 }
 
 /// Threads to give ONNX Runtime by default: physical cores, but never more than this process may use
@@ -458,32 +510,59 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
             }
             (Some(m), Some(d)) => (ModelSource::File(m), DataSource::File(d)),
             (Some(_), None) => {
-                return Err(Failure::usage(
-                    "--model was given without --data\n  fix: add --data FILE.csv, or drop both to run the embedded demo",
-                )
+                return Err(Failure::usage(format!(
+                    "{} was given without {}\n  fix: add {}, or drop both to run the embedded demo",
+                    file.named(args.model.is_some(), "--model", "model"),
+                    file.named(args.model.is_some(), "--data", "data"),
+                    if args.model.is_some() {
+                        "--data FILE.csv"
+                    } else {
+                        "`data: FILE.csv`"
+                    },
+                ))
                 .into())
             }
             (None, Some(_)) => {
-                return Err(Failure::usage(
-                    "--data was given without --model\n  fix: add --model FILE.onnx, or drop both to run the embedded demo",
-                )
+                return Err(Failure::usage(format!(
+                    "{} was given without {}\n  fix: add {}, or drop both to run the embedded demo",
+                    file.named(args.data.is_some(), "--data", "data"),
+                    file.named(args.data.is_some(), "--model", "model"),
+                    if args.data.is_some() {
+                        "--model FILE.onnx"
+                    } else {
+                        "`model: FILE.onnx`"
+                    },
+                ))
                 .into())
             }
         };
         if let ModelSource::File(p) = &model {
-            check_model_file(p)?;
+            check_model_file(p, &file.named(args.model.is_some(), "--model", "model"))?;
         }
         if let DataSource::File(p) = &data {
-            check_readable(p, "data", "--data")?;
+            check_readable(
+                p,
+                "data",
+                &file.named(args.data.is_some(), "--data", "data"),
+            )?;
         }
         let head = args.head.clone().or_else(|| file.head.clone());
         if let Some(p) = &head {
-            check_head(p)?;
+            check_head(p, &file.named(args.head.is_some(), "--head", "head"))?;
         }
         let max_tokens = args.engine.max_tokens.or(file.max_tokens);
+        let max_tokens_given = |m: usize| {
+            file.given(
+                args.engine.max_tokens.is_some(),
+                "--max-tokens",
+                "max_tokens",
+                m,
+            )
+        };
         if let Some(max_tokens) = max_tokens.filter(|&m| m < 3) {
             return Err(Failure::usage(format!(
-                "--max-tokens {max_tokens} cannot hold one residue with <cls> and <eos>\n  fix: use at least 3 (typical: 512 on CPU, 2048 and up on a GPU)"
+                "{} cannot hold one residue with <cls> and <eos>\n  fix: use at least 3 (typical: 512 on CPU, 2048 and up on a GPU)",
+                max_tokens_given(max_tokens)
             ))
             .into());
         }
@@ -491,22 +570,36 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
             // The reader holds 16 batches' worth of rows to sort by length: a budget this size would hold a
             // Harvey-sized file in memory whole, and one batch's activations would not fit any GPU.
             return Err(Failure::usage(format!(
-                "--max-tokens {max_tokens} is above {MAX_TOKENS_LIMIT}\n  fix: use at most {MAX_TOKENS_LIMIT} (typical: 512 on CPU, 2048 to 65536 on a GPU)"
+                "{} is above {MAX_TOKENS_LIMIT}\n  fix: use at most {MAX_TOKENS_LIMIT} (typical: 512 on CPU, 2048 to 65536 on a GPU)",
+                max_tokens_given(max_tokens)
             ))
             .into());
         }
         let given_threads = args.engine.threads.or(file.threads);
         let threads = given_threads.unwrap_or_else(default_threads);
+        let threads_given = file.given(
+            args.engine.threads.is_some(),
+            "--threads",
+            "threads",
+            threads,
+        );
         if threads == 0 || threads > 1024 {
-            return Err(
-                Failure::usage(format!("--threads {threads} is out of range\n  fix: use 1..=1024 (default: physical cores)")).into()
-            );
+            return Err(Failure::usage(format!(
+                "{threads_given} is out of range\n  fix: use 1..=1024 (default: physical cores)"
+            ))
+            .into());
         }
         let parallel_batches = args.engine.parallel_batches.or(file.parallel_batches);
+        let parallel_batches_named = file.named(
+            args.engine.parallel_batches.is_some(),
+            "--parallel-batches",
+            "parallel_batches",
+        );
         if let Some(k) = parallel_batches {
             if k == 0 || k > threads {
                 return Err(Failure::usage(format!(
-                    "--parallel-batches {k} does not fit --threads {threads}: every batch in flight needs at least one thread\n  fix: use 1..={threads}"
+                    "{} does not fit {threads_given}: every batch in flight needs at least one thread\n  fix: use 1..={threads}",
+                    file.given(args.engine.parallel_batches.is_some(), "--parallel-batches", "parallel_batches", k)
                 ))
                 .into());
             }
@@ -517,7 +610,16 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
             .or(file.max_residues)
             .unwrap_or(DEFAULT_MAX_RESIDUES);
         if max_residues == 0 {
-            return Err(Failure::usage("--max-residues 0 would score nothing\n  fix: use a positive length (ESM's limit is 1022)").into());
+            return Err(Failure::usage(format!(
+                "{} would score nothing\n  fix: use a positive length (ESM's limit is 1022)",
+                file.given(
+                    args.engine.max_residues.is_some(),
+                    "--max-residues",
+                    "max_residues",
+                    0
+                )
+            ))
+            .into());
         }
         let truncate = if args.engine.no_truncate {
             false
@@ -561,8 +663,8 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
         }
         if accelerator && !device.allow_cpu_fallback && parallel_batches.is_some_and(|k| k > 1) {
             return Err(Failure::usage(format!(
-                "--parallel-batches applies to CPU runs; --device {} runs one batch at a time\n  fix: drop --parallel-batches, or raise --max-tokens to give the device larger batches",
-                device.device.name()
+                "{parallel_batches_named} applies to CPU runs; {} runs one batch at a time\n  fix: drop {parallel_batches_named}, or raise the token budget (--max-tokens) to give the device larger batches",
+                file.given(args.engine.device.is_some(), "--device", "device", device.device.name())
             ))
             .into());
         }
@@ -595,8 +697,8 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
 /// A head is read in full here, so a misspelt key or a bad threshold stops the run before a model loads (in
 /// a suite, before the first model scores its datasets). Its size against the model's hidden size can only
 /// be checked once the model has loaded.
-fn check_head(path: &Path) -> Result<()> {
-    check_readable(path, "head", "--head")?;
+fn check_head(path: &Path, named: &str) -> Result<()> {
+    check_readable(path, "head", named)?;
     crate::model::head::Head::read(path).map(drop)
 }
 
@@ -625,9 +727,9 @@ fix: save the stream to a file and pass its path (gzipped data is read as it is:
     }
 }
 
-/// The --model path is a readable file that is not plain text.
-pub fn check_model_file(path: &Path) -> Result<()> {
-    check_readable(path, "model", "--model")?;
+/// The --model path (`named` as the user gave it) is a readable file that is not plain text.
+pub fn check_model_file(path: &Path, named: &str) -> Result<()> {
+    check_readable(path, "model", named)?;
     refuse_text_as_model(path)?;
     for data in crate::model::external_data::files(path) {
         if !data.is_file() {
@@ -736,16 +838,17 @@ fn is_stream(meta: &std::fs::Metadata) -> bool {
 }
 
 /// Makes sure `dir` exists and a file can be created in it, so a run never computes for an hour and then fails to write.
-pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
+/// `flag` is the option that named it, for the fix.
+pub fn ensure_writable_dir(dir: &Path, flag: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| {
         Failure::usage(format!(
-            "output directory {} cannot be created: {e}\n  fix: pass a writable --out",
+            "output directory {} cannot be created: {e}\n  fix: pass a writable {flag}",
             dir.display()
         ))
     })?;
     write_probe(dir).map_err(|e| {
         Failure::usage(format!(
-            "output directory {} is not writable: {e}\n  fix: pass a writable --out",
+            "output directory {} is not writable: {e}\n  fix: pass a writable {flag}",
             dir.display()
         ))
     })?;
@@ -763,7 +866,7 @@ pub fn ensure_output_file(out: &Path, what: &str, example: &str) -> Result<()> {
         .into());
     }
     match out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) => ensure_writable_dir(parent),
+        Some(parent) => ensure_writable_dir(parent, "--out"),
         None => Ok(()),
     }
 }
@@ -780,22 +883,33 @@ impl LongRun {
     pub fn resolve(args: &crate::cli::LongRunArgs, file: &FileConfig) -> Result<LongRun> {
         let max_rss = args.max_rss.clone().or_else(|| file.max_rss.clone());
         let soft_rss = args.soft_rss.clone().or_else(|| file.soft_rss.clone());
+        let max_rss_named = file.named(args.max_rss.is_some(), "--max-rss", "max_rss");
+        let soft_rss_named = file.named(args.soft_rss.is_some(), "--soft-rss", "soft_rss");
         let rss_limits = match (max_rss, soft_rss) {
             (None, None) => None,
             (None, Some(_)) => {
-                return Err(Failure::usage(
-                    "--soft-rss needs --max-rss\n  fix: add --max-rss SIZE (e.g. 8GiB)",
-                )
+                return Err(Failure::usage(format!(
+                    "{soft_rss_named} needs a hard limit\n  fix: add --max-rss SIZE (or `max_rss:`; e.g. 8GiB)"
+                ))
                 .into())
             }
             (Some(hard), soft) => {
-                let hard = parse_bytes(&hard, "--max-rss")?;
+                let hard = parse_bytes(
+                    &hard,
+                    &file.given(args.max_rss.is_some(), "--max-rss", "max_rss", &hard),
+                )?;
                 let soft = match soft {
-                    Some(s) => parse_bytes(&s, "--soft-rss")?,
+                    Some(s) => parse_bytes(
+                        &s,
+                        &file.given(args.soft_rss.is_some(), "--soft-rss", "soft_rss", &s),
+                    )?,
                     None => hard / 10 * 8,
                 };
                 if soft > hard {
-                    return Err(Failure::usage("--soft-rss is above --max-rss\n  fix: the soft limit must be the lower one").into());
+                    return Err(Failure::usage(format!(
+                        "{soft_rss_named} is above {max_rss_named}\n  fix: the soft limit must be the lower one"
+                    ))
+                    .into());
                 }
                 Some(RssLimits { soft, hard })
             }
@@ -806,7 +920,8 @@ impl LongRun {
             .unwrap_or(DEFAULT_CHECKPOINT_SECONDS);
         if checkpoint_seconds == 0 {
             return Err(Failure::usage(format!(
-                "--checkpoint-seconds 0 would checkpoint after every batch\n  fix: use 1 or more (default {DEFAULT_CHECKPOINT_SECONDS})"
+                "{} would checkpoint after every batch\n  fix: use 1 or more (default {DEFAULT_CHECKPOINT_SECONDS})",
+                file.given(args.checkpoint_seconds.is_some(), "--checkpoint-seconds", "checkpoint_seconds", 0)
             ))
             .into());
         }
@@ -903,9 +1018,11 @@ impl TestConfig {
             file.threshold,
             file.assay.map(Into::into),
         )?;
-        let bootstrap = check_bootstrap(args.bootstrap.or(file.bootstrap))?;
+        let bootstrap = check_bootstrap(args.bootstrap.or(file.bootstrap), &|n| {
+            file.given(args.bootstrap.is_some(), "--bootstrap", "bootstrap", n)
+        })?;
         let long_run = LongRun::resolve(&args.long_run, file)?;
-        ensure_writable_dir(&out_dir)?;
+        ensure_writable_dir(&out_dir, &file.named(args.out.is_some(), "--out", "out"))?;
         refuse_inputs_among_outputs(
             &scoring,
             &crate::report::test_output_files(&out_dir),
@@ -921,8 +1038,8 @@ impl TestConfig {
     }
 }
 
-/// Sizes such as 8GiB, 512MiB, 2GB or a plain byte count.
-pub fn parse_bytes(text: &str, flag: &str) -> Result<u64> {
+/// Sizes such as 8GiB, 512MiB, 2GB or a plain byte count; `given` names the setting as the user gave it.
+pub fn parse_bytes(text: &str, given: &str) -> Result<u64> {
     text.trim()
         .parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
@@ -930,18 +1047,20 @@ pub fn parse_bytes(text: &str, flag: &str) -> Result<u64> {
         .filter(|&b| b > 0)
         .ok_or_else(|| {
             Failure::usage(format!(
-                "{flag} {text} is not a size\n  fix: write it like 8GiB, 512MiB or 2GB"
+                "{given} is not a size\n  fix: write it like 8GiB, 512MiB or 2GB"
             ))
             .into()
         })
 }
 
-/// Bootstrap resamples: the default when unset, refused past what could finish in reasonable time.
-pub fn check_bootstrap(requested: Option<usize>) -> Result<usize> {
+/// Bootstrap resamples: the default when unset, refused past what could finish in reasonable time. `given`
+/// names a value as the user gave it.
+pub fn check_bootstrap(requested: Option<usize>, given: &dyn Fn(usize) -> String) -> Result<usize> {
     let n = requested.unwrap_or(bootstrap::DEFAULT_RESAMPLES);
     if n > bootstrap::MAX_RESAMPLES {
         return Err(Failure::usage(format!(
-            "--bootstrap {n} is more resamples than an interval needs\n  fix: use at most {} (default {}; 0 turns the intervals off)",
+            "{} is more resamples than an interval needs\n  fix: use at most {} (default {}; 0 turns the intervals off)",
+            given(n),
             bootstrap::MAX_RESAMPLES,
             bootstrap::DEFAULT_RESAMPLES
         ))
@@ -1212,7 +1331,7 @@ mod tests {
         assert_eq!(parse_bytes("8GiB", "--max-rss").unwrap(), 8 << 30);
         assert_eq!(parse_bytes("512MiB", "--max-rss").unwrap(), 512 << 20);
         assert_eq!(parse_bytes("2GB", "--max-rss").unwrap(), 2_000_000_000);
-        assert!(parse_bytes("lots", "--max-rss").is_err());
+        assert!(parse_bytes("lots", "--max-rss lots").is_err());
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub enum TestPlan {
     Suite(SuiteConfig),
 }
 
+/// The suite's own files in its `out` folder.
+pub const SUMMARY_FILES: [&str; 2] = ["summary.json", "summary.md"];
+
 /// The file name of a run's baseline inside a baselines folder.
 pub fn baseline_file(dir: &Path, model: &str, data: &str) -> PathBuf {
     dir.join(format!("{model}.{data}.json"))
@@ -148,6 +151,17 @@ fn resolve_suite(args: &TestArgs, file: &FileConfig) -> Result<SuiteConfig> {
         models.iter().map(|m| (m.name.clone(), &m.model)).collect(),
         "model",
     )?;
+    // Model folders sit beside the suite's own summary files in `out`.
+    if let Some(name) = model_names
+        .iter()
+        .find(|n| SUMMARY_FILES.contains(&n.as_str()))
+    {
+        return Err(Failure::usage(format!(
+            "model name `{name}` is the name of the suite's own summary file, which its folder would take\n  \
+fix: give the model another `name:`"
+        ))
+        .into());
+    }
     let data_names = unique_names(
         datasets.iter().map(|d| (d.name.clone(), &d.data)).collect(),
         "dataset",
@@ -171,6 +185,15 @@ fn resolve_suite(args: &TestArgs, file: &FileConfig) -> Result<SuiteConfig> {
         refuse_shared_baseline_files(&model_names, &data_names)?;
     }
     if let Some(dir) = &baselines_dir {
+        if dir.is_file() {
+            return Err(Failure::usage(format!(
+                "baselines folder {} is a file: in a suite, --baseline (or `baselines:`) names a folder of <model>.<data>.json files\n  \
+fix: pass the folder that holds it, e.g. --baseline {}",
+                dir.display(),
+                dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).display()
+            ))
+            .into());
+        }
         if !dir.is_dir() {
             return Err(Failure::usage(format!(
                 "baselines folder {} does not exist\n  fix: in a suite, --baseline (or `baselines:`) names a folder of <model>.<data>.json files; record them with --write-baseline DIR",
@@ -180,10 +203,15 @@ fn resolve_suite(args: &TestArgs, file: &FileConfig) -> Result<SuiteConfig> {
         }
     }
 
+    let config_name = args
+        .scoring
+        .config
+        .as_ref()
+        .map_or_else(|| "the config".to_string(), |p| p.display().to_string());
     let mut suite_models = Vec::new();
     for (model, model_name) in models.iter().zip(&model_names) {
         let mut runs = Vec::new();
-        for (dataset, data_name) in datasets.iter().zip(&data_names) {
+        for (i, (dataset, data_name)) in datasets.iter().zip(&data_names).enumerate() {
             let mut run_args = args.clone();
             run_args.scoring.model = Some(model.model.clone());
             run_args.scoring.data = Some(dataset.data.clone());
@@ -200,7 +228,12 @@ fn resolve_suite(args: &TestArgs, file: &FileConfig) -> Result<SuiteConfig> {
                     None,
                     dataset.threshold,
                     dataset.assay.map(Into::into),
-                )?;
+                )
+                .map_err(|e| {
+                    Failure::usage(format!(
+                        "{config_name}: datasets[{i}] (`{data_name}`): {e:#}"
+                    ))
+                })?;
             }
             let baseline = match &baselines_dir {
                 Some(dir) => {
@@ -213,7 +246,16 @@ fn resolve_suite(args: &TestArgs, file: &FileConfig) -> Result<SuiteConfig> {
                         ))
                         .into());
                     }
-                    crate::report::baseline::Baseline::load(&path)?;
+                    let recorded = crate::report::baseline::Baseline::load(&path)?;
+                    // A threshold given in the config or on the command line is known now: a mismatch
+                    // would otherwise be found only after every dataset has been scored.
+                    if let Some(chosen) = &config.threshold {
+                        crate::report::baseline::check_threshold(
+                            &recorded,
+                            chosen.value,
+                            &path.display().to_string(),
+                        )?;
+                    }
                     Some(path)
                 }
                 None => None,
@@ -231,9 +273,17 @@ fn resolve_suite(args: &TestArgs, file: &FileConfig) -> Result<SuiteConfig> {
         });
     }
     if let Some(dir) = &args.gate.write_baseline {
-        super::ensure_writable_dir(dir)?;
+        if dir.extension().is_some_and(|e| e == "json") || dir.is_file() {
+            return Err(Failure::usage(format!(
+                "--write-baseline {} names a file, and a suite records one baseline per run in a folder\n  \
+fix: name a folder, e.g. --write-baseline baselines (it gets one <model>.<data>.json per run)",
+                dir.display()
+            ))
+            .into());
+        }
+        super::ensure_writable_dir(dir, "--write-baseline")?;
     }
-    super::ensure_writable_dir(&out_dir)?;
+    super::ensure_writable_dir(&out_dir, "--out")?;
     Ok(SuiteConfig {
         models: suite_models,
         out_dir,

@@ -144,7 +144,10 @@ impl Baseline {
             .collect();
         let throughput = match throughput_tolerance {
             Some(relative_tolerance) => {
-                has_throughput(report)?;
+                has_throughput(
+                    report,
+                    "drop --throughput-tolerance (a `metrics` report records no speed)",
+                )?;
                 Some(Throughput {
                     sequences_per_second: report.performance.sequences_per_second,
                     relative_tolerance,
@@ -193,11 +196,32 @@ fn usable(report: &Report) -> Result<(), Failure> {
     Ok(())
 }
 
-fn has_throughput(report: &Report) -> Result<(), Failure> {
+fn has_throughput(report: &Report, fix: &str) -> Result<(), Failure> {
     if report.command == "metrics" {
-        return Err(Failure::usage("this report was made by `esmbench metrics` and has no throughput\n  fix: gate throughput on an `esmbench test` report, or drop the throughput block from the baseline"));
+        return Err(Failure::usage(format!(
+            "this report was made by `esmbench metrics` and has no throughput\n  fix: {fix}"
+        )));
     }
     Ok(())
+}
+
+/// A baseline's threshold-dependent metrics compare only at the threshold they were recorded at; checked
+/// before a run when its threshold is known then, and again on the report.
+pub fn check_threshold(
+    baseline: &Baseline,
+    threshold: f64,
+    baseline_name: &str,
+) -> Result<(), Failure> {
+    match baseline
+        .threshold
+        .filter(|&t| !baseline.metrics.is_empty() && (t - threshold).abs() > SLACK)
+    {
+        Some(t) => Err(Failure::usage(format!(
+            "{baseline_name} was recorded at threshold {t}, this run's threshold is {threshold}: threshold-dependent metrics are not comparable\n  \
+fix: run at threshold {t} (--threshold or --assay), or re-record the baseline"
+        ))),
+        None => Ok(()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,12 +346,7 @@ pub fn compare(
         if let Some(n) = baseline.n.filter(|&n| n != m.n) {
             return Err(Failure::usage(format!("{baseline_name} was recorded on {n} labeled rows, this report has {}: it describes other data\n  fix: pass the baseline recorded for this data set, or re-record it with --write-baseline", m.n)));
         }
-        if let Some(t) = baseline
-            .threshold
-            .filter(|&t| (t - m.threshold).abs() > SLACK)
-        {
-            return Err(Failure::usage(format!("{baseline_name} was recorded at threshold {t}, this report used {}: threshold-dependent metrics are not comparable\n  fix: run at threshold {t} (--threshold or --assay), or re-record the baseline", m.threshold)));
-        }
+        check_threshold(baseline, m.threshold, baseline_name)?;
         for name in SCALAR_METRICS {
             let Some(&base) = baseline.metrics.get(name) else {
                 continue;
@@ -375,7 +394,10 @@ pub fn compare(
         }
     }
     if let Some(t) = &baseline.throughput {
-        has_throughput(report)?;
+        has_throughput(
+            report,
+            "gate throughput on an `esmbench test` report, or drop the throughput block from the baseline",
+        )?;
         let v = report.performance.sequences_per_second;
         let floor = t.sequences_per_second * (1.0 - t.relative_tolerance);
         let verdict = if v < floor - SLACK {

@@ -45,7 +45,8 @@ pub struct SummaryRun {
     pub wall_seconds: f64,
     /// Loads of this run's model so far: 1, since a suite never reloads a model for its next dataset.
     pub model_loads: u64,
-    /// pass, regression, or null when no baseline gates the run.
+    /// pass, regression, error (the baseline could not be compared: other data, another threshold), or null
+    /// when no baseline gates the run.
     pub gate: Option<String>,
     pub error: Option<String>,
 }

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use crate::config::suite::{baseline_file, SuiteConfig, SuiteRun};
+use crate::config::suite::{baseline_file, SuiteConfig, SuiteRun, SUMMARY_FILES};
 use crate::fingerprint;
 use crate::model;
 use crate::report::baseline::{self, Baseline};
@@ -21,12 +21,6 @@ pub struct SuiteOutcome {
 }
 
 pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
-    // Every dataset is checked before the first model loads, so a bad file costs seconds, not a model's run.
-    if let Some(first) = suite.models.first() {
-        for run in &first.runs {
-            validate_data(&run.config.scoring, super::SKIPPED_FILE)?;
-        }
-    }
     let mut summary = Summary {
         schema_version: SUMMARY_SCHEMA_VERSION,
         status: "running".into(),
@@ -34,6 +28,19 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
         model_loads: 0,
         runs: Vec::new(),
     };
+    // Replaces an earlier run's summary at once, so a suite that stops early never leaves one saying
+    // `complete` beside the run folders it rewrote.
+    write_summary(suite, &summary)?;
+    // Every dataset is checked before the first model loads, so a bad file costs seconds, not a model's run.
+    if let Some(first) = suite.models.first() {
+        for run in &first.runs {
+            if let Err(e) = validate_data(&run.config.scoring, super::SKIPPED_FILE) {
+                summary.status = "failed".into();
+                write_summary(suite, &summary)?;
+                return Err(e);
+            }
+        }
+    }
     let mut gate_log = String::new();
     let mut error = None;
     let loads_at_start = model::model_loads();
@@ -41,8 +48,22 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
         let loads_before = model::model_loads();
         let scoring = &suite_model.runs[0].config.scoring;
         let mut model_hash = fingerprint::ModelHash::start(&scoring.model);
-        let backend = model::load_backend(&scoring.load_settings())?;
-        model_hash.get()?;
+        // A model that cannot load ends the suite as a failed run would: its line in the summary, and the
+        // gate results of the runs before it still printed.
+        let loading = model::load_backend(&scoring.load_settings())
+            .and_then(|backend| model_hash.get().map(|_| backend));
+        let backend = match loading {
+            Ok(backend) => backend,
+            Err(e) => {
+                let run = &suite_model.runs[0];
+                let mut line = failed_line(run, run.config.out_dir.display().to_string());
+                line.error = Some(format!("{e:#}"));
+                summary.status = line.status.clone();
+                summary.runs.push(line);
+                error = Some(e);
+                break 'models;
+            }
+        };
         for (i, run) in suite_model.runs.iter().enumerate() {
             crate::errln!("esmbench: {} on {}", run.model, run.data);
             let loaded = Loaded {
@@ -69,8 +90,22 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
             match run_test_on(config, quiet, Some(loaded)) {
                 Ok(report) => {
                     let mut line = SummaryRun::from_report(&run.model, &run.data, out_dir, &report);
-                    if let Err(e) = record_and_gate(suite, run, &report, &mut line, &mut gate_log) {
-                        error.get_or_insert(e);
+                    match record_and_gate(suite, run, &report, &mut line, &mut gate_log) {
+                        Ok(()) => {}
+                        Err(GateError::Regression(e)) => {
+                            error.get_or_insert(e);
+                        }
+                        // The run scored; its gate could not be applied. Every such run is marked and
+                        // logged, not only the first.
+                        Err(GateError::NotApplied(e)) => {
+                            line.gate = Some("error".into());
+                            line.error = Some(format!("{e:#}"));
+                            gate_log.push_str(&format!(
+                                "gate not applied to {} on {}: {e:#}\n",
+                                run.model, run.data
+                            ));
+                            error.get_or_insert(e);
+                        }
                     }
                     summary.runs.push(line);
                 }
@@ -95,19 +130,29 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
     if summary.status == "running" {
         summary.status = "complete".into();
     }
-    report::write_atomically(
-        &suite.out_dir.join("summary.json"),
-        &summary::to_json(&summary),
-    )?;
-    report::write_atomically(
-        &suite.out_dir.join("summary.md"),
-        &summary::to_markdown(&summary),
-    )?;
+    write_summary(suite, &summary)?;
     Ok(SuiteOutcome {
         summary,
         gate_log,
         error,
     })
+}
+
+fn write_summary(suite: &SuiteConfig, summary: &Summary) -> Result<()> {
+    let [json, markdown] = SUMMARY_FILES;
+    report::write_atomically(&suite.out_dir.join(json), &summary::to_json(summary))?;
+    report::write_atomically(
+        &suite.out_dir.join(markdown),
+        &summary::to_markdown(summary),
+    )
+}
+
+/// Why a run's gate did not pass.
+enum GateError {
+    /// Worse than its baseline allows (exit 3).
+    Regression(anyhow::Error),
+    /// The baseline could not be recorded or compared (other data, another threshold, a write error).
+    NotApplied(anyhow::Error),
 }
 
 /// Writes this run's baseline when asked, and compares it with its baseline when the suite is gated.
@@ -117,23 +162,26 @@ fn record_and_gate(
     report: &Report,
     line: &mut SummaryRun,
     log: &mut String,
-) -> Result<()> {
+) -> Result<(), GateError> {
     if let Some(dir) = &suite.write_baselines {
         let path = baseline_file(dir, &run.model, &run.data);
-        let recorded = Baseline::from_report(report, suite.tolerance, suite.throughput_tolerance)?;
-        report::write_atomically(&path, &recorded.to_json())?;
+        let recorded = Baseline::from_report(report, suite.tolerance, suite.throughput_tolerance)
+            .map_err(|e| GateError::NotApplied(e.into()))?;
+        report::write_atomically(&path, &recorded.to_json()).map_err(GateError::NotApplied)?;
         log.push_str(&format!("wrote baseline {}\n", path.display()));
     }
     let Some(path) = &run.baseline else {
         return Ok(());
     };
     let name = path.display().to_string();
-    let comparison = baseline::compare(report, &Baseline::load(path)?, &name)?;
+    let comparison = Baseline::load(path)
+        .and_then(|recorded| baseline::compare(report, &recorded, &name))
+        .map_err(|e| GateError::NotApplied(e.into()))?;
     log.push_str(&comparison.render(&format!("{} on {}", run.model, run.data), &name));
     match comparison.failure(&name) {
         Some(failure) => {
             line.gate = Some("regression".into());
-            Err(failure.into())
+            Err(GateError::Regression(failure.into()))
         }
         None => {
             line.gate = Some("pass".into());

@@ -391,6 +391,113 @@ fn the_yaml_config_is_read_and_flags_override_it() {
     );
 }
 
+/// Regression: a value refused from the config file was named as a flag the user never typed (`--max-tokens 2
+/// cannot hold one residue`, `--data was given without --model` with the fix "add --model"), without the file.
+#[test]
+fn regression_a_bad_value_from_the_config_is_named_as_its_key_in_that_file() {
+    let dir = tempdir();
+    write(dir.path(), "d.csv", "sequence,label\nEVQL,1\nLAGV,0\n");
+    let model = fixture("esm2_micro.onnx");
+    for (name, text, expected) in [
+        (
+            "tokens.yaml",
+            format!("model: {}\ndata: d.csv\nmax_tokens: 2\n", model.display()),
+            "`max_tokens: 2` (in {dir}/tokens.yaml) cannot hold one residue",
+        ),
+        (
+            "only_data.yaml",
+            "data: d.csv\n".to_string(),
+            "`data:` (in {dir}/only_data.yaml) was given without `model:` (in {dir}/only_data.yaml)\n  fix: add `model: FILE.onnx`",
+        ),
+        (
+            "rss.yaml",
+            format!("model: {}\ndata: d.csv\nmax_rss: lots\n", model.display()),
+            "`max_rss: lots` (in {dir}/rss.yaml) is not a size",
+        ),
+        (
+            "checkpoints.yaml",
+            format!("model: {}\ndata: d.csv\ncheckpoint_seconds: 0\n", model.display()),
+            "`checkpoint_seconds: 0` (in {dir}/checkpoints.yaml) would checkpoint after every batch",
+        ),
+        (
+            "missing.yaml",
+            format!("model: {}\ndata: nowhere.csv\n", model.display()),
+            "fix: check the path given to `data:` (in {dir}/missing.yaml) (relative paths in a config file are relative to that file)",
+        ),
+    ] {
+        let config = write(dir.path(), name, &text);
+        let assert = esmbench()
+            .args(["test", "--mock-backend", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .assert()
+            .code(2);
+        let expected = expected.replace("{dir}", &dir.path().display().to_string());
+        assert!(stderr_of(&assert).contains(&expected), "{name}: {}", stderr_of(&assert));
+    }
+    // The same value given as a flag is named as the flag.
+    let config = write(
+        dir.path(),
+        "fine.yaml",
+        &format!("model: {}\ndata: d.csv\n", model.display()),
+    );
+    let assert = esmbench()
+        .args(["test", "--mock-backend", "--config"])
+        .arg(&config)
+        .args(["--max-tokens", "2"])
+        .assert()
+        .code(2);
+    assert!(
+        stderr_of(&assert).contains("error: --max-tokens 2 cannot hold"),
+        "{}",
+        stderr_of(&assert)
+    );
+}
+
+/// Regression: a config saved with a UTF-8 byte-order mark (as Windows editors save) was refused as "more than
+/// one document"; a key written twice was located at line 1, column 1.
+#[test]
+fn regression_a_config_with_a_byte_order_mark_is_read_and_a_repeated_key_is_located() {
+    let dir = tempdir();
+    write(dir.path(), "d.csv", "sequence,label\nEVQL,1\nLAGV,0\n");
+    let config = dir.path().join("bom.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "\u{feff}model: {}\ndata: d.csv\nthreads: 1\n",
+            fixture("esm2_micro.onnx").display()
+        ),
+    )
+    .unwrap();
+    esmbench()
+        .args(["test", "--mock-backend", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .assert()
+        .success();
+    assert_eq!(
+        read_json(&dir.path().join("out/report.json"))["execution"]["threads"],
+        1
+    );
+    let twice = write(
+        dir.path(),
+        "twice.yaml",
+        "# comment\nthreads: 1\ndata: d.csv\nthreads: 2\n",
+    );
+    let assert = esmbench()
+        .args(["test", "--mock-backend", "--config"])
+        .arg(&twice)
+        .assert()
+        .code(2);
+    assert!(
+        stderr_of(&assert).contains("twice.yaml:4: duplicate field `threads`"),
+        "{}",
+        stderr_of(&assert)
+    );
+}
+
 #[test]
 fn every_shipped_config_parses() {
     for entry in std::fs::read_dir(root().join("configs")).expect("configs/") {

@@ -389,3 +389,208 @@ fn regression_a_bad_head_in_a_suite_stops_it_before_the_first_model_scores() {
         assert!(!run.join("report.json").exists(), "{pair} was scored");
     }
 }
+
+/// Records the suite's baselines (exit 0) into `dir`/baselines and returns that folder.
+fn record_suite_baselines(dir: &Path, config: &Path) -> PathBuf {
+    let baselines = dir.join("baselines");
+    esmbench()
+        .args(["test", "--config"])
+        .arg(config)
+        .arg("--write-baseline")
+        .arg(&baselines)
+        .assert()
+        .success();
+    baselines
+}
+
+/// Regression: a model that could not load after an earlier model had scored ended the suite with no
+/// summary and no gate results (the earlier model's regression unreported), and an older summary.json
+/// still said `complete`.
+#[test]
+fn regression_a_model_that_fails_to_load_mid_suite_leaves_the_summary_and_the_gate_results() {
+    let test =
+        "regression_a_model_that_fails_to_load_mid_suite_leaves_the_summary_and_the_gate_results";
+    if !runtime_available(test) {
+        return;
+    }
+    let dir = tempdir();
+    let config = suite_config(dir.path(), "");
+    let baselines = record_suite_baselines(dir.path(), &config);
+    let tampered = baselines.join("first.nanobodies.json");
+    raise_accuracy(&tampered.clone(), 0.3, &tampered);
+    // Binary from its first byte, so it passes the text check and fails in ONNX Runtime's parser.
+    std::fs::write(
+        dir.path().join("m2.onnx"),
+        [0x08, 0xff, 0xff, 0x00, 0x13, 0x37],
+    )
+    .unwrap();
+    let assert = esmbench()
+        .args(["test", "--config"])
+        .arg(&config)
+        .arg("--baseline")
+        .arg(&baselines)
+        .assert()
+        .code(2);
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    assert!(
+        stdout.contains("regression gate: first on nanobodies") && stdout.contains("REGRESSION"),
+        "{stdout}"
+    );
+    let summary = read_json(&dir.path().join("results/summary.json"));
+    assert_eq!(summary["status"], "failed", "{summary}");
+    let lines: Vec<(&str, &str, &str)> = summary["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["model"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+                r["gate"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("first", "complete", "pass"),
+            ("first", "complete", "regression"),
+            ("m2", "failed", "-")
+        ]
+    );
+    let error = summary["runs"][2]["error"].as_str().unwrap();
+    assert!(
+        error.contains("m2.onnx") && error.contains("fix:"),
+        "{error}"
+    );
+}
+
+/// Regression: a baseline that could not be compared (recorded on other data) left the run's gate `null`,
+/// as if ungated, and only the first such run was reported.
+#[test]
+fn regression_every_baseline_that_cannot_be_compared_marks_its_run_gate_error() {
+    let test = "regression_every_baseline_that_cannot_be_compared_marks_its_run_gate_error";
+    if !runtime_available(test) {
+        return;
+    }
+    let dir = tempdir();
+    let config = suite_config(dir.path(), "");
+    let baselines = record_suite_baselines(dir.path(), &config);
+    for pair in ["first.demo", "m2.nanobodies"] {
+        let path = baselines.join(format!("{pair}.json"));
+        let mut json = read_json(&path);
+        json["n"] = serde_json::json!(json["n"].as_u64().unwrap() - 1);
+        std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    }
+    let assert = esmbench()
+        .args(["test", "--config"])
+        .arg(&config)
+        .arg("--baseline")
+        .arg(&baselines)
+        .assert()
+        .code(2);
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    for pair in ["first on demo", "m2 on nanobodies"] {
+        assert!(
+            stdout.contains(&format!("gate not applied to {pair}: ")),
+            "{pair}: {stdout}"
+        );
+    }
+    let summary = read_json(&dir.path().join("results/summary.json"));
+    let gates: Vec<&str> = summary["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["gate"].as_str().unwrap())
+        .collect();
+    assert_eq!(gates, ["error", "pass", "pass", "error"]);
+    assert!(summary["runs"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("it describes other data"));
+}
+
+/// A threshold given on the command line is compared with every baseline before anything is scored.
+#[test]
+fn a_threshold_that_differs_from_a_suites_baselines_is_refused_before_scoring() {
+    let test = "a_threshold_that_differs_from_a_suites_baselines_is_refused_before_scoring";
+    if !runtime_available(test) {
+        return;
+    }
+    let dir = tempdir();
+    let config = suite_config(dir.path(), "");
+    let baselines = record_suite_baselines(dir.path(), &config);
+    for pair in ["first/demo", "first/nanobodies", "m2/demo", "m2/nanobodies"] {
+        std::fs::remove_dir_all(dir.path().join("results").join(pair)).unwrap();
+    }
+    let assert = esmbench()
+        .args(["test", "--config"])
+        .arg(&config)
+        .arg("--baseline")
+        .arg(&baselines)
+        .args(["--threshold", "0.4"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        stderr
+            .contains("first.demo.json was recorded at threshold 0.5, this run's threshold is 0.4"),
+        "{stderr}"
+    );
+    assert!(!dir
+        .path()
+        .join("results/first/demo/predictions.csv")
+        .exists());
+}
+
+#[test]
+fn suite_baseline_paths_and_summary_names_that_cannot_work_are_refused_with_their_fix() {
+    let dir = tempdir();
+    let config = suite_config(dir.path(), "");
+    let baseline_file = write(dir.path(), "one.json", "{}");
+    for (flag, path, expected) in [
+        (
+            "--baseline",
+            baseline_file.clone(),
+            "is a file: in a suite, --baseline (or `baselines:`) names a folder of <model>.<data>.json files",
+        ),
+        (
+            "--write-baseline",
+            dir.path().join("new.json"),
+            "names a file, and a suite records one baseline per run in a folder",
+        ),
+        (
+            "--write-baseline",
+            baseline_file.clone(),
+            "names a file, and a suite records one baseline per run in a folder",
+        ),
+    ] {
+        let assert = esmbench()
+            .args(["test", "--config"])
+            .arg(&config)
+            .arg(flag)
+            .arg(&path)
+            .assert()
+            .code(2);
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+        assert!(stderr.contains(expected) && stderr.contains("fix:"), "{stderr}");
+    }
+    assert!(!dir.path().join("new.json").exists(), "a folder was made");
+    let named = write(
+        dir.path(),
+        "named.yaml",
+        &std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("  - name: first\n", "  - name: summary.json\n"),
+    );
+    let assert = esmbench()
+        .args(["test", "--config"])
+        .arg(&named)
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("model name `summary.json` is the name of the suite's own summary file"),
+        "{stderr}"
+    );
+}
