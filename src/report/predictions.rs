@@ -113,6 +113,19 @@ impl HashingFile {
     }
 }
 
+/// The durable length (and SHA-256, where recorded) are those of `header` alone.
+fn only_header(durable_bytes: u64, expected_sha256: Option<&str>, header: &[&str]) -> bool {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    if writer.write_record(header).is_err() {
+        return false;
+    }
+    let Ok(bytes) = writer.into_inner() else {
+        return false;
+    };
+    bytes.len() as u64 == durable_bytes
+        && expected_sha256.is_none_or(|sha| sha == format!("{:x}", Sha256::digest(&bytes)))
+}
+
 impl CsvLog {
     pub fn create(path: &Path, header: &[&str]) -> Result<CsvLog> {
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -134,11 +147,27 @@ impl CsvLog {
         if durable_bytes == 0 {
             return CsvLog::create(path, header);
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("reopening {} to resume", path.display()))?;
+        let file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(file) => file,
+            // A log that held nothing but its header is written again (a run killed while it removed its
+            // empty skipped.csv left such a checkpoint).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && only_header(durable_bytes, expected_sha256, header) => {
+                return CsvLog::create(path, header);
+            }
+            // Deleted after the run stopped: the rows it held are gone, as when the file is cut short.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Failure::usage(format!(
+                    "--resume: {} is missing; the run had written {durable_bytes} bytes to it before it stopped\n  \
+fix: put back the file the run wrote, or drop --resume to start afresh",
+                    path.display()
+                ))
+                .into())
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("reopening {} to resume", path.display())))
+            }
+        };
         let hashing = HashingFile::resume(file, path, durable_bytes, expected_sha256)?;
         let writer = csv::WriterBuilder::new()
             .has_headers(false)

@@ -59,6 +59,9 @@ pub struct LoopTotals {
     pub inference: Duration,
     /// Rows delivered in order, counting rows done before a resume.
     pub rows_done: u64,
+    /// RSS once the first round of batches (one per batch in flight) came back: about the least this model
+    /// holds while it scores at the starting token budget, which is where a resumed run starts again.
+    pub rss_after_first_round: Option<u64>,
 }
 
 pub struct DriveOptions<'a> {
@@ -282,6 +285,9 @@ fn deliver(
             _ => None,
         };
         totals.batches += 1;
+        if totals.batches == backend.info().parallel_batches.max(1) as u64 {
+            totals.rss_after_first_round = Some(super::monitor::rss_now());
+        }
         totals.real_tokens += batch.real_tokens() as u64;
         totals.padded_tokens += batch.padded_tokens() as u64;
         totals.rows_scored += batch.len() as u64;

@@ -10,7 +10,7 @@ use super::drive::{drive, DriveOptions, RowSink, Slot};
 use super::monitor::Monitor;
 use super::progress::Progress;
 use super::{
-    advise_on_full_disk, bus_error, resume_command, signals, stop_reason,
+    advise_on_full_disk, bus_error, limit_below_working_set, resume_command, signals, stop_reason,
     validate_and_fingerprint_data,
 };
 use crate::config::EmbedConfig;
@@ -208,8 +208,8 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<u64> {
     progress.finish(rows_done, monitor.rss_bytes());
     monitor.finish();
     let (totals, stop) = outcome?;
-    let first_round = totals.batches <= backend.info().parallel_batches as u64;
-    if let Some((_, kind, what, resume)) = stop_reason(&stop, &config.long_run, first_round) {
+    let below = limit_below_working_set(&totals, backend.info().parallel_batches, &config.long_run);
+    if let Some((_, kind, what, resume)) = stop_reason(&stop, &config.long_run, below) {
         let message = format!(
             "{what} after {rows_done} of {} rows; {} was not written, the embeddings so far are in {} (checkpointed)\n  {resume}",
             summary.rows_total,

@@ -551,8 +551,11 @@ fn score_and_report(
             .into(),
         );
     }
-    let first_round = totals.batches <= info.parallel_batches as u64;
-    let stopped = stop_reason(&stop, &config.long_run, first_round);
+    let stopped = stop_reason(
+        &stop,
+        &config.long_run,
+        limit_below_working_set(&totals, info.parallel_batches, &config.long_run),
+    );
     if let Some((status, kind, what, resume)) = stopped {
         let message = format!(
             "{what} after {rows_done} of {} rows; predictions so far are in {} (checkpointed)\n  {resume}",
@@ -575,19 +578,34 @@ fn score_and_report(
     }
     report.status = "complete".into();
     report::write_reports(&config.out_dir, &report)?;
+    Checkpoint::mark_complete(&config.out_dir)?;
+    // Only now: a process killed between the two steps the other way round left a checkpoint still to resume
+    // that names a skipped.csv no longer there. Killed here, it leaves an empty list beside a finished run.
     if sink.rows_skipped == 0 {
         let _ = std::fs::remove_file(&skipped_path);
     }
-    Checkpoint::mark_complete(&config.out_dir)?;
     Ok(report)
 }
 
+/// The model with its first round of batches in flight (one per batch in flight, at the starting token
+/// budget) already held more than --max-rss: a resumed process starts from there again, so a resume under the
+/// same limit would stop again after a few batches, every time.
+fn limit_below_working_set(
+    totals: &LoopTotals,
+    parallel_batches: usize,
+    long_run: &crate::config::LongRun,
+) -> bool {
+    let hard = long_run.rss_limits.map_or(u64::MAX, |l| l.hard);
+    totals.batches <= parallel_batches as u64
+        || totals.rss_after_first_round.is_some_and(|rss| rss > hard)
+}
+
 /// For a run stopped early: its report status, exit kind, what stopped it and the command that goes on.
-/// `first_round` says the stop came within the first batches this process ran, one per batch in flight.
+/// `limit_below_working_set`: see [`limit_below_working_set`].
 fn stop_reason(
     stop: &Stop,
     long_run: &crate::config::LongRun,
-    first_round: bool,
+    limit_below_working_set: bool,
 ) -> Option<(&'static str, FailureKind, String, String)> {
     match *stop {
         Stop::Finished => None,
@@ -603,11 +621,10 @@ fn stop_reason(
             let what = format!(
                 "stopped by the memory watchdog: RSS {reached_mib} MiB passed --max-rss {limit_mib} MiB"
             );
-            if !first_round {
+            if !limit_below_working_set {
                 return Some(("watchdog", FailureKind::Watchdog, what, resume_line(None)));
             }
-            // The model with its first batches in flight is the least any run of it holds: a resume under this
-            // limit would stop again at its first batches, every time. The command printed raises the limit.
+            // The command printed raises the limit.
             let raised = format!("{}MiB", (reached_mib * 3 / 2).div_ceil(64) * 64);
             let why = format!(
                 "the loaded model with its first batches in flight already holds more than {limit_mib} MiB, so a \
@@ -698,6 +715,43 @@ mod tests {
 
     fn words(text: &str) -> Vec<String> {
         text.split(' ').map(String::from).collect()
+    }
+
+    /// Regression: the raised limit was advised only for a stop within the first round of batches, but the
+    /// sampler reads RSS every 200 ms, by when a small model has run hundreds of batches: a limit below what
+    /// the model holds while scoring was advised again on every resume, each stopping after a few hundred rows.
+    #[test]
+    fn a_limit_below_what_the_first_round_held_is_raised_however_late_the_stop() {
+        let mib = |n: u64| n << 20;
+        let long_run = crate::config::LongRun {
+            rss_limits: Some(crate::config::RssLimits {
+                soft: mib(32),
+                hard: mib(40),
+            }),
+            resume: false,
+            checkpoint_every: Duration::from_secs(30),
+        };
+        let totals = |batches, rss_after_first_round| LoopTotals {
+            batches,
+            rss_after_first_round,
+            ..Default::default()
+        };
+        assert!(limit_below_working_set(
+            &totals(300, Some(mib(45))),
+            2,
+            &long_run
+        ));
+        assert!(limit_below_working_set(&totals(2, None), 2, &long_run));
+        assert!(!limit_below_working_set(
+            &totals(300, Some(mib(35))),
+            2,
+            &long_run
+        ));
+        let stop = Stop::Watchdog { rss_bytes: mib(60) };
+        let (_, _, _, advice) = stop_reason(&stop, &long_run, true).unwrap();
+        assert!(advice.contains("--max-rss 128MiB"), "{advice}");
+        let (_, _, _, advice) = stop_reason(&stop, &long_run, false).unwrap();
+        assert!(!advice.contains("higher limit"), "{advice}");
     }
 
     #[test]

@@ -79,6 +79,11 @@ impl Reader {
     }
 }
 
+/// This process's RSS now, read on the caller's thread (the sampler's figure can be 200 ms old).
+pub fn rss_now() -> u64 {
+    Reader::new().read().rss
+}
+
 impl Monitor {
     /// Starts sampling; with `limits`, the sampler is also the RSS watchdog. Err when no thread can be
     /// started for it: the run's RSS figures, and its watchdog, depend on it.

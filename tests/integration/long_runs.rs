@@ -533,6 +533,59 @@ fn regression_resume_refuses_predictions_changed_since_the_run_stopped() {
     assert_eq!(read_json(&out.join("report.json"))["status"], "complete");
 }
 
+/// Regression: a run killed between removing its empty skipped.csv and marking its checkpoint complete left a
+/// checkpoint that `--resume` could not continue (exit 1, "No such file or directory"); a predictions.csv
+/// deleted after a stop gave the same exit 1, where a changed one is refused with exit 2 and a fix.
+#[test]
+fn regression_resume_after_a_kill_in_the_last_step_finishes_and_a_deleted_log_is_refused() {
+    let dir = tempdir();
+    let data = dir.path().join("nb.csv");
+    synthetic_nanobodies(&data, 300, 21);
+    let out = dir.path().join("o");
+    let finish = |extra: &[&str]| {
+        Command::new(binary())
+            .args(["test", "--mock-backend", "--model"])
+            .arg(fixture("esm2_micro.onnx"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert!(finish(&[]).status.success());
+    let written = std::fs::read(out.join("predictions.csv")).unwrap();
+    // The state such a kill leaves: every row written, the checkpoint not yet complete, skipped.csv gone.
+    let unfinished = || {
+        let path = out.join("checkpoint.json");
+        let mut checkpoint = read_json(&path);
+        checkpoint["complete"] = serde_json::json!(false);
+        std::fs::write(&path, serde_json::to_vec(&checkpoint).unwrap()).unwrap();
+    };
+    unfinished();
+    assert!(!out.join("skipped.csv").exists());
+    let output = resume_mock_run(&data, &out);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(std::fs::read(out.join("predictions.csv")).unwrap(), written);
+    assert_eq!(read_json(&out.join("checkpoint.json"))["complete"], true);
+
+    unfinished();
+    std::fs::remove_file(out.join("predictions.csv")).unwrap();
+    let output = resume_mock_run(&data, &out);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("predictions.csv is missing; the run had written")
+            && stderr.contains("fix: put back the file the run wrote, or drop --resume"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn skipped_rows_are_listed_counted_and_left_out_of_predictions() {
     let dir = tempdir();
