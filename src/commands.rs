@@ -72,10 +72,16 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Embed(args) => {
             let config = EmbedConfig::resolve(&args)?;
-            let rows = crate::run::embed::run_embed(&config, false)?;
+            let outcome = crate::run::embed::run_embed(&config, false)?;
             let (rows_path, _) = crate::report::embed_companions(&config.out);
             crate::outln!(
-                "wrote {rows} embeddings to {} (the CSV row of each in {})",
+                "{} {} embeddings in {} (the CSV row of each in {})",
+                if outcome.already_complete {
+                    "kept"
+                } else {
+                    "wrote"
+                },
+                outcome.rows,
                 config.out.display(),
                 rows_path.display()
             );
@@ -83,8 +89,15 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Inspect(args) => inspect(&args.model, args.head.as_deref()),
         Command::Merge(args) => {
-            let report = crate::merge::merge(&args.shards, &args.out)?;
-            print_summary(&report, &args.out);
+            let merged = crate::merge::merge(&args.shards, &args.out)?;
+            print_summary(&merged.report, &args.out);
+            let summed: f64 = merged.shard_wall_seconds.iter().sum();
+            crate::outln!(
+                "timing: the time and rate above are the slowest shard's, as if the {} shards ran side by side; \
+their wall times add up to {summed:.2} s ({:.1} seq/s), what they cost run one after another",
+                merged.shard_wall_seconds.len(),
+                if summed > 0.0 { merged.report.data.rows_scored as f64 / summed } else { 0.0 }
+            );
             Ok(())
         }
         Command::Fit(args) => {

@@ -264,7 +264,13 @@ fn write_merged(
     Ok(())
 }
 
-pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Report> {
+/// The merged report, and each shard's own wall time (the report's is the slowest shard's).
+pub struct Merged {
+    pub report: Report,
+    pub shard_wall_seconds: Vec<f64>,
+}
+
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Merged> {
     let shards = dirs.iter().map(|d| load(d)).collect::<Result<Vec<_>>>()?;
     check_set(&shards)?;
     if let Some(s) = shards.iter().find(|s| same_dir(&s.dir, out)) {
@@ -356,7 +362,8 @@ fix: score that shard again (its command without --resume), or restore its files
         .map(|s| s.report.performance.peak_threads)
         .max()
         .unwrap_or(0);
-    // Shards run side by side: the merged rate is all rows over the slowest shard's wall time.
+    // As if the shards ran side by side (one per machine or GPU): all rows over the slowest shard's wall time.
+    // The console says so beside the shards' summed time, for shards run one after another.
     perf.sequences_per_second = if perf.wall_seconds > 0.0 {
         predictions.len() as f64 / perf.wall_seconds
     } else {
@@ -384,5 +391,11 @@ fix: score that shard again (its command without --resume), or restore its files
         write_merged(&out.join(SKIPPED_FILE), &SKIPPED_HEADER, skipped)?;
     }
     report::write_reports(out, &merged)?;
-    Ok(merged)
+    Ok(Merged {
+        report: merged,
+        shard_wall_seconds: shards
+            .iter()
+            .map(|s| s.report.performance.wall_seconds)
+            .collect(),
+    })
 }

@@ -937,7 +937,7 @@ impl LongRun {
 #[derive(Debug, Clone)]
 pub struct EmbedConfig {
     pub scoring: ScoringConfig,
-    /// E.npy; E.rows.csv, E.skipped.csv and, while the run is unfinished, E.checkpoint.json go beside it.
+    /// E.npy; E.rows.csv, E.skipped.csv and E.checkpoint.json (marked complete when the run ends) go beside it.
     pub out: PathBuf,
     pub long_run: LongRun,
 }

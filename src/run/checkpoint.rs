@@ -234,6 +234,9 @@ pub struct EmbedCheckpoint {
     pub rows: Durable,
     /// None while no row was skipped (the list is created at the first).
     pub skipped: Option<Durable>,
+    /// Every file is in place under its final name; kept so `--resume` can show the outputs are this run's.
+    #[serde(default)]
+    pub complete: bool,
 }
 
 impl EmbedCheckpoint {
@@ -253,7 +256,15 @@ impl EmbedCheckpoint {
             embeddings,
             rows,
             skipped,
+            complete: false,
         }
+    }
+
+    pub fn mark_complete(out: &Path) -> Result<()> {
+        let path = Self::path_for(out);
+        let mut checkpoint: EmbedCheckpoint = read_json(&path, &out.display().to_string())?;
+        checkpoint.complete = true;
+        checkpoint.save(out)
     }
 
     /// E.checkpoint.json for embeddings written to E.npy.

@@ -19,7 +19,10 @@ use crate::fingerprint;
 use crate::model;
 use crate::report::embed_companions;
 use crate::report::npy::NpyWriter;
-use crate::report::predictions::{partial_name, CsvLog, EMBEDDED_ROWS_HEADER, SKIPPED_HEADER};
+use crate::report::predictions::{
+    check_unchanged, differs_from_written, partial_name, CsvLog, Durable, EMBEDDED_ROWS_HEADER,
+    SKIPPED_HEADER,
+};
 
 /// Streams embeddings to the .npy writer, and beside it which CSV row each one is (and which rows were skipped),
 /// so that E.npy still lines up with the data when rows are skipped or the run is one shard. All three are
@@ -89,15 +92,85 @@ impl RowSink for EmbedSink<'_> {
     }
 }
 
-/// `esmbench embed`: pooled embeddings as float32 .npy [rows, hidden], in input order. Returns the rows in the file.
-pub fn run_embed(config: &EmbedConfig, quiet: bool) -> Result<u64> {
+/// What an embed run leaves: the rows in the .npy, and whether an earlier run had already written it all
+/// (`--resume` of a finished run).
+pub struct EmbedOutcome {
+    pub rows: u64,
+    pub already_complete: bool,
+}
+
+/// `esmbench embed`: pooled embeddings as float32 .npy [rows, hidden], in input order.
+pub fn run_embed(config: &EmbedConfig, quiet: bool) -> Result<EmbedOutcome> {
     write_embeddings(config, quiet).map_err(|error| {
         let then = format!("continue with: {}", resume_command(None));
         advise_on_full_disk(error, &config.out, &then)
     })
 }
 
-fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<u64> {
+/// The finished files of an embed run beside their partial names, with what the checkpoint recorded of each.
+fn outputs<'a>(
+    out: &Path,
+    checkpoint: &'a EmbedCheckpoint,
+) -> Vec<(PathBuf, PathBuf, &'a Durable)> {
+    let (rows_path, skipped_path) = embed_companions(out);
+    let mut files = vec![
+        (out.to_path_buf(), &checkpoint.embeddings),
+        (rows_path, &checkpoint.rows),
+    ];
+    if let Some(skipped) = &checkpoint.skipped {
+        files.push((skipped_path, skipped));
+    }
+    files
+        .into_iter()
+        .map(|(done, durable)| (partial_name(&done), done, durable))
+        .collect()
+}
+
+/// `--resume` of a run whose checkpoint says it completed: its files must be the bytes it wrote.
+fn check_complete_outputs(out: &Path, checkpoint: &EmbedCheckpoint) -> Result<()> {
+    for (_, done, durable) in outputs(out, checkpoint) {
+        check_unchanged(&done, durable.bytes, Some(&durable.sha256))?;
+    }
+    Ok(())
+}
+
+/// A run killed while it renamed its files into place (every row written, the checkpoint not yet marked
+/// complete) has some under their final names: they go back to their partial names, where the resume
+/// expects them, provided each is every byte the checkpoint recorded and the embeddings are all there.
+fn undo_unfinished_renames(
+    out: &Path,
+    checkpoint: &EmbedCheckpoint,
+    rows_total: u64,
+) -> Result<()> {
+    let every_row = checkpoint.width.is_some_and(|width| {
+        checkpoint.embeddings.bytes
+            == crate::report::npy::header(rows_total, width).len() as u64
+                + rows_total * width as u64 * 4
+    });
+    if !every_row {
+        return Ok(());
+    }
+    for (partial, done, durable) in outputs(out, checkpoint) {
+        let written = || {
+            matches!(
+                differs_from_written(&done, durable.bytes, Some(&durable.sha256)),
+                Ok(None)
+            )
+        };
+        if !partial.exists() && done.is_file() && written() {
+            std::fs::rename(&done, &partial).with_context(|| {
+                format!(
+                    "moving {} back to {} to resume",
+                    done.display(),
+                    partial.display()
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<EmbedOutcome> {
     let scoring = &config.scoring;
     let out = config.out.as_path();
     let (rows_path, skipped_path) = embed_companions(out);
@@ -110,13 +183,26 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<u64> {
         |model_sha256| Fingerprint::of(scoring, data_fingerprint.clone(), model_sha256, None, None);
     // Before the model loads, so a --resume that cannot resume, or a second run on the same --out, fails at once.
     // Only a resume waits for the model's hash here; a fresh run's hashing overlaps the load.
+    let rows_total = summary.rows_valid_in_shard;
     let resumed = if config.long_run.resume {
         let fingerprint = fingerprint_with(model_hash.get()?);
-        Some(EmbedCheckpoint::read_matching(out, &fingerprint)?)
+        let checkpoint = EmbedCheckpoint::read_matching(out, &fingerprint)?;
+        if checkpoint.complete {
+            check_complete_outputs(out, &checkpoint)?;
+            crate::errln!(
+                "esmbench: {} is already complete with the same data, model and settings; it stands (drop --resume to embed again)",
+                out.display()
+            );
+            return Ok(EmbedOutcome {
+                rows: rows_total,
+                already_complete: true,
+            });
+        }
+        undo_unfinished_renames(out, &checkpoint, rows_total)?;
+        Some(checkpoint)
     } else {
         None
     };
-    let rows_total = summary.rows_valid_in_shard;
     // The .npy writer takes the output's lock; the logs beside it are opened under it.
     let (writer, resumed_logs) = match &resumed {
         Some(checkpoint) => {
@@ -232,7 +318,10 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<u64> {
         },
     }
     sink.writer.finish()?;
-    EmbedCheckpoint::remove(out);
+    EmbedCheckpoint::mark_complete(out)?;
     // A resumed run's file holds the rows of every run before it too.
-    Ok(rows_total)
+    Ok(EmbedOutcome {
+        rows: rows_total,
+        already_complete: false,
+    })
 }

@@ -1399,13 +1399,45 @@ fn regression_embed_resumes_after_kill_9_and_ctrl_c_to_the_bytes_of_an_uninterru
         );
     }
     for left in [
-        "e.checkpoint.json",
         "e.npy.partial",
         "e.rows.csv.partial",
         "e.skipped.csv.partial",
     ] {
         assert!(!dir.path().join(left).exists(), "{left} was left behind");
     }
+    let checkpoint_path = dir.path().join("e.checkpoint.json");
+    assert_eq!(read_json(&checkpoint_path)["complete"], true);
+
+    // Regression: `--resume` of a finished embed exited 2 ("no checkpoint"), where test keeps a finished
+    // run's outputs; a retry wrapper that always adds --resume failed on it.
+    let again = Command::new(binary())
+        .args(embed_args(&data, &out, true))
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("kept 40000 embeddings"));
+
+    // Regression: killed after e.rows.csv was renamed into place and before e.npy was, the run could not be
+    // resumed (exit 1, "reopening e.rows.csv.partial"). The state such a kill leaves, made by hand:
+    std::fs::rename(&out, dir.path().join("e.npy.partial")).unwrap();
+    let mut checkpoint = read_json(&checkpoint_path);
+    checkpoint["complete"] = serde_json::json!(false);
+    std::fs::write(&checkpoint_path, serde_json::to_vec(&checkpoint).unwrap()).unwrap();
+    let finished = Command::new(binary())
+        .args(embed_args(&data, &out, true))
+        .output()
+        .unwrap();
+    assert!(
+        finished.status.success(),
+        "{}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap());
+    assert_eq!(read_json(&checkpoint_path)["complete"], true);
 }
 
 /// Regression: a suite hashed its model's files again for every dataset after loading it once. A model file

@@ -58,13 +58,31 @@ fn three_shards_merged_equal_one_unsharded_run_row_for_row() {
     );
 
     let merged = dir.path().join("merged");
-    esmbench()
+    let merging = esmbench()
         .arg("merge")
         .args(shard_dirs.iter().rev())
         .arg("--out")
         .arg(&merged)
         .assert()
         .success();
+    // The merged rate assumes the shards ran side by side; their summed time is printed beside it, which is
+    // what shards run one after another cost.
+    let walls: f64 = shard_dirs
+        .iter()
+        .rev()
+        .map(|d| {
+            read_json(&d.join("report.json"))["performance"]["wall_seconds"]
+                .as_f64()
+                .unwrap()
+        })
+        .sum();
+    let stdout = String::from_utf8_lossy(&merging.get_output().stdout).into_owned();
+    assert!(
+        stdout.contains(&format!(
+            "timing: the time and rate above are the slowest shard's, as if the 3 shards ran side by side; their wall times add up to {walls:.2} s"
+        )),
+        "{stdout}"
+    );
     let a = std::fs::read_to_string(merged.join("predictions.csv")).unwrap();
     let b = std::fs::read_to_string(whole.join("predictions.csv")).unwrap();
     assert!(a == b, "merged predictions differ from the unsharded run");
