@@ -328,6 +328,10 @@ fix: score that shard again (its command without --resume), or restore its files
     merged.data.rows_unlabeled = unlabeled;
     merged.execution.shard = None;
     merged.execution.model_loads = shards.iter().map(|s| s.report.execution.model_loads).sum();
+    merged.execution.max_tokens_lowered_to = shards
+        .iter()
+        .filter_map(|s| s.report.execution.max_tokens_lowered_to)
+        .min();
     merged.started_at = shards
         .iter()
         .map(|s| s.report.started_at.clone())

@@ -373,6 +373,7 @@ pub fn run_metrics(config: &RescoreConfig) -> Result<Report> {
             threads: 0,
             parallel_batches: 0,
             max_tokens: 0,
+            max_tokens_lowered_to: None,
             max_residues: 0,
             shard: None,
         },

@@ -153,7 +153,7 @@ pub fn to_html(r: &Report, plots: &Rendered) -> Vec<u8> {
                 code(&r.execution.execution_provider),
                 r.execution.threads,
                 r.execution.parallel_batches,
-                r.execution.max_tokens,
+                super::markdown::max_tokens_shown(&r.execution),
                 r.execution.model_loads
             ),
         );

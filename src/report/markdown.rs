@@ -53,6 +53,17 @@ pub(crate) fn interval(m: &Metrics, name: &str) -> String {
     }
 }
 
+/// The token budget as the reports show it: the starting one, and the lowest the soft memory limit cut it to.
+pub fn max_tokens_shown(execution: &crate::report::Execution) -> String {
+    match execution.max_tokens_lowered_to {
+        Some(lowest) => format!(
+            "{} (lowered to {lowest} by the soft memory limit)",
+            execution.max_tokens
+        ),
+        None => execution.max_tokens.to_string(),
+    }
+}
+
 pub fn to_markdown(r: &Report) -> Vec<u8> {
     let mut s = String::new();
     let _ = writeln!(s, "# esmbench report: {}\n", r.status);
@@ -117,7 +128,7 @@ pub fn to_markdown(r: &Report) -> Vec<u8> {
             },
             r.execution.threads,
             r.execution.parallel_batches,
-            r.execution.max_tokens,
+            max_tokens_shown(&r.execution),
             r.execution.model_loads
         );
     }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Metrics;
 
 /// Bumped whenever a field is added, removed or changes meaning.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -101,7 +101,12 @@ pub struct Execution {
     /// Batches in flight at once, each on threads / parallel_batches threads. Added in schema 3; absent (1) before.
     #[serde(default = "one")]
     pub parallel_batches: u64,
+    /// The token budget the run started with.
     pub max_tokens: u64,
+    /// The lowest budget the soft memory limit halved it to (the budget it ended with); null when it was never
+    /// lowered. Added in schema 7; absent (null) before.
+    #[serde(default)]
+    pub max_tokens_lowered_to: Option<u64>,
     pub max_residues: u64,
     /// "K/N" when this run scored one shard of the data.
     pub shard: Option<String>,
@@ -297,6 +302,7 @@ pub(crate) mod tests {
                 threads: 2,
                 parallel_batches: 2,
                 max_tokens: 4096,
+                max_tokens_lowered_to: None,
                 max_residues: 1022,
                 shard: None,
             },

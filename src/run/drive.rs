@@ -59,6 +59,8 @@ pub struct LoopTotals {
     pub inference: Duration,
     /// Rows delivered in order, counting rows done before a resume.
     pub rows_done: u64,
+    /// The token budget when the loop ended: below the starting one when the soft memory limit lowered it.
+    pub max_tokens_end: usize,
     /// RSS once the first round of batches (one per batch in flight) came back: about the least this model
     /// holds while it scores at the starting token budget, which is where a resumed run starts again.
     pub rss_after_first_round: Option<u64>,
@@ -225,6 +227,7 @@ pub fn drive(
         .map_err(|_| anyhow::anyhow!("the reader thread panicked"))?;
     let (mut totals, stop) = outcome?;
     totals.inference = clock.total();
+    totals.max_tokens_end = max_tokens.load(Ordering::Relaxed);
     sink.checkpoint(totals.rows_done, true)?;
     Ok((totals, stop))
 }

@@ -284,6 +284,7 @@ fn initial_report(
             threads: info.threads as u64,
             parallel_batches: info.parallel_batches as u64,
             max_tokens: info.max_tokens as u64,
+            max_tokens_lowered_to: None,
             max_residues: scoring.max_residues as u64,
             shard: (scoring.shard != crate::config::Shard::WHOLE).then(|| scoring.shard.label()),
         },
@@ -523,6 +524,8 @@ fn score_and_report(
             return Err(error);
         }
     };
+    report.execution.max_tokens_lowered_to =
+        (totals.max_tokens_end < info.max_tokens).then_some(totals.max_tokens_end as u64);
     report.performance = performance(
         &totals,
         wall.elapsed(),

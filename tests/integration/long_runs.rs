@@ -215,6 +215,23 @@ fn over_the_soft_limit_the_token_budget_is_halved_and_the_run_goes_on() {
         "{stderr}"
     );
     assert_eq!(read_csv(&dir.path().join("o/predictions.csv")).len(), 400);
+    // Regression: the report said max_tokens 4096 after the run had spent most of its batches far below it.
+    let lowest = stderr
+        .lines()
+        .filter_map(|l| l.split("token budget halved from ").nth(1))
+        .filter_map(|rest| rest.split(" to ").nth(1)?.parse::<u64>().ok())
+        .min()
+        .unwrap();
+    let report = read_json(&dir.path().join("o/report.json"));
+    assert_eq!(report["execution"]["max_tokens"], 4096);
+    assert_eq!(report["execution"]["max_tokens_lowered_to"], lowest);
+    let md = std::fs::read_to_string(dir.path().join("o/report.md")).unwrap();
+    assert!(
+        md.contains(&format!(
+            "max_tokens 4096 (lowered to {lowest} by the soft memory limit)"
+        )),
+        "{md}"
+    );
 }
 
 fn send(signal: &str, pid: u32) {

@@ -94,6 +94,7 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
             "threads",
             "parallel_batches",
             "max_tokens",
+            "max_tokens_lowered_to",
             "max_residues",
             "shard"
         ])
