@@ -93,7 +93,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             print_summary(&merged.report, &args.out);
             let summed: f64 = merged.shard_wall_seconds.iter().sum();
             crate::outln!(
-                "timing: the time and rate above are the slowest shard's, as if the {} shards ran side by side; \
+                "timing: the time above is the slowest shard's and the rate all rows over it, as if the {} shards ran side by side; \
 their wall times add up to {summed:.2} s ({:.1} seq/s), what they cost run one after another",
                 merged.shard_wall_seconds.len(),
                 if summed > 0.0 { merged.report.data.rows_scored as f64 / summed } else { 0.0 }

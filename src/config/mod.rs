@@ -233,27 +233,32 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
-    /// A setting as the user gave it, for messages: `--max-tokens 2` from the command line, or
-    /// `max_tokens: 2` (in run.yaml) from this file.
+    /// A setting as the user gave it, for messages: `--max-tokens 2` from the command line, `max_tokens: 2`
+    /// (in run.yaml) from this file, or `--threads 2 (the default)` from neither.
     pub fn given(
         &self,
         from_flag: bool,
         flag: &str,
-        key: &str,
+        key: &'static str,
         value: impl std::fmt::Display,
     ) -> String {
-        match (&self.source, from_flag) {
-            (Some(file), false) => format!("`{key}: {value}` (in {})", file.display()),
-            _ => format!("{flag} {value}"),
+        match (&self.source, from_flag, self.sets(key)) {
+            (_, true, _) => format!("{flag} {value}"),
+            (Some(file), false, true) => format!("`{key}: {value}` (in {})", file.display()),
+            _ => format!("{flag} {value} (the default)"),
         }
     }
 
-    /// An option as the user gave it: `--data`, or `data:` (in run.yaml).
-    pub fn named(&self, from_flag: bool, flag: &str, key: &str) -> String {
-        match (&self.source, from_flag) {
-            (Some(file), false) => format!("`{key}:` (in {})", file.display()),
+    /// An option as the user gave it: `--data`, or `data:` (in run.yaml) where the file set it.
+    pub fn named(&self, from_flag: bool, flag: &str, key: &'static str) -> String {
+        match (&self.source, from_flag, self.sets(key)) {
+            (Some(file), false, true) => format!("`{key}:` (in {})", file.display()),
             _ => flag.to_string(),
         }
+    }
+
+    fn sets(&self, key: &'static str) -> bool {
+        !self.keys_set(&[key]).is_empty()
     }
 
     /// Which of `keys` this file sets: a command warns of the ones it does not read.
@@ -261,6 +266,13 @@ impl FileConfig {
         keys.iter()
             .copied()
             .filter(|&key| match key {
+                "model" => self.model.is_some(),
+                "data" => self.data.is_some(),
+                "device" => self.device.is_some(),
+                "max_tokens" => self.max_tokens.is_some(),
+                "threads" => self.threads.is_some(),
+                "parallel_batches" => self.parallel_batches.is_some(),
+                "max_residues" => self.max_residues.is_some(),
                 "head" => self.head.is_some(),
                 "out" => self.out.is_some(),
                 "threshold" => self.threshold.is_some(),
@@ -311,12 +323,20 @@ model on one dataset\n  fix: pass --model M.onnx and --data D.csv, or use a conf
         // (refusing the file as "more than one document", or reading the first key under another name).
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let mut config: FileConfig = serde_yaml_ng::from_str(text).map_err(|e| {
-            let place = duplicate_key_line(&e.to_string(), text)
-                .map(|line| format!(":{line}"))
-                .or_else(|| e.location().map(|l| format!(":{}:{}", l.line(), l.column())))
-                .unwrap_or_default();
+            let message = e.to_string();
+            let (place, message) = match duplicate_key_line(&message, text) {
+                // The parser's own location (the start of the mapping) would contradict the line found.
+                Some(line) => (
+                    format!(":{line}:1"),
+                    message.rsplit_once(" at line ").map_or(message.clone(), |(m, _)| m.to_string()),
+                ),
+                None => (
+                    e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default(),
+                    message,
+                ),
+            };
             Failure::usage(format!(
-                "config {}{place}: {e}\n  fix: keys are model, data, head, out, device, allow_cpu_fallback, max_tokens, threads, parallel_batches, max_residues, truncate, threshold, \
+                "config {}{place}: {message}\n  fix: keys are model, data, head, out, device, allow_cpu_fallback, max_tokens, threads, parallel_batches, max_residues, truncate, threshold, \
 assay, bootstrap, columns {{sequence, label, id}}, on_invalid, intra_op_spinning, io_binding, graph_rewrite, max_rss, soft_rss, checkpoint_seconds, \
 models [{{model, head, name}}], datasets [{{data, name, threshold, assay}}], baselines",
                 path.display()
@@ -511,9 +531,8 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
             (Some(m), Some(d)) => (ModelSource::File(m), DataSource::File(d)),
             (Some(_), None) => {
                 return Err(Failure::usage(format!(
-                    "{} was given without {}\n  fix: add {}, or drop both to run the embedded demo",
+                    "{} was given without a data file\n  fix: add {}, or drop both to run the embedded demo",
                     file.named(args.model.is_some(), "--model", "model"),
-                    file.named(args.model.is_some(), "--data", "data"),
                     if args.model.is_some() {
                         "--data FILE.csv"
                     } else {
@@ -524,9 +543,8 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
             }
             (None, Some(_)) => {
                 return Err(Failure::usage(format!(
-                    "{} was given without {}\n  fix: add {}, or drop both to run the embedded demo",
+                    "{} was given without a model\n  fix: add {}, or drop both to run the embedded demo",
                     file.named(args.data.is_some(), "--data", "data"),
-                    file.named(args.data.is_some(), "--model", "model"),
                     if args.data.is_some() {
                         "--model FILE.onnx"
                     } else {

@@ -208,6 +208,21 @@ fix: pass the folder that holds it, e.g. --baseline {}",
         .config
         .as_ref()
         .map_or_else(|| "the config".to_string(), |p| p.display().to_string());
+    // Checked here, named as the entries that hold them: each run's own checks would name them as flags.
+    for (i, model) in models.iter().enumerate() {
+        let place = |key: &str| format!("`{key}:` of models[{i}] (in {config_name})");
+        super::check_model_file(&model.model, &place("model"))?;
+        if let Some(head) = &model.head {
+            super::check_head(head, &place("head"))?;
+        }
+    }
+    for (i, dataset) in datasets.iter().enumerate() {
+        super::check_readable(
+            &dataset.data,
+            "data",
+            &format!("`data:` of datasets[{i}] (in {config_name})"),
+        )?;
+    }
     let mut suite_models = Vec::new();
     for (model, model_name) in models.iter().zip(&model_names) {
         let mut runs = Vec::new();
@@ -283,7 +298,7 @@ fix: name a folder, e.g. --write-baseline baselines (it gets one <model>.<data>.
         }
         super::ensure_writable_dir(dir, "--write-baseline")?;
     }
-    super::ensure_writable_dir(&out_dir, "--out")?;
+    super::ensure_writable_dir(&out_dir, &file.named(args.out.is_some(), "--out", "out"))?;
     Ok(SuiteConfig {
         models: suite_models,
         out_dir,

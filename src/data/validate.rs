@@ -195,12 +195,12 @@ fix: score the sequences without gaps (delete every '-' and '.' from the sequenc
 }
 
 /// Every warning the scan has for the user (gaps, truncation, repeated ids, a sequence under both labels), in
-/// the order they are printed.
-pub fn warnings(summary: &DataSummary, name: &str) -> Vec<String> {
+/// the order they are printed. `row_list` is the command's file with one line per row, where it writes one.
+pub fn warnings(summary: &DataSummary, name: &str, row_list: Option<&str>) -> Vec<String> {
     [
         gap_warning(summary, name),
         truncation_warning(summary, name),
-        repeated_id_warning(summary, name),
+        repeated_id_warning(summary, name, row_list),
         both_labels_warning(summary, name),
     ]
     .into_iter()
@@ -219,13 +219,22 @@ fix: raise --max-residues (up to the model's limit), or pass --no-truncate to re
     ))
 }
 
-/// The warning for ids used by more than one row: a user joining predictions back to the data by id would
-/// pair a row with its namesake's probability.
-pub fn repeated_id_warning(summary: &DataSummary, name: &str) -> Option<String> {
+/// The warning for ids used by more than one row: a user joining results back to the data by id would pair
+/// a row with its namesake's. `row_list`: the command's file with one line per row (none for `fit`).
+pub fn repeated_id_warning(
+    summary: &DataSummary,
+    name: &str,
+    row_list: Option<&str>,
+) -> Option<String> {
     let (id, line) = summary.first_repeated_id.as_ref()?;
+    let join = match row_list {
+        Some(list) => format!(
+            "; {list} has one line per row with its 0-based `row` number, so join it to the data by `row`, not by `id`"
+        ),
+        None => String::new(),
+    };
     Some(format!(
-        "warning: {name}: {} an id that an earlier row has, the first `{id}` at line {line}; predictions.csv has \
-one line per row with its 0-based `row` number, so join the predictions to the data by `row`, not by `id`\n  \
+        "warning: {name}: {} an id that an earlier row has, the first `{id}` at line {line}{join}\n  \
 fix: give every row an id of its own",
         rows_that(summary.rows_with_repeated_id, "reuses", "reuse")
     ))
@@ -285,10 +294,11 @@ pub fn require_all_valid(summary: &DataSummary, name: &str) -> Result<()> {
         ));
     }
     message.push_str("  fix: correct the rows above");
-    if summary.rows_valid > 0 {
+    // The rows this run (this shard, with --shard) would go on with.
+    if summary.rows_valid_in_shard > 0 {
         message.push_str(&format!(
             ", or pass --on-invalid skip to go on with the other {} rows (the skipped ones are listed with their reasons)",
-            summary.rows_valid
+            summary.rows_valid_in_shard
         ));
     }
     Err(Failure::input(message).into())
@@ -374,15 +384,17 @@ mod tests {
         assert_eq!(summary.first_repeated_sequence_line, Some(4));
         assert_eq!(summary.sequences_with_both_labels, 2);
         assert_eq!(summary.first_both_labels_line, Some(4));
-        let warning = repeated_id_warning(&summary, "d.csv").unwrap();
+        let warning = repeated_id_warning(&summary, "d.csv", Some("predictions.csv")).unwrap();
         assert!(
             warning.starts_with("warning: d.csv: 2 rows reuse an id that an earlier row has, the first `a` at line 3;"),
             "{warning}"
         );
         assert!(
-            warning.contains("join the predictions to the data by `row`"),
+            warning.contains("predictions.csv has one line per row with its 0-based `row` number, so join it to the data by `row`"),
             "{warning}"
         );
+        let for_fit = repeated_id_warning(&summary, "d.csv", None).unwrap();
+        assert!(!for_fit.contains("join"), "{for_fit}");
         let warning = both_labels_warning(&summary, "d.csv").unwrap();
         assert!(
             warning.starts_with("warning: d.csv: 2 sequences are labeled 0 on one row and 1 on another, the first at line 4;"),
@@ -398,7 +410,7 @@ mod tests {
     #[test]
     fn distinct_rows_give_no_repeat_warnings_and_an_unlabeled_copy_is_no_conflict() {
         let summary = scan_text("id,sequence,label\na,EVQL,\nb,QVQ,0\nc,EVQL,1\nd,QVQL,0\n");
-        assert_eq!(repeated_id_warning(&summary, "d.csv"), None);
+        assert_eq!(repeated_id_warning(&summary, "d.csv", Some("p.csv")), None);
         assert_eq!(both_labels_warning(&summary, "d.csv"), None);
         assert_eq!(summary.rows_with_repeated_sequence, 1);
         let singular = repeated_sequence_warning(&summary, "d.csv").unwrap();

@@ -91,7 +91,7 @@ fn validate_data(config: &FitConfig) -> Result<DataSummary> {
     let cross_validation = config
         .folds
         .and_then(|_| validate::repeated_sequence_warning(&summary, &name));
-    for warning in validate::warnings(&summary, &name)
+    for warning in validate::warnings(&summary, &name, None)
         .into_iter()
         .chain(cross_validation)
     {

@@ -43,6 +43,29 @@ pub fn header(rows: u64, cols: usize) -> Vec<u8> {
     bytes
 }
 
+/// Locks the embeddings file of an earlier run on `path` (its partial or its finished name, whichever exists:
+/// a run that renamed it keeps holding the lock) before anything of that run is moved; None when neither
+/// exists. Fails with exit 2 while another run holds it. Dropping the file releases the lock.
+pub fn lock_earlier_run(path: &Path) -> Result<Option<File>> {
+    let tmp = partial_name(path);
+    let Some(existing) = [&tmp, path].into_iter().find(|p| p.is_file()) else {
+        return Ok(None);
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .open(existing)
+        .with_context(|| format!("opening {}", existing.display()))?;
+    match file.try_lock() {
+        Ok(()) | Err(TryLockError::Error(_)) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Err(Failure::usage(format!(
+            "{} is being written by another esmbench run ({} is locked)\n  fix: wait for that run to finish, or pass another --out",
+            path.display(),
+            existing.display()
+        ))
+        .into()),
+    }
+}
+
 /// The partial file, opened without truncating it and locked. Fails with exit 2 while another run holds it.
 fn open_locked(path: &Path, tmp: &Path) -> Result<File> {
     let file = OpenOptions::new()

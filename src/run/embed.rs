@@ -150,6 +150,9 @@ fn undo_unfinished_renames(
     if !every_row {
         return Ok(());
     }
+    // A run still finishing holds this lock: its files must not move under it. Released before the resume
+    // takes its own lock on the partial file (two locks of one process on one file would conflict).
+    let _earlier = crate::report::npy::lock_earlier_run(out)?;
     for (partial, done, durable) in outputs(out, checkpoint) {
         let written = || {
             matches!(
@@ -177,8 +180,11 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<EmbedOutcome> {
     let (rows_partial, skipped_partial) = (partial_name(&rows_path), partial_name(&skipped_path));
     let mut model_hash = fingerprint::ModelHash::start(&scoring.model);
     let runtime_starting = model::start_runtime(&scoring.load_settings());
-    let (summary, data_fingerprint) =
-        validate_and_fingerprint_data(scoring, &skipped_path.display().to_string())?;
+    let (summary, data_fingerprint) = validate_and_fingerprint_data(
+        scoring,
+        &rows_path.display().to_string(),
+        &skipped_path.display().to_string(),
+    )?;
     let fingerprint_with =
         |model_sha256| Fingerprint::of(scoring, data_fingerprint.clone(), model_sha256, None, None);
     // Before the model loads, so a --resume that cannot resume, or a second run on the same --out, fails at once.

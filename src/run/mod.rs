@@ -34,11 +34,15 @@ use drive::{drive, DriveOptions, LoopTotals, RowSink, Slot, Stop};
 use monitor::Monitor;
 use progress::Progress;
 
-use crate::output_files::SKIPPED as SKIPPED_FILE;
+use crate::output_files::{PREDICTIONS as PREDICTIONS_FILE, SKIPPED as SKIPPED_FILE};
 
 /// The fast pass before the model loads; with `--on-invalid fail` any invalid row stops the run here.
-/// `skipped_list` names the file that will list skipped rows.
-pub fn validate_data(scoring: &ScoringConfig, skipped_list: &str) -> Result<DataSummary> {
+/// `row_list` and `skipped_list` name the files that will list the scored and the skipped rows.
+pub fn validate_data(
+    scoring: &ScoringConfig,
+    row_list: &str,
+    skipped_list: &str,
+) -> Result<DataSummary> {
     let rules = RowRules {
         max_residues: scoring.max_residues,
         truncate: scoring.truncate,
@@ -54,7 +58,7 @@ pub fn validate_data(scoring: &ScoringConfig, skipped_list: &str) -> Result<Data
             summary.rows_total
         );
     }
-    for warning in validate::warnings(&summary, &name) {
+    for warning in validate::warnings(&summary, &name, Some(row_list)) {
         crate::errln!("{warning}");
     }
     Ok(summary)
@@ -64,6 +68,7 @@ pub fn validate_data(scoring: &ScoringConfig, skipped_list: &str) -> Result<Data
 /// the report records and what the feed checks the bytes it scores against.
 fn validate_and_fingerprint_data(
     scoring: &ScoringConfig,
+    row_list: &str,
     skipped_list: &str,
 ) -> Result<(DataSummary, (String, u64))> {
     let hashing = {
@@ -72,7 +77,7 @@ fn validate_and_fingerprint_data(
             fingerprint::data_sha256(&source)
         })
     };
-    let summary = validate_data(scoring, skipped_list)?;
+    let summary = validate_data(scoring, row_list, skipped_list)?;
     let fingerprint = hashing
         .join()
         .map_err(|_| anyhow::anyhow!("the data hashing thread panicked"))??;
@@ -368,7 +373,7 @@ fn score_and_report(
         .is_none()
         .then(|| model::start_runtime(&scoring.load_settings()));
     let (summary, (data_sha256, data_bytes)) =
-        validate_and_fingerprint_data(scoring, SKIPPED_FILE)?;
+        validate_and_fingerprint_data(scoring, PREDICTIONS_FILE, SKIPPED_FILE)?;
     let threshold_for_fingerprint = config.threshold.as_ref().map(|t| t.value);
     signals::install()?;
     bus_error::install(&scoring.model);

@@ -16,7 +16,9 @@ pub struct SuiteOutcome {
     pub summary: Summary,
     /// Each gated run's comparison, rendered for the log.
     pub gate_log: String,
-    /// The first error: a run that failed or stopped, else the regression gate.
+    /// What the exit code follows: a run that failed or stopped (the suite ends there); else the first
+    /// baseline that could not be applied (exit 2, whatever the order of the runs); else the first regression
+    /// (exit 3).
     pub error: Option<anyhow::Error>,
 }
 
@@ -34,7 +36,11 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
     // Every dataset is checked before the first model loads, so a bad file costs seconds, not a model's run.
     if let Some(first) = suite.models.first() {
         for run in &first.runs {
-            if let Err(e) = validate_data(&run.config.scoring, super::SKIPPED_FILE) {
+            if let Err(e) = validate_data(
+                &run.config.scoring,
+                super::PREDICTIONS_FILE,
+                super::SKIPPED_FILE,
+            ) {
                 summary.status = "failed".into();
                 write_summary(suite, &summary)?;
                 return Err(e);
@@ -43,6 +49,7 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
     }
     let mut gate_log = String::new();
     let mut error = None;
+    let (mut not_applied, mut regression) = (None, None);
     let loads_at_start = model::model_loads();
     'models: for suite_model in &suite.models {
         let loads_before = model::model_loads();
@@ -93,7 +100,7 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
                     match record_and_gate(suite, run, &report, &mut line, &mut gate_log) {
                         Ok(()) => {}
                         Err(GateError::Regression(e)) => {
-                            error.get_or_insert(e);
+                            regression.get_or_insert(e);
                         }
                         // The run scored; its gate could not be applied. Every such run is marked and
                         // logged, not only the first.
@@ -104,7 +111,7 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
                                 "gate not applied to {} on {}: {e:#}\n",
                                 run.model, run.data
                             ));
-                            error.get_or_insert(e);
+                            not_applied.get_or_insert(e);
                         }
                     }
                     summary.runs.push(line);
@@ -134,7 +141,7 @@ pub fn run_suite(suite: &SuiteConfig, quiet: bool) -> Result<SuiteOutcome> {
     Ok(SuiteOutcome {
         summary,
         gate_log,
-        error,
+        error: error.or(not_applied).or(regression),
     })
 }
 

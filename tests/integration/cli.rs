@@ -127,7 +127,7 @@ fn ids_used_by_two_rows_are_scored_with_a_warning_to_join_on_row() {
     let stderr = stderr_of(&mock_test(dir.path(), &data).success());
     assert!(
         stderr.contains(
-            "ids.csv: 1 row reuses an id that an earlier row has, the first `x` at line 4; predictions.csv has one line per row with its 0-based `row` number, so join the predictions to the data by `row`"
+            "ids.csv: 1 row reuses an id that an earlier row has, the first `x` at line 4; predictions.csv has one line per row with its 0-based `row` number, so join it to the data by `row`"
         ),
         "{stderr}"
     );
@@ -351,7 +351,7 @@ fn bad_flags_and_paths_are_usage_errors_before_anything_runs() {
         .arg(&model)
         .assert()
         .code(2);
-    assert!(stderr_of(&assert).contains("--model was given without --data"));
+    assert!(stderr_of(&assert).contains("--model was given without a data file"));
 }
 
 #[test]
@@ -407,7 +407,7 @@ fn regression_a_bad_value_from_the_config_is_named_as_its_key_in_that_file() {
         (
             "only_data.yaml",
             "data: d.csv\n".to_string(),
-            "`data:` (in {dir}/only_data.yaml) was given without `model:` (in {dir}/only_data.yaml)\n  fix: add `model: FILE.onnx`",
+            "`data:` (in {dir}/only_data.yaml) was given without a model\n  fix: add `model: FILE.onnx`",
         ),
         (
             "rss.yaml",
@@ -453,6 +453,28 @@ fn regression_a_bad_value_from_the_config_is_named_as_its_key_in_that_file() {
         "{}",
         stderr_of(&assert)
     );
+    // A value neither the flags nor the file set is the default, named as such (the file has no `threads:`).
+    let batches = write(
+        dir.path(),
+        "batches.yaml",
+        &format!(
+            "model: {}\ndata: d.csv\nparallel_batches: 5000\n",
+            model.display()
+        ),
+    );
+    let assert = esmbench()
+        .args(["test", "--mock-backend", "--config"])
+        .arg(&batches)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .assert()
+        .code(2);
+    let stderr = stderr_of(&assert);
+    assert!(stderr.contains("`parallel_batches: 5000` (in "), "{stderr}");
+    assert!(
+        stderr.contains("(the default)") && !stderr.contains("`threads:"),
+        "{stderr}"
+    );
 }
 
 /// Regression: a config saved with a UTF-8 byte-order mark (as Windows editors save) was refused as "more than
@@ -491,11 +513,12 @@ fn regression_a_config_with_a_byte_order_mark_is_read_and_a_repeated_key_is_loca
         .arg(&twice)
         .assert()
         .code(2);
+    let stderr = stderr_of(&assert);
     assert!(
-        stderr_of(&assert).contains("twice.yaml:4: duplicate field `threads`"),
-        "{}",
-        stderr_of(&assert)
+        stderr.contains("twice.yaml:4:1: duplicate field `threads`\n"),
+        "{stderr}"
     );
+    assert!(!stderr.contains("at line"), "a second location: {stderr}");
 }
 
 #[test]

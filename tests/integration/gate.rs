@@ -466,7 +466,8 @@ fn regression_a_model_that_fails_to_load_mid_suite_leaves_the_summary_and_the_ga
 }
 
 /// Regression: a baseline that could not be compared (recorded on other data) left the run's gate `null`,
-/// as if ungated, and only the first such run was reported.
+/// as if ungated, and only the first such run was reported; and the exit code followed whichever came first,
+/// a regression (3) or such a baseline (2). The regression comes first here, and the exit is 2.
 #[test]
 fn regression_every_baseline_that_cannot_be_compared_marks_its_run_gate_error() {
     let test = "regression_every_baseline_that_cannot_be_compared_marks_its_run_gate_error";
@@ -476,7 +477,9 @@ fn regression_every_baseline_that_cannot_be_compared_marks_its_run_gate_error() 
     let dir = tempdir();
     let config = suite_config(dir.path(), "");
     let baselines = record_suite_baselines(dir.path(), &config);
-    for pair in ["first.demo", "m2.nanobodies"] {
+    let regressed = baselines.join("first.demo.json");
+    raise_accuracy(&regressed.clone(), 0.3, &regressed);
+    for pair in ["first.nanobodies", "m2.nanobodies"] {
         let path = baselines.join(format!("{pair}.json"));
         let mut json = read_json(&path);
         json["n"] = serde_json::json!(json["n"].as_u64().unwrap() - 1);
@@ -490,12 +493,13 @@ fn regression_every_baseline_that_cannot_be_compared_marks_its_run_gate_error() 
         .assert()
         .code(2);
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
-    for pair in ["first on demo", "m2 on nanobodies"] {
+    for pair in ["first on nanobodies", "m2 on nanobodies"] {
         assert!(
             stdout.contains(&format!("gate not applied to {pair}: ")),
             "{pair}: {stdout}"
         );
     }
+    assert!(stdout.contains("REGRESSION"), "{stdout}");
     let summary = read_json(&dir.path().join("results/summary.json"));
     let gates: Vec<&str> = summary["runs"]
         .as_array()
@@ -503,8 +507,8 @@ fn regression_every_baseline_that_cannot_be_compared_marks_its_run_gate_error() 
         .iter()
         .map(|r| r["gate"].as_str().unwrap())
         .collect();
-    assert_eq!(gates, ["error", "pass", "pass", "error"]);
-    assert!(summary["runs"][0]["error"]
+    assert_eq!(gates, ["regression", "error", "pass", "error"]);
+    assert!(summary["runs"][1]["error"]
         .as_str()
         .unwrap()
         .contains("it describes other data"));
@@ -591,6 +595,36 @@ fn suite_baseline_paths_and_summary_names_that_cannot_work_are_refused_with_thei
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
     assert!(
         stderr.contains("model name `summary.json` is the name of the suite's own summary file"),
+        "{stderr}"
+    );
+}
+
+/// Regression: a suite entry's missing file was named as a flag the user never typed ("check the path given
+/// to --data").
+#[test]
+fn regression_a_suite_entrys_missing_file_is_named_as_that_entry() {
+    let dir = tempdir();
+    let config = suite_config(dir.path(), "");
+    let missing = write(
+        dir.path(),
+        "missing.yaml",
+        &std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("  - data: nanobodies.csv\n", "  - data: nowhere.csv\n"),
+    );
+    let assert = esmbench()
+        .args(["test", "--config"])
+        .arg(&missing)
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("data file ") && stderr.contains("nowhere.csv not found"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("check the path given to `data:` of datasets[1] (in ")
+            && !stderr.contains("--data"),
         "{stderr}"
     );
 }

@@ -550,9 +550,11 @@ fn regression_resume_refuses_predictions_changed_since_the_run_stopped() {
     assert_eq!(read_json(&out.join("report.json"))["status"], "complete");
 }
 
-/// Regression: a run killed between removing its empty skipped.csv and marking its checkpoint complete left a
-/// checkpoint that `--resume` could not continue (exit 1, "No such file or directory"); a predictions.csv
-/// deleted after a stop gave the same exit 1, where a changed one is refused with exit 2 and a fix.
+/// Regression: a run killed between removing its empty skipped.csv and marking its checkpoint complete (the
+/// order of those two steps until they were swapped) left a checkpoint that `--resume` could not continue
+/// (exit 1, "No such file or directory"); such a folder now resumes. Killed between them in the order they
+/// run now, a run leaves its empty skipped.csv beside a complete checkpoint, which a resume keeps. A
+/// predictions.csv deleted after a stop gave exit 1 too, where a changed one is refused with exit 2 and a fix.
 #[test]
 fn regression_resume_after_a_kill_in_the_last_step_finishes_and_a_deleted_log_is_refused() {
     let dir = tempdir();
@@ -590,6 +592,14 @@ fn regression_resume_after_a_kill_in_the_last_step_finishes_and_a_deleted_log_is
     );
     assert_eq!(std::fs::read(out.join("predictions.csv")).unwrap(), written);
     assert_eq!(read_json(&out.join("checkpoint.json"))["complete"], true);
+
+    // The state the current order can leave: complete, with the empty list not yet removed.
+    std::fs::write(out.join("skipped.csv"), "row,line,id,column,reason\n").unwrap();
+    let output = resume_mock_run(&data, &out);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("is already complete"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("predictions.csv")).unwrap(), written);
 
     unfinished();
     std::fs::remove_file(out.join("predictions.csv")).unwrap();
@@ -1454,6 +1464,53 @@ fn regression_embed_resumes_after_kill_9_and_ctrl_c_to_the_bytes_of_an_uninterru
         String::from_utf8_lossy(&finished.stderr)
     );
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap());
+    assert_eq!(read_json(&checkpoint_path)["complete"], true);
+
+    // Killed after every rename and before the checkpoint was marked complete: the files are moved back and
+    // finished again (this run has a skipped list too).
+    let mut checkpoint = read_json(&checkpoint_path);
+    checkpoint["complete"] = serde_json::json!(false);
+    std::fs::write(&checkpoint_path, serde_json::to_vec(&checkpoint).unwrap()).unwrap();
+    // A run still finishing holds the lock on the embeddings file: a resume then moves nothing and exits 2.
+    let held = std::fs::File::open(&out).unwrap();
+    held.lock().unwrap();
+    let refused = Command::new(binary())
+        .args(embed_args(&data, &out, true))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is being written by another esmbench run"),
+        "{stderr}"
+    );
+    for name in ["e.npy", "e.rows.csv", "e.skipped.csv"] {
+        assert!(
+            dir.path().join(name).is_file(),
+            "{name} was moved under a running run"
+        );
+    }
+    drop(held);
+    let finished = Command::new(binary())
+        .args(embed_args(&data, &out, true))
+        .output()
+        .unwrap();
+    assert!(
+        finished.status.success(),
+        "{}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    for (name, expected) in [
+        ("e.npy", "reference.npy"),
+        ("e.rows.csv", "reference.rows.csv"),
+        ("e.skipped.csv", "reference.skipped.csv"),
+    ] {
+        assert!(
+            std::fs::read(dir.path().join(name)).unwrap()
+                == std::fs::read(dir.path().join(expected)).unwrap(),
+            "{name} differs after finishing again"
+        );
+    }
     assert_eq!(read_json(&checkpoint_path)["complete"], true);
 }
 

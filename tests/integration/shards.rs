@@ -79,7 +79,7 @@ fn three_shards_merged_equal_one_unsharded_run_row_for_row() {
     let stdout = String::from_utf8_lossy(&merging.get_output().stdout).into_owned();
     assert!(
         stdout.contains(&format!(
-            "timing: the time and rate above are the slowest shard's, as if the 3 shards ran side by side; their wall times add up to {walls:.2} s"
+            "timing: the time above is the slowest shard's and the rate all rows over it, as if the 3 shards ran side by side; their wall times add up to {walls:.2} s"
         )),
         "{stdout}"
     );
