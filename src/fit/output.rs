@@ -80,6 +80,10 @@ pub struct DataPart {
     pub rows_truncated: u64,
     /// Valid rows with an alignment gap ('-' or '.') among the residues embedded. Added in schema 2.
     pub rows_with_gaps: u64,
+    /// Valid rows whose sequence an earlier row has (copies can fall on both sides of a fold). Added in schema 3.
+    pub rows_repeating_sequence: u64,
+    /// Sequences labelled 0 on one row and 1 on another. Added in schema 3.
+    pub sequences_with_both_labels: u64,
     pub rows_trained: u64,
     pub positives: u64,
     pub negatives: u64,
@@ -124,7 +128,7 @@ pub struct FitReport {
     pub performance: TimingPart,
 }
 
-pub const FIT_REPORT_SCHEMA_VERSION: u32 = 2;
+pub const FIT_REPORT_SCHEMA_VERSION: u32 = 3;
 
 fn json_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(value)?;
@@ -178,6 +182,13 @@ pub fn to_markdown(r: &FitReport) -> String {
         "| trained on | {} rows ({} positive, {} negative); {} unlabeled and {} invalid rows left out |",
         r.data.rows_trained, r.data.positives, r.data.negatives, r.data.rows_unlabeled, r.data.rows_skipped
     );
+    if r.data.rows_repeating_sequence > 0 || r.data.sequences_with_both_labels > 0 {
+        let _ = writeln!(
+            md,
+            "| repeats | {} rows repeat an earlier row's sequence (copies can fall on both sides of a fold, flattering the cross-validated metrics); {} sequences are labelled both 0 and 1 |",
+            r.data.rows_repeating_sequence, r.data.sequences_with_both_labels
+        );
+    }
     let _ = writeln!(
         md,
         "| objective | C·Σ logloss + ½‖w‖², C = {}, intercept not penalised |",

@@ -143,6 +143,9 @@ pub fn to_html(r: &Report, plots: &Rendered) -> Vec<u8> {
             ),
         );
     }
+    if let Some(repeats) = super::markdown::repeats_shown(&r.data) {
+        row(&mut s, "repeats", &escape(&repeats));
+    }
     if !rescored {
         row(
             &mut s,

@@ -53,6 +53,34 @@ pub(crate) fn interval(m: &Metrics, name: &str) -> String {
     }
 }
 
+/// The repeats the validation pass found, as the reports show them; None when there are none.
+pub fn repeats_shown(data: &crate::report::DataSection) -> Option<String> {
+    let parts: Vec<String> = [
+        (
+            data.rows_repeating_id,
+            ["row reuses", "rows reuse"],
+            " an earlier row's id (join results on the row column)",
+        ),
+        (
+            data.rows_repeating_sequence,
+            ["row repeats", "rows repeat"],
+            " an earlier row's sequence",
+        ),
+        (
+            data.sequences_with_both_labels,
+            ["sequence is", "sequences are"],
+            " labelled both 0 and 1 (every copy is scored alike, so one label counts as an error)",
+        ),
+    ]
+    .into_iter()
+    .filter(|(count, _, _)| *count > 0)
+    .map(|(count, [one, many], what)| {
+        format!("{count} {}{what}", if count == 1 { one } else { many })
+    })
+    .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 /// The token budget as the reports show it: the starting one, and the lowest the soft memory limit cut it to.
 pub fn max_tokens_shown(execution: &crate::report::Execution) -> String {
     match execution.max_tokens_lowered_to {
@@ -114,6 +142,9 @@ pub fn to_markdown(r: &Report) -> Vec<u8> {
             "| alignment gaps | {} rows hold '-' or '.', which the model read as tokens (scores of the gapped, not the plain, sequences) |",
             r.data.rows_with_gaps
         );
+    }
+    if let Some(repeats) = repeats_shown(&r.data) {
+        let _ = writeln!(s, "| repeats | {repeats} |");
     }
     if !rescored {
         let _ = writeln!(

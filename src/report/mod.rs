@@ -76,6 +76,15 @@ pub struct DataSection {
     /// Valid rows with an alignment gap ('-' or '.') among the residues scored. Added in schema 5; absent (0) before.
     #[serde(default)]
     pub rows_with_gaps: u64,
+    /// Valid rows whose id an earlier row has. Added in schema 7; absent (0) before.
+    #[serde(default)]
+    pub rows_repeating_id: u64,
+    /// Valid rows whose sequence an earlier row has. Added in schema 7; absent (0) before.
+    #[serde(default)]
+    pub rows_repeating_sequence: u64,
+    /// Sequences labelled 0 on one row and 1 on another. Added in schema 7; absent (0) before.
+    #[serde(default)]
+    pub sequences_with_both_labels: u64,
     /// Scored rows without a label: in predictions, not in metrics.
     pub rows_unlabeled: u64,
     /// The column the labels came from; null when the data has none.
@@ -289,6 +298,9 @@ pub(crate) mod tests {
                 rows_skipped: 0,
                 rows_truncated: 0,
                 rows_with_gaps: 0,
+                rows_repeating_id: 0,
+                rows_repeating_sequence: 0,
+                sequences_with_both_labels: 0,
                 rows_unlabeled: 0,
                 label_column: Some("label".into()),
             },

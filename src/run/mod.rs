@@ -274,6 +274,9 @@ fn initial_report(
             rows_skipped: 0,
             rows_truncated: summary.rows_truncated,
             rows_with_gaps: summary.rows_with_gaps,
+            rows_repeating_id: summary.rows_with_repeated_id,
+            rows_repeating_sequence: summary.rows_with_repeated_sequence,
+            sequences_with_both_labels: summary.sequences_with_both_labels,
             rows_unlabeled: 0,
             label_column: summary
                 .has_label_column

@@ -137,6 +137,29 @@ fn ids_used_by_two_rows_are_scored_with_a_warning_to_join_on_row() {
     let rows = read_csv(&dir.path().join("out/predictions.csv"));
     let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str()).collect();
     assert_eq!(ids, ["x", "y", "x", "", ""]);
+    let data = &read_json(&dir.path().join("out/report.json"))["data"];
+    assert_eq!(
+        (
+            &data["rows_repeating_id"],
+            &data["rows_repeating_sequence"],
+            &data["sequences_with_both_labels"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(0)
+        )
+    );
+    let md = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
+    assert!(
+        md.contains("| repeats | 1 row reuses an earlier row's id (join results on the row column); 1 row repeats an earlier row's sequence |"),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(dir.path().join("out/report.html")).unwrap();
+    assert!(
+        html.contains("<th>repeats</th><td>1 row reuses an earlier row"),
+        "report.html"
+    );
 }
 
 #[test]

@@ -559,6 +559,14 @@ fn repeated_sequences_are_named_when_cross_validation_could_put_copies_on_both_s
         !cross_validated.contains("reuse an id"),
         "{cross_validated}"
     );
+    let report = read_json(&dir.path().join("head.report.json"));
+    assert_eq!(report["data"]["rows_repeating_sequence"], 6);
+    assert_eq!(report["data"]["sequences_with_both_labels"], 6);
+    let md = std::fs::read_to_string(dir.path().join("head.report.md")).unwrap();
+    assert!(
+        md.contains("| repeats | 6 rows repeat an earlier row's sequence"),
+        "{md}"
+    );
     let single_fit = stderr_of(&mock_fit(dir.path(), &data, &["--folds", "0"]).success());
     assert!(!single_fit.contains("cross-validation can"), "{single_fit}");
     assert!(

@@ -77,6 +77,9 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
             "rows_skipped",
             "rows_truncated",
             "rows_with_gaps",
+            "rows_repeating_id",
+            "rows_repeating_sequence",
+            "sequences_with_both_labels",
             "rows_unlabeled",
             "sha256",
             "label_column"
