@@ -463,13 +463,16 @@ fn score_and_report(
     );
     report.execution.model_loads = (model::model_loads() - loads_before) as u64;
     report.performance.rss_start_bytes = monitor.rss_start_bytes;
+    let labeled_rows = summary.rows_labeled.min(summary.rows_valid_in_shard) as usize;
     let mut sink = TestSink {
         out_dir: &config.out_dir,
         threshold: threshold.value,
         predictions,
         skipped,
-        labels: Vec::new(),
-        scores: Vec::new(),
+        // Sized once from the validation pass's counts: grown by doubling instead, every outgrown buffer of a
+        // million-row run stayed resident on the heap (about 10 MB more RSS through the run).
+        labels: Vec::with_capacity(labeled_rows),
+        scores: Vec::with_capacity(labeled_rows),
         rows_scored: 0,
         rows_skipped: 0,
         rows_unlabeled: 0,
