@@ -429,6 +429,11 @@ mod tests {
             repeats.see(&record(i, format!("r{i}")), &mut summary);
         }
         let capacities = (repeats.ids.capacity(), repeats.sequences.capacity());
+        assert_eq!(
+            capacities,
+            (REPEATS_TRACKED, REPEATS_TRACKED),
+            "full at the ceiling, not past it"
+        );
         for i in REPEATS_TRACKED..REPEATS_TRACKED + 1000 {
             repeats.see(&record(i, format!("r{i}")), &mut summary);
         }

@@ -300,6 +300,7 @@ pub fn run_fit(config: &FitConfig, quiet: bool) -> Result<FitOutcome> {
             rows_unlabeled: sink.unlabeled,
             rows_truncated: summary.rows_truncated,
             rows_with_gaps: summary.rows_with_gaps,
+            rows_repeating_id: summary.rows_with_repeated_id,
             rows_repeating_sequence: summary.rows_with_repeated_sequence,
             sequences_with_both_labels: summary.sequences_with_both_labels,
             rows_trained: sink.labels.len() as u64,

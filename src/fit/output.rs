@@ -80,6 +80,8 @@ pub struct DataPart {
     pub rows_truncated: u64,
     /// Valid rows with an alignment gap ('-' or '.') among the residues embedded. Added in schema 2.
     pub rows_with_gaps: u64,
+    /// Valid rows whose id an earlier row has. Added in schema 3.
+    pub rows_repeating_id: u64,
     /// Valid rows whose sequence an earlier row has (copies can fall on both sides of a fold). Added in schema 3.
     pub rows_repeating_sequence: u64,
     /// Sequences labelled 0 on one row and 1 on another. Added in schema 3.
@@ -182,12 +184,17 @@ pub fn to_markdown(r: &FitReport) -> String {
         "| trained on | {} rows ({} positive, {} negative); {} unlabeled and {} invalid rows left out |",
         r.data.rows_trained, r.data.positives, r.data.negatives, r.data.rows_unlabeled, r.data.rows_skipped
     );
-    if r.data.rows_repeating_sequence > 0 || r.data.sequences_with_both_labels > 0 {
-        let _ = writeln!(
-            md,
-            "| repeats | {} rows repeat an earlier row's sequence (copies can fall on both sides of a fold, flattering the cross-validated metrics); {} sequences are labelled both 0 and 1 |",
-            r.data.rows_repeating_sequence, r.data.sequences_with_both_labels
-        );
+    if let Some(repeats) = crate::report::markdown::repeats_shown(
+        r.data.rows_repeating_id,
+        r.data.rows_repeating_sequence,
+        r.data.sequences_with_both_labels,
+    ) {
+        let folds = if r.cv.is_some() && r.data.rows_repeating_sequence > 0 {
+            "; in cross-validation, copies of a sequence can fall on both sides of a fold, flattering its metrics"
+        } else {
+            ""
+        };
+        let _ = writeln!(md, "| repeats | {repeats}{folds} |");
     }
     let _ = writeln!(
         md,

@@ -143,7 +143,11 @@ pub fn to_html(r: &Report, plots: &Rendered) -> Vec<u8> {
             ),
         );
     }
-    if let Some(repeats) = super::markdown::repeats_shown(&r.data) {
+    if let Some(repeats) = super::markdown::repeats_shown(
+        r.data.rows_repeating_id,
+        r.data.rows_repeating_sequence,
+        r.data.sequences_with_both_labels,
+    ) {
         row(&mut s, "repeats", &escape(&repeats));
     }
     if !rescored {

@@ -53,21 +53,25 @@ pub(crate) fn interval(m: &Metrics, name: &str) -> String {
     }
 }
 
-/// The repeats the validation pass found, as the reports show them; None when there are none.
-pub fn repeats_shown(data: &crate::report::DataSection) -> Option<String> {
+/// The repeats the validation pass found, as the reports (and fit's) show them; None when there are none.
+pub fn repeats_shown(
+    rows_repeating_id: u64,
+    rows_repeating_sequence: u64,
+    sequences_with_both_labels: u64,
+) -> Option<String> {
     let parts: Vec<String> = [
         (
-            data.rows_repeating_id,
+            rows_repeating_id,
             ["row reuses", "rows reuse"],
             " an earlier row's id (join results on the row column)",
         ),
         (
-            data.rows_repeating_sequence,
+            rows_repeating_sequence,
             ["row repeats", "rows repeat"],
             " an earlier row's sequence",
         ),
         (
-            data.sequences_with_both_labels,
+            sequences_with_both_labels,
             ["sequence is", "sequences are"],
             " labelled both 0 and 1 (every copy is scored alike, so one label counts as an error)",
         ),
@@ -143,7 +147,11 @@ pub fn to_markdown(r: &Report) -> Vec<u8> {
             r.data.rows_with_gaps
         );
     }
-    if let Some(repeats) = repeats_shown(&r.data) {
+    if let Some(repeats) = repeats_shown(
+        r.data.rows_repeating_id,
+        r.data.rows_repeating_sequence,
+        r.data.sequences_with_both_labels,
+    ) {
         let _ = writeln!(s, "| repeats | {repeats} |");
     }
     if !rescored {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Metrics;
 
 /// Bumped whenever a field is added, removed or changes meaning.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -76,13 +76,13 @@ pub struct DataSection {
     /// Valid rows with an alignment gap ('-' or '.') among the residues scored. Added in schema 5; absent (0) before.
     #[serde(default)]
     pub rows_with_gaps: u64,
-    /// Valid rows whose id an earlier row has. Added in schema 7; absent (0) before.
+    /// Valid rows whose id an earlier row has. Added in schema 8; absent (0) before.
     #[serde(default)]
     pub rows_repeating_id: u64,
-    /// Valid rows whose sequence an earlier row has. Added in schema 7; absent (0) before.
+    /// Valid rows whose sequence an earlier row has. Added in schema 8; absent (0) before.
     #[serde(default)]
     pub rows_repeating_sequence: u64,
-    /// Sequences labelled 0 on one row and 1 on another. Added in schema 7; absent (0) before.
+    /// Sequences labelled 0 on one row and 1 on another. Added in schema 8; absent (0) before.
     #[serde(default)]
     pub sequences_with_both_labels: u64,
     /// Scored rows without a label: in predictions, not in metrics.

@@ -567,7 +567,18 @@ fn repeated_sequences_are_named_when_cross_validation_could_put_copies_on_both_s
         md.contains("| repeats | 6 rows repeat an earlier row's sequence"),
         "{md}"
     );
+    assert!(
+        md.contains("in cross-validation, copies of a sequence can fall on both sides of a fold"),
+        "{md}"
+    );
+    assert_eq!(report["data"]["rows_repeating_id"], 0);
     let single_fit = stderr_of(&mock_fit(dir.path(), &data, &["--folds", "0"]).success());
+    let md = std::fs::read_to_string(dir.path().join("head.report.md")).unwrap();
+    assert!(md.contains("| repeats | 6 rows repeat an earlier row's sequence; 6 sequences are labelled both 0 and 1"), "{md}");
+    assert!(
+        !md.contains("in cross-validation"),
+        "no folds were run: {md}"
+    );
     assert!(!single_fit.contains("cross-validation can"), "{single_fit}");
     assert!(
         single_fit.contains("6 sequences are labeled 0 on one row and 1 on another"),
