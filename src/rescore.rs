@@ -10,12 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
-
-use crate::config::DataSource;
-use crate::data::reader::{delimiter_for, open_source};
 use sha2::{Digest, Sha256};
 
-use crate::data::reader::{self, column_named_twice};
+use crate::config::DataSource;
+use crate::data::reader::{self, column_named_twice, delimiter_for, open_source};
 use crate::error::Failure;
 use crate::metrics::{self, threshold::Threshold};
 use crate::report::{self, DataSection, Execution, ModelSection, Performance, Report, Tool};

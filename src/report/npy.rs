@@ -55,15 +55,7 @@ pub fn lock_earlier_run(path: &Path) -> Result<Option<File>> {
         .read(true)
         .open(existing)
         .with_context(|| format!("opening {}", existing.display()))?;
-    match file.try_lock() {
-        Ok(()) | Err(TryLockError::Error(_)) => Ok(Some(file)),
-        Err(TryLockError::WouldBlock) => Err(Failure::usage(format!(
-            "{} is being written by another esmbench run ({} is locked)\n  fix: wait for that run to finish, or pass another --out",
-            path.display(),
-            existing.display()
-        ))
-        .into()),
-    }
+    locked(file, path, existing).map(Some)
 }
 
 /// The partial file, opened without truncating it and locked. Fails with exit 2 while another run holds it.
@@ -75,13 +67,18 @@ fn open_locked(path: &Path, tmp: &Path) -> Result<File> {
         .truncate(false)
         .open(tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
+    locked(file, path, tmp)
+}
+
+/// `file` (which is `lock_path`, of the output `path`) once locked; exit 2 while another run holds it.
+fn locked(file: File, path: &Path, lock_path: &Path) -> Result<File> {
     match file.try_lock() {
         // Where the file system cannot lock (some network mounts) the run goes on unlocked.
         Ok(()) | Err(TryLockError::Error(_)) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(Failure::usage(format!(
             "{} is being written by another esmbench run ({} is locked)\n  fix: wait for that run to finish, or pass another --out",
             path.display(),
-            tmp.display()
+            lock_path.display()
         ))
         .into()),
     }

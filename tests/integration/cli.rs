@@ -23,10 +23,6 @@ fn mock_test_with(
         .assert()
 }
 
-fn stderr_of(assert: &assert_cmd::assert::Assert) -> String {
-    String::from_utf8_lossy(&assert.get_output().stderr).to_string()
-}
-
 #[test]
 fn each_kind_of_invalid_row_is_named_with_line_column_and_fix() {
     let dir = tempdir();

@@ -310,10 +310,6 @@ fn mock_fit(dir: &Path, data: &Path, extra: &[&str]) -> assert_cmd::assert::Asse
         .assert()
 }
 
-fn stderr_of(assert: &assert_cmd::assert::Assert) -> String {
-    String::from_utf8_lossy(&assert.get_output().stderr).to_string()
-}
-
 /// Twelve rows of the mock model's features: enough of each class for 3 folds.
 fn labelled_rows(labels: &[&str]) -> String {
     let sequences = [

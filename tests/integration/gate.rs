@@ -46,7 +46,7 @@ fn gate_exits_3_against_a_better_baseline_and_0_against_the_runs_own() {
         .arg(&own)
         .assert()
         .code(0);
-    let stdout = String::from_utf8_lossy(&passed.get_output().stdout).into_owned();
+    let stdout = stdout_of(&passed);
     assert!(stdout.contains("gate passed"), "{stdout}");
 
     let failed = esmbench()
@@ -96,7 +96,7 @@ fn gate_exits_3_against_a_better_baseline_and_0_against_the_runs_own() {
             .args([flag, "0.5"])
             .assert()
             .code(2);
-        let stderr = String::from_utf8_lossy(&refused.get_output().stderr).to_string();
+        let stderr = stderr_of(&refused);
         assert!(
             stderr.contains(&format!("{flag} sets what --write-baseline records")),
             "{stderr}"
@@ -132,6 +132,17 @@ fn suite_config(dir: &Path, extra: &str) -> PathBuf {
             demo().display()
         ),
     )
+}
+
+/// `config` with `from` replaced by `to`, written beside it as `name`.
+fn edited_config(config: &Path, name: &str, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(config).unwrap();
+    assert!(
+        text.contains(from),
+        "{from:?} is not in {}",
+        config.display()
+    );
+    write(config.parent().unwrap(), name, &text.replace(from, to))
 }
 
 #[test]
@@ -236,7 +247,7 @@ fn a_gated_suite_exits_3_when_one_run_regresses_and_names_it() {
         .arg(&gated)
         .assert()
         .code(3);
-    let stdout = String::from_utf8_lossy(&failed.get_output().stdout).into_owned();
+    let stdout = stdout_of(&failed);
     assert!(stdout.contains("REGRESSION"), "{stdout}");
     let summary = read_json(&dir.path().join("results/summary.json"));
     let verdicts: Vec<&str> = summary["runs"]
@@ -279,7 +290,7 @@ fn suite_mistakes_are_usage_errors_before_any_model_loads() {
         .arg(dir.path().join("empty"))
         .assert()
         .code(2);
-    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let stderr = stderr_of(&out);
     assert!(
         stderr.contains("first.demo.json is missing") && stderr.contains("--write-baseline"),
         "{stderr}"
@@ -310,7 +321,7 @@ fn suite_mistakes_are_usage_errors_before_any_model_loads() {
         .arg(&clash)
         .assert()
         .code(2);
-    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("both named"));
+    assert!(stderr_of(&out).contains("both named"));
 }
 
 /// Regression: a `--write-baseline` path in a folder that cannot be written was found only after the whole
@@ -339,7 +350,7 @@ fn regression_a_write_baseline_path_that_cannot_be_written_is_refused_before_the
             .arg(&target)
             .assert()
             .code(2);
-        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+        let stderr = stderr_of(&assert);
         assert!(
             stderr.contains(expected) && stderr.contains("fix:"),
             "{stderr}"
@@ -377,7 +388,7 @@ fn regression_a_bad_head_in_a_suite_stops_it_before_the_first_model_scores() {
         .arg(&config)
         .assert()
         .code(2);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert!(
         stderr.contains("bad_head.json: key `treshold` is not read; `threshold` is"),
         "{stderr}"
@@ -431,7 +442,7 @@ fn regression_a_model_that_fails_to_load_mid_suite_leaves_the_summary_and_the_ga
         .arg(&baselines)
         .assert()
         .code(2);
-    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    let stdout = stdout_of(&assert);
     assert!(
         stdout.contains("regression gate: first on nanobodies") && stdout.contains("REGRESSION"),
         "{stdout}"
@@ -492,7 +503,7 @@ fn regression_every_baseline_that_cannot_be_compared_marks_its_run_gate_error() 
         .arg(&baselines)
         .assert()
         .code(2);
-    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    let stdout = stdout_of(&assert);
     for pair in ["first on nanobodies", "m2 on nanobodies"] {
         assert!(
             stdout.contains(&format!("gate not applied to {pair}: ")),
@@ -535,7 +546,7 @@ fn a_threshold_that_differs_from_a_suites_baselines_is_refused_before_scoring() 
         .args(["--threshold", "0.4"])
         .assert()
         .code(2);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    let stderr = stderr_of(&assert);
     assert!(
         stderr
             .contains("first.demo.json was recorded at threshold 0.5, this run's threshold is 0.4"),
@@ -576,23 +587,22 @@ fn suite_baseline_paths_and_summary_names_that_cannot_work_are_refused_with_thei
             .arg(&path)
             .assert()
             .code(2);
-        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+        let stderr = stderr_of(&assert);
         assert!(stderr.contains(expected) && stderr.contains("fix:"), "{stderr}");
     }
     assert!(!dir.path().join("new.json").exists(), "a folder was made");
-    let named = write(
-        dir.path(),
+    let named = edited_config(
+        &config,
         "named.yaml",
-        &std::fs::read_to_string(&config)
-            .unwrap()
-            .replace("  - name: first\n", "  - name: summary.json\n"),
+        "  - name: first\n",
+        "  - name: summary.json\n",
     );
     let assert = esmbench()
         .args(["test", "--config"])
         .arg(&named)
         .assert()
         .code(2);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    let stderr = stderr_of(&assert);
     assert!(
         stderr.contains("model name `summary.json` is the name of the suite's own summary file"),
         "{stderr}"
@@ -605,19 +615,18 @@ fn suite_baseline_paths_and_summary_names_that_cannot_work_are_refused_with_thei
 fn regression_a_suite_entrys_missing_file_is_named_as_that_entry() {
     let dir = tempdir();
     let config = suite_config(dir.path(), "");
-    let missing = write(
-        dir.path(),
+    let missing = edited_config(
+        &config,
         "missing.yaml",
-        &std::fs::read_to_string(&config)
-            .unwrap()
-            .replace("  - data: nanobodies.csv\n", "  - data: nowhere.csv\n"),
+        "  - data: nanobodies.csv\n",
+        "  - data: nowhere.csv\n",
     );
     let assert = esmbench()
         .args(["test", "--config"])
         .arg(&missing)
         .assert()
         .code(2);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    let stderr = stderr_of(&assert);
     assert!(
         stderr.contains("data file ") && stderr.contains("nowhere.csv not found"),
         "{stderr}"

@@ -561,19 +561,10 @@ fn regression_resume_after_a_kill_in_the_last_step_finishes_and_a_deleted_log_is
     let data = dir.path().join("nb.csv");
     synthetic_nanobodies(&data, 300, 21);
     let out = dir.path().join("o");
-    let finish = |extra: &[&str]| {
-        Command::new(binary())
-            .args(["test", "--mock-backend", "--model"])
-            .arg(fixture("esm2_micro.onnx"))
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(&out)
-            .args(extra)
-            .output()
-            .unwrap()
-    };
-    assert!(finish(&[]).status.success());
+    test_command(&fixture("esm2_micro.onnx"), &data, &out)
+        .arg("--mock-backend")
+        .assert()
+        .success();
     let written = std::fs::read(out.join("predictions.csv")).unwrap();
     // The state such a kill leaves: every row written, the checkpoint not yet complete, skipped.csv gone.
     let unfinished = || {
@@ -1403,10 +1394,13 @@ fn regression_embed_resumes_after_kill_9_and_ctrl_c_to_the_bytes_of_an_uninterru
     );
     assert!(!out.exists());
 
-    let finished = Command::new(binary())
-        .args(embed_args(&data, &out, true))
-        .output()
-        .unwrap();
+    let resume_embed = || {
+        Command::new(binary())
+            .args(embed_args(&data, &out, true))
+            .output()
+            .unwrap()
+    };
+    let finished = resume_embed();
     let stderr = String::from_utf8_lossy(&finished.stderr);
     assert!(finished.status.success(), "{stderr}");
     assert!(
@@ -1437,10 +1431,7 @@ fn regression_embed_resumes_after_kill_9_and_ctrl_c_to_the_bytes_of_an_uninterru
 
     // Regression: `--resume` of a finished embed exited 2 ("no checkpoint"), where test keeps a finished
     // run's outputs; a retry wrapper that always adds --resume failed on it.
-    let again = Command::new(binary())
-        .args(embed_args(&data, &out, true))
-        .output()
-        .unwrap();
+    let again = resume_embed();
     assert!(
         again.status.success(),
         "{}",
@@ -1454,10 +1445,7 @@ fn regression_embed_resumes_after_kill_9_and_ctrl_c_to_the_bytes_of_an_uninterru
     let mut checkpoint = read_json(&checkpoint_path);
     checkpoint["complete"] = serde_json::json!(false);
     std::fs::write(&checkpoint_path, serde_json::to_vec(&checkpoint).unwrap()).unwrap();
-    let finished = Command::new(binary())
-        .args(embed_args(&data, &out, true))
-        .output()
-        .unwrap();
+    let finished = resume_embed();
     assert!(
         finished.status.success(),
         "{}",
@@ -1474,10 +1462,7 @@ fn regression_embed_resumes_after_kill_9_and_ctrl_c_to_the_bytes_of_an_uninterru
     // A run still finishing holds the lock on the embeddings file: a resume then moves nothing and exits 2.
     let held = std::fs::File::open(&out).unwrap();
     held.lock().unwrap();
-    let refused = Command::new(binary())
-        .args(embed_args(&data, &out, true))
-        .output()
-        .unwrap();
+    let refused = resume_embed();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "{stderr}");
     assert!(
@@ -1491,10 +1476,7 @@ fn regression_embed_resumes_after_kill_9_and_ctrl_c_to_the_bytes_of_an_uninterru
         );
     }
     drop(held);
-    let finished = Command::new(binary())
-        .args(embed_args(&data, &out, true))
-        .output()
-        .unwrap();
+    let finished = resume_embed();
     assert!(
         finished.status.success(),
         "{}",
