@@ -116,8 +116,12 @@ pub struct EngineArgs {
     #[arg(long, value_enum)]
     pub device: Option<DeviceArg>,
     /// Run on CPU (loudly) when the requested provider cannot be registered, instead of failing.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_allow_cpu_fallback")]
     pub allow_cpu_fallback: bool,
+    /// Fail when the requested provider cannot be registered (the default; undoes a config's
+    /// `allow_cpu_fallback: true`).
+    #[arg(long, overrides_with = "allow_cpu_fallback", hide_short_help = true)]
+    pub no_allow_cpu_fallback: bool,
     /// Token budget per batch: rows x longest row (with <cls> and <eos>), as fair-esm's toks_per_batch
     /// (default: CPU 131072 / hidden size within 256..2048, CUDA 16384, CoreML 2048).
     #[arg(long)]
@@ -133,17 +137,29 @@ pub struct EngineArgs {
     #[arg(long)]
     pub max_residues: Option<usize>,
     /// Fail on sequences longer than --max-residues instead of truncating them.
-    #[arg(long)]
+    #[arg(long, overrides_with = "truncate")]
     pub no_truncate: bool,
+    /// Truncate sequences longer than --max-residues (the default; undoes a config's `truncate: false`).
+    #[arg(long, overrides_with = "no_truncate", hide_short_help = true)]
+    pub truncate: bool,
     /// Keep ONNX Runtime's idle threads from spinning (saves CPU in shared containers; slightly slower).
-    #[arg(long)]
+    #[arg(long, overrides_with = "spinning")]
     pub no_spinning: bool,
+    /// Let ONNX Runtime's idle threads spin (the default; undoes a config's `intra_op_spinning: false`).
+    #[arg(long, overrides_with = "no_spinning", hide_short_help = true)]
+    pub spinning: bool,
     /// On CUDA, run batches through plain session inputs instead of an IO binding over page-locked host memory.
-    #[arg(long)]
+    #[arg(long, overrides_with = "io_binding")]
     pub no_io_binding: bool,
+    /// On CUDA, bind batches to page-locked host memory (the default; undoes a config's `io_binding: false`).
+    #[arg(long, overrides_with = "no_io_binding", hide_short_help = true)]
+    pub io_binding: bool,
     /// Run the model file's graph as it is: no in-memory rewrite of a per-layer attention mask into one broadcast key mask.
-    #[arg(long)]
+    #[arg(long, overrides_with = "graph_rewrite")]
     pub no_graph_rewrite: bool,
+    /// Rewrite the attention mask at load (the default; undoes a config's `graph_rewrite: false`).
+    #[arg(long, overrides_with = "no_graph_rewrite", hide_short_help = true)]
+    pub graph_rewrite: bool,
     /// Use the deterministic mock backend instead of ONNX Runtime (tests only).
     #[arg(long, hide = true)]
     pub mock_backend: bool,

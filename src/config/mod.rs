@@ -639,11 +639,8 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
             ))
             .into());
         }
-        let truncate = if args.engine.no_truncate {
-            false
-        } else {
-            file.truncate.unwrap_or(true)
-        };
+        let engine = &args.engine;
+        let truncate = switch(engine.truncate, engine.no_truncate, file.truncate, true);
         let mut columns = file.columns.clone().unwrap_or_default();
         if let Some(c) = &args.sequence_column {
             columns.sequence = c.clone();
@@ -660,8 +657,12 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
                 .device
                 .or(file.device)
                 .map_or(Device::Cpu, Device::from),
-            allow_cpu_fallback: args.engine.allow_cpu_fallback
-                || file.allow_cpu_fallback.unwrap_or(false),
+            allow_cpu_fallback: switch(
+                engine.allow_cpu_fallback,
+                engine.no_allow_cpu_fallback,
+                file.allow_cpu_fallback,
+                false,
+            ),
         };
         let accelerator = matches!(device.device, Device::Cuda | Device::CoreMl);
         // `auto` may land on CUDA or CoreML, so it is counted as the larger of the two shapes.
@@ -698,9 +699,24 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
             truncate,
             columns,
             skip_invalid: args.on_invalid.or(file.on_invalid) == Some(OnInvalid::Skip),
-            intra_op_spinning: !args.engine.no_spinning && file.intra_op_spinning.unwrap_or(true),
-            io_binding: !args.engine.no_io_binding && file.io_binding.unwrap_or(true),
-            graph_rewrite: !args.engine.no_graph_rewrite && file.graph_rewrite.unwrap_or(true),
+            intra_op_spinning: switch(
+                engine.spinning,
+                engine.no_spinning,
+                file.intra_op_spinning,
+                true,
+            ),
+            io_binding: switch(
+                engine.io_binding,
+                engine.no_io_binding,
+                file.io_binding,
+                true,
+            ),
+            graph_rewrite: switch(
+                engine.graph_rewrite,
+                engine.no_graph_rewrite,
+                file.graph_rewrite,
+                true,
+            ),
             shard: args
                 .shard
                 .as_deref()
@@ -715,6 +731,18 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
 /// A head is read in full here, so a misspelt key or a bad threshold stops the run before a model loads (in
 /// a suite, before the first model scores its datasets). Its size against the model's hidden size can only
 /// be checked once the model has loaded.
+/// An on/off setting: its flag pair (`--x`/`--no-x`; clap keeps only the last given), else its config key,
+/// else the default. The pair lets a flag undo a config file's key in either direction.
+fn switch(on_flag: bool, off_flag: bool, key: Option<bool>, default: bool) -> bool {
+    if on_flag {
+        true
+    } else if off_flag {
+        false
+    } else {
+        key.unwrap_or(default)
+    }
+}
+
 fn check_head(path: &Path, named: &str) -> Result<()> {
     check_readable(path, "head", named)?;
     crate::model::head::Head::read(path).map(drop)
@@ -1243,6 +1271,96 @@ mod tests {
                 .unwrap()
                 .graph_rewrite
         );
+    }
+
+    #[test]
+    fn each_on_off_flag_undoes_its_config_key_either_way_and_the_last_flag_given_wins() {
+        use clap::Parser;
+        let resolve = |flags: &[&str], file: &FileConfig| {
+            let argv = ["esmbench", "test"].iter().chain(flags);
+            let crate::cli::Command::Test(args) = crate::cli::Cli::try_parse_from(argv)
+                .expect("flags parse")
+                .command
+            else {
+                unreachable!("parsed as test")
+            };
+            ScoringConfig::resolve(&args.scoring, file).expect("resolves")
+        };
+        type Read = fn(&ScoringConfig) -> bool;
+        type Set = fn(bool) -> FileConfig;
+        let settings: [(&str, Read, Set, bool); 5] = [
+            (
+                "truncate",
+                |c| c.truncate,
+                |v| FileConfig {
+                    truncate: Some(v),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "spinning",
+                |c| c.intra_op_spinning,
+                |v| FileConfig {
+                    intra_op_spinning: Some(v),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "io-binding",
+                |c| c.io_binding,
+                |v| FileConfig {
+                    io_binding: Some(v),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "graph-rewrite",
+                |c| c.graph_rewrite,
+                |v| FileConfig {
+                    graph_rewrite: Some(v),
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                "allow-cpu-fallback",
+                |c| c.device.allow_cpu_fallback,
+                |v| FileConfig {
+                    allow_cpu_fallback: Some(v),
+                    ..Default::default()
+                },
+                false,
+            ),
+        ];
+        for (name, read, key, default) in settings {
+            let (on, off) = (format!("--{name}"), format!("--no-{name}"));
+            let none = FileConfig::default();
+            assert_eq!(read(&resolve(&[], &none)), default, "{name} default");
+            assert_eq!(read(&resolve(&[], &key(!default))), !default, "{name}: key");
+            let undo = if default { &on } else { &off };
+            assert_eq!(
+                read(&resolve(&[undo], &key(!default))),
+                default,
+                "{name}: {undo} over the key"
+            );
+            let set = if default { &off } else { &on };
+            assert_eq!(
+                read(&resolve(&[set], &key(default))),
+                !default,
+                "{name}: {set} over the key"
+            );
+            assert!(
+                read(&resolve(&[&off, &on], &none)),
+                "{name}: {on} given last"
+            );
+            assert!(
+                !read(&resolve(&[&on, &off], &none)),
+                "{name}: {off} given last"
+            );
+        }
     }
 
     #[test]

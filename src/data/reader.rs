@@ -416,7 +416,7 @@ fix: pass the name of a column in the header, or leave {flag} out",
                         residues.len(),
                         self.rules.max_residues
                     ),
-                    "raise --max-residues, or allow truncation (drop --no-truncate)",
+                    "raise --max-residues, or pass --truncate to score such rows on their first residues",
                 ));
             }
             residues.truncate(self.rules.max_residues);

@@ -283,7 +283,30 @@ fn long_sequences_are_truncated_and_counted_or_refused() {
         .arg(dir.path().join("o2"))
         .assert()
         .code(2);
-    assert!(stderr_of(&assert).contains("1100 residues, longer than --max-residues 1022"));
+    let refusal = stderr_of(&assert);
+    assert!(refusal.contains("1100 residues, longer than --max-residues 1022"));
+    assert!(refusal.contains("pass --truncate"), "{refusal}");
+    // A config's `truncate: false` is undone by --truncate, as every on/off key is by its flag.
+    let config = write(dir.path(), "strict.yaml", "truncate: false\n");
+    let with_config = |flags: &[&str], out: &str| {
+        esmbench()
+            .args(["test", "--mock-backend", "--config"])
+            .arg(&config)
+            .args(flags)
+            .arg("--model")
+            .arg(fixture("esm2_micro.onnx"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .assert()
+    };
+    with_config(&[], "o3").code(2);
+    with_config(&["--truncate"], "o4").success();
+    assert_eq!(
+        read_json(&dir.path().join("o4/report.json"))["data"]["rows_truncated"],
+        1
+    );
 }
 
 #[test]
