@@ -13,6 +13,9 @@ use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use crate::config::DataSource;
+use crate::data::lines::{
+    field_with_line_breaks, first_line, line_breaks_refusal, ran_to_end, LfLineEnds, QuotedSpan,
+};
 use crate::data::reader::{self, column_named_twice, delimiter_for, open_source};
 use crate::error::Failure;
 use crate::metrics::{self, threshold::Threshold};
@@ -158,6 +161,29 @@ fn sha256_of(path: &Path) -> Result<String> {
 }
 
 /// Reads and checks every row; any bad row stops it with exit 2 and a list naming line, column and fix.
+/// A field holding line breaks stops the file, as `test` stops on one: a stray quote would otherwise take
+/// the rows after it into one field and the metrics would be computed on the rest.
+fn refuse_line_breaks<R: Read>(
+    reader: &mut csv::Reader<R>,
+    record: &csv::ByteRecord,
+    file: &str,
+    headers: &[String],
+) -> Result<()> {
+    let Some((field, breaks)) = field_with_line_breaks(record) else {
+        return Ok(());
+    };
+    let line_after = reader.position().line();
+    let ran_to_end = ran_to_end(reader, record);
+    let span = QuotedSpan {
+        field,
+        line: first_line(line_after, record, ran_to_end),
+        breaks,
+        ran_to_end,
+    };
+    let column = headers.get(field).map(String::as_str);
+    Err(Failure::input(line_breaks_refusal(file, span, column)).into())
+}
+
 pub fn read_predictions(
     path: &Path,
     label_column: Option<&str>,
@@ -175,13 +201,13 @@ pub fn read_predictions(
         .has_headers(true)
         .flexible(false)
         .delimiter(delimiter_for(&file))
-        .from_reader(handle);
-    let headers: Vec<String> = reader
+        .from_reader(LfLineEnds::new(handle));
+    let header_record = reader
         .headers()
         .map_err(|e| Failure::input(format!("{file}: the header cannot be read ({e})\n  fix: the first line must name the columns, in UTF-8")))?
-        .iter()
-        .map(normalize)
-        .collect();
+        .clone();
+    refuse_line_breaks(&mut reader, header_record.as_byte_record(), &file, &[])?;
+    let headers: Vec<String> = header_record.iter().map(normalize).collect();
     if headers.iter().all(|h| h.is_empty()) {
         return Err(Failure::input(format!(
             "{file}: the file is empty\n  fix: write a header line, e.g. y_true,y_proba"
@@ -242,7 +268,8 @@ pub fn read_predictions(
             }
         }
         out.rows_total += 1;
-        let line = record.position().map(|p| p.line()).unwrap_or(line);
+        refuse_line_breaks(&mut reader, record.as_byte_record(), &file, &headers)?;
+        let line = first_line(reader.position().line(), record.as_byte_record(), false);
         let label = parse_label(&record[label_at]);
         let score = parse_score(&record[score_at]);
         let mut row_ok = true;

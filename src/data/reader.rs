@@ -7,6 +7,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use crate::config::{ColumnNames, DataSource};
+use crate::data::lines::{
+    field_with_line_breaks, first_line, line_breaks_refusal, ran_to_end, LfLineEnds, QuotedSpan,
+};
 use crate::data::tokenizer::{first_gap, first_invalid_residue, looks_like_nucleotides, normalize};
 use crate::embedded;
 use crate::error::Failure;
@@ -152,7 +155,7 @@ impl RecordReader {
         columns: &ColumnNames,
         rules: RowRules,
     ) -> Result<RecordReader> {
-        let input: Box<dyn Read + Send> = Box::new(CrlfToLf::new(input));
+        let input: Box<dyn Read + Send> = Box::new(LfLineEnds::new(input));
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter_for(&name))
             .flexible(true)
@@ -169,6 +172,16 @@ impl RecordReader {
                 "{name}: the file is empty (no header line)\n  fix: write a header such as `id,sequence,label` and one row per sequence"
             ))
             .into());
+        }
+        if let Some((field, breaks)) = field_with_line_breaks(&header_record) {
+            let ran_to_end = ran_to_end(&mut reader, &header_record);
+            let span = QuotedSpan {
+                field,
+                line: 1,
+                breaks,
+                ran_to_end,
+            };
+            return Err(Failure::input(line_breaks_refusal(&name, span, None)).into());
         }
         if let Some(kind) = not_a_text_csv(&header_record, &name) {
             return Err(Failure::input(format!("{name}: line 1: {kind}")).into());
@@ -283,7 +296,19 @@ fix: pass the name of a column in the header, or leave {flag} out",
         }
         let row = self.next_row;
         self.next_row += 1;
-        let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+        let line_after = self.reader.position().line();
+        if let Some((field, breaks)) = field_with_line_breaks(&self.record) {
+            let ran_to_end = ran_to_end(&mut self.reader, &self.record);
+            let span = QuotedSpan {
+                field,
+                line: first_line(line_after, &self.record, ran_to_end),
+                breaks,
+                ran_to_end,
+            };
+            let column = self.layout.headers.get(field).map(String::as_str);
+            return Err(Failure::input(line_breaks_refusal(&self.name, span, column)).into());
+        }
+        let line = first_line(line_after, &self.record, false);
         Ok(Some(match self.check_row(row, line) {
             Ok(record) => RowOutcome::Valid(record),
             Err(problem) => RowOutcome::Invalid(problem),
@@ -360,7 +385,6 @@ fix: pass the name of a column in the header, or leave {flag} out",
             let shown = match byte {
                 b' ' => "a space".to_string(),
                 b'\t' => "a tab".to_string(),
-                b'\r' | b'\n' => "a line break".to_string(),
                 _ if byte.is_ascii_graphic() => format!("'{}'", byte as char),
                 // The field is UTF-8 (checked above) and every byte before this one is ASCII: a character starts here.
                 _ => match std::str::from_utf8(&residues[at..])
@@ -494,73 +518,6 @@ fn not_a_text_csv(header: &csv::ByteRecord, name: &str) -> Option<&'static str> 
     } else {
         "the file is binary, not a CSV\n  fix: pass the CSV of sequences as --data (an .onnx model goes to --model)"
     })
-}
-
-/// Turns CRLF line ends into LF on the fly. The csv crate counts lines wrongly after a CRLF header
-/// (every line number one short), and error messages must point at the right line.
-pub struct CrlfToLf<R> {
-    inner: R,
-    buffer: Box<[u8]>,
-    start: usize,
-    end: usize,
-    /// A '\r' at the end of the last chunk, not yet known to be part of "\r\n".
-    held_cr: bool,
-}
-
-impl<R: Read> CrlfToLf<R> {
-    pub fn new(inner: R) -> CrlfToLf<R> {
-        CrlfToLf {
-            inner,
-            buffer: vec![0u8; 64 * 1024].into_boxed_slice(),
-            start: 0,
-            end: 0,
-            held_cr: false,
-        }
-    }
-
-    /// Refills the internal buffer with converted bytes; leaves it empty only at the end of the input.
-    fn fill(&mut self) -> std::io::Result<()> {
-        loop {
-            let offset = usize::from(self.held_cr);
-            if self.held_cr {
-                self.buffer[0] = b'\r';
-            }
-            let n = self.inner.read(&mut self.buffer[offset..])?;
-            self.start = 0;
-            if n == 0 {
-                self.held_cr = false;
-                self.end = offset;
-                return Ok(());
-            }
-            let filled = offset + n;
-            let mut out = 0;
-            for i in 0..filled {
-                let b = self.buffer[i];
-                if b == b'\r' && i + 1 < filled && self.buffer[i + 1] == b'\n' {
-                    continue;
-                }
-                self.buffer[out] = b;
-                out += 1;
-            }
-            self.held_cr = self.buffer[out - 1] == b'\r';
-            self.end = out - usize::from(self.held_cr);
-            if self.end > 0 {
-                return Ok(());
-            }
-        }
-    }
-}
-
-impl<R: Read> Read for CrlfToLf<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.start == self.end {
-            self.fill()?;
-        }
-        let n = out.len().min(self.end - self.start);
-        out[..n].copy_from_slice(&self.buffer[self.start..self.start + n]);
-        self.start += n;
-        Ok(n)
-    }
 }
 
 /// Labels are 0/1, also written as any number equal to them (0.0, 1.00) or as true/false in any case (pandas
@@ -717,22 +674,33 @@ mod tests {
         assert!(err.to_string().contains("empty"), "{err}");
     }
 
+    /// Regression: a stray quote took the rest of the file into one field, and the run went on without those
+    /// rows; a sequence pasted with its line breaks is refused the same way, naming its line.
     #[test]
-    fn crlf_becomes_lf_across_chunk_boundaries() {
-        struct Dribble(&'static [u8]);
-        impl Read for Dribble {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                let n = self.0.len().min(buf.len()).min(3);
-                buf[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
-        }
-        let mut out = Vec::new();
-        CrlfToLf::new(Dribble(b"ab\r\ncd\r\r\nx\ry\r"))
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, b"ab\ncd\r\nx\ry\r");
+    fn regression_a_field_holding_line_breaks_stops_the_file_at_its_line() {
+        let mut r = reader(b"sequence,notes\nEVQL,ok\n\n\"EVQL\nVES\",x\nLAGV,5\"\n").unwrap();
+        assert!(matches!(r.next_row(), Ok(Some(RowOutcome::Valid(_)))));
+        let refusal = r.next_row().err().expect("refused");
+        assert_eq!(crate::error::exit_code_for(&refusal), 2);
+        let text = refusal.to_string();
+        assert!(
+            text.starts_with(
+                "t.csv: line 4, field 1 (`sequence`): a quoted field holds a line break"
+            ) && text.contains("closed only on line 5")
+                && text.contains("a sequence pasted from a FASTA file"),
+            "{text}"
+        );
+        let mut r = reader(b"sequence,notes\nEVQL,\"5 mg\nLAGV,ok\nEVQL,ok\n").unwrap();
+        let text = r.next_row().err().expect("refused").to_string();
+        assert!(
+            text.starts_with("t.csv: line 2, field 2 (`notes`)") && text.contains("never closed"),
+            "{text}"
+        );
+        let header = reader(b"\"id,sequence\nEVQL\n").err().unwrap().to_string();
+        assert!(
+            header.starts_with("t.csv: line 1, field 1: a quoted field holds a line break"),
+            "{header}"
+        );
     }
 
     #[test]
@@ -777,11 +745,6 @@ mod tests {
             (
                 &b"sequence\nEVQ LVES\n"[..],
                 "a space is not in the ESM alphabet",
-                "remove the whitespace",
-            ),
-            (
-                b"sequence\n\"EVQL\nVES\"\n",
-                "a line break is not in the ESM alphabet",
                 "remove the whitespace",
             ),
             (

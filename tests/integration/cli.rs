@@ -1242,3 +1242,61 @@ fn regression_a_config_naming_no_data_says_the_demo_is_running() {
         .success();
     assert!(!stderr_of(&assert).contains("names no model or data"));
 }
+
+/// Regression: one stray quote in an unused column (`"5 mg/ml`) took every line after it into one field;
+/// the run scored the rows before it, said nothing of the rest, and exited 0 with a complete report.
+#[test]
+fn regression_a_stray_quote_took_the_rest_of_the_file_into_one_field_and_the_run_passed() {
+    let dir = tempdir();
+    let mut text = String::from("id,sequence,label,notes\n");
+    for row in 0..40 {
+        let notes = if row == 9 { "\"5 mg/ml" } else { "ok" };
+        text.push_str(&format!("r{row},EVQLVESGG,{},{notes}\n", row % 2));
+    }
+    let data = write(dir.path(), "notes.csv", &text);
+    let refusal = stderr_of(&mock_test(dir.path(), &data).code(2));
+    assert!(
+        refusal
+            .contains("notes.csv: line 11, field 4 (`notes`): a quoted field holds a line break")
+            && refusal.contains("never closed"),
+        "{refusal}"
+    );
+    assert!(!dir.path().join("out/report.json").exists());
+    // `metrics` reads another tool's predictions the same way.
+    let predictions = write(
+        dir.path(),
+        "p.csv",
+        "y_true,y_proba,id\n1,0.9,a\n0,0.2,\"b\n1,0.7,c\n0,0.1,d\n",
+    );
+    let refusal = stderr_of(
+        &esmbench()
+            .args(["metrics", "--predictions"])
+            .arg(&predictions)
+            .arg("--out")
+            .arg(dir.path().join("m"))
+            .assert()
+            .code(2),
+    );
+    assert!(
+        refusal.contains("p.csv: line 3, field 3 (`id`)"),
+        "{refusal}"
+    );
+}
+
+/// Regression: a row after empty lines was placed on the first empty line, and in a file with CR line ends
+/// ("CSV (Macintosh)") every row was on line 1.
+#[test]
+fn regression_rows_after_empty_lines_and_in_cr_files_were_given_the_wrong_line() {
+    let dir = tempdir();
+    for (name, text) in [
+        ("blank.csv", "sequence\nEVQL\n\n\n\nEVJL\n"),
+        ("mac.csv", "sequence\rEVQL\r\r\r\rEVJL\r"),
+    ] {
+        let data = write(dir.path(), name, text);
+        let refusal = stderr_of(&mock_test(dir.path(), &data).code(2));
+        assert!(
+            refusal.contains(&format!("{name}: line 6, column sequence")),
+            "{refusal}"
+        );
+    }
+}

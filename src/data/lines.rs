@@ -1,0 +1,275 @@
+//! Line ends and line numbers for CSV input: what lets every message point at the line a row is on.
+
+use std::io::Read;
+
+/// Line ends normalised for the csv crate, whose line counter counts '\n' only: CRLF and a lone CR (a
+/// "CSV (Macintosh)" file) become LF, and a last line without one gets one. Every record then ends in '\n',
+/// so [`first_line`] can work out where it started.
+pub struct LfLineEnds<R> {
+    inner: R,
+    buffer: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// A '\r' at the end of the last chunk, not yet known to be part of "\r\n".
+    held_cr: bool,
+    /// The last byte handed out: a stream that ends without '\n' is given one.
+    last: Option<u8>,
+    finished: bool,
+}
+
+impl<R: Read> LfLineEnds<R> {
+    pub fn new(inner: R) -> LfLineEnds<R> {
+        LfLineEnds {
+            inner,
+            buffer: vec![0u8; 64 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            held_cr: false,
+            last: None,
+            finished: false,
+        }
+    }
+
+    /// Refills the internal buffer with converted bytes; leaves it empty only at the end of the input.
+    fn fill(&mut self) -> std::io::Result<()> {
+        self.start = 0;
+        self.end = 0;
+        while !self.finished {
+            let offset = usize::from(self.held_cr);
+            if self.held_cr {
+                self.buffer[0] = b'\r';
+            }
+            let n = self.inner.read(&mut self.buffer[offset..])?;
+            if n == 0 {
+                self.finished = true;
+                // A lone CR at the very end, or a last line with no end at all.
+                if self.held_cr || self.last.is_some_and(|b| b != b'\n') {
+                    self.buffer[0] = b'\n';
+                    self.end = 1;
+                }
+                self.held_cr = false;
+                break;
+            }
+            let filled = offset + n;
+            let mut out = 0;
+            for i in 0..filled - 1 {
+                match (self.buffer[i], self.buffer[i + 1]) {
+                    (b'\r', b'\n') => continue,
+                    (b'\r', _) => self.buffer[out] = b'\n',
+                    (b, _) => self.buffer[out] = b,
+                }
+                out += 1;
+            }
+            // The chunk's last byte: a CR waits for the next chunk to say whether an LF follows it.
+            self.held_cr = self.buffer[filled - 1] == b'\r';
+            if !self.held_cr {
+                self.buffer[out] = self.buffer[filled - 1];
+                out += 1;
+            }
+            self.end = out;
+            if out > 0 {
+                self.last = Some(self.buffer[out - 1]);
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for LfLineEnds<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.start == self.end {
+            self.fill()?;
+        }
+        let n = out.len().min(self.end - self.start);
+        out[..n].copy_from_slice(&self.buffer[self.start..self.start + n]);
+        self.start += n;
+        Ok(n)
+    }
+}
+
+/// The line a record starts on, from the line the reader stands at after it (`line_after`). The csv crate
+/// stamps a record with the line where its read began, which is before any empty lines it skipped; over
+/// [`LfLineEnds`] every record ends in '\n', so its start is the line after it less its own line breaks.
+/// Only a quote left open at the end of the file takes that last '\n' into the field (`ran_to_end`).
+pub fn first_line(line_after: u64, record: &csv::ByteRecord, ran_to_end: bool) -> u64 {
+    let breaks = line_breaks(record.as_slice()) as u64;
+    let terminator = u64::from(!ran_to_end);
+    line_after.saturating_sub(terminator + breaks).max(1)
+}
+
+fn line_breaks(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// A field holding line breaks, as (field index, 0-based; its line breaks). A quote opened and never
+/// closed (`5" tag` written as `"5 tag`) makes the csv reader take every line after it, to the next quote
+/// or the end of the file, as one field: those rows would vanish without an error. Sequence files have no
+/// use for line breaks inside fields, so one is refused rather than guessed at.
+pub fn field_with_line_breaks(record: &csv::ByteRecord) -> Option<(usize, usize)> {
+    record
+        .iter()
+        .enumerate()
+        .map(|(i, field)| (i, line_breaks(field)))
+        .find(|&(_, breaks)| breaks > 0)
+}
+
+/// Whether a record holding line breaks is a quote left open to the end of the file: its last field ends
+/// in the file's last '\n' and nothing follows it.
+pub fn ran_to_end<R: std::io::Read>(reader: &mut csv::Reader<R>, record: &csv::ByteRecord) -> bool {
+    let ends_in_break = record
+        .iter()
+        .next_back()
+        .is_some_and(|f| f.ends_with(b"\n"));
+    ends_in_break
+        && matches!(
+            reader.read_byte_record(&mut csv::ByteRecord::new()),
+            Ok(false)
+        )
+}
+
+/// Where a quoted field holding line breaks starts and ends, for its refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotedSpan {
+    /// 0-based field index.
+    pub field: usize,
+    pub line: u64,
+    pub breaks: usize,
+    pub ran_to_end: bool,
+}
+
+/// The refusal of a field holding line breaks: where its quote opened, how far it runs, and the fix.
+pub fn line_breaks_refusal(name: &str, span: QuotedSpan, column: Option<&str>) -> String {
+    let column = column.map_or(String::new(), |c| format!(" (`{c}`)"));
+    let reach = if span.ran_to_end {
+        "is never closed, so every line after it, to the end of the file, would be read as part of this one \
+field"
+            .to_string()
+    } else {
+        format!(
+            "is closed only on line {}, so every line between would be read as part of this one field",
+            span.line + span.breaks as u64
+        )
+    };
+    format!(
+        "{name}: line {}, field {}{column}: a quoted field holds a line break: the `\"` that opens it {reach}\n  \
+fix: if the quote is stray, remove it or close it (a field holding a quote is written wholly quoted, the quote \
+doubled: \"5\"\" tag\"); if the field really holds line breaks (a sequence pasted from a FASTA file or a PDF), \
+remove them: a line break inside a field is refused, since a stray quote would otherwise swallow rows unseen",
+        span.line,
+        span.field + 1,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out at most three bytes a read, so line ends fall across chunk boundaries.
+    struct Dribble(&'static [u8]);
+    impl Read for Dribble {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(buf.len()).min(3);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn normalised(input: &'static [u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        LfLineEnds::new(Dribble(input))
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn crlf_and_lone_cr_become_lf_across_chunk_boundaries_and_a_last_line_gets_its_end() {
+        assert_eq!(normalised(b"ab\r\ncd\r\r\nx\ry\r"), b"ab\ncd\n\nx\ny\n");
+        assert_eq!(normalised(b"ab\r"), b"ab\n");
+        assert_eq!(normalised(b"a\r\r\rb"), b"a\n\n\nb\n");
+        assert_eq!(normalised(b"ab\n"), b"ab\n");
+        assert_eq!(normalised(b""), b"");
+    }
+
+    /// The line of every record, read through the csv crate as the readers do.
+    fn lines_of(input: &'static [u8]) -> Vec<u64> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(LfLineEnds::new(Dribble(input)));
+        let mut record = csv::ByteRecord::new();
+        let mut lines = Vec::new();
+        while reader.read_byte_record(&mut record).unwrap() {
+            lines.push(first_line(reader.position().line(), &record, false));
+        }
+        lines
+    }
+
+    #[test]
+    fn regression_a_row_after_empty_lines_was_placed_on_the_first_empty_line() {
+        assert_eq!(lines_of(b"h\na\n\n\n\nb\n\nc"), [1, 2, 6, 8]);
+        assert_eq!(lines_of(b"h\r\na\r\n\r\nb\r\n"), [1, 2, 4]);
+    }
+
+    #[test]
+    fn regression_a_file_with_cr_line_ends_put_every_row_on_line_1() {
+        assert_eq!(lines_of(b"h\ra\rb\r\rc\r"), [1, 2, 3, 5]);
+    }
+
+    #[test]
+    fn a_record_with_a_quoted_line_break_starts_where_its_quote_opened() {
+        assert_eq!(lines_of(b"h\n\"a\nb\",x\nc\n"), [1, 2, 4]);
+    }
+
+    #[test]
+    fn a_stray_quote_is_found_with_the_lines_it_swallows() {
+        let spans = |input: &'static [u8]| {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(LfLineEnds::new(Dribble(input)));
+            let mut record = csv::ByteRecord::new();
+            let mut found = Vec::new();
+            while reader.read_byte_record(&mut record).unwrap() {
+                let after = reader.position().line();
+                found.push(field_with_line_breaks(&record).map(|(field, breaks)| {
+                    let to_end = ran_to_end(&mut reader, &record);
+                    let line = first_line(after, &record, to_end);
+                    QuotedSpan {
+                        field,
+                        line,
+                        breaks,
+                        ran_to_end: to_end,
+                    }
+                }));
+            }
+            found
+        };
+        // Left open on line 3: lines 4 and 5, and the file's last line end, go into its field.
+        let open = spans(b"id,notes\na,ok\n\nb,\"5 mg\nc,ok\nd,ok\n");
+        let span = QuotedSpan {
+            field: 1,
+            line: 4,
+            breaks: 3,
+            ran_to_end: true,
+        };
+        assert_eq!(open, [None, None, Some(span)]);
+        let message = line_breaks_refusal("d.csv", span, Some("notes"));
+        assert!(
+            message.starts_with("d.csv: line 4, field 2 (`notes`): a quoted field holds a line break: the `\"` that opens it is never closed"),
+            "{message}"
+        );
+        // Closed by a second stray quote on line 5: the row between is taken into the field.
+        let closed = spans(b"id,notes\na,\"5\nb,ok\nc,2\"\nd,ok");
+        let span = QuotedSpan {
+            field: 1,
+            line: 2,
+            breaks: 2,
+            ran_to_end: false,
+        };
+        assert_eq!(closed, [None, Some(span), None]);
+        assert!(line_breaks_refusal("d.csv", span, None).contains("is closed only on line 4"));
+    }
+}
