@@ -154,6 +154,11 @@ impl Shard {
         row % self.count == self.index - 1
     }
 
+    /// How many of rows 0..`row` are this shard's.
+    pub fn rows_below(self, row: u64) -> u64 {
+        row / self.count + u64::from(row % self.count > self.index - 1)
+    }
+
     /// The first row of this shard at or after `row`.
     pub fn first_at_or_after(self, row: u64) -> u64 {
         let offset = (self.index - 1 + self.count - row % self.count) % self.count;
@@ -1447,6 +1452,13 @@ mod tests {
         assert_eq!(second_of_three.first_at_or_after(2), 4);
         assert_eq!(second_of_three.first_at_or_after(4), 4);
         assert_eq!(Shard::WHOLE.first_at_or_after(5), 5);
+        // Rows 1, 4, 7 are the shard's: below 0, 1, 2, 5, 7, 8 and 9 it holds 0, 0, 1, 2, 2, 3 and 3.
+        let below: Vec<u64> = [0, 1, 2, 5, 7, 8, 9]
+            .into_iter()
+            .map(|r| second_of_three.rows_below(r))
+            .collect();
+        assert_eq!(below, [0, 0, 1, 2, 2, 3, 3]);
+        assert_eq!(Shard::WHOLE.rows_below(141_021), 141_021);
         for bad in ["0/3", "4/3", "3", "a/b", "1/0"] {
             assert!(Shard::parse(bad).is_err(), "{bad}");
         }

@@ -120,17 +120,23 @@ impl NpyWriter {
         let file = open_locked(path, &tmp)?;
         let hashing = HashingFile::resume(file, &tmp, durable.bytes, Some(&durable.sha256))?;
         let header_bytes = header(rows, cols).len() as u64;
-        let row_bytes = cols as u64 * 4;
-        let body = durable
-            .bytes
-            .checked_sub(header_bytes)
-            .filter(|b| b % row_bytes == 0);
-        let Some(body) = body else {
-            bail!(
-                "{}: {} bytes is not a header and whole rows of {cols} floats",
+        // A width of 0 (or one too large to hold) is no checkpoint a run wrote.
+        let row_bytes = (cols as u64).checked_mul(4).filter(|&b| b > 0);
+        let body = row_bytes.and_then(|row_bytes| {
+            durable
+                .bytes
+                .checked_sub(header_bytes)
+                .filter(|b| b % row_bytes == 0)
+                .map(|body| (body, row_bytes))
+        });
+        let Some((body, row_bytes)) = body else {
+            return Err(Failure::usage(format!(
+                "--resume: {}: {} bytes is not a header and whole rows of {cols} floats, as its checkpoint says\n  \
+fix: put back the files the run wrote, or drop --resume to embed afresh",
                 tmp.display(),
                 durable.bytes
-            );
+            ))
+            .into());
         };
         Ok(NpyWriter {
             path: path.to_path_buf(),
@@ -143,6 +149,11 @@ impl NpyWriter {
             finished: false,
             kept_for_resume: true,
         })
+    }
+
+    /// Rows written so far, those of a resumed run's earlier part included.
+    pub fn rows_written(&self) -> u64 {
+        self.written
     }
 
     /// The embedding width, once the first row has fixed it.
@@ -306,5 +317,31 @@ mod tests {
             "{error:#}"
         );
         assert_eq!(crate::error::exit_code_for(&error), 2);
+    }
+
+    /// Regression: a checkpoint giving the width as 0 divided by zero (exit 101, a panic) on --resume.
+    #[test]
+    fn regression_a_checkpoint_width_of_0_panicked_and_one_that_disagrees_with_the_bytes_is_refused(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.npy");
+        let mut first = NpyWriter::create(&path, 3).unwrap();
+        first.push_row(&[1.0, 2.0]).unwrap();
+        let durable = first.sync().unwrap();
+        drop(first);
+        for width in [0, 3, usize::MAX] {
+            let error = NpyWriter::resume(&path, 3, Some(width), &durable)
+                .err()
+                .expect("refused");
+            assert_eq!(crate::error::exit_code_for(&error), 2, "{error:#}");
+            assert!(
+                error
+                    .to_string()
+                    .contains("fix: put back the files the run wrote"),
+                "{error:#}"
+            );
+        }
+        let resumed = NpyWriter::resume(&path, 3, Some(2), &durable).unwrap();
+        assert_eq!(resumed.rows_written(), 1);
     }
 }

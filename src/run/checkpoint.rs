@@ -171,7 +171,7 @@ impl Checkpoint {
 
     /// This checkpoint, refused when it was made with other data, model or settings than `current`.
     pub fn matching(self, current: &Fingerprint) -> Result<Checkpoint> {
-        refuse_changes(&self.fingerprint, current)?;
+        refuse_changes(&self.fingerprint, current, self.complete)?;
         Ok(self)
     }
 
@@ -180,14 +180,37 @@ impl Checkpoint {
     }
 }
 
-fn refuse_changes(then: &Fingerprint, now: &Fingerprint) -> Result<()> {
+fn refuse_changes(then: &Fingerprint, now: &Fingerprint, complete: bool) -> Result<()> {
     let changed = then.differences(now);
     if changed.is_empty() {
         return Ok(());
     }
+    let run = if complete { "finished" } else { "interrupted" };
     Err(Failure::usage(format!(
-        "--resume refused: {} since the interrupted run\n  fix: resume with the same data, model, head and settings, or drop --resume (or use another --out) to start afresh",
+        "--resume refused: {} since the {run} run\n  fix: resume with the same data, model, head and settings, or drop --resume (or use another --out) to start afresh",
         changed.join("; ")
+    ))
+    .into())
+}
+
+/// Refuses a checkpoint whose row count is not what its files hold: a resume starts reading at `rows_done`,
+/// so an edited count (or files from another run) would score rows twice or never, and still end `complete`.
+/// `recorded` counts the rows in the files named by `files`; `shard` is the run's.
+pub fn check_rows_recorded(
+    checkpoint: &Path,
+    rows_done: u64,
+    shard: crate::config::Shard,
+    recorded: u64,
+    files: &str,
+) -> Result<()> {
+    let expected = shard.rows_below(rows_done);
+    if recorded == expected {
+        return Ok(());
+    }
+    Err(Failure::usage(format!(
+        "--resume: {} says rows 0..{rows_done} are done ({expected} of them this run's), but {files} hold {recorded}\n  \
+fix: put back the files the run wrote, or drop --resume (or use another --out) to start afresh",
+        checkpoint.display()
     ))
     .into())
 }
@@ -196,7 +219,7 @@ fn refuse_changes(then: &Fingerprint, now: &Fingerprint) -> Result<()> {
 fn read_json<T: DeserializeOwned>(path: &Path, place: &str) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|_| {
         Failure::usage(format!(
-            "--resume: {place} has no checkpoint (the run finished, or never wrote one)\n  fix: drop --resume to start afresh"
+            "--resume: {place} has no checkpoint (no run wrote one there)\n  fix: check --out, or drop --resume to start afresh"
         ))
     })?;
     serde_json::from_str(&text).map_err(|e| {
@@ -283,7 +306,7 @@ impl EmbedCheckpoint {
         let path = Self::path_for(out);
         let checkpoint: EmbedCheckpoint = read_json(&path, &out.display().to_string())?;
         check_version(checkpoint.version, &path)?;
-        refuse_changes(&checkpoint.fingerprint, current)?;
+        refuse_changes(&checkpoint.fingerprint, current, checkpoint.complete)?;
         Ok(checkpoint)
     }
 

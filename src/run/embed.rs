@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::checkpoint::{EmbedCheckpoint, Fingerprint};
+use super::checkpoint::{self, EmbedCheckpoint, Fingerprint};
 use super::drive::{drive, DriveOptions, RowSink, Slot};
 use super::monitor::Monitor;
 use super::progress::Progress;
@@ -232,6 +232,25 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<EmbedOutcome> {
                     )
                 })
                 .transpose()?;
+            let embedded = super::count_records(&rows_partial)?;
+            let skipped_rows = match &skipped {
+                Some(_) => super::count_records(&skipped_partial)?,
+                None => 0,
+            };
+            checkpoint::check_rows_recorded(
+                &EmbedCheckpoint::path_for(out),
+                checkpoint.rows_done,
+                scoring.shard,
+                embedded + skipped_rows,
+                "its row lists",
+            )?;
+            checkpoint::check_rows_recorded(
+                &EmbedCheckpoint::path_for(out),
+                checkpoint.rows_done,
+                scoring.shard,
+                writer.rows_written() + skipped_rows,
+                "its embeddings and skipped rows",
+            )?;
             crate::errln!(
                 "esmbench: resuming at row {} of {}",
                 checkpoint.rows_done,

@@ -489,6 +489,13 @@ fn score_and_report(
             }
             sink.skipped.sync()?;
             sink.rows_skipped = count_records(&skipped_path)?;
+            checkpoint::check_rows_recorded(
+                &checkpoint::path_in(&config.out_dir),
+                checkpoint.rows_done,
+                scoring.shard,
+                sink.rows_scored + sink.rows_skipped,
+                "predictions.csv and skipped.csv",
+            )?;
             checkpoint.rows_done
         }
         None => 0,

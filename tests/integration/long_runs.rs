@@ -550,6 +550,46 @@ fn regression_resume_refuses_predictions_changed_since_the_run_stopped() {
     assert_eq!(read_json(&out.join("report.json"))["status"], "complete");
 }
 
+/// Regression: `--resume` started reading at the checkpoint's `rows_done` without checking it against the
+/// rows its files hold: a count edited down scored rows twice, one edited up left rows never scored, and both
+/// runs ended `complete` with exit 0.
+#[test]
+fn regression_resume_trusted_an_edited_row_count_and_scored_rows_twice_or_never() {
+    let dir = tempdir();
+    let (data, out) = interrupted_mock_run(dir.path(), 1500);
+    let path = out.join("checkpoint.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let mut checkpoint: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let done = checkpoint["rows_done"].as_u64().unwrap();
+    assert!(done > 1 && done < 300, "{checkpoint}");
+    for edited in [0, done - 1, done + 1, 100_000] {
+        checkpoint["rows_done"] = edited.into();
+        std::fs::write(&path, serde_json::to_vec(&checkpoint).unwrap()).unwrap();
+        let output = resume_mock_run(&data, &out);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("says rows 0..{edited} are done"))
+                && stderr.contains(&format!("predictions.csv and skipped.csv hold {done}")),
+            "{stderr}"
+        );
+    }
+    std::fs::write(&path, &original).unwrap();
+    let output = resume_mock_run(&data, &out);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: Vec<String> = predictions(&out)
+        .iter()
+        .skip(1)
+        .map(|line| line.split(',').next().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (0..300).map(|row| row.to_string()).collect();
+    assert_eq!(rows, expected, "every row once, in order");
+}
+
 /// Regression: a run killed between removing its empty skipped.csv and marking its checkpoint complete (the
 /// order of those two steps until they were swapped) left a checkpoint that `--resume` could not continue
 /// (exit 1, "No such file or directory"); such a folder now resumes. Killed between them in the order they
