@@ -33,7 +33,7 @@ fn load(dir: &Path) -> Result<ShardOutput> {
     })?;
     let report: Report = serde_json::from_str(&text).map_err(|e| {
         Failure::usage(format!(
-            "{}: not an esmbench report of this version ({e})",
+            "{}: not an esmbench report of this version ({e})\n  fix: pass the --out directories of `esmbench test --shard K/N` runs made with this version",
             path.display()
         ))
     })?;
@@ -86,9 +86,16 @@ fn check_outputs_unchanged(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
     ];
     for (name, bytes, sha256) in files {
         let path = dir.join(name);
-        if name == SKIPPED_FILE && !path.exists() {
-            // A run that skipped no row removes its header-only skipped.csv; the row counts check the rest.
-            continue;
+        if !path.exists() {
+            if name == SKIPPED_FILE {
+                // A run that skipped no row removes its header-only skipped.csv; the row counts check the rest.
+                continue;
+            }
+            return Err(Failure::input(format!(
+                "{}: missing, though the shard's run wrote it\n  fix: restore the file, or score that shard again (its command without --resume)",
+                path.display()
+            ))
+            .into());
         }
         if let Some(actual_bytes) = differs_from_written(&path, bytes, sha256.as_deref())? {
             return Err(Failure::input(format!(
@@ -178,6 +185,8 @@ fn check_set(shards: &[ShardOutput]) -> Result<()> {
     let first = &shards[0];
     let count = first.shard.count;
     let mut seen = vec![false; count as usize];
+    // A shard with no labels computed no intervals, so the first shard that did sets the bootstrap.
+    let bootstrap = shards.iter().find_map(resamples);
     for s in shards {
         let mut differences = Vec::new();
         if let (Some(a), Some(b)) = (&first.checkpoint, &s.checkpoint) {
@@ -187,22 +196,36 @@ fn check_set(shards: &[ShardOutput]) -> Result<()> {
             b.shard = a.fingerprint.shard;
             differences = a.fingerprint.differences(&b);
         }
+        // The reports say again some of what the checkpoints compare: each difference is named once.
+        let mut differ = |what: String| {
+            let named = what.split(" (").next().unwrap_or(&what).to_string();
+            if !differences.iter().any(|d| d.starts_with(&named)) {
+                differences.push(what);
+            }
+        };
         if s.report.model.sha256 != first.report.model.sha256 {
-            differences.push("the model file changed".into());
+            differ("the model file changed".into());
         }
         if s.report.data.sha256 != first.report.data.sha256 {
-            differences.push("the data file changed".into());
+            differ("the data file changed".into());
         }
         if s.report.model.threshold != first.report.model.threshold {
-            differences.push("the threshold changed".into());
+            differ(format!(
+                "the threshold changed ({} -> {})",
+                first.report.model.threshold, s.report.model.threshold
+            ));
+        }
+        if let (Some(a), Some(b)) = (bootstrap, resamples(s)) {
+            if a != b {
+                differ(format!("--bootstrap changed ({a} -> {b})"));
+            }
         }
         if s.shard.count != count {
-            differences.push(format!(
+            differ(format!(
                 "the shard count changed ({count} -> {})",
                 s.shard.count
             ));
         }
-        differences.dedup();
         if !differences.is_empty() {
             return Err(Failure::usage(format!(
                 "{} and {} are not shards of one run: from the first to the second, {}\n  fix: merge shards made with the same command",
@@ -237,6 +260,18 @@ fn check_set(shards: &[ShardOutput]) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// The bootstrap resamples behind a shard's intervals (0 when turned off); None where it had no metrics to
+/// resample.
+fn resamples(shard: &ShardOutput) -> Option<u64> {
+    let metrics = shard.report.metrics.as_ref()?;
+    match &metrics.intervals {
+        Some(intervals) => Some(intervals.resamples),
+        None => (metrics.undefined.get("intervals").map(String::as_str)
+            == Some(metrics::bootstrap::OFF))
+        .then_some(0),
+    }
 }
 
 /// Both paths name one existing directory.
@@ -283,6 +318,8 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Merged> {
         .into());
     }
     ensure_writable_dir(out, "--out")?;
+    // A run still writing there (a shard's --out given by a glob or a typo) would be overwritten mid-run.
+    let _output_lock = crate::run::lock::OutputLock::acquire(out)?;
     let mut predictions = Vec::new();
     let mut skipped = Vec::new();
     for s in &shards {
@@ -338,12 +375,7 @@ fix: score that shard again (its command without --resume), or restore its files
         .min()
         .unwrap_or_default();
     // The shards ran with one bootstrap setting; the merged intervals reuse it so they equal an unsharded run's.
-    let resamples = shards[0]
-        .report
-        .metrics
-        .as_ref()
-        .and_then(|m| m.intervals.as_ref())
-        .map_or(0, |i| i.resamples as usize);
+    let resamples = shards.iter().find_map(resamples).unwrap_or(0) as usize;
     merged.metrics =
         (!labels.is_empty()).then(|| metrics::evaluate(&labels, &scores, threshold, resamples));
     let perf = &mut merged.performance;

@@ -337,6 +337,9 @@ struct Sweep {
 }
 
 /// Bootstrap intervals, or why there are none.
+/// Why a report has no intervals when the bootstrap was turned off (its `undefined.intervals`).
+pub const OFF: &str = "the bootstrap is off (--bootstrap 0)";
+
 pub fn intervals(
     labels: &[u8],
     scores: &[f64],
@@ -345,7 +348,7 @@ pub fn intervals(
     seed: u64,
 ) -> Result<Intervals, String> {
     if resamples == 0 {
-        return Err("the bootstrap is off (--bootstrap 0)".into());
+        return Err(OFF.into());
     }
     let n = labels.len();
     if n == 0 {

@@ -265,3 +265,75 @@ fn regression_merge_refuses_shards_of_other_heads_and_a_shard_folder_as_out() {
         before
     );
 }
+
+/// Regression: `merge` wrote into an --out that a run was still writing (a shard folder given by a glob),
+/// mixing the two; a shard folder without predictions.csv gave exit 1 and no fix; shards bootstrapped with
+/// other resample counts merged with the first one's; and a difference both the checkpoint and the report
+/// record was named twice ("the threshold changed (0.5 -> 0.3), the threshold changed").
+#[test]
+fn regression_merge_wrote_into_a_live_runs_folder_and_named_differences_twice() {
+    let test = "regression_merge_wrote_into_a_live_runs_folder_and_named_differences_twice";
+    if !runtime_available(test) {
+        return;
+    }
+    let dir = tempdir();
+    let head = fixture("esm2_micro.head.json");
+    let shards = two_shards(dir.path(), [&head, &head]);
+
+    let busy = dir.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    let sentinel = write(
+        &busy,
+        "predictions.csv",
+        "row,id,label,probability,prediction\n",
+    );
+    let lock = std::fs::File::create(busy.join(".esmbench.lock")).unwrap();
+    lock.lock().unwrap();
+    let stderr = merge_fails(&shards, &busy);
+    assert!(stderr.contains("is in use by"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&sentinel).unwrap(),
+        "row,id,label,probability,prediction\n"
+    );
+    drop(lock);
+
+    let predictions = shards[1].join("predictions.csv");
+    let whole = std::fs::read(&predictions).unwrap();
+    std::fs::remove_file(&predictions).unwrap();
+    let stderr = merge_fails(&shards, &dir.path().join("m1"));
+    assert!(
+        stderr.contains("shard2/predictions.csv: missing, though the shard's run wrote it")
+            && stderr.contains("fix: restore the file"),
+        "{stderr}"
+    );
+    std::fs::write(&predictions, whole).unwrap();
+
+    let rescore = |flags: &[&str]| {
+        esmbench()
+            .args(["test", "--threads", "1", "--model"])
+            .arg(fixture("esm2_micro.onnx"))
+            .arg("--head")
+            .arg(&head)
+            .arg("--data")
+            .arg(dir.path().join("nb.csv"))
+            .args(["--shard", "2/2", "--out"])
+            .arg(&shards[1])
+            .args(flags)
+            .assert()
+            .success();
+    };
+    rescore(&["--bootstrap", "0", "--threshold", "0.3"]);
+    let stderr = merge_fails(&shards, &dir.path().join("m2"));
+    assert_eq!(
+        stderr.matches("the threshold changed").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the threshold changed (0.5 -> 0.3)"),
+        "{stderr}"
+    );
+    rescore(&["--bootstrap", "50"]);
+    let stderr = merge_fails(&shards, &dir.path().join("m3"));
+    assert!(stderr.contains("--bootstrap changed (0 -> 50)"), "{stderr}");
+}
