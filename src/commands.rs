@@ -301,8 +301,15 @@ fn print_summary(report: &Report, out_dir: &Path) {
             report.model.output
         );
     } else {
+        let resumed = report.execution.resumed.map_or(String::new(), |r| {
+            format!(
+                " ({} in this run, resumed at row {})",
+                report.data.rows_scored.saturating_sub(r.rows_scored_before),
+                r.at_row
+            )
+        });
         crate::outln!(
-            "scored {} of {} rows on {} in {:.2} s ({:.1} seq/s, peak RSS {:.0} MiB)",
+            "scored {} of {} rows{resumed} on {} in {:.2} s ({:.1} seq/s, peak RSS {:.0} MiB)",
             report.data.rows_scored,
             report.data.rows_total,
             report.execution.execution_provider,

@@ -364,6 +364,8 @@ fix: score that shard again (its command without --resume), or restore its files
     merged.data.rows_skipped = skipped.len() as u64;
     merged.data.rows_unlabeled = unlabeled;
     merged.execution.shard = None;
+    // Its rates are the shards' together (see below), whatever resumes each had.
+    merged.execution.resumed = None;
     merged.execution.model_loads = shards.iter().map(|s| s.report.execution.model_loads).sum();
     merged.execution.max_tokens_lowered_to = shards
         .iter()

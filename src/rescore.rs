@@ -404,6 +404,7 @@ pub fn run_metrics(config: &RescoreConfig) -> Result<Report> {
             max_tokens_lowered_to: None,
             max_residues: 0,
             shard: None,
+            resumed: None,
         },
         metrics: Some(metrics),
         metrics_note: None,

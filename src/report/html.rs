@@ -270,14 +270,7 @@ pub fn to_html(r: &Report, plots: &Rendered) -> Vec<u8> {
                 p.wall_seconds, p.model_load_seconds, p.inference_seconds
             ),
         );
-        row(
-            &mut s,
-            "throughput",
-            &format!(
-                "{:.1} sequences/s, {:.0} tokens/s",
-                p.sequences_per_second, p.tokens_per_second
-            ),
-        );
+        row(&mut s, "throughput", &super::markdown::throughput_shown(r));
         row(
             &mut s,
             "padding efficiency",

@@ -85,6 +85,25 @@ pub fn repeats_shown(
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
+/// The throughput as the reports show it: a resumed run's covers the rows this process scored, not all of
+/// `data.rows_scored`.
+pub fn throughput_shown(r: &Report) -> String {
+    let p = &r.performance;
+    let rate = format!(
+        "{:.1} sequences/s, {:.0} tokens/s",
+        p.sequences_per_second, p.tokens_per_second
+    );
+    match r.execution.resumed {
+        Some(resumed) => format!(
+            "{rate}, over the {} rows this resumed run scored from row {} ({} were scored before it)",
+            r.data.rows_scored.saturating_sub(resumed.rows_scored_before),
+            resumed.at_row,
+            resumed.rows_scored_before
+        ),
+        None => rate,
+    }
+}
+
 /// The token budget as the reports show it: the starting one, and the lowest the soft memory limit cut it to.
 pub fn max_tokens_shown(execution: &crate::report::Execution) -> String {
     match execution.max_tokens_lowered_to {
@@ -232,11 +251,7 @@ pub fn to_markdown(r: &Report) -> Vec<u8> {
         "| wall time | {:.2} s (model load {:.2} s, inference {:.2} s) |",
         p.wall_seconds, p.model_load_seconds, p.inference_seconds
     );
-    let _ = writeln!(
-        s,
-        "| throughput | {:.1} sequences/s, {:.0} tokens/s |",
-        p.sequences_per_second, p.tokens_per_second
-    );
+    let _ = writeln!(s, "| throughput | {} |", throughput_shown(r));
     let _ = writeln!(
         s,
         "| padding efficiency | {:.1}% over {} batches |",

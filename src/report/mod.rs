@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Metrics;
 
 /// Bumped whenever a field is added, removed or changes meaning.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +119,20 @@ pub struct Execution {
     pub max_residues: u64,
     /// "K/N" when this run scored one shard of the data.
     pub shard: Option<String>,
+    /// Where a `--resume` took the run up; null when it ran from the first row. The performance figures are
+    /// this process's: its wall time over the rows it scored. Added in schema 9; absent (null) before.
+    #[serde(default)]
+    pub resumed: Option<Resumed>,
+}
+
+/// How far an interrupted run had got when `--resume` went on with it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Resumed {
+    /// The data row (0-based) the resumed run started reading at.
+    pub at_row: u64,
+    /// Rows the earlier run(s) had scored, which `data.rows_scored` includes.
+    pub rows_scored_before: u64,
 }
 
 fn one() -> u64 {
@@ -317,6 +331,7 @@ pub(crate) mod tests {
                 max_tokens_lowered_to: None,
                 max_residues: 1022,
                 shard: None,
+                resumed: None,
             },
             metrics: Some(crate::metrics::evaluate(&labels, &scores, 0.5495, 200)),
             metrics_note: None,

@@ -295,6 +295,7 @@ fn initial_report(
             max_tokens_lowered_to: None,
             max_residues: scoring.max_residues as u64,
             shard: (scoring.shard != crate::config::Shard::WHOLE).then(|| scoring.shard.label()),
+            resumed: None,
         },
         metrics: None,
         metrics_note: None,
@@ -496,6 +497,12 @@ fn score_and_report(
                 sink.rows_scored + sink.rows_skipped,
                 "predictions.csv and skipped.csv",
             )?;
+            let resumed = Some(report::Resumed {
+                at_row: checkpoint.rows_done,
+                rows_scored_before: sink.rows_scored,
+            });
+            report.execution.resumed = resumed;
+            sink.report.execution.resumed = resumed;
             checkpoint.rows_done
         }
         None => 0,

@@ -588,6 +588,35 @@ fn regression_resume_trusted_an_edited_row_count_and_scored_rows_twice_or_never(
         .collect();
     let expected: Vec<String> = (0..300).map(|row| row.to_string()).collect();
     assert_eq!(rows, expected, "every row once, in order");
+    // The report says where it resumed, and its rate is over the rows this process scored: 300 - done.
+    let report = read_json(&out.join("report.json"));
+    assert_eq!(
+        report["execution"]["resumed"],
+        serde_json::json!({"at_row": done, "rows_scored_before": done})
+    );
+    let performance = &report["performance"];
+    let rate = (300 - done) as f64 / performance["wall_seconds"].as_f64().unwrap();
+    let reported = performance["sequences_per_second"].as_f64().unwrap();
+    assert!(
+        (reported - rate).abs() <= 1e-9 * rate,
+        "{reported} vs {rate}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "scored 300 of 300 rows ({} in this run, resumed at row {done})",
+            300 - done
+        )),
+        "{stdout}"
+    );
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        markdown.contains(&format!(
+            "over the {} rows this resumed run scored from row {done}",
+            300 - done
+        )),
+        "{markdown}"
+    );
 }
 
 /// Regression: a run killed between removing its empty skipped.csv and marking its checkpoint complete (the

@@ -99,7 +99,8 @@ fn report_json_decodes_strictly_and_its_fields_are_exactly_the_documented_ones()
             "max_tokens",
             "max_tokens_lowered_to",
             "max_residues",
-            "shard"
+            "shard",
+            "resumed"
         ])
     );
     assert_eq!(
