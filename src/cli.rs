@@ -19,6 +19,7 @@ pub enum Command {
     /// With neither --model nor --data (nor a config naming them) it runs the embedded demo model on the embedded demo set.
     Test(TestArgs),
     /// Write pooled embeddings [rows, hidden] as a float32 .npy, in input order.
+    /// With neither --model nor --data (nor a config) it embeds the embedded demo set.
     Embed(EmbedArgs),
     /// Print a model's inputs, outputs, metadata and what esmbench will do with them.
     Inspect(InspectArgs),
@@ -30,6 +31,7 @@ pub enum Command {
     Merge(MergeArgs),
     /// Train the logistic-regression head on a labelled CSV's pooled embeddings (scikit-learn's objective, L-BFGS):
     /// writes the head JSON for `esmbench test --head`, and a k-fold cross-validation report next to it.
+    /// With neither --model nor --data (nor a config) it trains on the embedded demo set.
     Fit(FitArgs),
 }
 

@@ -524,12 +524,15 @@ impl ScoringConfig {
             (None, None) => {
                 if let Some(config) = &args.config {
                     // A config meant to name the data (an empty file, keys under a typo'd parent) would
-                    // otherwise score the demo and exit 0 with numbers that look like results.
-                    crate::errln!(
-                        "esmbench: {} names no model or data: running the embedded demo (96 rows)\n  \
-advice: add `model:` and `data:` to it, or pass --model and --data",
+                    // otherwise score the demo (or train a head on it) and exit 0 with numbers that look
+                    // like results.
+                    return Err(Failure::usage(format!(
+                        "{} names no model or data, and neither --model nor --data was given\n  \
+fix: add `model:` and `data:` to it, or pass --model and --data (the embedded demo runs with neither a config \
+nor --model and --data)",
                         config.display()
-                    );
+                    ))
+                    .into());
                 }
                 (ModelSource::Embedded, DataSource::Embedded)
             }
@@ -736,6 +739,15 @@ advice: add `model:` and `data:` to it, or pass --model and --data",
 /// A head is read in full here, so a misspelt key or a bad threshold stops the run before a model loads (in
 /// a suite, before the first model scores its datasets). Its size against the model's hidden size can only
 /// be checked once the model has loaded.
+/// `embed` and `fit` on the embedded demo say so: their outputs (an .npy, a head) carry no report that would.
+pub fn note_demo(command: &str, doing: &str, scoring: &ScoringConfig) {
+    if matches!(scoring.model, ModelSource::Embedded) {
+        crate::errln!(
+            "esmbench {command}: no --model or --data: {doing} the embedded demo (a few-KB model, 96 synthetic rows)"
+        );
+    }
+}
+
 /// An on/off setting: its flag pair (`--x`/`--no-x`; clap keeps only the last given), else its config key,
 /// else the default. The pair lets a flag undo a config file's key in either direction.
 fn switch(on_flag: bool, off_flag: bool, key: Option<bool>, default: bool) -> bool {
@@ -1032,6 +1044,7 @@ impl EmbedConfig {
         // A config shared with `test` names its head; the embeddings do not depend on it.
         file.head = None;
         let scoring = ScoringConfig::resolve(&args.scoring, &file)?;
+        note_demo("embed", "embedding", &scoring);
         let long_run = LongRun::resolve(&args.long_run, &file)?;
         let out = args.out.clone();
         ensure_output_file(&out, "embeddings", "embeddings.npy")?;

@@ -76,6 +76,7 @@ impl FitConfig {
         }
         file.head = None;
         let scoring = ScoringConfig::resolve(&args.scoring(), &file)?;
+        crate::config::note_demo("fit", "training a head on", &scoring);
         // Outside this range the data term (C x the log losses) or the penalty underflows against the other in
         // float64, and the fit stops on a gradient it cannot reduce.
         if !(args.c.is_finite() && (1e-12..=1e12).contains(&args.c)) {

@@ -219,7 +219,7 @@ fix: put back the files the run wrote, or drop --resume (or use another --out) t
 fn read_json<T: DeserializeOwned>(path: &Path, place: &str) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|_| {
         Failure::usage(format!(
-            "--resume: {place} has no checkpoint (no run wrote one there)\n  fix: check --out, or drop --resume to start afresh"
+            "--resume: {place} has no checkpoint (no run wrote one there)\n  fix: drop --resume to start afresh, or check --out"
         ))
     })?;
     serde_json::from_str(&text).map_err(|e| {

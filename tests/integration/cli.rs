@@ -1214,33 +1214,51 @@ fn regression_embed_reads_a_shared_configs_long_run_keys_names_the_rest_and_refu
 }
 
 /// Regression: an empty --config (or one whose keys sat under a typo'd parent) scored the embedded demo and
-/// exited 0 without a word, with numbers that read like the user's results.
+/// exited 0 without a word, with numbers that read like the user's results; `fit` trained a head on the demo
+/// the same way. Such a config is refused; the demo runs with no config, and embed and fit say so.
 #[test]
-fn regression_a_config_naming_no_data_says_the_demo_is_running() {
+fn regression_a_config_naming_no_data_ran_the_embedded_demo() {
     let dir = tempdir();
-    let config = write(dir.path(), "c.yaml", "");
-    let assert = esmbench()
-        .args(["test", "--mock-backend", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(dir.path().join("o"))
-        .assert()
-        .success();
-    assert!(
-        stderr_of(&assert).contains("c.yaml names no model or data: running the embedded demo"),
-        "{}",
-        stderr_of(&assert)
-    );
-    assert_eq!(
-        read_json(&dir.path().join("o/report.json"))["data"]["rows_total"],
-        96
-    );
+    let config = write(dir.path(), "c.yaml", "threads: 1\n");
+    for command in ["test", "fit", "embed"] {
+        let out = dir.path().join(format!("{command}.out"));
+        let assert = esmbench()
+            .args([command, "--mock-backend", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .code(2);
+        assert!(
+            stderr_of(&assert).contains(
+                "c.yaml names no model or data, and neither --model nor --data was given"
+            ),
+            "{command}: {}",
+            stderr_of(&assert)
+        );
+        assert!(!out.exists(), "{command} wrote {}", out.display());
+    }
     let assert = esmbench()
         .args(["test", "--mock-backend", "--out"])
         .arg(dir.path().join("p"))
         .assert()
         .success();
-    assert!(!stderr_of(&assert).contains("names no model or data"));
+    assert!(!stderr_of(&assert).contains("no model or data"));
+    assert_eq!(
+        read_json(&dir.path().join("p/report.json"))["data"]["rows_total"],
+        96
+    );
+    let assert = esmbench()
+        .args(["fit", "--mock-backend", "--folds", "0", "--out"])
+        .arg(dir.path().join("h.json"))
+        .assert()
+        .success();
+    assert!(
+        stderr_of(&assert)
+            .contains("esmbench fit: no --model or --data: training a head on the embedded demo"),
+        "{}",
+        stderr_of(&assert)
+    );
 }
 
 /// Regression: one stray quote in an unused column (`"5 mg/ml`) took every line after it into one field;
