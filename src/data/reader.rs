@@ -359,6 +359,27 @@ fix: pass the name of a column in the header, or leave {flag} out",
                 "make every row have one field per header column (quote fields that contain commas)",
             ));
         }
+        // Files joined with `cat` repeat the header; `sequence`, `seq` and `heavy` are all residue letters, so the
+        // header would otherwise be scored as a protein.
+        let repeats_header = self
+            .record
+            .iter()
+            .zip(&layout.headers)
+            .all(|(field, name)| {
+                std::str::from_utf8(field).is_ok_and(|text| {
+                    text.trim_start_matches('\u{feff}')
+                        .trim()
+                        .eq_ignore_ascii_case(name)
+                })
+            });
+        if repeats_header {
+            return Err(problem(
+                layout.sequence,
+                None,
+                "the row repeats the header (files joined with `cat`?)".into(),
+                "delete the line; to join CSVs keep the first file's header only, e.g. `tail -n +2 b.csv >> a.csv`",
+            ));
+        }
         for (i, field) in self.record.iter().enumerate() {
             if let Err(e) = std::str::from_utf8(field) {
                 return Err(problem(
@@ -700,6 +721,24 @@ mod tests {
         assert!(
             header.starts_with("t.csv: line 1, field 1: a quoted field holds a line break"),
             "{header}"
+        );
+    }
+
+    /// Regression: two files joined with `cat` repeated the header, and `sequence` (all residue letters) was
+    /// scored as a protein.
+    #[test]
+    fn regression_a_repeated_header_was_scored_as_a_sequence() {
+        let out = rows(b"id,Sequence\na,EVQL\n\xef\xbb\xbfid,sequence\nb,LAGV\nid,EVQL\n");
+        assert!(
+            out[0].is_ok() && out[2].is_ok() && out[3].is_ok(),
+            "{out:?}"
+        );
+        let problem = out[1].clone().unwrap_err();
+        assert_eq!((problem.line, problem.column.as_str()), (3, "Sequence"));
+        assert!(
+            problem.to_string().contains("the row repeats the header")
+                && problem.fix.contains("tail -n +2"),
+            "{problem}"
         );
     }
 
