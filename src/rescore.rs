@@ -342,6 +342,9 @@ pub fn run_metrics(config: &RescoreConfig) -> Result<Report> {
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "unknown".into());
+    if config.out_dir.is_dir() {
+        report::remove_earlier_reports(&config.out_dir)?;
+    }
     let p = read_predictions(
         &config.predictions,
         config.label_column.as_deref(),

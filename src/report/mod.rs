@@ -268,6 +268,24 @@ pub fn write_reports(dir: &Path, report: &Report) -> Result<()> {
     Ok(())
 }
 
+/// Removes what an earlier run left in `dir` (its predictions, checkpoint, reports and plots) as a new `test`
+/// run starts there: one refused before it writes anything (bad data, a model that will not load) would
+/// otherwise leave the earlier run's report saying `complete` for a CI step to gate or archive.
+pub fn remove_earlier_run(dir: &Path) -> Result<()> {
+    test_output_files(dir)
+        .iter()
+        .try_for_each(|path| remove_stale(path))
+}
+
+/// Removes the reports and plots an earlier run left in `dir`, as `esmbench metrics` starts there; the
+/// predictions beside them may be its input, and stay.
+pub fn remove_earlier_reports(dir: &Path) -> Result<()> {
+    ["report.json", "report.md", "report.html"]
+        .into_iter()
+        .chain(plots::PlotKind::ALL.iter().map(|kind| kind.file_name()))
+        .try_for_each(|name| remove_stale(&dir.join(name)))
+}
+
 fn remove_stale(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -367,6 +367,7 @@ fn score_and_report(
     let previous = if config.long_run.resume {
         Some(Checkpoint::read(&config.out_dir)?)
     } else {
+        report::remove_earlier_run(&config.out_dir)?;
         None
     };
     let (mut model_hash, loaded) = match loaded {

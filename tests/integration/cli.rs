@@ -1318,3 +1318,46 @@ fn regression_rows_after_empty_lines_and_in_cr_files_were_given_the_wrong_line()
         );
     }
 }
+
+/// Regression: a run refused for bad data left the earlier run's outputs in --out, its report.json saying
+/// `complete`, for a CI step that archives the folder or runs `check` on it; `metrics` the same.
+#[test]
+fn regression_a_refused_run_left_the_earlier_runs_complete_report_in_its_folder() {
+    let dir = tempdir();
+    let good = write(dir.path(), "good.csv", "sequence,label\nEVQL,1\nLAGV,0\n");
+    let bad = write(dir.path(), "bad.csv", "sequence,label\nEVQL,1\nEVJL,0\n");
+    let out = dir.path().join("out");
+    mock_test(dir.path(), &good).success();
+    assert_eq!(read_json(&out.join("report.json"))["status"], "complete");
+    mock_test(dir.path(), &bad).code(2);
+    for name in [
+        "report.json",
+        "report.md",
+        "report.html",
+        "predictions.csv",
+        "checkpoint.json",
+    ] {
+        assert!(
+            !out.join(name).exists(),
+            "{name} of the earlier run is still there"
+        );
+    }
+
+    let metrics = |predictions: &std::path::Path| {
+        esmbench()
+            .args(["metrics", "--predictions"])
+            .arg(predictions)
+            .arg("--out")
+            .arg(dir.path().join("m"))
+            .assert()
+    };
+    let scored = write(dir.path(), "p.csv", "y_true,y_proba\n1,0.9\n0,0.2\n");
+    metrics(&scored).success();
+    assert_eq!(
+        read_json(&dir.path().join("m/report.json"))["status"],
+        "complete"
+    );
+    let broken = write(dir.path(), "q.csv", "y_true,y_proba\n1,0.9\n0,high\n");
+    metrics(&broken).code(2);
+    assert!(!dir.path().join("m/report.json").exists());
+}
