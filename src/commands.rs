@@ -452,10 +452,14 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
                 ))
                 .into());
             } else {
+                let threshold = h
+                    .threshold
+                    .map_or("none (the run's default 0.5 applies)".to_string(), |t| {
+                        t.to_string()
+                    });
                 crate::outln!(
-                    "head: {origin} ({} coefficients, threshold {})",
-                    h.hidden_size(),
-                    h.threshold
+                    "head: {origin} ({} coefficients, threshold {threshold})",
+                    h.hidden_size()
                 );
             }
         }

@@ -153,7 +153,9 @@ pub fn describe(value: f64, source: &str, assay: Option<&str>) -> String {
         ("flag", None) => format!("{value}, from --threshold"),
         ("config", None) => format!("{value}, from `threshold:` in the config"),
         ("head", _) => format!("{value}, from the classifier head"),
-        ("default", _) => format!("{value}, the default (no threshold given, no head)"),
+        ("default", _) => {
+            format!("{value}, the default (neither a flag, the config nor the head gives one)")
+        }
         (other, _) => format!("{value} ({other})"),
     }
 }

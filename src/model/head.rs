@@ -10,7 +10,8 @@ use crate::error::Failure;
 pub struct Head {
     pub coef: Vec<f64>,
     pub intercept: f64,
-    pub threshold: f64,
+    /// The head's own decision threshold; None when its file gives none (the run's default 0.5 applies).
+    pub threshold: Option<f64>,
 }
 
 /// scikit-learn stores coef_ as [[...]] and intercept_ as [x]; the head files store them flat. Both are accepted.
@@ -52,6 +53,8 @@ impl Head {
 
     /// Parses head JSON; `origin` names the file or metadata key in errors.
     pub fn from_json(text: &str, origin: &str) -> Result<Head> {
+        // Configs and CSVs may start with a byte-order mark (as Windows editors save them); so may a head.
+        let text = text.trim_start_matches('\u{feff}');
         if let Some((given, meant)) = misspelled_key(text) {
             return Err(Failure::usage(format!(
                 "{origin}: key `{given}` is not read; `{meant}` is, and is missing\n  fix: rename `{given}` to `{meant}` \
@@ -59,10 +62,37 @@ impl Head {
             ))
             .into());
         }
-        let file: HeadFile = serde_json::from_str(text).map_err(|e| {
-            Failure::usage(format!(
-                "{origin}: not a head JSON ({e})\n  fix: expected {{\"type\": \"logistic_regression\", \"coef\": [...], \"intercept\": x, \"threshold\": 0.5}}"
+        if let Some(key) = scaler_key(text) {
+            return Err(Failure::usage(format!(
+                "{origin}: holds `{key}`, a feature scaler's: esmbench applies the head to the raw pooled embedding, \
+so a head fitted after a StandardScaler would score every row wrongly\n  fix: fold the scaler into the head \
+(coef / scale as `coef`, intercept - sum(coef * mean / scale) as `intercept`) and drop `{key}`"
             ))
+            .into());
+        }
+        let file: HeadFile = serde_json::from_str(text).map_err(|e| {
+            // Python's json.dump writes a NaN or infinite coefficient as the bare word NaN or Infinity.
+            // serde stops at the word's first letter, or after the sign of `-Infinity`.
+            let at = e.column().saturating_sub(1);
+            let word = text.lines().nth(e.line().saturating_sub(1)).and_then(|line| {
+                [at.saturating_sub(1), at].into_iter().find_map(|start| {
+                    ["-Infinity", "NaN", "Infinity"]
+                        .into_iter()
+                        .find(|word| line.get(start..).is_some_and(|rest| rest.starts_with(word)))
+                        .map(|word| (word, start + 1))
+                })
+            });
+            match word {
+                Some((word, column)) => Failure::usage(format!(
+                    "{origin}: line {}, column {column}: `{word}` is not a number a head can hold (Python's json.dump writes a \
+non-finite float so)\n  fix: refit the head: a NaN or infinite coefficient means the fit diverged (scale the \
+embeddings or lower C)",
+                    e.line(),
+                )),
+                None => Failure::usage(format!(
+                    "{origin}: not a head JSON ({e})\n  fix: expected {{\"type\": \"logistic_regression\", \"coef\": [...], \"intercept\": x, \"threshold\": 0.5}}"
+                )),
+            }
         })?;
         if let Some(kind) = file.kind.as_deref() {
             if kind != "logistic_regression" {
@@ -102,11 +132,11 @@ impl Head {
                 .into())
             }
         };
-        let threshold = file.threshold.unwrap_or(0.5);
+        let threshold = file.threshold;
         if coef.is_empty()
             || coef.iter().any(|c| !c.is_finite())
             || !intercept.is_finite()
-            || !(0.0..=1.0).contains(&threshold)
+            || !threshold.is_none_or(|t| (0.0..=1.0).contains(&t))
         {
             return Err(Failure::usage(format!(
                 "{origin}: coef must be non-empty and finite, threshold in [0, 1]\n  fix: write the fitted coef_[0] (finite numbers) and a threshold between 0 and 1"
@@ -140,6 +170,17 @@ impl Head {
 
 /// The keys a head is read by. Others (provenance such as `trained_on`, `source`, `C`) are left alone.
 const HEAD_KEYS: [&str; 5] = ["type", "pooling", "threshold", "coef", "intercept"];
+
+/// A feature scaler's key (scikit-learn's StandardScaler `mean_`, `scale_`, `var_`), found at the top level.
+fn scaler_key(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    value.as_object()?.keys().find_map(|key| {
+        let normalized = key.trim_matches('_').to_ascii_lowercase();
+        ["mean", "scale", "var", "std"]
+            .contains(&normalized.as_str())
+            .then(|| key.clone())
+    })
+}
 
 /// A key that is a near miss of a head key the file lacks: `treshold` or `Threshold` would otherwise leave the
 /// threshold at 0.5 without a word, and scikit-learn's `coef_`/`intercept_` would be called a missing field.
@@ -203,11 +244,45 @@ mod tests {
             Head::from_json(&with_provenance, "h.json")
                 .unwrap()
                 .threshold,
-            0.3
+            Some(0.3)
         );
         // A near miss beside the real key is left alone: the real one is read.
         let both = head(r#", "threshold": 0.3, "treshold": 0.9"#);
-        assert_eq!(Head::from_json(&both, "h.json").unwrap().threshold, 0.3);
+        assert_eq!(
+            Head::from_json(&both, "h.json").unwrap().threshold,
+            Some(0.3)
+        );
+    }
+
+    /// Regression: a head Python's json.dump wrote with a NaN coefficient was "not a head JSON (expected value at
+    /// line 1 column 103)"; a head fitted after a StandardScaler (its `mean_` and `scale_` beside `coef`) was
+    /// applied to the raw embedding without a word; a byte-order mark was refused; a head without a threshold
+    /// was credited with one (0.5 "from the classifier head").
+    #[test]
+    fn regression_nan_scaler_keys_a_byte_order_mark_and_a_missing_threshold() {
+        for (word, column) in [("NaN", 11), ("Infinity", 11), ("-Infinity", 11)] {
+            let text = format!("{{\"coef\": [{word}, 0.5], \"intercept\": 0.1}}");
+            let error = Head::from_json(&text, "h.json").unwrap_err();
+            assert_eq!(crate::error::exit_code_for(&error), 2);
+            assert!(
+                error.to_string().starts_with(&format!(
+                    "h.json: line 1, column {column}: `{word}` is not a number a head can hold"
+                )) && error.to_string().contains("fix: refit the head"),
+                "{error}"
+            );
+        }
+        for key in ["mean_", "scale_", "scale"] {
+            let text = format!("{{\"coef\": [0.5], \"intercept\": 0.1, \"{key}\": [1.0]}}");
+            let error = Head::from_json(&text, "h.json").unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("holds `{key}`, a feature scaler's"))
+                    && error.contains("fold the scaler"),
+                "{error}"
+            );
+        }
+        let head =
+            Head::from_json("\u{feff}{\"coef\": [0.5], \"intercept\": 0.1}", "h.json").unwrap();
+        assert_eq!(head.threshold, None);
     }
 
     #[test]
@@ -229,7 +304,7 @@ mod tests {
         let head = Head {
             coef: vec![1.0, -2.0],
             intercept: 0.5,
-            threshold: 0.5,
+            threshold: Some(0.5),
         };
         // 1*1 - 2*0.25 + 0.5 = 1.0
         assert!((head.probability(&[1.0, 0.25]) - 1.0 / (1.0 + (-1.0f64).exp())).abs() < 1e-15);

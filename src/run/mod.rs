@@ -92,7 +92,7 @@ pub(crate) fn now_rfc3339() -> String {
 
 /// The threshold that applies and where it came from: --threshold/--assay or config, then the head, then 0.5.
 pub fn resolve_threshold(config: &TestConfig, head: Option<&Head>) -> Threshold {
-    threshold::resolve(config.threshold.clone(), head.map(|h| h.threshold))
+    threshold::resolve(config.threshold.clone(), head.and_then(|h| h.threshold))
 }
 
 /// "resume with: COMMAND", the last line of a stopped run's message.

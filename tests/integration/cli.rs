@@ -1361,3 +1361,28 @@ fn regression_a_refused_run_left_the_earlier_runs_complete_report_in_its_folder(
     metrics(&broken).code(2);
     assert!(!dir.path().join("m/report.json").exists());
 }
+
+/// Regression: a head whose file gives no threshold was reported as the threshold's source ("0.5, from the
+/// classifier head", `threshold_source: head`).
+#[test]
+fn regression_a_head_without_a_threshold_was_credited_with_one() {
+    let dir = tempdir();
+    // The mock backend's embeddings are 4 wide.
+    let head = write(
+        dir.path(),
+        "h.json",
+        r#"{"type": "logistic_regression", "coef": [0.1, 0.2, -0.1, 0.3], "intercept": 0.0}"#,
+    );
+    let data = write(dir.path(), "d.csv", "sequence,label\nEVQL,1\nLAGV,0\n");
+    let assert = mock_test_with(dir.path(), &data, &["--head", head.to_str().unwrap()]).success();
+    let report = read_json(&dir.path().join("out/report.json"));
+    assert_eq!(report["model"]["threshold_source"], "default");
+    assert_eq!(report["model"]["threshold"], 0.5);
+    assert!(
+        stdout_of(&assert).contains(
+            "threshold 0.5, the default (neither a flag, the config nor the head gives one)"
+        ),
+        "{}",
+        stdout_of(&assert)
+    );
+}
