@@ -15,8 +15,8 @@ pub const EXIT_SIGTERM: u8 = 143;
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success
-  1    runtime failure (model, runtime library, disk)
-  2    usage error or invalid input data (the message names file, line and fix)
+  1    runtime failure (the runtime library, a model failing as it runs, disk, an internal error)
+  2    usage error or invalid input: data, model or head file (the message names file, line and fix)
   3    regression gate failed
   4    stopped by the memory watchdog (resumable with --resume)
   129  hung up by SIGHUP: the terminal closed (resumable with --resume; under nohup it runs on)

@@ -14,7 +14,15 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(help_or_usage) => return ExitCode::from(esmbench::console::clap_exit(&help_or_usage)),
     };
-    match esmbench::commands::execute(cli) {
+    // A panic is a bug; it still exits with a documented code (1), not Rust's 101, after the panic message.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        esmbench::commands::execute(cli)
+    }));
+    let Ok(outcome) = outcome else {
+        errln!("error: esmbench stopped on an internal error (the panic above), a bug: please report it with the command line");
+        return ExitCode::from(1);
+    };
+    match outcome {
         Ok(()) => {
             for message in take_unreported("") {
                 errln!("warning: ONNX Runtime logged an error and went on: {message}");

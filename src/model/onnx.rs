@@ -39,8 +39,45 @@ pub struct OnnxBackend {
     pinned: Option<Mutex<PinnedIo>>,
 }
 
-/// What to do when ONNX Runtime refuses a model file, for `test`, `embed`, `fit` and `inspect` alike.
-const LOAD_FIX: &str = "check that it is an ONNX file (IR version 10 or lower for this runtime; scripts/export_onnx.py writes one)";
+/// What to do when ONNX Runtime refuses a model file for a reason [`load_fix`] does not know, for `test`,
+/// `embed`, `fit` and `inspect` alike.
+const LOAD_FIX: &str =
+    "check that it is an ONNX model this runtime can load (scripts/export_onnx.py writes one)";
+
+/// The fix for ONNX Runtime's refusal `message` of a model file: the IR version it names, a file cut short,
+/// external data that does not match, else [`LOAD_FIX`].
+fn load_fix(message: &str) -> String {
+    let number_after = |label: &str| -> Option<u64> {
+        let rest = &message[message.find(label)? + label.len()..];
+        let digits: String = rest
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    if let (Some(version), Some(supported)) = (
+        number_after("Unsupported model IR version:"),
+        number_after("max supported IR version:"),
+    ) {
+        return format!(
+            "this runtime reads IR version {supported} or lower, the file is {version}: export it again with \
+IR {supported} or lower (scripts/export_onnx.py writes 10; or in Python set `model.ir_version = {supported}` \
+before `onnx.save`)"
+        );
+    }
+    if message.contains("out of bounds or can not be read in full") {
+        return "the model's external data file (the .data file named in it, beside the .onnx) is cut short or \
+not the one exported with it: copy the .onnx and its data file again, together"
+            .to_string();
+    }
+    if message.contains("Protobuf parsing failed") || message.contains("INVALID_PROTOBUF") {
+        return "the file is not a whole ONNX model (cut short by a copy or a download, or not ONNX at all): copy or \
+export it again; `python -c \"import onnx; onnx.checker.check_model('M.onnx')\"` checks one"
+            .to_string();
+    }
+    LOAD_FIX.to_string()
+}
 
 /// One `OrtApi::Run` on a session shared between threads, returning the named output.
 ///
@@ -262,7 +299,8 @@ fn load_failure(origin: &str, e: impl std::fmt::Display) -> Failure {
         ));
     }
     Failure::usage(format!(
-        "{origin}: ONNX Runtime cannot load the model: {message}\n  fix: {LOAD_FIX}"
+        "{origin}: ONNX Runtime cannot load the model: {message}\n  fix: {}",
+        load_fix(&message)
     ))
 }
 
@@ -751,7 +789,49 @@ mod tests {
             "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model failed",
         );
         assert_eq!(corrupt.kind, crate::error::FailureKind::Usage);
-        assert!(corrupt.message.contains(LOAD_FIX), "{}", corrupt.message);
+        assert!(
+            corrupt
+                .message
+                .contains("fix: the file is not a whole ONNX model"),
+            "{}",
+            corrupt.message
+        );
+    }
+
+    /// Regression: every refused model got one fix naming "IR version 10 or lower", where this runtime reads
+    /// up to 13, and a file cut short or a damaged external data file were sent to check the IR version.
+    #[test]
+    fn regression_a_refused_model_gets_the_fix_for_its_reason() {
+        let cases = [
+            (
+                "Load model from m.onnx failed:/onnxruntime_src/onnxruntime/core/graph/model.cc:181 \
+onnxruntime::Model::Model(...) Unsupported model IR version: 14, max supported IR version: 13",
+                "this runtime reads IR version 13 or lower, the file is 14",
+            ),
+            (
+                "Load model from m.onnx failed: tensor_proto_utils: External data ... out of bounds or can not be read in full",
+                "external data file",
+            ),
+            (
+                "Load model from m.onnx failed:Protobuf parsing failed.",
+                "not a whole ONNX model",
+            ),
+            ("Load model from m.onnx failed: something new", LOAD_FIX),
+        ];
+        for (message, fix) in cases {
+            let failure = load_failure("m.onnx", message);
+            assert_eq!(failure.kind, crate::error::FailureKind::Usage);
+            assert!(
+                failure.message.contains(&format!("fix: {fix}")) || failure.message.contains(fix),
+                "{}",
+                failure.message
+            );
+            assert!(
+                !failure.message.contains("IR version 10 or lower"),
+                "{}",
+                failure.message
+            );
+        }
     }
 
     #[test]
