@@ -225,7 +225,16 @@ pub struct GateArgs {
     pub throughput_tolerance: Option<f64>,
 }
 
+/// The gate's help as `metrics` and `check` read it: they take no config, so no suite folders.
+const ONE_BASELINE: &str =
+    "Baseline JSON to compare with: exit 3 when a metric (or recorded throughput) is worse than it allows";
+const ONE_BASELINE_WRITTEN: &str = "Record this report's metrics as a baseline JSON";
+
 #[derive(Debug, Clone, Args)]
+#[command(
+    mut_arg("baseline", |a| a.help(ONE_BASELINE)),
+    mut_arg("write_baseline", |a| a.help(ONE_BASELINE_WRITTEN))
+)]
 pub struct MetricsArgs {
     /// Predictions CSV: a 0/1 label column and a probability column (see --label-column, --score-column).
     #[arg(long)]
@@ -253,6 +262,10 @@ pub struct MetricsArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(
+    mut_arg("baseline", |a| a.help(ONE_BASELINE)),
+    mut_arg("write_baseline", |a| a.help(ONE_BASELINE_WRITTEN))
+)]
 pub struct CheckArgs {
     /// A report.json written by `esmbench test` or `esmbench metrics`.
     pub report: PathBuf,
@@ -341,6 +354,31 @@ impl FitArgs {
             sequence_column: self.sequence_column.clone(),
             label_column: self.label_column.clone(),
             id_column: self.id_column.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Regression: `check --help` and `metrics --help` offered a suite's folder of baselines, which only
+    /// `test` with a suite config reads.
+    #[test]
+    fn regression_the_gate_help_of_metrics_and_check_offered_suite_folders() {
+        let command = Cli::command();
+        for (name, suites) in [("test", true), ("metrics", false), ("check", false)] {
+            let sub = command.find_subcommand(name).expect("subcommand");
+            for flag in ["baseline", "write_baseline"] {
+                let help = sub
+                    .get_arguments()
+                    .find(|a| a.get_id() == flag)
+                    .and_then(|a| a.get_help())
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                assert_eq!(help.contains("suite"), suites, "{name} --{flag}: {help}");
+            }
         }
     }
 }

@@ -46,8 +46,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
         },
         Command::Metrics(args) => {
-            let chosen =
-                threshold::requested(args.threshold, args.assay.map(Into::into), None, None)?;
+            let chosen = threshold::requested(
+                args.threshold,
+                args.assay.map(Into::into),
+                None,
+                None,
+                "no config",
+            )?;
             let threshold = threshold::resolve(chosen, None);
             check_gate_flags(&args.gate, Some(threshold.value), Produces::Metrics)?;
             let config = RescoreConfig {

@@ -238,6 +238,13 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
+    /// The file's path as messages name it ("the config" for settings made without one, in tests).
+    pub fn source_name(&self) -> String {
+        self.source
+            .as_ref()
+            .map_or("the config".to_string(), |path| path.display().to_string())
+    }
+
     /// A setting as the user gave it, for messages: `--max-tokens 2` from the command line, `max_tokens: 2`
     /// (in run.yaml) from this file, or `--threads 2 (the default)` from neither.
     pub fn given(
@@ -1081,6 +1088,7 @@ impl TestConfig {
             args.assay.map(Into::into),
             file.threshold,
             file.assay.map(Into::into),
+            &file.source_name(),
         )?;
         let bootstrap = check_bootstrap(args.bootstrap.or(file.bootstrap), &|n| {
             file.given(args.bootstrap.is_some(), "--bootstrap", "bootstrap", n)

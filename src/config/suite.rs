@@ -243,6 +243,7 @@ fix: pass the folder that holds it, e.g. --baseline {}",
                     None,
                     dataset.threshold,
                     dataset.assay.map(Into::into),
+                    &config_name,
                 )
                 .map_err(|e| {
                     Failure::usage(format!(

@@ -58,12 +58,14 @@ impl Assay {
     }
 }
 
-fn checked(value: f64, flag: &str) -> Result<f64, Failure> {
+/// `value` as a probability; `named` is the value as the user gave it (`--threshold 1.5`, or
+/// `` `threshold: 1.5` (in run.yaml) ``).
+fn checked(value: f64, named: String) -> Result<f64, Failure> {
     if (0.0..=1.0).contains(&value) {
         Ok(value)
     } else {
         Err(Failure::usage(format!(
-            "{flag} {value} is not a probability\n  fix: use a value in [0, 1]"
+            "{named} is not a probability\n  fix: use a value in [0, 1]"
         )))
     }
 }
@@ -77,11 +79,17 @@ fn level(
 ) -> Result<Option<Threshold>, Failure> {
     match (value, assay) {
         (Some(_), Some(_)) => Err(Failure::usage(format!(
-            "both {} and {} are set in the {source}\n  fix: keep one: {} T sets the value, {} elisa|psr a published preset",
+            "both {} and {} are set in {source}\n  fix: keep one: {} T sets the value, {} elisa|psr a published preset",
             names.0, names.1, names.0, names.1
         ))),
         (Some(v), None) => Ok(Some(Threshold {
-            value: checked(v, names.0)?,
+            value: checked(
+                v,
+                match names.0.strip_suffix(':') {
+                    Some(key) => format!("`{key}: {v}` (in {source})"),
+                    None => format!("{} {v}", names.0),
+                },
+            )?,
             source: source.into(),
             assay: None,
         })),
@@ -94,17 +102,18 @@ fn level(
     }
 }
 
-/// The threshold asked for explicitly, if any: flags win over the config file.
+/// The threshold asked for explicitly, if any: flags win over the config file, `config_file` as errors name it.
 pub fn requested(
     flag_value: Option<f64>,
     flag_assay: Option<Assay>,
     config_value: Option<f64>,
     config_assay: Option<Assay>,
+    config_file: &str,
 ) -> Result<Option<Threshold>, Failure> {
     let flag = level(
         flag_value,
         flag_assay,
-        "command line",
+        "the command line",
         ("--threshold", "--assay"),
     )?
     .map(|t| Threshold {
@@ -114,7 +123,7 @@ pub fn requested(
     let config = level(
         config_value,
         config_assay,
-        "config file",
+        config_file,
         ("threshold:", "assay:"),
     )?
     .map(|t| Threshold {
@@ -166,31 +175,45 @@ mod tests {
 
     #[test]
     fn flags_beat_the_config_which_beats_the_head() {
-        let t = requested(None, Some(Assay::Psr), Some(0.7), None)
+        let t = requested(None, Some(Assay::Psr), Some(0.7), None, "c.yaml")
             .unwrap()
             .unwrap();
         assert_eq!((t.value, t.source.as_str()), (0.5495, "flag"));
         assert_eq!(t.assay, Some(Assay::Psr));
-        let t = requested(None, None, None, Some(Assay::Elisa))
+        let t = requested(None, None, None, Some(Assay::Elisa), "c.yaml")
             .unwrap()
             .unwrap();
         assert_eq!((t.value, t.source.as_str()), (0.5, "config"));
-        let t = resolve(requested(None, None, None, None).unwrap(), Some(0.6));
+        let t = resolve(
+            requested(None, None, None, None, "c.yaml").unwrap(),
+            Some(0.6),
+        );
         assert_eq!((t.value, t.source.as_str()), (0.6, "head"));
         assert_eq!(resolve(None, None).source, "default");
     }
 
     #[test]
     fn a_value_and_a_preset_at_one_level_or_a_bad_value_are_usage_errors() {
-        let e = requested(Some(0.4), Some(Assay::Psr), None, None).unwrap_err();
+        let e = requested(Some(0.4), Some(Assay::Psr), None, None, "c.yaml").unwrap_err();
         assert!(
             e.message.contains("--threshold and --assay"),
             "{}",
             e.message
         );
-        let e = requested(None, None, Some(1.5), None).unwrap_err();
-        assert!(e.message.contains("not a probability"), "{}", e.message);
-        assert!(requested(Some(f64::NAN), None, None, None).is_err());
+        let e = requested(None, None, Some(1.5), None, "run.yaml").unwrap_err();
+        assert!(
+            e.message
+                .starts_with("`threshold: 1.5` (in run.yaml) is not a probability"),
+            "{}",
+            e.message
+        );
+        let e = requested(Some(f64::NAN), None, None, None, "run.yaml").unwrap_err();
+        assert!(
+            e.message
+                .starts_with("--threshold NaN is not a probability"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
