@@ -12,6 +12,26 @@ pub const EXIT_SIGHUP: u8 = 129;
 pub const EXIT_SIGINT: u8 = 130;
 pub const EXIT_SIGTERM: u8 = 143;
 
+/// A value from the user's file as a message quotes it: whole when short, else its start and its length, so a
+/// 10 MB field does not become a 10 MB message in a CI log.
+pub fn quoted(text: &str) -> String {
+    const SHOWN: usize = 40;
+    match text.char_indices().nth(SHOWN) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// A header's column names as a message lists them: each quoted, at most 30.
+pub fn listed_columns(headers: &[String]) -> String {
+    const SHOWN: usize = 30;
+    let mut names: Vec<String> = headers.iter().take(SHOWN).map(|h| quoted(h)).collect();
+    if headers.len() > SHOWN {
+        names.push(format!("and {} more", headers.len() - SHOWN));
+    }
+    names.join(", ")
+}
+
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success
@@ -98,6 +118,19 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_values_are_quoted_by_their_start_and_length() {
+        assert_eq!(quoted("EVQL"), "EVQL");
+        let long = "é".repeat(50);
+        assert_eq!(quoted(&long), format!("{}... (100 bytes)", "é".repeat(40)));
+        let headers: Vec<String> = (0..32).map(|i| format!("c{i}")).collect();
+        let listed = listed_columns(&headers);
+        assert!(
+            listed.starts_with("c0, c1, ") && listed.ends_with("c29, and 2 more"),
+            "{listed}"
+        );
+    }
     use anyhow::Context;
 
     #[test]

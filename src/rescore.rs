@@ -88,7 +88,7 @@ fn find_column(
     flag_name: &str,
     file: &str,
 ) -> Result<usize, Failure> {
-    let listed = headers.join(", ");
+    let listed = crate::error::listed_columns(headers);
     let fields_named =
         |name: &str| -> Vec<usize> { (0..headers.len()).filter(|&i| headers[i] == name).collect() };
     let fields = match flag {
@@ -126,7 +126,8 @@ fn find_column(
 fn parse_label(text: &str) -> Result<Option<u8>, String> {
     reader::parse_label(text.as_bytes()).map_err(|other| {
         format!(
-            "label `{other}` is not 0 or 1; fix: use 0/1 (also 0.0/1.0, true/false), or leave it empty for an unlabeled row"
+            "label `{}` is not 0 or 1; fix: use 0/1 (also 0.0/1.0, true/false), or leave it empty for an unlabeled row",
+            crate::error::quoted(&other)
         )
     })
 }
@@ -139,10 +140,14 @@ fn parse_score(text: &str) -> Result<f64, String> {
     match t.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         Ok(v) => Err(format!(
-            "score `{t}` is not a probability in [0, 1]{}; fix: pass the positive-class probability (predict_proba[:, 1]), not a decision value",
+            "score `{}` is not a probability in [0, 1]{}; fix: pass the positive-class probability (predict_proba[:, 1]), not a decision value",
+            crate::error::quoted(t),
             if v.is_nan() { " (NaN)" } else { "" }
         )),
-        Err(_) => Err(format!("score `{t}` is not a number; fix: write the probability as a decimal number")),
+        Err(_) => Err(format!(
+            "score `{}` is not a number; fix: write the probability as a decimal number",
+            crate::error::quoted(t)
+        )),
     }
 }
 

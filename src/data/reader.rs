@@ -228,7 +228,7 @@ and any other as comma-separated: rename it to .tsv, or save it with commas betw
             Failure::input(format!(
                 "{name}: line 1: no `{}` column (columns: {})\n  fix: {fix}",
                 columns.sequence,
-                headers.join(", "),
+                crate::error::listed_columns(&headers),
             ))
         })?;
         let label = find(&columns.label, "--label-column")?;
@@ -256,7 +256,7 @@ and any other as comma-separated: rename it to .tsv, or save it with commas betw
                 return Err(Failure::input(format!(
                     "{name}: line 1: no `{wanted}` column, which {flag} (or {key} in the config) names (columns: {})\n  \
 fix: pass the name of a column in the header, or leave {flag} out",
-                    headers.join(", ")
+                    crate::error::listed_columns(&headers)
                 ))
                 .into());
             }
@@ -445,7 +445,7 @@ fix: pass the name of a column in the header, or leave {flag} out",
                 problem(
                     col,
                     None,
-                    format!("label `{text}` is not 0 or 1"),
+                    format!("label `{}` is not 0 or 1", crate::error::quoted(&text)),
                     "write labels as 0 or 1 (0.0/1.0 and true/false also work; leave empty for unlabeled)",
                 )
             })?,

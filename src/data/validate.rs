@@ -236,9 +236,10 @@ pub fn repeated_id_warning(
         None => String::new(),
     };
     Some(format!(
-        "warning: {name}: {} an id that an earlier row has, the first `{id}` at line {line}{join}\n  \
+        "warning: {name}: {} an id that an earlier row has, the first `{}` at line {line}{join}\n  \
 fix: give every row an id of its own",
-        rows_that(summary.rows_with_repeated_id, "reuses", "reuse")
+        rows_that(summary.rows_with_repeated_id, "reuses", "reuse"),
+        crate::error::quoted(id)
     ))
 }
 

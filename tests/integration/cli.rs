@@ -1386,3 +1386,26 @@ fn regression_a_head_without_a_threshold_was_credited_with_one() {
         stdout_of(&assert)
     );
 }
+
+/// Regression: messages quoted the user's field in full: a 10 MB single-line file gave 10 MB of stderr (its
+/// one "column" listed), a 5 MB label or repeated id about 5 MB, flooding a CI log.
+#[test]
+fn regression_a_huge_field_was_quoted_whole_in_the_message() {
+    let dir = tempdir();
+    let huge = "A".repeat(2_000_000);
+    for (name, text) in [
+        ("line.csv", huge.clone()),
+        ("label.csv", format!("sequence,label\nEVQL,{huge}\n")),
+        ("id.csv", format!("id,sequence\n{huge},EVQL\n{huge},LAGV\n")),
+    ] {
+        let data = write(dir.path(), name, &text);
+        let assert = mock_test(dir.path(), &data);
+        let stderr = stderr_of(&assert);
+        assert!(
+            stderr.len() < 5_000,
+            "{name}: {} bytes of stderr",
+            stderr.len()
+        );
+        assert!(stderr.contains("... (2000000 bytes)"), "{name}: {stderr}");
+    }
+}
