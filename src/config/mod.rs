@@ -658,13 +658,14 @@ nor --model and --data)",
         let truncate = switch(engine.truncate, engine.no_truncate, file.truncate, true);
         let mut columns = file.columns.clone().unwrap_or_default();
         if let Some(c) = &args.sequence_column {
-            columns.sequence = c.clone();
+            // Header names are read trimmed; so is the name asked for.
+            columns.sequence = c.trim().to_string();
         }
         if let Some(c) = &args.label_column {
-            columns.label = c.clone();
+            columns.label = c.trim().to_string();
         }
         if let Some(c) = &args.id_column {
-            columns.id = c.clone();
+            columns.id = c.trim().to_string();
         }
         let device = DeviceRequest {
             device: args

@@ -198,9 +198,16 @@ impl RecordReader {
             let fields: Vec<usize> = (0..headers.len())
                 .filter(|&i| headers[i].eq_ignore_ascii_case(wanted))
                 .collect();
-            match fields[..] {
-                [] => Ok(None),
-                [only] => Ok(Some(only)),
+            // Names match in any case; among several, the one spelt exactly as asked is meant
+            // (`sequence` and `Sequence` side by side, told apart by --sequence-column Sequence).
+            let exact: Vec<usize> = fields
+                .iter()
+                .copied()
+                .filter(|&i| headers[i] == wanted)
+                .collect();
+            match (&fields[..], &exact[..]) {
+                ([], _) => Ok(None),
+                ([only], _) | (_, [only]) => Ok(Some(*only)),
                 _ => Err(column_named_twice(&name, wanted, &fields, flag)),
             }
         };
@@ -233,6 +240,29 @@ and any other as comma-separated: rename it to .tsv, or save it with commas betw
         })?;
         let label = find(&columns.label, "--label-column")?;
         let id = find(&columns.id, "--id-column")?;
+        // One column in two roles (`--label-column sequence`) would fail every row, or key rows by their labels.
+        let roles = [
+            (
+                "label",
+                label,
+                "--label-column",
+                Some((sequence, "sequence")),
+            ),
+            ("id", id, "--id-column", Some((sequence, "sequence"))),
+            ("id", id, "--id-column", label.map(|at| (at, "label"))),
+        ];
+        for (role, at, flag, other) in roles {
+            if let (Some(at), Some((taken, other))) = (at, other) {
+                if at == taken {
+                    return Err(Failure::input(format!(
+                        "{name}: line 1: column `{}` would be both the {other} and the {role} column\n  \
+fix: pass {flag} with another column's name",
+                        crate::error::quoted(&headers[at])
+                    ))
+                    .into());
+                }
+            }
+        }
         // The default names are optional (data without labels is scored without metrics); a name the user
         // chose must be there, or the run would go on without labels or ids and say only that it has none.
         let defaults = ColumnNames::default();
@@ -739,6 +769,49 @@ mod tests {
             problem.to_string().contains("the row repeats the header")
                 && problem.fix.contains("tail -n +2"),
             "{problem}"
+        );
+    }
+
+    /// Regression: `sequence` and `Sequence` side by side were refused as one name twice, with a fix
+    /// (--sequence-column NAME) that could not tell them apart; a column given two roles failed every row.
+    #[test]
+    fn regression_columns_differing_in_case_and_one_column_in_two_roles() {
+        let read = |text: &'static [u8], sequence: &str, label: &str| {
+            RecordReader::from_reader(
+                "t.csv".into(),
+                Box::new(text),
+                &ColumnNames {
+                    sequence: sequence.into(),
+                    label: label.into(),
+                    ..ColumnNames::default()
+                },
+                RowRules {
+                    max_residues: 10,
+                    truncate: true,
+                },
+            )
+        };
+        let text = b"id,sequence,Sequence\na,EVQL,LAGV\n";
+        for (wanted, residues) in [("sequence", b"EVQL"), ("Sequence", b"LAGV")] {
+            let mut r = read(text, wanted, "label").unwrap();
+            let Some(RowOutcome::Valid(record)) = r.next_row().unwrap() else {
+                panic!("a valid row")
+            };
+            assert_eq!(record.residues, residues);
+        }
+        let twice = read(b"SEQUENCE,Sequence\nEVQL,LAGV\n", "sequence", "label")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(twice.contains("2 columns are named `sequence`"), "{twice}");
+        let both = read(b"sequence,label\nEVQL,1\n", "sequence", "sequence")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            both.contains("column `sequence` would be both the sequence and the label column")
+                && both.contains("fix: pass --label-column with another column's name"),
+            "{both}"
         );
     }
 
