@@ -163,7 +163,7 @@ impl PinnedIo {
         let mut outputs = self
             .session
             .run_binding(&self.binding)
-            .map_err(|e| ort_failure("inference", e))?;
+            .map_err(|e| inference_failure(batch, e))?;
         outputs.remove(&self.output).ok_or_else(|| {
             Failure::runtime(format!("the model did not return `{}`", self.output)).into()
         })
@@ -306,6 +306,25 @@ fn load_failure(origin: &str, e: impl std::fmt::Display) -> Failure {
 
 fn ort_failure(origin: &str, e: impl std::fmt::Display) -> Failure {
     Failure::runtime(format!("{origin}: ONNX Runtime: {e}"))
+}
+
+/// A batch the runtime refused. One it could not find memory for gets the fix: the attention scores grow with
+/// the square of the longest row, so a `--max-residues` far above ESM's 1022 asks for gigabytes per row.
+fn inference_failure(batch: &TokenBatch, e: impl std::fmt::Display) -> Failure {
+    no_memory_fix(batch.len(), batch.seq_len, e)
+}
+
+fn no_memory_fix(rows: usize, seq_len: usize, e: impl std::fmt::Display) -> Failure {
+    let message = e.to_string();
+    if message.contains("Failed to allocate memory") {
+        return Failure::runtime(format!(
+            "inference: ONNX Runtime: {message}\n  fix: a batch of {} rows x {} tokens needed more memory than \
+there is; attention grows with the square of a row's length: lower --max-residues (ESM's limit is 1022) or \
+--max-tokens",
+            rows, seq_len
+        ));
+    }
+    ort_failure("inference", message)
 }
 
 /// The load-time rewrite of the serialized model ([`rewrite`]), with its probe passed: Ok(None) when
@@ -607,7 +626,7 @@ impl Backend for OnnxBackend {
                     [(c"input_ids", &ids), (c"attention_mask", &mask)],
                     &self.output_name,
                 )
-                .map_err(|e| ort_failure("inference", e))?
+                .map_err(|e| inference_failure(batch, e))?
             }
         };
         let array = value
@@ -796,6 +815,28 @@ mod tests {
             "{}",
             corrupt.message
         );
+    }
+
+    /// Regression: a row of 100,000 residues under `--max-residues 100000` stopped the run with the runtime's
+    /// raw "Failed to allocate memory for requested buffer of size 160006400256" and no fix.
+    #[test]
+    fn regression_a_batch_the_runtime_has_no_memory_for_gets_the_fix() {
+        let failure = no_memory_fix(
+            1,
+            100_002,
+            "Failed to allocate memory for requested buffer of size 160006400256",
+        );
+        assert_eq!(failure.kind, crate::error::FailureKind::Runtime);
+        assert!(
+            failure
+                .message
+                .contains("fix: a batch of 1 rows x 100002 tokens needed more memory")
+                && failure.message.contains("lower --max-residues"),
+            "{}",
+            failure.message
+        );
+        let other = no_memory_fix(1, 100_002, "some kernel failed");
+        assert!(!other.message.contains("fix:"), "{}", other.message);
     }
 
     /// Regression: every refused model got one fix naming "IR version 10 or lower", where this runtime reads
