@@ -86,8 +86,13 @@ pub enum RowOutcome {
 /// A header naming one column at several 0-based `fields`: refused, since reading whichever comes first
 /// would score (or label) by one of them without a word. Shared with the predictions reader of `metrics`.
 pub fn column_named_twice(file: &str, name: &str, fields: &[usize], flag: &str) -> Failure {
+    column_named_twice_with(file, name, fields, &format!("pass {flag} NAME"))
+}
+
+/// [`column_named_twice`] with its own way out after "rename all but one of them, or".
+fn column_named_twice_with(file: &str, name: &str, fields: &[usize], or: &str) -> Failure {
     Failure::input(format!(
-        "{file}: line 1: {} columns are named `{name}` (fields {})\n  fix: rename all but one of them, or pass {flag} NAME",
+        "{file}: line 1: {} columns are named `{name}` (fields {})\n  fix: rename all but one of them, or {or}",
         fields.len(),
         fields.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(", ")
     ))
@@ -194,24 +199,30 @@ impl RecordReader {
             headers.push(text.trim_start_matches('\u{feff}').trim().to_string());
         }
         // A name that matches two columns would silently score (or label) by whichever comes first.
-        let find = |wanted: &str, flag: &str| -> Result<Option<usize>, Failure> {
+        let defaults = ColumnNames::default();
+        let find = |wanted: &str, default: &str, flag: &str| -> Result<Option<usize>, Failure> {
             let fields: Vec<usize> = (0..headers.len())
                 .filter(|&i| headers[i].eq_ignore_ascii_case(wanted))
                 .collect();
-            // Names match in any case; among several, the one spelt exactly as asked is meant
-            // (`sequence` and `Sequence` side by side, told apart by --sequence-column Sequence).
+            // Names match in any case, and the default name matching two columns is refused (either could be
+            // meant); a name the user gave picks the one spelt exactly so (`Sequence` beside `sequence`).
             let exact: Vec<usize> = fields
                 .iter()
                 .copied()
-                .filter(|&i| headers[i] == wanted)
+                .filter(|&i| headers[i] == wanted && wanted != default)
                 .collect();
             match (&fields[..], &exact[..]) {
                 ([], _) => Ok(None),
                 ([only], _) | (_, [only]) => Ok(Some(*only)),
-                _ => Err(column_named_twice(&name, wanted, &fields, flag)),
+                _ => Err(column_named_twice_with(
+                    &name,
+                    wanted,
+                    &fields,
+                    &format!("pass {flag} with the exact name (and case) of the one to read"),
+                )),
             }
         };
-        let sequence = find(&columns.sequence, "--sequence-column")?.ok_or_else(|| {
+        let sequence = find(&columns.sequence, &defaults.sequence, "--sequence-column")?.ok_or_else(|| {
             // One header field holding tabs or semicolons is a TSV or a European-locale CSV, read as one column.
             let separator = match headers[..] {
                 [ref only] if only.contains('\t') => Some("tab"),
@@ -238,8 +249,8 @@ and any other as comma-separated: rename it to .tsv, or save it with commas betw
                 crate::error::listed_columns(&headers),
             ))
         })?;
-        let label = find(&columns.label, "--label-column")?;
-        let id = find(&columns.id, "--id-column")?;
+        let label = find(&columns.label, &defaults.label, "--label-column")?;
+        let id = find(&columns.id, &defaults.id, "--id-column")?;
         // One column in two roles (`--label-column sequence`) would fail every row, or key rows by their labels.
         let roles = [
             (
@@ -265,7 +276,6 @@ fix: pass {flag} with another column's name",
         }
         // The default names are optional (data without labels is scored without metrics); a name the user
         // chose must be there, or the run would go on without labels or ids and say only that it has none.
-        let defaults = ColumnNames::default();
         for (wanted, found, default, flag, key) in [
             (
                 &columns.label,
@@ -772,8 +782,8 @@ mod tests {
         );
     }
 
-    /// Regression: `sequence` and `Sequence` side by side were refused as one name twice, with a fix
-    /// (--sequence-column NAME) that could not tell them apart; a column given two roles failed every row.
+    /// Regression: `sequence` and `Sequence` side by side were refused with a fix (--sequence-column NAME) that
+    /// could not tell them apart; a column given two roles failed every row.
     #[test]
     fn regression_columns_differing_in_case_and_one_column_in_two_roles() {
         let read = |text: &'static [u8], sequence: &str, label: &str| {
@@ -792,18 +802,19 @@ mod tests {
             )
         };
         let text = b"id,sequence,Sequence\na,EVQL,LAGV\n";
-        for (wanted, residues) in [("sequence", b"EVQL"), ("Sequence", b"LAGV")] {
-            let mut r = read(text, wanted, "label").unwrap();
-            let Some(RowOutcome::Valid(record)) = r.next_row().unwrap() else {
-                panic!("a valid row")
-            };
-            assert_eq!(record.residues, residues);
-        }
-        let twice = read(b"SEQUENCE,Sequence\nEVQL,LAGV\n", "sequence", "label")
+        let mut r = read(text, "Sequence", "label").unwrap();
+        let Some(RowOutcome::Valid(record)) = r.next_row().unwrap() else {
+            panic!("a valid row")
+        };
+        assert_eq!(record.residues, b"LAGV");
+        // The default name matching both is still refused: either could be meant.
+        let twice = read(text, "sequence", "label").err().unwrap().to_string();
+        assert!(twice.contains("2 columns are named `sequence`"), "{twice}");
+        let twice = read(b"SEQUENCE,sequence\nEVQL,LAGV\n", "Sequence", "label")
             .err()
             .unwrap()
             .to_string();
-        assert!(twice.contains("2 columns are named `sequence`"), "{twice}");
+        assert!(twice.contains("2 columns are named `Sequence`"), "{twice}");
         let both = read(b"sequence,label\nEVQL,1\n", "sequence", "sequence")
             .err()
             .unwrap()

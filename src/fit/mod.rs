@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::data::reader::RowRules;
 use crate::data::validate::{self, DataSummary};
 use crate::error::{Failure, FailureKind};
 use crate::fingerprint;
@@ -72,15 +71,9 @@ impl RowSink for TrainingSink {
 /// `--on-invalid skip` are counted (with the first few problems) in the report rather than in a skipped.csv.
 fn validate_data(config: &FitConfig) -> Result<DataSummary> {
     let scoring = &config.scoring;
-    let rules = RowRules {
-        max_residues: scoring.max_residues,
-        truncate: scoring.truncate,
-    };
-    let summary = validate::scan(&scoring.data, &scoring.columns, rules, scoring.shard)?;
+    let summary = crate::run::scan_data(scoring)?;
     let name = scoring.data.display_name();
-    if !scoring.skip_invalid || summary.rows_valid == 0 {
-        validate::require_all_valid(&summary, &name)?;
-    } else if summary.rows_invalid > 0 {
+    if summary.rows_invalid > 0 {
         crate::errln!(
             "esmbench fit: {} of {} rows of {name} are invalid and are left out of training (the first are listed in {})",
             summary.rows_invalid,

@@ -36,22 +36,30 @@ use progress::Progress;
 
 use crate::output_files::{PREDICTIONS as PREDICTIONS_FILE, SKIPPED as SKIPPED_FILE};
 
-/// The fast pass before the model loads; with `--on-invalid fail` any invalid row stops the run here.
-/// `row_list` and `skipped_list` name the files that will list the scored and the skipped rows.
-pub fn validate_data(
-    scoring: &ScoringConfig,
-    row_list: &str,
-    skipped_list: &str,
-) -> Result<DataSummary> {
+/// The fast pass over the data before the model loads, for every command that scores or embeds: invalid rows
+/// stop the run here unless `--on-invalid skip` leaves valid ones to go on with.
+pub fn scan_data(scoring: &ScoringConfig) -> Result<DataSummary> {
     let rules = RowRules {
         max_residues: scoring.max_residues,
         truncate: scoring.truncate,
     };
     let summary = validate::scan(&scoring.data, &scoring.columns, rules, scoring.shard)?;
-    let name = scoring.data.display_name();
     if !scoring.skip_invalid || summary.rows_valid == 0 {
-        validate::require_all_valid(&summary, &name)?;
-    } else if summary.rows_invalid > 0 {
+        validate::require_all_valid(&summary, &scoring.data.display_name())?;
+    }
+    Ok(summary)
+}
+
+/// [`scan_data`], saying how many rows will be skipped and giving the data's warnings. `row_list` and
+/// `skipped_list` name the files that will list the scored and the skipped rows.
+pub fn validate_data(
+    scoring: &ScoringConfig,
+    row_list: &str,
+    skipped_list: &str,
+) -> Result<DataSummary> {
+    let summary = scan_data(scoring)?;
+    let name = scoring.data.display_name();
+    if summary.rows_invalid > 0 {
         crate::errln!(
             "esmbench: {} of {} rows are invalid and will be skipped (listed in {skipped_list})",
             summary.rows_invalid,
@@ -528,30 +536,11 @@ fn score_and_report(
     let (peak_rss, rss_end, peak_threads, timeline) = monitor.finish();
     sink.update_counts(&mut report);
     report.execution.model_loads = (model::model_loads() - loads_before) as u64;
-    let (totals, stop) = match outcome {
-        Ok(done) => done,
-        Err(error) => {
-            report.status = "failed".into();
-            report.error = Some(format!("{error:#}"));
-            report.performance = performance(
-                &LoopTotals::default(),
-                wall.elapsed(),
-                info.load_seconds,
-                monitor.rss_start_bytes,
-                peak_rss,
-                rss_end,
-                peak_threads,
-                timeline,
-            );
-            // The run's own error comes first: on a full disk this report cannot be written either.
-            if let Err(report_error) = report::write_reports(&config.out_dir, &report) {
-                crate::errln!("warning: the failed run's report was not written: {report_error:#}");
-            }
-            return Err(error);
-        }
+    // A failed loop's report still gives the run's time and memory, with no rows counted as scored.
+    let (totals, stopped) = match outcome {
+        Ok((totals, stop)) => (totals, Ok(stop)),
+        Err(error) => (LoopTotals::default(), Err(error)),
     };
-    report.execution.max_tokens_lowered_to =
-        (totals.max_tokens_end < info.max_tokens).then_some(totals.max_tokens_end as u64);
     report.performance = performance(
         &totals,
         wall.elapsed(),
@@ -562,6 +551,20 @@ fn score_and_report(
         peak_threads,
         timeline,
     );
+    let stop = match stopped {
+        Ok(stop) => stop,
+        Err(error) => {
+            report.status = "failed".into();
+            report.error = Some(format!("{error:#}"));
+            // The run's own error comes first: on a full disk this report cannot be written either.
+            if let Err(report_error) = report::write_reports(&config.out_dir, &report) {
+                crate::errln!("warning: the failed run's report was not written: {report_error:#}");
+            }
+            return Err(error);
+        }
+    };
+    report.execution.max_tokens_lowered_to =
+        (totals.max_tokens_end < info.max_tokens).then_some(totals.max_tokens_end as u64);
     report.metrics = (!sink.labels.is_empty()).then(|| {
         metrics::evaluate(
             &sink.labels,

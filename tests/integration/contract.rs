@@ -32,7 +32,7 @@ fn models_breaking_the_contract_fail_before_any_work_with_exit_2() {
             .arg(&out)
             .assert()
             .code(2);
-        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+        let stderr = stderr_of(&assert);
         assert!(stderr.contains(expected), "{model}: {stderr}");
         assert!(stderr.contains("fix:"), "{model}: {stderr}");
         assert!(
@@ -58,7 +58,7 @@ fn a_model_that_needs_a_head_and_has_none_is_refused() {
         .arg(dir.path().join("o"))
         .assert()
         .code(2);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert!(
         stderr.contains("needs a classifier head") && stderr.contains("--head"),
         "{stderr}"
@@ -80,7 +80,7 @@ fn a_model_that_needs_a_head_and_has_none_is_refused() {
         .arg(dir.path().join("o2"))
         .assert()
         .code(2);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert!(
         stderr.contains("3 coefficients") && stderr.contains("hidden size is 8"),
         "{stderr}"
@@ -141,7 +141,7 @@ fn cuda_on_a_cpu_only_runtime_is_an_error_unless_fallback_is_allowed() {
         .arg(dir.path().join("a"))
         .assert()
         .code(2);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert!(
         stderr.contains("--device cuda was requested but cannot be used")
             && stderr.contains("CUDAExecutionProvider"),
@@ -168,7 +168,7 @@ fn cuda_on_a_cpu_only_runtime_is_an_error_unless_fallback_is_allowed() {
         .arg(&out)
         .assert()
         .success();
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert!(
         stderr.contains("WARNING: --device cuda is not usable"),
         "{stderr}"
@@ -219,9 +219,7 @@ fn a_mask_expanded_in_every_layer_is_rewritten_at_load_without_changing_a_probab
     // The micro fixture comes from transformers' exporter path, whose attention adds an expanded mask.
     let model = fixture("esm2_micro_with_head.onnx");
     let (rewritten, as_is) = (dir.path().join("rewritten"), dir.path().join("as-is"));
-    let stderr_of = |assert: assert_cmd::assert::Assert| {
-        String::from_utf8_lossy(&assert.get_output().stderr).to_string()
-    };
+    let stderr_of = |assert: assert_cmd::assert::Assert| stderr_of(&assert);
     let stderr = stderr_of(test_command(&model, &data, &rewritten).assert().success());
     assert!(
         stderr.contains(&format!(
@@ -308,7 +306,7 @@ fn a_mask_the_probe_does_not_match_leaves_the_graph_as_it_is() {
     std::fs::write(&model, bytes).expect("write model");
     let out = dir.path().join("out");
     let assert = test_command(&model, &data, &out).assert().success();
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert!(
         stderr
             .contains("esmbench runs the graph as it is because the rewrite's probe failed: mask")
@@ -402,7 +400,7 @@ fn a_missing_runtime_library_says_what_to_run() {
         .arg(dir.path())
         .assert()
         .code(1);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert!(
         stderr.contains("ORT_DYLIB_PATH") && stderr.contains("setup_runtime.sh"),
         "{stderr}"
@@ -496,7 +494,7 @@ fn resume_with_nothing_to_resume_fails_before_the_model_loads() {
         .arg("--resume")
         .assert()
         .code(2);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert!(
         stderr.contains("has no checkpoint") && stderr.contains("fix: drop --resume"),
         "{stderr}"
@@ -519,7 +517,7 @@ fn regression_a_file_that_is_not_a_model_gets_the_load_error_and_no_note_about_a
     let assert = test_command(&not_a_model, &data, &dir.path().join("out"))
         .assert()
         .code(2);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert!(
         stderr.contains("cannot load the model") && stderr.contains("fix:"),
         "{stderr}"
@@ -580,7 +578,7 @@ fn a_kernel_failure_is_reported_once_without_onnx_runtimes_own_log_line() {
         .env_remove("ORT_LOG")
         .assert()
         .code(1);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert_eq!(
         stderr.matches("indices element out of data bounds").count(),
         1,
@@ -604,7 +602,7 @@ fn a_kernel_failure_is_reported_once_without_onnx_runtimes_own_log_line() {
         .env("ORT_LOG", "info")
         .assert()
         .success();
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert!(stderr.contains("onnxruntime info: "), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "{stderr}");
 }
@@ -696,7 +694,7 @@ fn regression_a_model_with_external_weights_gets_the_load_time_rewrite() {
             .args(extra)
             .assert()
             .success();
-        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+        let stderr = stderr_of(&assert);
         let probabilities = column_f64(&read_csv(&out.join("predictions.csv")), "probability");
         (stderr, read_json(&out.join("report.json")), probabilities)
     };
@@ -748,7 +746,7 @@ fn refused_output(model: &str, head: Option<&str>) -> Option<String> {
             .arg(write(dir.path(), "head.json", head));
     }
     let assert = command.assert().code(1);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert!(!stderr.contains("panicked"), "{stderr}");
     if let Ok(text) = std::fs::read_to_string(out.join("report.json")) {
         let report: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -832,7 +830,7 @@ fn regression_a_head_for_a_model_that_outputs_probabilities_is_refused() {
         .arg(fixture("esm2_micro.head.json"))
         .assert()
         .code(2);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert!(stderr.contains("would not be used"), "{stderr}");
     assert!(stderr.contains("outputs probability itself"), "{stderr}");
     assert!(!out.join("predictions.csv").exists());

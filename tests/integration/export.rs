@@ -280,7 +280,7 @@ fn export_esm1v_tiny_with_sklearn_pickle_matches_predict_proba() {
         .args(["--max-residues", "1100"])
         .assert()
         .code(2);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert!(
         stderr.contains("--max-residues 1100 is more than this model can read: its learned position embeddings (ESM-1b/ESM-1v style) end at 1022 residues")
             && stderr.contains("fix: use --max-residues 1022 or less"),

@@ -230,7 +230,7 @@ fn a_fitted_micro_head_scores_through_test_as_sigmoid_of_its_embeddings() {
         .args(["--folds", "5", "--seed", "3"])
         .assert()
         .success();
-    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    let stdout = stdout_of(&assert);
     assert!(
         stdout.contains("trained on 96 labeled rows (38 positive, 58 negative"),
         "{stdout}"
@@ -436,9 +436,7 @@ fn unlabeled_rows_are_left_out_of_training_and_counted() {
     assert_eq!(read_json(&dir.path().join("head.json"))["n"], 10);
     // --folds 0 (or 1) skips cross-validation.
     let assert = mock_fit(dir.path(), &data, &["--folds", "0"]).success();
-    assert!(
-        String::from_utf8_lossy(&assert.get_output().stdout).contains("cross-validation skipped")
-    );
+    assert!(stdout_of(&assert).contains("cross-validation skipped"));
     assert!(read_json(&dir.path().join("head.report.json"))["cv"].is_null());
     // With --on-invalid skip an invalid row is left out too, and named in the report.
     let mut text = labelled_rows(&labels);

@@ -143,7 +143,7 @@ fn the_load_time_mask_rewrite_gives_the_files_own_embeddings_bit_for_bit() {
         let assert = command_on("embed", &path, &data, &rewritten)
             .assert()
             .success();
-        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+        let stderr = stderr_of(&assert);
         let summary =
             format!("{layers} per-layer attention masks -> one broadcast key mask, {layers} NaN guards removed");
         assert!(stderr.contains(&summary), "{model}: {stderr}");

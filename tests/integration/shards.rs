@@ -76,7 +76,7 @@ fn three_shards_merged_equal_one_unsharded_run_row_for_row() {
                 .unwrap()
         })
         .sum();
-    let stdout = String::from_utf8_lossy(&merging.get_output().stdout).into_owned();
+    let stdout = stdout_of(&merging);
     assert!(
         stdout.contains(&format!(
             "timing: the time above is the slowest shard's and the rate all rows over it, as if the 3 shards ran side by side; their wall times add up to {walls:.2} s"
@@ -102,7 +102,7 @@ fn three_shards_merged_equal_one_unsharded_run_row_for_row() {
         .arg(dir.path().join("m2"))
         .assert()
         .code(2);
-    assert!(String::from_utf8_lossy(&assert.get_output().stderr).contains("missing shard(s) 3/3"));
+    assert!(stderr_of(&assert).contains("missing shard(s) 3/3"));
 
     let assert = esmbench()
         .arg("merge")
@@ -116,7 +116,7 @@ fn three_shards_merged_equal_one_unsharded_run_row_for_row() {
         .arg(dir.path().join("m3"))
         .assert()
         .code(2);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert!(
         stderr.contains("shard 1/3 is given twice") && stderr.contains("fix:"),
         "{stderr}"
@@ -136,7 +136,7 @@ fn a_bad_shard_spec_is_a_usage_error() {
         .arg(dir.path().join("o"))
         .assert()
         .code(2);
-    assert!(String::from_utf8_lossy(&assert.get_output().stderr).contains("--shard 4/3 is not K/N"));
+    assert!(stderr_of(&assert).contains("--shard 4/3 is not K/N"));
 }
 
 /// Two shards of a 40-row file scored with the real runtime on the micro model, with the head each names.
@@ -173,7 +173,7 @@ fn merge_fails(shards: &[std::path::PathBuf], out: &std::path::Path) -> String {
         .arg(out)
         .assert()
         .code(2);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let stderr = stderr_of(&assert);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
         out_existed || !out.join("report.json").exists(),
