@@ -10,7 +10,7 @@ use crate::config::{check_bootstrap, EmbedConfig};
 use crate::console;
 use crate::error::Failure;
 use crate::metrics::threshold;
-use crate::model::{self, contract};
+use crate::model;
 use crate::report::baseline::{self, Baseline};
 use crate::report::{self as reports, Report};
 use crate::rescore::{self, RescoreConfig};
@@ -481,11 +481,8 @@ fn inspect(path: &std::path::Path, head_path: Option<&std::path::Path>) -> Resul
             .into())
         }
         (_, false) => crate::outln!(
-            "head: not needed ({})",
-            contract::CONTRACT_HELP
-                .split(';')
-                .next()
-                .unwrap_or_default()
+            "head: not needed (the model outputs {} itself)",
+            contract.kind.label()
         ),
     }
     Ok(())

@@ -788,9 +788,14 @@ fn check_readable(path: &Path, what: &str, flag: &str) -> Result<()> {
             .map_err(|e| Failure::usage(format!("{what} file {} cannot be opened: {e}\n  fix: check its permissions", path.display())).into()),
         Ok(meta) if meta.is_dir() => Err(Failure::usage(format!("{what} path {} is a directory\n  fix: pass a file to {flag} (the file inside it)", path.display())).into()),
         Ok(meta) if is_stream(&meta) => Err(Failure::usage(format!(
-            "{what} path {} is a pipe (process substitution `<(...)` or a FIFO): esmbench reads its {what} file more than once\n  \
-fix: save the stream to a file and pass its path (gzipped data is read as it is: --data file.csv.gz)",
-            path.display()
+            "{what} path {} is a pipe or a device (process substitution `<(...)`, a FIFO, /dev/stdin, /dev/null), not a \
+file: esmbench reads its {what} file more than once\n  fix: pass a file to {flag}{}",
+            path.display(),
+            if flag == "--data" {
+                " (save a stream to a file first; gzipped data is read as it is: --data file.csv.gz)"
+            } else {
+                ""
+            }
         ))
         .into()),
         Ok(_) => Err(Failure::usage(format!("{what} path {} is not a file\n  fix: pass a file to {flag}", path.display())).into()),
@@ -1056,6 +1061,15 @@ impl EmbedConfig {
         let long_run = LongRun::resolve(&args.long_run, &file)?;
         let out = args.out.clone();
         ensure_output_file(&out, "embeddings", "embeddings.npy")?;
+        // numpy reads a file by its bytes, but `np.load("x.npz")` expects an archive and other tools go by the name.
+        if out.extension().and_then(|e| e.to_str()) != Some("npy") {
+            return Err(Failure::usage(format!(
+                "--out {}: embed writes one NumPy array, a .npy file\n  fix: name it .npy, e.g. --out {}",
+                out.display(),
+                out.with_extension("npy").display()
+            ))
+            .into());
+        }
         let (rows, skipped) = crate::report::embed_companions(&out);
         refuse_inputs_among_outputs(&scoring, &[out.clone(), rows, skipped], "--out")?;
         Ok(EmbedConfig {

@@ -249,7 +249,7 @@ pub fn both_labels_warning(summary: &DataSummary, name: &str) -> Option<String> 
     let line = summary.first_both_labels_line?;
     Some(format!(
         "warning: {name}: {} labeled 0 on one row and 1 on another, the first at line {line}; each copy \
-gets the same probability, so one of its labels counts as an error whatever the model\n  \
+gets the same embedding and probability, so one of its labels counts as an error whatever the model\n  \
 fix: settle each such sequence's label, or drop its rows",
         match summary.sequences_with_both_labels {
             1 => "1 sequence is".to_string(),

@@ -750,7 +750,9 @@ pub fn inspect(path: &Path) -> Result<Description> {
         outputs,
         metadata,
         contract,
-        advice: bytes.as_deref().and_then(|b| graph::advice_for(path, b)),
+        advice: bytes
+            .as_deref()
+            .and_then(|b| graph::advice_for(path, b, false)),
         graph_rewrite: bytes.as_deref().and_then(|b| {
             match planned_rewrite(env, b, weights_folder(path)) {
                 Ok(Some(rewrite)) => Some(format!(

@@ -45,7 +45,14 @@ pub fn requested_level(ort_log: Option<&str>) -> LogLevel {
         Some("warning") => LogLevel::Warning,
         Some("info") => LogLevel::Info,
         Some("verbose") => LogLevel::Verbose,
-        _ => LogLevel::Error,
+        Some("error") | None => LogLevel::Error,
+        Some(other) => {
+            errln!(
+                "warning: ORT_LOG={other} is not a level; ONNX Runtime's log stays at error\n  \
+fix: set ORT_LOG to fatal, error, warning, info or verbose"
+            );
+            LogLevel::Error
+        }
     }
 }
 

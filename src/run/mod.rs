@@ -575,7 +575,11 @@ fn score_and_report(
     });
     if report.metrics.is_none() {
         report.metrics_note = Some(
-            if summary.has_label_column {
+            if scoring.shard.rows_below(summary.rows_total) == 0 {
+                "this shard holds none of the data's rows: nothing to score"
+            } else if sink.rows_scored == 0 {
+                "no row was scored"
+            } else if summary.has_label_column {
                 "every label is empty: predictions only"
             } else {
                 "the data has no label column: predictions only"

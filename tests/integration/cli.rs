@@ -1036,8 +1036,23 @@ fn a_pipe_or_a_directory_given_as_data_is_named_as_such() {
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
     let stderr = stderr_of(&mock_test(dir.path(), &fifo).code(2));
     assert!(
-        stderr.contains("stream.csv is a pipe (process substitution `<(...)` or a FIFO)")
-            && stderr.contains("fix: save the stream to a file"),
+        stderr.contains("stream.csv is a pipe or a device (process substitution `<(...)`, a FIFO")
+            && stderr.contains("(save a stream to a file first"),
+        "{stderr}"
+    );
+    // /dev/null as the model is named for what it is, with no word of --data.
+    let stderr = stderr_of(
+        &esmbench()
+            .args(["test", "--mock-backend", "--model", "/dev/null", "--data"])
+            .arg(&fifo)
+            .arg("--out")
+            .arg(dir.path().join("o"))
+            .assert()
+            .code(2),
+    );
+    assert!(
+        stderr.contains("/dev/null is a pipe or a device")
+            && !stderr.contains("--data file.csv.gz"),
         "{stderr}"
     );
     let stderr = stderr_of(&mock_test(dir.path(), dir.path()).code(2));
@@ -1408,4 +1423,41 @@ fn regression_a_huge_field_was_quoted_whole_in_the_message() {
         );
         assert!(stderr.contains("... (2000000 bytes)"), "{name}: {stderr}");
     }
+}
+
+/// Regression: `embed --out E.npz` wrote .npy bytes under a name `np.load` reads as an archive.
+#[test]
+fn regression_embed_wrote_npy_bytes_under_another_extension() {
+    let dir = tempdir();
+    let data = write(dir.path(), "d.csv", "sequence\nEVQL\n");
+    let out = dir.path().join("E.npz");
+    let stderr = stderr_of(
+        &esmbench()
+            .args(["embed", "--mock-backend", "--model"])
+            .arg(fixture("esm2_micro.onnx"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .code(2),
+    );
+    assert!(
+        stderr.contains("embed writes one NumPy array, a .npy file") && stderr.contains("E.npy"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
+
+/// Regression: a shard past the last row (`--shard 50/50` on 48 rows) was reported as "every label is empty".
+#[test]
+fn regression_an_empty_shard_was_said_to_have_empty_labels() {
+    let dir = tempdir();
+    let data = write(dir.path(), "d.csv", "sequence,label\nEVQL,1\nLAGV,0\n");
+    mock_test_with(dir.path(), &data, &["--shard", "3/3"]).success();
+    let report = read_json(&dir.path().join("out/report.json"));
+    assert_eq!(
+        report["metrics_note"],
+        "this shard holds none of the data's rows: nothing to score"
+    );
 }

@@ -244,9 +244,8 @@ fn a_mask_expanded_in_every_layer_is_rewritten_at_load_without_changing_a_probab
     );
 
     let command = format!(
-        "python scripts/simplify_attention_mask.py {} {}",
-        model.display(),
-        model.with_extension("simplified.onnx").display()
+        "python scripts/simplify_attention_mask.py {} OUT.onnx",
+        model.display()
     );
     let stderr = stderr_of(
         test_command(&model, &data, &as_is)
@@ -259,6 +258,7 @@ fn a_mask_expanded_in_every_layer_is_rewritten_at_load_without_changing_a_probab
             "note: {}: 1 attention layer adds a [batch, 1, queries, keys] mask",
             model.display()
         )) && stderr.contains(&command)
+            && stderr.contains("this run reads it as it is (--no-graph-rewrite")
             && !stderr.contains("rewrote"),
         "no advice in:\n{stderr}"
     );
@@ -834,4 +834,53 @@ fn regression_a_head_for_a_model_that_outputs_probabilities_is_refused() {
     assert!(stderr.contains("would not be used"), "{stderr}");
     assert!(stderr.contains("outputs probability itself"), "{stderr}");
     assert!(!out.join("predictions.csv").exists());
+}
+
+/// Regression: an `ORT_LOG` that is no level (`ORT_LOG=debug`) left the runtime's log at error without a word.
+#[test]
+fn regression_an_ort_log_that_is_no_level_was_ignored_silently() {
+    if !runtime_available("regression_an_ort_log_that_is_no_level_was_ignored_silently") {
+        return;
+    }
+    let dir = tempdir();
+    let data = micro_data(dir.path());
+    let stderr = stderr_of(
+        &test_command(
+            &fixture("esm2_micro_with_head.onnx"),
+            &data,
+            &dir.path().join("o"),
+        )
+        .env("ORT_LOG", "debug")
+        .assert()
+        .success(),
+    );
+    assert!(
+        stderr.contains("warning: ORT_LOG=debug is not a level")
+            && stderr.contains("fix: set ORT_LOG to fatal, error, warning, info or verbose"),
+        "{stderr}"
+    );
+}
+
+/// Regression: `inspect` on a model that outputs probabilities or logits said "head: not needed (inputs
+/// `input_ids` and `attention_mask` (int64, [batch, seq]))", a fragment of the contract's help.
+#[test]
+fn regression_inspect_said_head_not_needed_with_a_fragment_of_the_contract() {
+    if !runtime_available("regression_inspect_said_head_not_needed_with_a_fragment_of_the_contract")
+    {
+        return;
+    }
+    for (model, kind) in [
+        ("contract/logits_output.onnx", "logits"),
+        ("contract/probability_output.onnx", "probability"),
+    ] {
+        let described = inspect_text(&fixture(model));
+        assert!(
+            described.contains(&format!("head: not needed (the model outputs {kind}")),
+            "{described}"
+        );
+        assert!(
+            !described.contains("head: not needed (inputs"),
+            "{described}"
+        );
+    }
 }
