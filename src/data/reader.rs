@@ -508,6 +508,15 @@ fix: pass the name of a column in the header, or leave {flag} out",
             truncated = true;
         }
         let gap_at = first_gap(&residues).map(|at| leading + at + 1);
+        // A row of nothing but gaps (an alignment's empty slot) is no protein: the model would embed the gaps.
+        if residues.iter().all(|&b| b == b'-' || b == b'.') {
+            return Err(problem(
+                layout.sequence,
+                None,
+                "the sequence is all gaps ('-' or '.'), no residues".into(),
+                "remove the row or fill in its sequence",
+            ));
+        }
         let id = layout.id.map(|col| {
             String::from_utf8_lossy(&self.record[col])
                 .trim()
@@ -824,6 +833,17 @@ mod tests {
                 && both.contains("fix: pass --label-column with another column's name"),
             "{both}"
         );
+    }
+
+    /// Regression: a sequence of nothing but gaps (`---`, an alignment's empty slot) was scored as a protein.
+    #[test]
+    fn regression_a_sequence_of_only_gaps_was_scored() {
+        let out = rows(b"sequence\n---\nEV-QL\n..\n");
+        for at in [0, 2] {
+            let problem = out[at].clone().unwrap_err();
+            assert!(problem.to_string().contains("all gaps"), "{problem}");
+        }
+        assert!(out[1].is_ok());
     }
 
     #[test]

@@ -284,7 +284,7 @@ pub fn require_all_valid(summary: &DataSummary, name: &str) -> Result<()> {
         return Ok(());
     }
     let mut message = format!(
-        "{name}: {} of {} rows are invalid; nothing was scored.\n",
+        "{name}: {} of {} rows are invalid; stopped before the model loaded.\n",
         summary.rows_invalid, summary.rows_total
     );
     for problem in &summary.problems {
