@@ -133,7 +133,10 @@ pub fn requested(
     Ok(flag.or(config))
 }
 
-/// The requested threshold, else the head's, else 0.5.
+/// The threshold when neither the user nor the head gives one.
+pub const DEFAULT: f64 = 0.5;
+
+/// The requested threshold, else the head's, else [`DEFAULT`].
 pub fn resolve(requested: Option<Threshold>, head: Option<f64>) -> Threshold {
     requested.unwrap_or_else(|| match head {
         Some(value) => Threshold {
@@ -142,7 +145,7 @@ pub fn resolve(requested: Option<Threshold>, head: Option<f64>) -> Threshold {
             assay: None,
         },
         None => Threshold {
-            value: 0.5,
+            value: DEFAULT,
             source: "default".into(),
             assay: None,
         },

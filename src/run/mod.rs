@@ -388,6 +388,26 @@ fn score_and_report(
     let (summary, (data_sha256, data_bytes)) =
         validate_and_fingerprint_data(scoring, PREDICTIONS_FILE, SKIPPED_FILE)?;
     let threshold_for_fingerprint = config.threshold.as_ref().map(|t| t.value);
+    // A resume of changed data, model or settings is refused before the model loads, which for a large model
+    // takes minutes. Only a threshold set by a head in the model's metadata needs the loaded model; that, with
+    // everything else, is compared again after the load.
+    if let Some(previous) = &previous {
+        let head_file_threshold = match scoring.head.as_deref() {
+            Some(path) => Some(Head::read(path)?.threshold.unwrap_or(threshold::DEFAULT)),
+            None => None,
+        };
+        let threshold = threshold_for_fingerprint
+            .or(head_file_threshold)
+            .or(previous.fingerprint.threshold);
+        let early = Fingerprint::of(
+            scoring,
+            (data_sha256.clone(), data_bytes),
+            model_hash.get()?,
+            head_sha256(scoring)?,
+            threshold,
+        );
+        previous.clone().matching(&early)?;
+    }
     signals::install()?;
     bus_error::install(&scoring.model);
 

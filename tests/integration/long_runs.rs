@@ -501,6 +501,40 @@ fn resume_is_refused_when_the_data_changed() {
     );
 }
 
+/// Regression: a resume with changed settings was refused only after the model loaded (minutes for a large
+/// model). The real runtime's load prints its graph note; a refused resume must stop before it.
+#[test]
+fn regression_a_resume_with_changed_settings_was_refused_only_after_the_model_loaded() {
+    if !runtime_available(
+        "regression_a_resume_with_changed_settings_was_refused_only_after_the_model_loaded",
+    ) {
+        return;
+    }
+    let dir = tempdir();
+    let (data, out) = interrupted_mock_run(dir.path(), 600);
+    let output = Command::new(binary())
+        .args(["test", "--resume", "--max-residues", "500", "--model"])
+        .arg(fixture("esm2_micro.onnx"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "--resume refused: --max-residues or --no-truncate changed since the interrupted run"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("note:"),
+        "the model loaded first:\n{stderr}"
+    );
+}
+
 /// Regression: predictions.csv changed between the interruption and `--resume` (a row edited by hand, or the
 /// file opened and saved by a spreadsheet) was resumed from as if the run had written it: the edited row went
 /// into the final predictions and the metrics, exit 0.
