@@ -101,7 +101,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 "timing: the time above is the slowest shard's and the rate all rows over it, as if the {} shards ran side by side; \
 their wall times add up to {summed:.2} s ({:.1} seq/s), what they cost run one after another",
                 merged.shard_wall_seconds.len(),
-                if summed > 0.0 { merged.report.data.rows_scored as f64 / summed } else { 0.0 }
+                if summed > 0.0 { crate::merge::timed_rows(&merged.report) as f64 / summed } else { 0.0 }
             );
             Ok(())
         }

@@ -299,6 +299,15 @@ fn write_merged(
     Ok(())
 }
 
+/// The rows a report's wall time covers: all it scored, less those scored before a resume.
+pub fn timed_rows(report: &Report) -> u64 {
+    report.data.rows_scored
+        - report
+            .execution
+            .resumed
+            .map_or(0, |r| r.rows_scored_before.min(report.data.rows_scored))
+}
+
 /// The merged report, and each shard's own wall time (the report's is the slowest shard's).
 pub struct Merged {
     pub report: Report,
@@ -320,6 +329,17 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Merged> {
     ensure_writable_dir(out, "--out")?;
     // A run still writing there (a shard's --out given by a glob or a typo) would be overwritten mid-run.
     let _output_lock = crate::run::lock::OutputLock::acquire(out)?;
+    if checkpoint::interrupted_run_in(out) {
+        return Err(Failure::usage(format!(
+            "--out {} holds an interrupted run (its checkpoint.json is not complete), which the merge would overwrite\n  \
+fix: pass a new folder, e.g. --out {}",
+            out.display(),
+            out.with_file_name("merged").display()
+        ))
+        .into());
+    }
+    // An earlier merge's or run's files (a skipped.csv this merge has no rows for) would describe other data.
+    report::remove_earlier_run(out)?;
     let mut predictions = Vec::new();
     let mut skipped = Vec::new();
     for s in &shards {
@@ -380,6 +400,21 @@ fix: score that shard again (its command without --resume), or restore its files
     let resamples = shards.iter().find_map(resamples).unwrap_or(0) as usize;
     merged.metrics =
         (!labels.is_empty()).then(|| metrics::evaluate(&labels, &scores, threshold, resamples));
+    // A resumed shard's report times only its last process, so only the rows that process scored count.
+    let resumed: Vec<report::Resumed> = shards
+        .iter()
+        .filter_map(|s| s.report.execution.resumed)
+        .collect();
+    merged.execution.resumed =
+        resumed
+            .iter()
+            .map(|r| r.at_row)
+            .min()
+            .map(|at_row| report::Resumed {
+                at_row,
+                rows_scored_before: resumed.iter().map(|r| r.rows_scored_before).sum(),
+            });
+    let rows_timed = timed_rows(&merged);
     let perf = &mut merged.performance;
     perf.wall_seconds = shards
         .iter()
@@ -400,10 +435,10 @@ fix: score that shard again (its command without --resume), or restore its files
         .map(|s| s.report.performance.peak_threads)
         .max()
         .unwrap_or(0);
-    // As if the shards ran side by side (one per machine or GPU): all rows over the slowest shard's wall time.
+    // As if the shards ran side by side (one per machine or GPU): the rows over the slowest shard's wall time.
     // The console says so beside the shards' summed time, for shards run one after another.
     perf.sequences_per_second = if perf.wall_seconds > 0.0 {
-        predictions.len() as f64 / perf.wall_seconds
+        rows_timed as f64 / perf.wall_seconds
     } else {
         0.0
     };

@@ -95,7 +95,7 @@ pub fn throughput_shown(r: &Report) -> String {
     );
     match r.execution.resumed {
         Some(resumed) => format!(
-            "{rate}, over the {} rows this resumed run scored from row {} ({} were scored before it)",
+            "{rate}, over the {} rows scored after resuming at row {} ({} were scored before, in time not counted here)",
             r.data.rows_scored.saturating_sub(resumed.rows_scored_before),
             resumed.at_row,
             resumed.rows_scored_before

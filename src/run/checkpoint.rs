@@ -129,6 +129,15 @@ pub fn path_in(dir: &Path) -> PathBuf {
     dir.join(CHECKPOINT_FILE)
 }
 
+/// Whether `dir` holds a run `--resume` could go on with: a checkpoint not marked complete (or one this version
+/// cannot read, kept rather than guessed at).
+pub fn interrupted_run_in(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path_in(dir)) else {
+        return false;
+    };
+    serde_json::from_str::<Checkpoint>(&text).map_or(true, |checkpoint| !checkpoint.complete)
+}
+
 impl Checkpoint {
     pub fn new(
         fingerprint: Fingerprint,

@@ -312,8 +312,10 @@ fn deliver(
             totals.rows_done = row + 1;
         }
         sink.checkpoint(totals.rows_done, false)?;
-        monitor.set_rows_done(totals.rows_done);
-        progress.update(totals.rows_done, monitor.rss_bytes());
+        // The timeline and the progress line count this run's rows: with --shard K/N, its shard's.
+        let rows_delivered = scoring.shard.rows_below(totals.rows_done);
+        monitor.set_rows_done(rows_delivered);
+        progress.update(rows_delivered, monitor.rss_bytes());
 
         if let Some((code, name)) = signals::requested() {
             stop = Stop::Signal { code, name };

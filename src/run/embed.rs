@@ -297,7 +297,12 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<EmbedOutcome> {
         last_checkpoint: Instant::now(),
     };
     sink.checkpoint(start_row, true)?;
-    let mut progress = Progress::new(summary.rows_total, start_row, quiet);
+    let shard = scoring.shard;
+    let mut progress = Progress::new(
+        shard.rows_below(summary.rows_total),
+        shard.rows_below(start_row),
+        quiet,
+    );
     let options = DriveOptions {
         scoring,
         head: None,
@@ -314,16 +319,16 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<EmbedOutcome> {
     );
     let rows_done = outcome
         .as_ref()
-        .map(|(t, _)| t.rows_done)
-        .unwrap_or_else(|_| monitor.rows_done().max(start_row));
+        .map(|(t, _)| shard.rows_below(t.rows_done))
+        .unwrap_or_else(|_| monitor.rows_done().max(shard.rows_below(start_row)));
     progress.finish(rows_done, monitor.rss_bytes());
     monitor.finish();
     let (totals, stop) = outcome?;
     let below = limit_below_working_set(&totals, backend.info().parallel_batches, &config.long_run);
     if let Some((_, kind, what, resume)) = stop_reason(&stop, &config.long_run, below) {
         let message = format!(
-            "{what} after {rows_done} of {} rows; {} was not written, the embeddings so far are in {} (checkpointed)\n  {resume}",
-            summary.rows_total,
+            "{what} after {rows_done} of {}; {} was not written, the embeddings so far are in {} (checkpointed)\n  {resume}",
+            super::rows_of(shard, summary.rows_total),
             out.display(),
             partial_name(out).display(),
         );

@@ -103,6 +103,19 @@ pub fn resolve_threshold(config: &TestConfig, head: Option<&Head>) -> Threshold 
     threshold::resolve(config.threshold.clone(), head.and_then(|h| h.threshold))
 }
 
+/// A run's rows as its messages count them: "20000 rows", or "this shard's 6667 rows" with --shard K/N.
+fn rows_of(shard: crate::config::Shard, rows_total: u64) -> String {
+    if shard == crate::config::Shard::WHOLE {
+        format!("{rows_total} rows")
+    } else {
+        format!(
+            "shard {}'s {} rows",
+            shard.label(),
+            shard.rows_below(rows_total)
+        )
+    }
+}
+
 /// "resume with: COMMAND", the last line of a stopped run's message.
 fn resume_line(max_rss: Option<&str>) -> String {
     match max_rss {
@@ -375,7 +388,12 @@ fn score_and_report(
     let previous = if config.long_run.resume {
         Some(Checkpoint::read(&config.out_dir)?)
     } else {
-        report::remove_earlier_run(&config.out_dir)?;
+        // A finished run's outputs go at once, so a run refused for bad input leaves no report saying
+        // `complete`; an interrupted run's stay for its --resume until this run starts writing, so a command
+        // retyped wrongly in tmux does not cost hours of resumable work.
+        if !checkpoint::interrupted_run_in(&config.out_dir) {
+            report::remove_earlier_run(&config.out_dir)?;
+        }
         None
     };
     let (mut model_hash, loaded) = match loaded {
@@ -538,7 +556,12 @@ fn score_and_report(
     };
     sink.checkpoint(start_row, true)?;
 
-    let mut progress = Progress::new(summary.rows_total, start_row, quiet);
+    let shard = scoring.shard;
+    let mut progress = Progress::new(
+        shard.rows_below(summary.rows_total),
+        shard.rows_below(start_row),
+        quiet,
+    );
     let options = DriveOptions {
         scoring,
         head: head.as_ref().map(|(h, _)| h),
@@ -548,10 +571,12 @@ fn score_and_report(
     };
     let outcome = drive(options, backend, &monitor, &mut progress, &mut sink);
     // After a failure, the rows delivered before it: the progress line must not say 0 of a file half done.
+    // This run's rows delivered (its shard's, with --shard K/N); after a failure, those delivered before it,
+    // so the progress line does not say 0 of a file half done.
     let rows_done = outcome
         .as_ref()
-        .map(|(t, _)| t.rows_done)
-        .unwrap_or_else(|_| monitor.rows_done().max(start_row));
+        .map(|(t, _)| shard.rows_below(t.rows_done))
+        .unwrap_or_else(|_| monitor.rows_done().max(shard.rows_below(start_row)));
     progress.finish(rows_done, monitor.rss_bytes());
     let (peak_rss, rss_end, peak_threads, timeline) = monitor.finish();
     sink.update_counts(&mut report);
@@ -614,8 +639,8 @@ fn score_and_report(
     );
     if let Some((status, kind, what, resume)) = stopped {
         let message = format!(
-            "{what} after {rows_done} of {} rows; predictions so far are in {} (checkpointed)\n  {resume}",
-            summary.rows_total,
+            "{what} after {rows_done} of {}; predictions so far are in {} (checkpointed)\n  {resume}",
+            rows_of(shard, summary.rows_total),
             predictions_path.display(),
         );
         report.status = status.into();

@@ -501,6 +501,71 @@ fn resume_is_refused_when_the_data_changed() {
     );
 }
 
+/// Regression: a command refused for bad input (a wrong --data retyped in tmux) removed an interrupted run's
+/// checkpoint and predictions from --out along with any earlier report, so `--resume` had nothing left.
+#[test]
+fn regression_a_refused_run_removed_an_interrupted_runs_checkpoint() {
+    let dir = tempdir();
+    let (data, out) = interrupted_mock_run(dir.path(), 600);
+    let bad = write(dir.path(), "bad.csv", "sequence\nEVJL\n");
+    let refused = Command::new(binary())
+        .args(["test", "--mock-backend", "--model"])
+        .arg(fixture("esm2_micro.onnx"))
+        .arg("--data")
+        .arg(&bad)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(out.join("checkpoint.json").exists() && out.join("predictions.csv").exists());
+    let output = resume_mock_run(&data, &out);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(read_json(&out.join("report.json"))["status"], "complete");
+    assert_eq!(predictions(&out).len(), 301);
+}
+
+/// Regression: a `--shard 2/3` run counted file positions as its rows: the progress line ran to "19999/20000
+/// rows" at 3x its real rate, the timeline's rows_done passed the shard's row count, and an interrupted shard
+/// said "after 19094 of 20000 rows" having scored 6,365.
+#[test]
+fn regression_a_shard_counted_file_positions_as_its_rows() {
+    let dir = tempdir();
+    let data = dir.path().join("nb.csv");
+    synthetic_nanobodies(&data, 1800, 23);
+    let out = dir.path().join("o");
+    let child = slow_mock_command(None, &data, &out, "40")
+        .args(["--shard", "2/3"])
+        .spawn()
+        .unwrap();
+    // Past the timeline's first 2-second sample.
+    std::thread::sleep(Duration::from_millis(2600));
+    send("INT", child.id());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report = read_json(&out.join("report.json"));
+    let scored = report["data"]["rows_scored"].as_u64().unwrap();
+    assert!(scored > 0 && scored < 600, "{report}");
+    assert!(
+        stderr.contains(&format!("after {scored} of shard 2/3's 600 rows")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("esmbench: {scored}/600 rows")),
+        "{stderr}"
+    );
+    let timeline = report["performance"]["timeline"].as_array().unwrap();
+    assert!(timeline.len() >= 2, "{timeline:?}");
+    for sample in timeline {
+        assert!(sample["rows_done"].as_u64().unwrap() <= scored, "{sample}");
+    }
+}
+
 /// Regression: a resume with changed settings was refused only after the model loaded (minutes for a large
 /// model). The real runtime's load prints its graph note; a refused resume must stop before it.
 #[test]
@@ -646,7 +711,7 @@ fn regression_resume_trusted_an_edited_row_count_and_scored_rows_twice_or_never(
     let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         markdown.contains(&format!(
-            "over the {} rows this resumed run scored from row {done}",
+            "over the {} rows scored after resuming at row {done}",
             300 - done
         )),
         "{markdown}"

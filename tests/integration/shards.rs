@@ -337,3 +337,67 @@ fn regression_merge_wrote_into_a_live_runs_folder_and_named_differences_twice() 
     let stderr = merge_fails(&shards, &dir.path().join("m3"));
     assert!(stderr.contains("--bootstrap changed (0 -> 50)"), "{stderr}");
 }
+
+/// Regression: a shard resumed after an interruption times only its last process, yet merge put all its rows
+/// over that time (59,650 seq/s for a 4,210 seq/s run) and its report said nothing of the resume; a merge into
+/// a folder kept an earlier merge's skipped.csv, and one into an interrupted run's folder overwrote it.
+#[test]
+fn regression_merge_timed_a_resumed_shards_rows_over_its_last_process_only() {
+    let test = "regression_merge_timed_a_resumed_shards_rows_over_its_last_process_only";
+    if !runtime_available(test) {
+        return;
+    }
+    let dir = tempdir();
+    let head = fixture("esm2_micro.head.json");
+    let shards = two_shards(dir.path(), [&head, &head]);
+    // As a resume records it: shard 2 went on from row 11, 5 of its rows scored before.
+    let report_path = shards[1].join("report.json");
+    let mut report = read_json(&report_path);
+    report["execution"]["resumed"] = serde_json::json!({"at_row": 11, "rows_scored_before": 5});
+    std::fs::write(&report_path, report.to_string()).unwrap();
+
+    let out = dir.path().join("merged");
+    std::fs::create_dir(&out).unwrap();
+    write(
+        &out,
+        "skipped.csv",
+        "row,line,id,column,reason\n7,9,,sequence,stale\n",
+    );
+    let assert = esmbench()
+        .arg("merge")
+        .args(&shards)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    assert!(
+        !out.join("skipped.csv").exists(),
+        "an earlier merge's skipped.csv was kept"
+    );
+    let merged = read_json(&out.join("report.json"));
+    assert_eq!(
+        merged["execution"]["resumed"],
+        serde_json::json!({"at_row": 11, "rows_scored_before": 5})
+    );
+    let performance = &merged["performance"];
+    let rate = 35.0 / performance["wall_seconds"].as_f64().unwrap();
+    let reported = performance["sequences_per_second"].as_f64().unwrap();
+    assert!(
+        (reported - rate).abs() <= 1e-9 * rate,
+        "{reported} vs {rate}"
+    );
+    assert!(
+        stdout_of(&assert).contains("scored 40 of 40 rows (35 in this run, resumed at row 11)"),
+        "{}",
+        stdout_of(&assert)
+    );
+
+    let interrupted = dir.path().join("interrupted");
+    std::fs::create_dir(&interrupted).unwrap();
+    let mut checkpoint = read_json(&shards[0].join("checkpoint.json"));
+    checkpoint["complete"] = serde_json::json!(false);
+    write(&interrupted, "checkpoint.json", &checkpoint.to_string());
+    let stderr = merge_fails(&shards, &interrupted);
+    assert!(stderr.contains("holds an interrupted run"), "{stderr}");
+    assert!(interrupted.join("checkpoint.json").exists());
+}
