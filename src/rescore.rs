@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::DataSource;
 use crate::data::lines::{
-    field_with_line_breaks, first_line, line_breaks_refusal, ran_to_end, LfLineEnds, QuotedSpan,
+    field_with_line_breaks, first_line, line_breaks_refusal, ran_to_end, LfLineEnds, OpenQuote,
+    QuotedSpan,
 };
 use crate::data::reader::{self, column_named_twice, delimiter_for, open_source};
 use crate::error::Failure;
@@ -173,12 +174,13 @@ fn refuse_line_breaks<R: Read>(
     record: &csv::ByteRecord,
     file: &str,
     headers: &[String],
+    open_quote: &OpenQuote,
 ) -> Result<()> {
     let Some((field, breaks)) = field_with_line_breaks(record) else {
         return Ok(());
     };
     let line_after = reader.position().line();
-    let ran_to_end = ran_to_end(reader, record);
+    let ran_to_end = ran_to_end(reader, record, open_quote);
     let span = QuotedSpan {
         field,
         line: first_line(line_after, record, ran_to_end),
@@ -202,16 +204,25 @@ pub fn read_predictions(
             e.root_cause()
         ))
     })?;
+    let delimiter = delimiter_for(&file);
+    let (stream, open_quote) = LfLineEnds::new(handle, delimiter);
+    // Flexible: the field count is checked below, where the row's line is known.
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
-        .flexible(false)
-        .delimiter(delimiter_for(&file))
-        .from_reader(LfLineEnds::new(handle));
+        .flexible(true)
+        .delimiter(delimiter)
+        .from_reader(stream);
     let header_record = reader
         .headers()
         .map_err(|e| Failure::input(format!("{file}: the header cannot be read ({e})\n  fix: the first line must name the columns, in UTF-8")))?
         .clone();
-    refuse_line_breaks(&mut reader, header_record.as_byte_record(), &file, &[])?;
+    refuse_line_breaks(
+        &mut reader,
+        header_record.as_byte_record(),
+        &file,
+        &[],
+        &open_quote,
+    )?;
     let headers: Vec<String> = header_record.iter().map(normalize).collect();
     if headers.iter().all(|h| h.is_empty()) {
         return Err(Failure::input(format!(
@@ -251,30 +262,54 @@ pub fn read_predictions(
     let mut given = Vec::new();
     let mut problems: Vec<String> = Vec::new();
     let mut bad_rows = 0u64;
-    let mut record = csv::StringRecord::new();
+    let mut record = csv::ByteRecord::new();
     loop {
         let line = reader.position().line();
-        match reader.read_record(&mut record) {
+        match reader.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
                 let at = e.position().map(|p| p.line()).unwrap_or(line);
-                let what = match e.kind() {
-                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => format!("the row has {len} fields but the header has {expected_len}; fix: quote fields that contain commas"),
-                    csv::ErrorKind::Utf8 { .. } => "bytes that are not UTF-8; fix: save the file as UTF-8".into(),
-                    _ => format!("{e}; fix: check the CSV quoting"),
-                };
                 out.rows_total += 1;
                 bad_rows += 1;
                 if problems.len() < SHOWN_PROBLEMS {
-                    problems.push(format!("  {file}: line {at}: {what}"));
+                    problems.push(format!(
+                        "  {file}: line {at}: {e}; fix: check the CSV quoting"
+                    ));
                 }
                 continue;
             }
         }
         out.rows_total += 1;
-        refuse_line_breaks(&mut reader, record.as_byte_record(), &file, &headers)?;
-        let line = first_line(reader.position().line(), record.as_byte_record(), false);
+        refuse_line_breaks(&mut reader, &record, &file, &headers, &open_quote)?;
+        // Counted here, not by the csv crate, whose errors carry the line before any empty lines it skipped.
+        let line = first_line(reader.position().line(), &record, false);
+        // Only the columns read must be UTF-8: a Latin-1 byte in a notes column is no reason to refuse a row.
+        let used = [Some(label_at), Some(score_at), prediction_at];
+        let problem = if record.len() != headers.len() {
+            Some(format!(
+                "the row has {} fields but the header has {}; fix: quote fields that contain commas",
+                record.len(),
+                headers.len()
+            ))
+        } else {
+            used.into_iter().flatten().find_map(|i| {
+                std::str::from_utf8(&record[i]).err().map(|_| {
+                    format!(
+                        "column {}: bytes that are not UTF-8; fix: save the file as UTF-8",
+                        headers[i]
+                    )
+                })
+            })
+        };
+        if let Some(what) = problem {
+            bad_rows += 1;
+            if problems.len() < SHOWN_PROBLEMS {
+                problems.push(format!("  {file}: line {line}: {what}"));
+            }
+            continue;
+        }
+        let record = csv::StringRecord::from_byte_record_lossy(record.clone());
         let label = parse_label(&record[label_at]);
         let score = parse_score(&record[score_at]);
         let mut row_ok = true;
@@ -429,6 +464,26 @@ pub fn run_metrics(config: &RescoreConfig) -> Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a row with an extra field or a non-UTF-8 byte after empty lines was placed on the first empty
+    /// line (the csv crate's error position), and a Latin-1 byte in an unused column refused the row.
+    #[test]
+    fn regression_bad_rows_after_empty_lines_are_placed_on_their_own_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.csv");
+        std::fs::write(
+            &path,
+            b"y_true,y_proba,notes\n1,0.3,ok\n\n1,0.5,x,7\n\n\n0,0.\xff1,ok\n0,0.2,caf\xe9\n",
+        )
+        .unwrap();
+        let error = format!("{:#}", read_predictions(&path, None, None).unwrap_err());
+        assert!(
+            error.contains("p.csv: line 4: the row has 4 fields but the header has 3")
+                && error.contains("p.csv: line 7: column y_proba: bytes that are not UTF-8")
+                && error.contains("2 of 4 rows are invalid"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn other_tools_columns_are_found_and_bad_rows_are_listed_with_lines() {

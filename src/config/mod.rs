@@ -58,12 +58,23 @@ fn file_stem(path: &Path) -> String {
 }
 
 /// Column names in the CSV header.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ColumnNames {
     pub sequence: String,
     pub label: String,
     pub id: String,
+    /// Which of sequence, label and id the user named (a flag or a config key): a name given picks the column
+    /// spelt exactly so where two differ only in case; the default name matching both is refused.
+    pub named: [bool; 3],
+}
+
+/// The config's `columns:` keys, each optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnKeys {
+    pub sequence: Option<String>,
+    pub label: Option<String>,
+    pub id: Option<String>,
 }
 
 /// The device a flag or config key names, as the provider choice knows it.
@@ -94,6 +105,7 @@ impl Default for ColumnNames {
             sequence: "sequence".into(),
             label: "label".into(),
             id: "id".into(),
+            named: [false; 3],
         }
     }
 }
@@ -223,7 +235,7 @@ pub struct FileConfig {
     pub threshold: Option<f64>,
     pub assay: Option<AssayArg>,
     pub bootstrap: Option<usize>,
-    pub columns: Option<ColumnNames>,
+    pub columns: Option<ColumnKeys>,
     pub on_invalid: Option<OnInvalid>,
     pub intra_op_spinning: Option<bool>,
     pub io_binding: Option<bool>,
@@ -557,16 +569,23 @@ nor --model and --data)",
         }
         let engine = &args.engine;
         let truncate = switch(engine.truncate, engine.no_truncate, file.truncate, true);
-        let mut columns = file.columns.clone().unwrap_or_default();
-        if let Some(c) = &args.sequence_column {
-            // Header names are read trimmed; so is the name asked for.
-            columns.sequence = c.trim().to_string();
-        }
-        if let Some(c) = &args.label_column {
-            columns.label = c.trim().to_string();
-        }
-        if let Some(c) = &args.id_column {
-            columns.id = c.trim().to_string();
+        let keys = file.columns.clone().unwrap_or_default();
+        let mut columns = ColumnNames::default();
+        // A flag over its key; header names are read trimmed, and so is the name asked for.
+        for (name, named, flag, key) in [
+            (
+                &mut columns.sequence,
+                0,
+                &args.sequence_column,
+                &keys.sequence,
+            ),
+            (&mut columns.label, 1, &args.label_column, &keys.label),
+            (&mut columns.id, 2, &args.id_column, &keys.id),
+        ] {
+            if let Some(given) = flag.as_ref().or(key.as_ref()) {
+                *name = given.trim().to_string();
+                columns.named[named] = true;
+            }
         }
         let device = DeviceRequest {
             device: args
@@ -645,9 +664,6 @@ nor --model and --data)",
     }
 }
 
-/// A head is read in full here, so a misspelt key or a bad threshold stops the run before a model loads (in
-/// a suite, before the first model scores its datasets). Its size against the model's hidden size can only
-/// be checked once the model has loaded.
 /// `embed` and `fit` on the embedded demo say so: their outputs (an .npy, a head) carry no report that would.
 pub fn note_demo(command: &str, doing: &str, scoring: &ScoringConfig) {
     if matches!(scoring.model, ModelSource::Embedded) {
@@ -669,6 +685,9 @@ fn switch(on_flag: bool, off_flag: bool, key: Option<bool>, default: bool) -> bo
     }
 }
 
+/// A head is read in full here, so a misspelt key or a bad threshold stops the run before a model loads (in
+/// a suite, before the first model scores its datasets). Its size against the model's hidden size can only
+/// be checked once the model has loaded.
 fn check_head(path: &Path, named: &str) -> Result<()> {
     check_readable(path, "head", named)?;
     crate::model::head::Head::read(path).map(drop)
@@ -963,7 +982,11 @@ impl EmbedConfig {
         let out = args.out.clone();
         ensure_output_file(&out, "embeddings", "embeddings.npy")?;
         // numpy reads a file by its bytes, but `np.load("x.npz")` expects an archive and other tools go by the name.
-        if out.extension().and_then(|e| e.to_str()) != Some("npy") {
+        if !out
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+        {
             return Err(Failure::usage(format!(
                 "--out {}: embed writes one NumPy array, a .npy file\n  fix: name it .npy, e.g. --out {}",
                 out.display(),

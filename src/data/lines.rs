@@ -4,7 +4,8 @@ use std::io::Read;
 
 /// Line ends normalised for the csv crate, whose line counter counts '\n' only: CRLF and a lone CR (a
 /// "CSV (Macintosh)" file) become LF, and a last line without one gets one. Every record then ends in '\n',
-/// so [`first_line`] can work out where it started.
+/// so [`first_line`] can work out where it started. It also follows the quoting as the csv crate reads it, so
+/// a field holding line breaks can be told apart: closed, or a quote left open to the end of the file.
 pub struct LfLineEnds<R> {
     inner: R,
     buffer: Box<[u8]>,
@@ -15,11 +16,57 @@ pub struct LfLineEnds<R> {
     /// The last byte handed out: a stream that ends without '\n' is given one.
     last: Option<u8>,
     finished: bool,
+    delimiter: u8,
+    quoting: Quoting,
+    open_at_end: OpenQuote,
+}
+
+/// Where the bytes so far leave the csv crate's reader (its defaults: a quote opens a field only at the field's
+/// start, and is escaped by doubling it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: doubled, an escaped quote; otherwise the field's end.
+    QuoteInQuoted,
+}
+
+impl Quoting {
+    fn after(self, byte: u8, delimiter: u8) -> Quoting {
+        let unquoted = |byte: u8| {
+            if byte == delimiter || byte == b'\n' {
+                Quoting::FieldStart
+            } else {
+                Quoting::Unquoted
+            }
+        };
+        match (self, byte) {
+            (Quoting::FieldStart, b'"') => Quoting::Quoted,
+            (Quoting::Quoted, b'"') => Quoting::QuoteInQuoted,
+            (Quoting::Quoted, _) => Quoting::Quoted,
+            (Quoting::QuoteInQuoted, b'"') => Quoting::Quoted,
+            (_, byte) => unquoted(byte),
+        }
+    }
+}
+
+/// Whether the input ended inside a quoted field, known once [`LfLineEnds`] has read to the end.
+#[derive(Debug, Clone, Default)]
+pub struct OpenQuote(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl OpenQuote {
+    pub fn at_end(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl<R: Read> LfLineEnds<R> {
-    pub fn new(inner: R) -> LfLineEnds<R> {
-        LfLineEnds {
+    /// The stream over `inner`, whose fields are split by `delimiter`, and the handle that says whether it
+    /// ended inside a quoted field.
+    pub fn new(inner: R, delimiter: u8) -> (LfLineEnds<R>, OpenQuote) {
+        let open_at_end = OpenQuote::default();
+        let stream = LfLineEnds {
             inner,
             buffer: vec![0u8; 64 * 1024].into_boxed_slice(),
             start: 0,
@@ -27,7 +74,11 @@ impl<R: Read> LfLineEnds<R> {
             held_cr: false,
             last: None,
             finished: false,
-        }
+            delimiter,
+            quoting: Quoting::FieldStart,
+            open_at_end: open_at_end.clone(),
+        };
+        (stream, open_at_end)
     }
 
     /// Refills the internal buffer with converted bytes; leaves it empty only at the end of the input.
@@ -46,8 +97,13 @@ impl<R: Read> LfLineEnds<R> {
                 if self.held_cr || self.last.is_some_and(|b| b != b'\n') {
                     self.buffer[0] = b'\n';
                     self.end = 1;
+                    self.quoting = self.quoting.after(b'\n', self.delimiter);
                 }
                 self.held_cr = false;
+                self.open_at_end.0.store(
+                    self.quoting == Quoting::Quoted,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 break;
             }
             let filled = offset + n;
@@ -67,6 +123,9 @@ impl<R: Read> LfLineEnds<R> {
                 out += 1;
             }
             self.end = out;
+            for &byte in &self.buffer[..out] {
+                self.quoting = self.quoting.after(byte, self.delimiter);
+            }
             if out > 0 {
                 self.last = Some(self.buffer[out - 1]);
                 break;
@@ -114,9 +173,13 @@ pub fn field_with_line_breaks(record: &csv::ByteRecord) -> Option<(usize, usize)
         .find(|&(_, breaks)| breaks > 0)
 }
 
-/// Whether a record holding line breaks is a quote left open to the end of the file: its last field ends
-/// in the file's last '\n' and nothing follows it.
-pub fn ran_to_end<R: std::io::Read>(reader: &mut csv::Reader<R>, record: &csv::ByteRecord) -> bool {
+/// Whether a record holding line breaks is a quote left open to the end of the file: nothing follows it, and
+/// the input ended inside a quoted field (`open`, from [`LfLineEnds::new`]).
+pub fn ran_to_end<R: std::io::Read>(
+    reader: &mut csv::Reader<R>,
+    record: &csv::ByteRecord,
+    open: &OpenQuote,
+) -> bool {
     let ends_in_break = record
         .iter()
         .next_back()
@@ -126,6 +189,7 @@ pub fn ran_to_end<R: std::io::Read>(reader: &mut csv::Reader<R>, record: &csv::B
             reader.read_byte_record(&mut csv::ByteRecord::new()),
             Ok(false)
         )
+        && open.at_end()
 }
 
 /// Where a quoted field holding line breaks starts and ends, for its refusal.
@@ -178,7 +242,8 @@ mod tests {
 
     fn normalised(input: &'static [u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        LfLineEnds::new(Dribble(input))
+        LfLineEnds::new(Dribble(input), b',')
+            .0
             .read_to_end(&mut out)
             .unwrap();
         out
@@ -198,7 +263,7 @@ mod tests {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
-            .from_reader(LfLineEnds::new(Dribble(input)));
+            .from_reader(LfLineEnds::new(Dribble(input), b',').0);
         let mut record = csv::ByteRecord::new();
         let mut lines = Vec::new();
         while reader.read_byte_record(&mut record).unwrap() {
@@ -226,16 +291,17 @@ mod tests {
     #[test]
     fn a_stray_quote_is_found_with_the_lines_it_swallows() {
         let spans = |input: &'static [u8]| {
+            let (stream, open) = LfLineEnds::new(Dribble(input), b',');
             let mut reader = csv::ReaderBuilder::new()
                 .has_headers(false)
                 .flexible(true)
-                .from_reader(LfLineEnds::new(Dribble(input)));
+                .from_reader(stream);
             let mut record = csv::ByteRecord::new();
             let mut found = Vec::new();
             while reader.read_byte_record(&mut record).unwrap() {
                 let after = reader.position().line();
                 found.push(field_with_line_breaks(&record).map(|(field, breaks)| {
-                    let to_end = ran_to_end(&mut reader, &record);
+                    let to_end = ran_to_end(&mut reader, &record, &open);
                     let line = first_line(after, &record, to_end);
                     QuotedSpan {
                         field,
@@ -271,5 +337,34 @@ mod tests {
         };
         assert_eq!(closed, [None, Some(span), None]);
         assert!(line_breaks_refusal("d.csv", span, None).contains("is closed only on line 4"));
+        // Regression: a closed field whose last character is a line break, as the file's last record (with and
+        // without a final line end), was called never closed and placed a line late.
+        for input in [
+            &b"id,notes\na,ok\nb,\"5\nmg\n\"\n"[..],
+            b"id,notes\na,ok\nb,\"5\nmg\n\"",
+        ] {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(LfLineEnds::new(input, b',').0);
+            let records: Vec<_> = reader.byte_records().map(Result::unwrap).collect();
+            assert_eq!(records.len(), 3);
+        }
+        let closed_last = |input: &'static [u8]| spans(input).pop().flatten();
+        for input in [
+            &b"id,notes\na,ok\nb,\"5\nmg\n\"\n"[..],
+            b"id,notes\na,ok\nb,\"5\nmg\n\"",
+        ] {
+            let span = QuotedSpan {
+                field: 1,
+                line: 3,
+                breaks: 2,
+                ran_to_end: false,
+            };
+            assert_eq!(closed_last(input), Some(span));
+        }
+        // An escaped quote ("") inside the field leaves it open; a quote after the field's start is literal.
+        let open = closed_last(b"id,notes\na,\"5 \"\" mg\nb,ok\n");
+        assert!(open.is_some_and(|span| span.ran_to_end), "{open:?}");
+        assert_eq!(spans(b"id,notes\na,5\" tag\nb,ok\n"), [None, None, None]);
     }
 }

@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 
 use crate::config::{ColumnNames, DataSource};
 use crate::data::lines::{
-    field_with_line_breaks, first_line, line_breaks_refusal, ran_to_end, LfLineEnds, QuotedSpan,
+    field_with_line_breaks, first_line, line_breaks_refusal, ran_to_end, LfLineEnds, OpenQuote,
+    QuotedSpan,
 };
 use crate::data::tokenizer::{first_gap, first_invalid_residue, looks_like_nucleotides, normalize};
 use crate::embedded;
@@ -137,6 +138,8 @@ pub struct RecordReader {
     rules: RowRules,
     record: csv::ByteRecord,
     next_row: u64,
+    /// Whether the file ended inside a quoted field, for the refusal of a field holding line breaks.
+    open_quote: OpenQuote,
 }
 
 impl RecordReader {
@@ -160,9 +163,11 @@ impl RecordReader {
         columns: &ColumnNames,
         rules: RowRules,
     ) -> Result<RecordReader> {
-        let input: Box<dyn Read + Send> = Box::new(LfLineEnds::new(input));
+        let delimiter = delimiter_for(&name);
+        let (input, open_quote) = LfLineEnds::new(input, delimiter);
+        let input: Box<dyn Read + Send> = Box::new(input);
         let mut reader = csv::ReaderBuilder::new()
-            .delimiter(delimiter_for(&name))
+            .delimiter(delimiter)
             .flexible(true)
             .has_headers(true)
             .from_reader(input);
@@ -179,7 +184,7 @@ impl RecordReader {
             .into());
         }
         if let Some((field, breaks)) = field_with_line_breaks(&header_record) {
-            let ran_to_end = ran_to_end(&mut reader, &header_record);
+            let ran_to_end = ran_to_end(&mut reader, &header_record, &open_quote);
             let span = QuotedSpan {
                 field,
                 line: 1,
@@ -199,8 +204,7 @@ impl RecordReader {
             headers.push(text.trim_start_matches('\u{feff}').trim().to_string());
         }
         // A name that matches two columns would silently score (or label) by whichever comes first.
-        let defaults = ColumnNames::default();
-        let find = |wanted: &str, default: &str, flag: &str| -> Result<Option<usize>, Failure> {
+        let find = |wanted: &str, named: bool, flag: &str| -> Result<Option<usize>, Failure> {
             let fields: Vec<usize> = (0..headers.len())
                 .filter(|&i| headers[i].eq_ignore_ascii_case(wanted))
                 .collect();
@@ -209,7 +213,7 @@ impl RecordReader {
             let exact: Vec<usize> = fields
                 .iter()
                 .copied()
-                .filter(|&i| headers[i] == wanted && wanted != default)
+                .filter(|&i| named && headers[i] == wanted)
                 .collect();
             match (&fields[..], &exact[..]) {
                 ([], _) => Ok(None),
@@ -222,7 +226,7 @@ impl RecordReader {
                 )),
             }
         };
-        let sequence = find(&columns.sequence, &defaults.sequence, "--sequence-column")?.ok_or_else(|| {
+        let sequence = find(&columns.sequence, columns.named[0], "--sequence-column")?.ok_or_else(|| {
             // One header field holding tabs or semicolons is a TSV or a European-locale CSV, read as one column.
             let separator = match headers[..] {
                 [ref only] if only.contains('\t') => Some("tab"),
@@ -249,8 +253,8 @@ and any other as comma-separated: rename it to .tsv, or save it with commas betw
                 crate::error::listed_columns(&headers),
             ))
         })?;
-        let label = find(&columns.label, &defaults.label, "--label-column")?;
-        let id = find(&columns.id, &defaults.id, "--id-column")?;
+        let label = find(&columns.label, columns.named[1], "--label-column")?;
+        let id = find(&columns.id, columns.named[2], "--id-column")?;
         // One column in two roles (`--label-column sequence`) would fail every row, or key rows by their labels.
         let roles = [
             (
@@ -276,6 +280,7 @@ fix: pass {flag} with another column's name",
         }
         // The default names are optional (data without labels is scored without metrics); a name the user
         // chose must be there, or the run would go on without labels or ids and say only that it has none.
+        let defaults = ColumnNames::default();
         for (wanted, found, default, flag, key) in [
             (
                 &columns.label,
@@ -314,6 +319,7 @@ fix: pass the name of a column in the header, or leave {flag} out",
             rules,
             record: csv::ByteRecord::new(),
             next_row: 0,
+            open_quote,
         })
     }
 
@@ -338,7 +344,7 @@ fix: pass the name of a column in the header, or leave {flag} out",
         self.next_row += 1;
         let line_after = self.reader.position().line();
         if let Some((field, breaks)) = field_with_line_breaks(&self.record) {
-            let ran_to_end = ran_to_end(&mut self.reader, &self.record);
+            let ran_to_end = ran_to_end(&mut self.reader, &self.record, &self.open_quote);
             let span = QuotedSpan {
                 field,
                 line: first_line(line_after, &self.record, ran_to_end),
@@ -510,11 +516,19 @@ fix: pass the name of a column in the header, or leave {flag} out",
         let gap_at = first_gap(&residues).map(|at| leading + at + 1);
         // A row of nothing but gaps (an alignment's empty slot) is no protein: the model would embed the gaps.
         if residues.iter().all(|&b| b == b'-' || b == b'.') {
+            let reason = if truncated {
+                format!(
+                    "the first {} characters, the part scored under --max-residues, are all gaps ('-' or '.')",
+                    self.rules.max_residues
+                )
+            } else {
+                "the sequence is all gaps ('-' or '.'), no residues".to_string()
+            };
             return Err(problem(
                 layout.sequence,
                 None,
-                "the sequence is all gaps ('-' or '.'), no residues".into(),
-                "remove the row or fill in its sequence",
+                reason,
+                "remove the row or fill in its sequence (strip alignment gaps before scoring)",
             ));
         }
         let id = layout.id.map(|col| {
@@ -795,13 +809,15 @@ mod tests {
     /// could not tell them apart; a column given two roles failed every row.
     #[test]
     fn regression_columns_differing_in_case_and_one_column_in_two_roles() {
-        let read = |text: &'static [u8], sequence: &str, label: &str| {
+        // The names as a user gives them (--sequence-column, --label-column), or the defaults when `named` is false.
+        let read_named = |text: &'static [u8], sequence: &str, label: &str, named: bool| {
             RecordReader::from_reader(
                 "t.csv".into(),
                 Box::new(text),
                 &ColumnNames {
                     sequence: sequence.into(),
                     label: label.into(),
+                    named: [named, named, false],
                     ..ColumnNames::default()
                 },
                 RowRules {
@@ -810,14 +826,20 @@ mod tests {
                 },
             )
         };
+        let read = |text, sequence, label| read_named(text, sequence, label, true);
         let text = b"id,sequence,Sequence\na,EVQL,LAGV\n";
-        let mut r = read(text, "Sequence", "label").unwrap();
-        let Some(RowOutcome::Valid(record)) = r.next_row().unwrap() else {
-            panic!("a valid row")
-        };
-        assert_eq!(record.residues, b"LAGV");
+        for (wanted, residues) in [("Sequence", b"LAGV"), ("sequence", b"EVQL")] {
+            let mut r = read(text, wanted, "label").unwrap();
+            let Some(RowOutcome::Valid(record)) = r.next_row().unwrap() else {
+                panic!("a valid row")
+            };
+            assert_eq!(record.residues, residues, "{wanted}");
+        }
         // The default name matching both is still refused: either could be meant.
-        let twice = read(text, "sequence", "label").err().unwrap().to_string();
+        let twice = read_named(text, "sequence", "label", false)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(twice.contains("2 columns are named `sequence`"), "{twice}");
         let twice = read(b"SEQUENCE,sequence\nEVQL,LAGV\n", "Sequence", "label")
             .err()
@@ -838,12 +860,20 @@ mod tests {
     /// Regression: a sequence of nothing but gaps (`---`, an alignment's empty slot) was scored as a protein.
     #[test]
     fn regression_a_sequence_of_only_gaps_was_scored() {
-        let out = rows(b"sequence\n---\nEV-QL\n..\n");
+        let out = rows(b"sequence\n---\nEV-QL\n..\n------------EVQL\n");
         for at in [0, 2] {
             let problem = out[at].clone().unwrap_err();
             assert!(problem.to_string().contains("all gaps"), "{problem}");
         }
         assert!(out[1].is_ok());
+        // Cut to its first 10 characters, all gaps: what would be scored is said.
+        let cut = out[3].clone().unwrap_err().to_string();
+        assert!(
+            cut.contains(
+                "the first 10 characters, the part scored under --max-residues, are all gaps"
+            ),
+            "{cut}"
+        );
     }
 
     #[test]

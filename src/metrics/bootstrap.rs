@@ -336,10 +336,10 @@ struct Sweep {
     precision_weighted_recall: f64,
 }
 
-/// Bootstrap intervals, or why there are none.
 /// Why a report has no intervals when the bootstrap was turned off (its `undefined.intervals`).
 pub const OFF: &str = "the bootstrap is off (--bootstrap 0)";
 
+/// Bootstrap intervals, or why there are none.
 pub fn intervals(
     labels: &[u8],
     scores: &[f64],

@@ -85,8 +85,8 @@ so a head fitted after a StandardScaler would score every row wrongly\n  fix: fo
             match word {
                 Some((word, column)) => Failure::usage(format!(
                     "{origin}: line {}, column {column}: `{word}` is not a number a head can hold (Python's json.dump writes a \
-non-finite float so)\n  fix: refit the head: a NaN or infinite coefficient means the fit diverged (scale the \
-embeddings or lower C)",
+non-finite float so)\n  fix: in `coef` or `intercept` it means the fit diverged: refit the head (scale the \
+embeddings or lower C); in another key, write null there",
                     e.line(),
                 )),
                 None => Failure::usage(format!(
@@ -171,13 +171,22 @@ embeddings or lower C)",
 /// The keys a head is read by. Others (provenance such as `trained_on`, `source`, `C`) are left alone.
 const HEAD_KEYS: [&str; 5] = ["type", "pooling", "threshold", "coef", "intercept"];
 
-/// A feature scaler's key (scikit-learn's StandardScaler `mean_`, `scale_`, `var_`), found at the top level.
+/// A feature scaler's key at the top level: a list of numbers under a name such as scikit-learn's
+/// StandardScaler `mean_`, `scale_`, `var_` (or `embedding_mean`, `std`), or an object named like `scaler`.
+/// A string under such a name (`"scale": "8M"`) is provenance, and left alone.
 fn scaler_key(text: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    value.as_object()?.keys().find_map(|key| {
-        let normalized = key.trim_matches('_').to_ascii_lowercase();
-        ["mean", "scale", "var", "std"]
-            .contains(&normalized.as_str())
+    value.as_object()?.iter().find_map(|(key, value)| {
+        let name = key.trim_matches('_').to_ascii_lowercase();
+        let numbers = value.as_array().is_some_and(|items| {
+            !items.is_empty() && items.iter().all(|x| x.is_number() || x.is_array())
+        });
+        let scaler_name = ["mean", "scale", "var", "std"].iter().any(|part| {
+            name == *part
+                || name.ends_with(&format!("_{part}"))
+                || name.starts_with(&format!("{part}_"))
+        });
+        ((scaler_name && numbers) || (name.contains("scaler") && value.is_object()))
             .then(|| key.clone())
     })
 }
@@ -267,18 +276,33 @@ mod tests {
             assert!(
                 error.to_string().starts_with(&format!(
                     "h.json: line 1, column {column}: `{word}` is not a number a head can hold"
-                )) && error.to_string().contains("fix: refit the head"),
+                )) && error.to_string().contains("refit the head"),
                 "{error}"
             );
         }
-        for key in ["mean_", "scale_", "scale"] {
-            let text = format!("{{\"coef\": [0.5], \"intercept\": 0.1, \"{key}\": [1.0]}}");
+        for (key, value) in [
+            ("mean_", "[1.0]"),
+            ("scale_", "[1.0]"),
+            ("scale", "[1.0]"),
+            ("embedding_std", "[1.0]"),
+            ("scaler", r#"{"mean_": [1.0], "scale_": [2.0]}"#),
+        ] {
+            let text = format!("{{\"coef\": [0.5], \"intercept\": 0.1, \"{key}\": {value}}}");
             let error = Head::from_json(&text, "h.json").unwrap_err().to_string();
             assert!(
                 error.contains(&format!("holds `{key}`, a feature scaler's"))
                     && error.contains("fold the scaler"),
                 "{error}"
             );
+        }
+        // Provenance under such a name is not a scaler.
+        for provenance in [
+            r#""scale": "8M""#,
+            r#""cv_mean": 0.8"#,
+            r#""mean_auc": 0.7"#,
+        ] {
+            let text = format!("{{\"coef\": [0.5], \"intercept\": 0.1, {provenance}}}");
+            assert!(Head::from_json(&text, "h.json").is_ok(), "{provenance}");
         }
         let head =
             Head::from_json("\u{feff}{\"coef\": [0.5], \"intercept\": 0.1}", "h.json").unwrap();

@@ -40,13 +40,15 @@ fn level_rank(level: LogLevel) -> u8 {
 
 /// The level `ORT_LOG` asks for, as ort reads it; error when it is unset or not one of ort's names.
 pub fn requested_level(ort_log: Option<&str>) -> LogLevel {
-    match ort_log {
+    let asked = ort_log.map(|level| level.trim().to_ascii_lowercase());
+    match asked.as_deref() {
         Some("fatal") => LogLevel::Fatal,
         Some("warning") => LogLevel::Warning,
         Some("info") => LogLevel::Info,
         Some("verbose") => LogLevel::Verbose,
-        Some("error") | None => LogLevel::Error,
-        Some(other) => {
+        Some("error" | "") | None => LogLevel::Error,
+        Some(_) => {
+            let other = ort_log.unwrap_or_default();
             errln!(
                 "warning: ORT_LOG={other} is not a level; ONNX Runtime's log stays at error\n  \
 fix: set ORT_LOG to fatal, error, warning, info or verbose"
@@ -124,6 +126,8 @@ mod tests {
         assert_eq!(requested_level(Some("verbose")), LogLevel::Verbose);
         assert_eq!(requested_level(Some("fatal")), LogLevel::Fatal);
         assert_eq!(requested_level(Some("loud")), LogLevel::Error);
+        assert_eq!(requested_level(Some("WARNING")), LogLevel::Warning);
+        assert_eq!(requested_level(Some("")), LogLevel::Error);
         assert_eq!(requested_level(None), LogLevel::Error);
     }
 

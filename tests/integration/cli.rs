@@ -1461,3 +1461,32 @@ fn regression_an_empty_shard_was_said_to_have_empty_labels() {
         "this shard holds none of the data's rows: nothing to score"
     );
 }
+
+/// Regression: with `sequence` and `Sequence` side by side, the refusal's fix (pass --sequence-column with the
+/// exact name) worked for `Sequence` but not for `sequence`, the default's spelling; as a config key too.
+#[test]
+fn regression_the_exact_column_name_given_picks_it_even_when_it_is_the_defaults() {
+    let dir = tempdir();
+    let data = write(dir.path(), "case.csv", "sequence,Sequence\nEVQL,LAGVLAGV\n");
+    mock_test(dir.path(), &data).code(2);
+    let probability = |data: &std::path::Path, extra: &[&str]| {
+        mock_test_with(dir.path(), data, extra).success();
+        read_csv(&dir.path().join("out/predictions.csv"))[0]["probability"].clone()
+    };
+    let lower = probability(&write(dir.path(), "l.csv", "sequence\nEVQL\n"), &[]);
+    let upper = probability(&write(dir.path(), "u.csv", "sequence\nLAGVLAGV\n"), &[]);
+    assert_ne!(lower, upper);
+    assert_eq!(
+        probability(&data, &["--sequence-column", "sequence"]),
+        lower
+    );
+    assert_eq!(
+        probability(&data, &["--sequence-column", "Sequence"]),
+        upper
+    );
+    let config = write(dir.path(), "c.yaml", "columns:\n  sequence: Sequence\n");
+    assert_eq!(
+        probability(&data, &["--config", config.to_str().unwrap()]),
+        upper
+    );
+}
