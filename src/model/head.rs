@@ -12,6 +12,9 @@ pub struct Head {
     pub intercept: f64,
     /// The head's own decision threshold; None when its file gives none (the run's default 0.5 applies).
     pub threshold: Option<f64>,
+    /// The SHA-256 of the model file whose embeddings it was fitted on, where its file records it
+    /// (`esmbench fit` does).
+    pub model_sha256: Option<String>,
 }
 
 /// scikit-learn stores coef_ as [[...]] and intercept_ as [x]; the head files store them flat. Both are accepted.
@@ -37,6 +40,7 @@ struct HeadFile {
     threshold: Option<f64>,
     coef: Numbers,
     intercept: Number,
+    model_sha256: Option<String>,
 }
 
 impl Head {
@@ -147,6 +151,7 @@ embeddings or lower C); in another key, write null there",
             coef,
             intercept,
             threshold,
+            model_sha256: file.model_sha256,
         })
     }
 
@@ -329,6 +334,7 @@ mod tests {
             coef: vec![1.0, -2.0],
             intercept: 0.5,
             threshold: Some(0.5),
+            model_sha256: None,
         };
         // 1*1 - 2*0.25 + 0.5 = 1.0
         assert!((head.probability(&[1.0, 0.25]) - 1.0 / (1.0 + (-1.0f64).exp())).abs() < 1e-15);

@@ -103,6 +103,21 @@ pub fn resolve_threshold(config: &TestConfig, head: Option<&Head>) -> Threshold 
     threshold::resolve(config.threshold.clone(), head.and_then(|h| h.threshold))
 }
 
+/// A head fitted on another model file's embeddings (its recorded `model_sha256` is not this model's), said
+/// once: legitimate for an `--optimize` or `--quantize` export of that model, a silent error otherwise.
+fn other_model_note(head: &Head, origin: &str, model_sha256: &str) -> Option<String> {
+    let fitted_on = head.model_sha256.as_deref()?;
+    (fitted_on != model_sha256).then(|| {
+        format!(
+            "note: head {origin} was fitted on another model file (SHA-256 {}..., this one {}...): right for an \
+--optimize or --quantize export of that model, wrong for any other\n  advice: pass the head fitted on this model \
+(esmbench fit --model ...), or score the model it was fitted on",
+            &fitted_on[..fitted_on.len().min(12)],
+            &model_sha256[..model_sha256.len().min(12)]
+        )
+    })
+}
+
 /// A run's rows as its messages count them: "20000 rows", or "this shard's 6667 rows" with --shard K/N.
 fn rows_of(shard: crate::config::Shard, rows_total: u64) -> String {
     if shard == crate::config::Shard::WHOLE {
@@ -453,6 +468,12 @@ fn score_and_report(
     let mut info = backend.info().clone();
     info.load_seconds = load_seconds;
     let head = model::resolve_head(scoring.head.as_deref(), &scoring.model, &info)?;
+    if let Some(note) = head
+        .as_ref()
+        .and_then(|(head, origin)| other_model_note(head, origin, &model_sha256))
+    {
+        crate::errln!("{note}");
+    }
     model::require_head_for_scoring(
         &info,
         head.as_ref().map(|(h, _)| h),

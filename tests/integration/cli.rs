@@ -1490,3 +1490,53 @@ fn regression_the_exact_column_name_given_picks_it_even_when_it_is_the_defaults(
         upper
     );
 }
+
+/// Regression: a head fitted on one model file was applied to another of the same width (a CI trap: the head
+/// of seed 0 on the encoder of seed 1) without a word, though the head records the model's SHA-256.
+#[test]
+fn regression_a_head_fitted_on_another_model_file_was_applied_silently() {
+    let dir = tempdir();
+    let mut text = String::from("sequence,label\n");
+    for (i, residues) in [
+        "EVQL", "QVQLV", "LAGVK", "KKWWE", "DIQMT", "EIVLT", "SYELT", "QSALT",
+    ]
+    .iter()
+    .enumerate()
+    {
+        text.push_str(&format!("{residues},{}\n", i % 2));
+    }
+    let data = write(dir.path(), "train.csv", &text);
+    let head = dir.path().join("head.json");
+    esmbench()
+        .args(["fit", "--mock-backend", "--folds", "0", "--model"])
+        .arg(fixture("esm2_micro.onnx"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&head)
+        .assert()
+        .success();
+    let head_flag = ["--head", head.to_str().unwrap()];
+    let same = mock_test_with(dir.path(), &data, &head_flag).success();
+    assert!(
+        !stderr_of(&same).contains("fitted on another model file"),
+        "{}",
+        stderr_of(&same)
+    );
+    let other = esmbench()
+        .args(["test", "--mock-backend", "--model"])
+        .arg(fixture("esm2_micro_with_head.onnx"))
+        .arg("--data")
+        .arg(&data)
+        .args(head_flag)
+        .arg("--out")
+        .arg(dir.path().join("other"))
+        .assert()
+        .success();
+    assert!(
+        stderr_of(&other).contains("was fitted on another model file")
+            && stderr_of(&other).contains("advice: pass the head fitted on this model"),
+        "{}",
+        stderr_of(&other)
+    );
+}
