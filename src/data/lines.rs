@@ -22,32 +22,57 @@ pub struct LfLineEnds<R> {
 }
 
 /// Where the bytes so far leave the csv crate's reader (its defaults: a quote opens a field only at the field's
-/// start, and is escaped by doubling it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Quoting {
-    FieldStart,
-    Unquoted,
-    Quoted,
-    /// A quote inside a quoted field: doubled, an escaped quote; otherwise the field's end.
-    QuoteInQuoted,
+/// start, and is escaped by doubling it). Only quotes change it, so a chunk is scanned quote to quote.
+#[derive(Debug, Clone, Copy, Default)]
+struct Quoting {
+    in_quotes: bool,
+    /// A quote inside a quoted field ended the last chunk: doubled, an escaped quote; otherwise the field's end.
+    quote_pending: bool,
+    /// The last byte scanned, which says whether a quote at a chunk's start is at a field's start.
+    previous: Option<u8>,
 }
 
 impl Quoting {
-    fn after(self, byte: u8, delimiter: u8) -> Quoting {
-        let unquoted = |byte: u8| {
-            if byte == delimiter || byte == b'\n' {
-                Quoting::FieldStart
-            } else {
-                Quoting::Unquoted
-            }
+    fn scan(&mut self, chunk: &[u8], delimiter: u8) {
+        let Some(&last) = chunk.last() else {
+            return;
         };
-        match (self, byte) {
-            (Quoting::FieldStart, b'"') => Quoting::Quoted,
-            (Quoting::Quoted, b'"') => Quoting::QuoteInQuoted,
-            (Quoting::Quoted, _) => Quoting::Quoted,
-            (Quoting::QuoteInQuoted, b'"') => Quoting::Quoted,
-            (_, byte) => unquoted(byte),
+        let mut at = 0;
+        if self.quote_pending {
+            self.quote_pending = false;
+            if chunk[0] == b'"' {
+                at = 1;
+            } else {
+                self.in_quotes = false;
+            }
         }
+        while at < chunk.len() {
+            let Some(found) = memchr::memchr(b'"', &chunk[at..]) else {
+                break;
+            };
+            let quote = at + found;
+            at = quote + 1;
+            if self.in_quotes {
+                match chunk.get(quote + 1) {
+                    Some(b'"') => at = quote + 2,
+                    Some(_) => self.in_quotes = false,
+                    None => self.quote_pending = true,
+                }
+            } else {
+                let before = if quote == 0 {
+                    self.previous
+                } else {
+                    Some(chunk[quote - 1])
+                };
+                self.in_quotes = before.is_none_or(|b| b == delimiter || b == b'\n');
+            }
+        }
+        self.previous = Some(last);
+    }
+
+    /// At the end of the input: inside a quoted field (a pending quote closes it).
+    fn open_at_end(&self) -> bool {
+        self.in_quotes && !self.quote_pending
     }
 }
 
@@ -75,7 +100,7 @@ impl<R: Read> LfLineEnds<R> {
             last: None,
             finished: false,
             delimiter,
-            quoting: Quoting::FieldStart,
+            quoting: Quoting::default(),
             open_at_end: open_at_end.clone(),
         };
         (stream, open_at_end)
@@ -97,41 +122,53 @@ impl<R: Read> LfLineEnds<R> {
                 if self.held_cr || self.last.is_some_and(|b| b != b'\n') {
                     self.buffer[0] = b'\n';
                     self.end = 1;
-                    self.quoting = self.quoting.after(b'\n', self.delimiter);
+                    self.quoting.scan(b"\n", self.delimiter);
                 }
                 self.held_cr = false;
                 self.open_at_end.0.store(
-                    self.quoting == Quoting::Quoted,
+                    self.quoting.open_at_end(),
                     std::sync::atomic::Ordering::Relaxed,
                 );
                 break;
             }
             let filled = offset + n;
-            let mut out = 0;
-            for i in 0..filled - 1 {
-                match (self.buffer[i], self.buffer[i + 1]) {
-                    (b'\r', b'\n') => continue,
-                    (b'\r', _) => self.buffer[out] = b'\n',
-                    (b, _) => self.buffer[out] = b,
-                }
-                out += 1;
-            }
-            // The chunk's last byte: a CR waits for the next chunk to say whether an LF follows it.
-            self.held_cr = self.buffer[filled - 1] == b'\r';
-            if !self.held_cr {
-                self.buffer[out] = self.buffer[filled - 1];
-                out += 1;
-            }
+            let out = if memchr::memchr(b'\r', &self.buffer[..filled]).is_none() {
+                // Most files end their lines in LF alone: nothing to convert.
+                self.held_cr = false;
+                filled
+            } else {
+                self.convert_cr(filled)
+            };
             self.end = out;
-            for &byte in &self.buffer[..out] {
-                self.quoting = self.quoting.after(byte, self.delimiter);
-            }
+            self.quoting.scan(&self.buffer[..out], self.delimiter);
             if out > 0 {
                 self.last = Some(self.buffer[out - 1]);
                 break;
             }
         }
         Ok(())
+    }
+}
+
+impl<R: Read> LfLineEnds<R> {
+    /// Turns the first `filled` bytes' CRLF and lone CR into LF in place; returns their new length. A CR that
+    /// ends the chunk is held back until the next chunk says whether an LF follows it.
+    fn convert_cr(&mut self, filled: usize) -> usize {
+        let mut out = 0;
+        for i in 0..filled - 1 {
+            match (self.buffer[i], self.buffer[i + 1]) {
+                (b'\r', b'\n') => continue,
+                (b'\r', _) => self.buffer[out] = b'\n',
+                (b, _) => self.buffer[out] = b,
+            }
+            out += 1;
+        }
+        self.held_cr = self.buffer[filled - 1] == b'\r';
+        if !self.held_cr {
+            self.buffer[out] = self.buffer[filled - 1];
+            out += 1;
+        }
+        out
     }
 }
 
@@ -158,7 +195,7 @@ pub fn first_line(line_after: u64, record: &csv::ByteRecord, ran_to_end: bool) -
 }
 
 fn line_breaks(bytes: &[u8]) -> usize {
-    bytes.iter().filter(|&&b| b == b'\n').count()
+    memchr::memchr_iter(b'\n', bytes).count()
 }
 
 /// A field holding line breaks, as (field index, 0-based; its line breaks). A quote opened and never
@@ -166,6 +203,7 @@ fn line_breaks(bytes: &[u8]) -> usize {
 /// or the end of the file, as one field: those rows would vanish without an error. Sequence files have no
 /// use for line breaks inside fields, so one is refused rather than guessed at.
 pub fn field_with_line_breaks(record: &csv::ByteRecord) -> Option<(usize, usize)> {
+    memchr::memchr(b'\n', record.as_slice())?;
     record
         .iter()
         .enumerate()
