@@ -98,7 +98,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             print_summary(&merged.report, &args.out);
             let summed: f64 = merged.shard_wall_seconds.iter().sum();
             crate::outln!(
-                "timing: the time above is the slowest shard's and the rate all rows over it, as if the {} shards ran side by side; \
+                "timing: the time above is the slowest shard's and the rate the rows timed over it, as if the {} shards ran side by side; \
 their wall times add up to {summed:.2} s ({:.1} seq/s), what they cost run one after another",
                 merged.shard_wall_seconds.len(),
                 if summed > 0.0 { crate::merge::timed_rows(&merged.report) as f64 / summed } else { 0.0 }
@@ -308,9 +308,9 @@ fn print_summary(report: &Report, out_dir: &Path) {
     } else {
         let resumed = report.execution.resumed.map_or(String::new(), |r| {
             format!(
-                " ({} in this run, resumed at row {})",
+                " ({} timed here; {} were scored before a resume)",
                 report.data.rows_scored.saturating_sub(r.rows_scored_before),
-                r.at_row
+                r.rows_scored_before
             )
         });
         crate::outln!(

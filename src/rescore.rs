@@ -383,6 +383,15 @@ pub fn run_metrics(config: &RescoreConfig) -> Result<Report> {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "unknown".into());
     if config.out_dir.is_dir() {
+        // Its report would say `complete` over the rows the interrupted run had scored so far.
+        if crate::run::checkpoint::interrupted_run_in(&config.out_dir) {
+            return Err(Failure::usage(format!(
+                "--out {} holds an interrupted run (its checkpoint.json is not complete), whose report this would replace\n  \
+fix: pass another --out, or finish that run first (its command with --resume)",
+                config.out_dir.display()
+            ))
+            .into());
+        }
         report::remove_earlier_reports(&config.out_dir)?;
     }
     let p = read_predictions(

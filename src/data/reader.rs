@@ -281,10 +281,11 @@ fix: pass {flag} with another column's name",
         // The default names are optional (data without labels is scored without metrics); a name the user
         // chose must be there, or the run would go on without labels or ids and say only that it has none.
         let defaults = ColumnNames::default();
-        for (wanted, found, default, flag, key) in [
+        for (wanted, found, named, default, flag, key) in [
             (
                 &columns.label,
                 label.is_some(),
+                columns.named[1],
                 &defaults.label,
                 "--label-column",
                 "columns.label",
@@ -292,12 +293,14 @@ fix: pass {flag} with another column's name",
             (
                 &columns.id,
                 id.is_some(),
+                columns.named[2],
                 &defaults.id,
                 "--id-column",
                 "columns.id",
             ),
         ] {
-            if !found && wanted != default {
+            // Named by the user, even as the default's spelling (`--label-column label`), it must be there.
+            if !found && (named || wanted != default) {
                 return Err(Failure::input(format!(
                     "{name}: line 1: no `{wanted}` column, which {flag} (or {key} in the config) names (columns: {})\n  \
 fix: pass the name of a column in the header, or leave {flag} out",
@@ -817,7 +820,7 @@ mod tests {
                 &ColumnNames {
                     sequence: sequence.into(),
                     label: label.into(),
-                    named: [named, named, false],
+                    named: [named, false, false],
                     ..ColumnNames::default()
                 },
                 RowRules {

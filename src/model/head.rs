@@ -40,7 +40,8 @@ struct HeadFile {
     threshold: Option<f64>,
     coef: Numbers,
     intercept: Number,
-    model_sha256: Option<String>,
+    /// Provenance, read only when it is a string.
+    model_sha256: Option<serde_json::Value>,
 }
 
 impl Head {
@@ -63,14 +64,6 @@ impl Head {
             return Err(Failure::usage(format!(
                 "{origin}: key `{given}` is not read; `{meant}` is, and is missing\n  fix: rename `{given}` to `{meant}` \
 (a head without `threshold` is read with 0.5)"
-            ))
-            .into());
-        }
-        if let Some(key) = scaler_key(text) {
-            return Err(Failure::usage(format!(
-                "{origin}: holds `{key}`, a feature scaler's: esmbench applies the head to the raw pooled embedding, \
-so a head fitted after a StandardScaler would score every row wrongly\n  fix: fold the scaler into the head \
-(coef / scale as `coef`, intercept - sum(coef * mean / scale) as `intercept`) and drop `{key}`"
             ))
             .into());
         }
@@ -125,6 +118,14 @@ embeddings or lower C); in another key, write null there",
                 .into())
             }
         };
+        if let Some(key) = scaler_key(text, coef.len()) {
+            return Err(Failure::usage(format!(
+                "{origin}: holds `{key}`, a feature scaler's: esmbench applies the head to the raw pooled embedding, \
+so a head fitted after a StandardScaler would score every row wrongly\n  fix: fold the scaler into the head \
+(coef / scale as `coef`, intercept - sum(coef * mean / scale) as `intercept`) and drop `{key}`"
+            ))
+            .into());
+        }
         let intercept = match file.intercept {
             Number::One(x) => x,
             Number::List(v) if v.len() == 1 => v[0],
@@ -151,7 +152,9 @@ embeddings or lower C); in another key, write null there",
             coef,
             intercept,
             threshold,
-            model_sha256: file.model_sha256,
+            model_sha256: file
+                .model_sha256
+                .and_then(|v| v.as_str().map(str::to_string)),
         })
     }
 
@@ -176,22 +179,22 @@ embeddings or lower C); in another key, write null there",
 /// The keys a head is read by. Others (provenance such as `trained_on`, `source`, `C`) are left alone.
 const HEAD_KEYS: [&str; 5] = ["type", "pooling", "threshold", "coef", "intercept"];
 
-/// A feature scaler's key at the top level: a list of numbers under a name such as scikit-learn's
-/// StandardScaler `mean_`, `scale_`, `var_` (or `embedding_mean`, `std`), or an object named like `scaler`.
-/// A string under such a name (`"scale": "8M"`) is provenance, and left alone.
-fn scaler_key(text: &str) -> Option<String> {
+/// A feature scaler's key at the top level: a list of `width` numbers (one per coefficient) under a name such
+/// as scikit-learn's StandardScaler `mean_`, `scale_`, `var_` (or `embedding_mean`, `std`), or an object named
+/// like `scaler`. Provenance under such a name (`"scale": "8M"`, `"mean_auc": [0.71, 0.74]`) is left alone.
+fn scaler_key(text: &str, width: usize) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(text).ok()?;
     value.as_object()?.iter().find_map(|(key, value)| {
         let name = key.trim_matches('_').to_ascii_lowercase();
-        let numbers = value.as_array().is_some_and(|items| {
-            !items.is_empty() && items.iter().all(|x| x.is_number() || x.is_array())
+        let per_feature = value.as_array().is_some_and(|items| {
+            items.len() == width && items.iter().all(serde_json::Value::is_number)
         });
         let scaler_name = ["mean", "scale", "var", "std"].iter().any(|part| {
             name == *part
                 || name.ends_with(&format!("_{part}"))
                 || name.starts_with(&format!("{part}_"))
         });
-        ((scaler_name && numbers) || (name.contains("scaler") && value.is_object()))
+        ((scaler_name && per_feature) || (name.contains("scaler") && value.is_object()))
             .then(|| key.clone())
     })
 }
@@ -300,11 +303,13 @@ mod tests {
                 "{error}"
             );
         }
-        // Provenance under such a name is not a scaler.
+        // Provenance under such a name is not a scaler: a string, a number, or a list not one per coefficient.
         for provenance in [
             r#""scale": "8M""#,
             r#""cv_mean": 0.8"#,
             r#""mean_auc": 0.7"#,
+            r#""mean_auc": [0.71, 0.74, 0.69]"#,
+            r#""scale_grid": [0.01, 0.1]"#,
         ] {
             let text = format!("{{\"coef\": [0.5], \"intercept\": 0.1, {provenance}}}");
             assert!(Head::from_json(&text, "h.json").is_ok(), "{provenance}");

@@ -95,9 +95,8 @@ pub fn throughput_shown(r: &Report) -> String {
     );
     match r.execution.resumed {
         Some(resumed) => format!(
-            "{rate}, over the {} rows scored after resuming at row {} ({} were scored before, in time not counted here)",
+            "{rate}, over the {} rows timed here ({} were scored before a resume, in time not counted here)",
             r.data.rows_scored.saturating_sub(resumed.rows_scored_before),
-            resumed.at_row,
             resumed.rows_scored_before
         ),
         None => rate,

@@ -26,6 +26,9 @@ pub struct NpyWriter {
     finished: bool,
     /// A checkpoint names the partial file from its first sync on.
     kept_for_resume: bool,
+    /// The partial file was there before this writer (an interrupted run's): it is emptied only when this
+    /// writer's first row comes, and left as it was if none does, so a run refused at load keeps it.
+    earlier_partial: bool,
 }
 
 /// The .npy header for a little-endian float32 C-order array, padded so the data starts on a 64-byte boundary.
@@ -89,9 +92,8 @@ impl NpyWriter {
     /// Fails with exit 2 while another run holds the same output.
     pub fn create(path: &Path, rows: u64) -> Result<NpyWriter> {
         let tmp = partial_name(path);
+        let earlier_partial = tmp.exists();
         let file = open_locked(path, &tmp)?;
-        file.set_len(0)
-            .with_context(|| format!("emptying {}", tmp.display()))?;
         Ok(NpyWriter {
             path: path.to_path_buf(),
             tmp,
@@ -102,6 +104,7 @@ impl NpyWriter {
             written: 0,
             finished: false,
             kept_for_resume: false,
+            earlier_partial,
         })
     }
 
@@ -148,6 +151,7 @@ fix: put back the files the run wrote, or drop --resume to embed afresh",
             written: body / row_bytes,
             finished: false,
             kept_for_resume: true,
+            earlier_partial: true,
         })
     }
 
@@ -164,6 +168,8 @@ fix: put back the files the run wrote, or drop --resume to embed afresh",
     pub fn push_row(&mut self, row: &[f32]) -> Result<()> {
         if self.out.is_none() {
             let file = self.file.take().context("the partial file is open")?;
+            file.set_len(0)
+                .with_context(|| format!("emptying {}", self.tmp.display()))?;
             let mut out = BufWriter::with_capacity(1 << 20, HashingFile::new(file));
             out.write_all(&header(self.rows, row.len()))
                 .with_context(|| format!("writing {}", self.tmp.display()))?;
@@ -228,7 +234,8 @@ fix: put back the files the run wrote, or drop --resume to embed afresh",
 impl Drop for NpyWriter {
     fn drop(&mut self) {
         // Still locked here (the file closes after this), so no other run's partial file is removed.
-        if !self.finished && !self.kept_for_resume {
+        let untouched_earlier = self.earlier_partial && self.out.is_none();
+        if !self.finished && !self.kept_for_resume && !untouched_earlier {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }

@@ -258,13 +258,7 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<EmbedOutcome> {
             );
             (writer, Some((rows, skipped)))
         }
-        None => {
-            let writer = NpyWriter::create(out, rows_total)?;
-            // An interrupted earlier run's state, which this run replaces.
-            EmbedCheckpoint::remove(out);
-            let _ = std::fs::remove_file(&skipped_partial);
-            (writer, None)
-        }
+        None => (NpyWriter::create(out, rows_total)?, None),
     };
     signals::install()?;
     bus_error::install(&scoring.model);
@@ -280,7 +274,13 @@ fn write_embeddings(config: &EmbedConfig, quiet: bool) -> Result<EmbedOutcome> {
         ))
         .into());
     }
-    // A fresh run creates its row list only now, so a model that fails to load leaves no partial files.
+    // A fresh run replaces an interrupted earlier run's state only now, with its model loaded: a command
+    // refused at load (a wrong --device or --model retyped) keeps that run's --resume. It creates its row list
+    // now too, so a model that fails to load leaves no partial files.
+    if resumed_logs.is_none() {
+        EmbedCheckpoint::remove(out);
+        let _ = std::fs::remove_file(&skipped_partial);
+    }
     let (rows, skipped) = match resumed_logs {
         Some(logs) => logs,
         None => (CsvLog::create(&rows_partial, &EMBEDDED_ROWS_HEADER)?, None),

@@ -107,10 +107,10 @@ pub fn resolve_threshold(config: &TestConfig, head: Option<&Head>) -> Threshold 
 /// once: legitimate for an `--optimize` or `--quantize` export of that model, a silent error otherwise.
 fn other_model_note(head: &Head, origin: &str, model_sha256: &str) -> Option<String> {
     let fitted_on = head.model_sha256.as_deref()?;
-    (fitted_on != model_sha256).then(|| {
+    (!fitted_on.eq_ignore_ascii_case(model_sha256)).then(|| {
         format!(
             "note: head {origin} was fitted on another model file (SHA-256 {}..., this one {}...): right for an \
---optimize or --quantize export of that model, wrong for any other\n  advice: pass the head fitted on this model \
+--optimize or --quantize export of that model or a rewritten copy of it, wrong for any other\n  advice: pass the head fitted on this model \
 (esmbench fit --model ...), or score the model it was fitted on",
             &fitted_on[..fitted_on.len().min(12)],
             &model_sha256[..model_sha256.len().min(12)]
@@ -468,9 +468,10 @@ fn score_and_report(
     let mut info = backend.info().clone();
     info.load_seconds = load_seconds;
     let head = model::resolve_head(scoring.head.as_deref(), &scoring.model, &info)?;
-    if let Some(note) = head
-        .as_ref()
-        .and_then(|(head, origin)| other_model_note(head, origin, &model_sha256))
+    // A head in the model's own metadata was fitted before it was embedded there, which changed the file.
+    let head_file = head.as_ref().filter(|_| scoring.head.is_some());
+    if let Some(note) =
+        head_file.and_then(|(head, origin)| other_model_note(head, origin, &model_sha256))
     {
         crate::errln!("{note}");
     }

@@ -1540,3 +1540,18 @@ fn regression_a_head_fitted_on_another_model_file_was_applied_silently() {
         stderr_of(&other)
     );
 }
+
+/// Regression: `--label-column label` (the default's spelling, named) on data without that column went on
+/// with predictions only, where any other name given was refused.
+#[test]
+fn regression_a_label_column_named_as_the_default_was_not_required() {
+    let dir = tempdir();
+    let data = write(dir.path(), "d.csv", "sequence\nEVQL\n");
+    let refusal =
+        stderr_of(&mock_test_with(dir.path(), &data, &["--label-column", "label"]).code(2));
+    assert!(
+        refusal.contains("no `label` column, which --label-column"),
+        "{refusal}"
+    );
+    mock_test(dir.path(), &data).success();
+}

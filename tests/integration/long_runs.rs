@@ -566,6 +566,103 @@ fn regression_a_shard_counted_file_positions_as_its_rows() {
     }
 }
 
+/// Regression: a refused `embed` (a model that loads but gives no embeddings, a wrong --device) removed an
+/// interrupted embed's checkpoint and partial .npy before its model loaded, so `--resume` had nothing left.
+#[test]
+fn regression_a_refused_embed_removed_an_interrupted_embeds_checkpoint() {
+    if !runtime_available("regression_a_refused_embed_removed_an_interrupted_embeds_checkpoint") {
+        return;
+    }
+    let dir = tempdir();
+    let data = dir.path().join("nb.csv");
+    synthetic_nanobodies(&data, 300, 29);
+    let out = dir.path().join("E.npy");
+    let embed = |model: &Path, mock: bool, resume: bool| {
+        let mut command = Command::new(binary());
+        command.args([
+            "embed",
+            "--max-tokens",
+            "300",
+            "--checkpoint-seconds",
+            "1",
+            "--model",
+        ]);
+        command
+            .arg(model)
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out);
+        if mock {
+            command
+                .arg("--mock-backend")
+                .env("ESMBENCH_MOCK_DELAY_MS", "40");
+        }
+        if resume {
+            command.arg("--resume");
+        }
+        command
+    };
+    let child = embed(&fixture("esm2_micro.onnx"), true, false)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    send("INT", child.id());
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+    let checkpoint = out.with_extension("checkpoint.json");
+    let partial = dir.path().join("E.npy.partial");
+    let kept = (
+        std::fs::read(&checkpoint).unwrap(),
+        std::fs::read(&partial).unwrap(),
+    );
+    let refused = embed(&fixture("contract/logits_output.onnx"), false, false)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not embeddings"), "{stderr}");
+    assert_eq!(
+        (
+            std::fs::read(&checkpoint).unwrap(),
+            std::fs::read(&partial).unwrap()
+        ),
+        kept,
+        "the interrupted embed's checkpoint and partial .npy are as it left them"
+    );
+    let resumed = embed(&fixture("esm2_micro.onnx"), true, true)
+        .env("ESMBENCH_MOCK_DELAY_MS", "0")
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let embeddings: ndarray::Array2<f32> = ndarray_npy::read_npy(&out).unwrap();
+    assert_eq!(embeddings.nrows(), 300);
+}
+
+/// Regression: `metrics --out` into an interrupted run's folder wrote a report saying `complete` over the rows
+/// that run had scored so far, for a CI gate to read.
+#[test]
+fn regression_metrics_wrote_a_complete_report_into_an_interrupted_runs_folder() {
+    let dir = tempdir();
+    let (_, out) = interrupted_mock_run(dir.path(), 600);
+    let output = Command::new(binary())
+        .args(["metrics", "--predictions"])
+        .arg(out.join("predictions.csv"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("holds an interrupted run"), "{stderr}");
+    assert_eq!(read_json(&out.join("report.json"))["status"], "interrupted");
+}
+
 /// Regression: a resume with changed settings was refused only after the model loaded (minutes for a large
 /// model). The real runtime's load prints its graph note; a refused resume must stop before it.
 #[test]
@@ -703,7 +800,7 @@ fn regression_resume_trusted_an_edited_row_count_and_scored_rows_twice_or_never(
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains(&format!(
-            "scored 300 of 300 rows ({} in this run, resumed at row {done})",
+            "scored 300 of 300 rows ({} timed here; {done} were scored before a resume)",
             300 - done
         )),
         "{stdout}"
@@ -711,7 +808,7 @@ fn regression_resume_trusted_an_edited_row_count_and_scored_rows_twice_or_never(
     let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         markdown.contains(&format!(
-            "over the {} rows scored after resuming at row {done}",
+            "over the {} rows timed here ({done} were scored before a resume",
             300 - done
         )),
         "{markdown}"

@@ -79,7 +79,7 @@ fn three_shards_merged_equal_one_unsharded_run_row_for_row() {
     let stdout = stdout_of(&merging);
     assert!(
         stdout.contains(&format!(
-            "timing: the time above is the slowest shard's and the rate all rows over it, as if the 3 shards ran side by side; their wall times add up to {walls:.2} s"
+            "timing: the time above is the slowest shard's and the rate the rows timed over it, as if the 3 shards ran side by side; their wall times add up to {walls:.2} s"
         )),
         "{stdout}"
     );
@@ -387,7 +387,8 @@ fn regression_merge_timed_a_resumed_shards_rows_over_its_last_process_only() {
         "{reported} vs {rate}"
     );
     assert!(
-        stdout_of(&assert).contains("scored 40 of 40 rows (35 in this run, resumed at row 11)"),
+        stdout_of(&assert)
+            .contains("scored 40 of 40 rows (35 timed here; 5 were scored before a resume)"),
         "{}",
         stdout_of(&assert)
     );
