@@ -382,6 +382,20 @@ pub fn run_metrics(config: &RescoreConfig) -> Result<Report> {
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "unknown".into());
+    // The predictions of a run still interrupted: its report would say `complete` over the rows scored so far.
+    let run_dir = config.predictions.parent().unwrap_or(Path::new("."));
+    if config.predictions.file_name()
+        == Some(std::ffi::OsStr::new(crate::output_files::PREDICTIONS))
+        && crate::run::checkpoint::interrupted_run_in(run_dir)
+    {
+        return Err(Failure::usage(format!(
+            "--predictions {} is an interrupted run's (its checkpoint.json is not complete): the metrics would \
+cover only the rows scored so far\n  fix: finish that run first (its command with --resume), or copy the file \
+elsewhere to rescore a partial run on purpose",
+            config.predictions.display()
+        ))
+        .into());
+    }
     if config.out_dir.is_dir() {
         // Its report would say `complete` over the rows the interrupted run had scored so far.
         if crate::run::checkpoint::interrupted_run_in(&config.out_dir) {

@@ -186,9 +186,15 @@ fn scaler_key(text: &str, width: usize) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(text).ok()?;
     value.as_object()?.iter().find_map(|(key, value)| {
         let name = key.trim_matches('_').to_ascii_lowercase();
-        let per_feature = value.as_array().is_some_and(|items| {
+        // Flat, or in scikit-learn's 2-D shape ([[...]]), as `coef` may be.
+        let numbers = |items: &Vec<serde_json::Value>| {
             items.len() == width && items.iter().all(serde_json::Value::is_number)
-        });
+        };
+        let per_feature = match value.as_array().map(Vec::as_slice) {
+            Some([serde_json::Value::Array(row)]) => numbers(row),
+            Some(_) => value.as_array().is_some_and(numbers),
+            None => false,
+        };
         let scaler_name = ["mean", "scale", "var", "std"].iter().any(|part| {
             name == *part
                 || name.ends_with(&format!("_{part}"))
@@ -294,6 +300,7 @@ mod tests {
             ("scale", "[1.0]"),
             ("embedding_std", "[1.0]"),
             ("scaler", r#"{"mean_": [1.0], "scale_": [2.0]}"#),
+            ("mean_", "[[1.0]]"),
         ] {
             let text = format!("{{\"coef\": [0.5], \"intercept\": 0.1, \"{key}\": {value}}}");
             let error = Head::from_json(&text, "h.json").unwrap_err().to_string();

@@ -644,23 +644,39 @@ fn regression_a_refused_embed_removed_an_interrupted_embeds_checkpoint() {
     assert_eq!(embeddings.nrows(), 300);
 }
 
-/// Regression: `metrics --out` into an interrupted run's folder wrote a report saying `complete` over the rows
-/// that run had scored so far, for a CI gate to read.
+/// Regression: `metrics` on an interrupted run's predictions (into its folder, then into any other) wrote a
+/// report saying `complete` over the rows that run had scored so far, for a CI gate to read.
 #[test]
 fn regression_metrics_wrote_a_complete_report_into_an_interrupted_runs_folder() {
     let dir = tempdir();
     let (_, out) = interrupted_mock_run(dir.path(), 600);
-    let output = Command::new(binary())
-        .args(["metrics", "--predictions"])
-        .arg(out.join("predictions.csv"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let copy = dir.path().join("copy.csv");
+    std::fs::copy(out.join("predictions.csv"), &copy).unwrap();
+    let metrics = |predictions: &Path, into: &Path| {
+        Command::new(binary())
+            .args(["metrics", "--predictions"])
+            .arg(predictions)
+            .arg("--out")
+            .arg(into)
+            .output()
+            .unwrap()
+    };
+    // The interrupted run's own predictions, into its folder or any other: refused.
+    for into in [out.clone(), dir.path().join("elsewhere")] {
+        let output = metrics(&out.join("predictions.csv"), &into);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("is an interrupted run's"), "{stderr}");
+        assert!(!into.join("report.json").exists() || into == out);
+    }
+    // Other predictions into the interrupted run's folder: refused, its report left as it was.
+    let output = metrics(&copy, &out);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("holds an interrupted run"), "{stderr}");
     assert_eq!(read_json(&out.join("report.json"))["status"], "interrupted");
+    // A copy rescored elsewhere, on purpose, is a partial run's metrics.
+    assert!(metrics(&copy, &dir.path().join("partial")).status.success());
 }
 
 /// Regression: a resume with changed settings was refused only after the model loaded (minutes for a large
