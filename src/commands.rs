@@ -23,12 +23,13 @@ pub fn execute(cli: Cli) -> Result<()> {
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Test(args) => match resolve_plan(&args)? {
-            TestPlan::Single(config) => {
+            TestPlan::Single(mut config) => {
                 check_gate_flags(
                     &args.gate,
                     config.threshold.as_ref().map(|t| t.value),
                     Produces::Test,
                 )?;
+                config.needs_labels = gate_compares_metrics(&args.gate)?;
                 let report = crate::run::run_test(&config, false)?;
                 print_summary(&report, &config.out_dir);
                 gate(&args.gate, &report, &config.out_dir.join("report.json"))
@@ -123,6 +124,16 @@ enum Produces {
     Metrics,
     /// `check`: reads a report made earlier.
     Nothing,
+}
+
+/// Whether the gate flags compare or record metrics, which need labeled rows: a baseline with metrics, or
+/// --write-baseline without --throughput-tolerance (a throughput-only baseline needs no labels).
+fn gate_compares_metrics(gate: &GateArgs) -> Result<bool> {
+    let compares = match &gate.baseline {
+        Some(path) => !Baseline::load(path)?.metrics.is_empty(),
+        None => false,
+    };
+    Ok(compares || (gate.write_baseline.is_some() && gate.throughput_tolerance.is_none()))
 }
 
 /// Flag values clap cannot check, refused before a run spends any time. `threshold` is the run's, where it

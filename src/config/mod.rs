@@ -203,6 +203,9 @@ pub struct TestConfig {
     /// Bootstrap resamples for the metric intervals; 0 turns them off.
     pub bootstrap: usize,
     pub long_run: LongRun,
+    /// The run's report will be gated on (or recorded as) metrics, so data with no label is refused before
+    /// the model loads rather than after every row is scored. Set by the command from its gate flags.
+    pub needs_labels: bool,
 }
 
 /// The memory watchdog, checkpoints and resume of a `test` or `embed` run.
@@ -1045,6 +1048,7 @@ impl TestConfig {
             threshold,
             long_run,
             bootstrap,
+            needs_labels: false,
         })
     }
 }

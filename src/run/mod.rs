@@ -420,6 +420,15 @@ fn score_and_report(
         .then(|| model::start_runtime(&scoring.load_settings()));
     let (summary, (data_sha256, data_bytes)) =
         validate_and_fingerprint_data(scoring, PREDICTIONS_FILE, SKIPPED_FILE)?;
+    if config.needs_labels && summary.rows_labeled == 0 {
+        return Err(Failure::input(format!(
+            "{}: no row has a label, and the regression gate (--baseline or --write-baseline) compares metrics\n  \
+fix: gate a labeled dataset (a `{}` column of 0/1), or drop the gate flags to score predictions only",
+            scoring.data.display_name(),
+            scoring.columns.label
+        ))
+        .into());
+    }
     let threshold_for_fingerprint = config.threshold.as_ref().map(|t| t.value);
     // A resume of changed data, model or settings is refused before the model loads, which for a large model
     // takes minutes. Only a threshold set by a head in the model's metadata needs the loaded model; that, with

@@ -637,3 +637,45 @@ fn regression_a_suite_entrys_missing_file_is_named_as_that_entry() {
         "{stderr}"
     );
 }
+
+/// Regression: `--baseline` (or `--write-baseline`) on data with no labels scored every row before refusing,
+/// an hour on a large set; a throughput-only baseline, which needs no labels, still runs.
+#[test]
+fn regression_a_gate_on_unlabeled_data_was_refused_only_after_scoring() {
+    let dir = tempdir();
+    let data = write(dir.path(), "unlabeled.csv", "sequence\nEVQL\nLAGV\n");
+    let baseline = dir.path().join("b.json");
+    let stderr = stderr_of(
+        &esmbench()
+            .args(["test", "--mock-backend", "--model"])
+            .arg(fixture("esm2_micro.onnx"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(dir.path().join("o"))
+            .arg("--write-baseline")
+            .arg(&baseline)
+            .assert()
+            .code(2),
+    );
+    assert!(
+        stderr.contains("no row has a label, and the regression gate"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("o/predictions.csv").exists(),
+        "scored before refusing"
+    );
+    esmbench()
+        .args(["test", "--mock-backend", "--model"])
+        .arg(fixture("esm2_micro.onnx"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("t"))
+        .arg("--write-baseline")
+        .arg(&baseline)
+        .args(["--throughput-tolerance", "0.5"])
+        .assert()
+        .success();
+}
