@@ -13,10 +13,7 @@ use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use crate::config::DataSource;
-use crate::data::lines::{
-    field_with_line_breaks, first_line, line_breaks_refusal, ran_to_end, LfLineEnds, OpenQuote,
-    QuotedSpan,
-};
+use crate::data::lines::{first_line, line_breaks_refusal, quoted_span, LfLineEnds, OpenQuote};
 use crate::data::reader::{self, column_named_twice, delimiter_for, open_source};
 use crate::error::Failure;
 use crate::metrics::{self, threshold::Threshold};
@@ -176,18 +173,10 @@ fn refuse_line_breaks<R: Read>(
     headers: &[String],
     open_quote: &OpenQuote,
 ) -> Result<()> {
-    let Some((field, breaks)) = field_with_line_breaks(record) else {
+    let Some(span) = quoted_span(reader, record, open_quote) else {
         return Ok(());
     };
-    let line_after = reader.position().line();
-    let ran_to_end = ran_to_end(reader, record, open_quote);
-    let span = QuotedSpan {
-        field,
-        line: first_line(line_after, record, ran_to_end),
-        breaks,
-        ran_to_end,
-    };
-    let column = headers.get(field).map(String::as_str);
+    let column = headers.get(span.field).map(String::as_str);
     Err(Failure::input(line_breaks_refusal(file, span, column)).into())
 }
 

@@ -202,7 +202,7 @@ fn line_breaks(bytes: &[u8]) -> usize {
 /// closed (`5" tag` written as `"5 tag`) makes the csv reader take every line after it, to the next quote
 /// or the end of the file, as one field: those rows would vanish without an error. Sequence files have no
 /// use for line breaks inside fields, so one is refused rather than guessed at.
-pub fn field_with_line_breaks(record: &csv::ByteRecord) -> Option<(usize, usize)> {
+fn field_with_line_breaks(record: &csv::ByteRecord) -> Option<(usize, usize)> {
     memchr::memchr(b'\n', record.as_slice())?;
     record
         .iter()
@@ -213,7 +213,7 @@ pub fn field_with_line_breaks(record: &csv::ByteRecord) -> Option<(usize, usize)
 
 /// Whether a record holding line breaks is a quote left open to the end of the file: nothing follows it, and
 /// the input ended inside a quoted field (`open`, from [`LfLineEnds::new`]).
-pub fn ran_to_end<R: std::io::Read>(
+fn ran_to_end<R: std::io::Read>(
     reader: &mut csv::Reader<R>,
     record: &csv::ByteRecord,
     open: &OpenQuote,
@@ -228,6 +228,24 @@ pub fn ran_to_end<R: std::io::Read>(
             Ok(false)
         )
         && open.at_end()
+}
+
+/// The quoted field holding line breaks in `record`, the one `reader` has just read, if it has one: where it
+/// starts, and whether its quote runs to the end of the file (which reads on from `reader` to tell).
+pub fn quoted_span<R: std::io::Read>(
+    reader: &mut csv::Reader<R>,
+    record: &csv::ByteRecord,
+    open: &OpenQuote,
+) -> Option<QuotedSpan> {
+    let (field, breaks) = field_with_line_breaks(record)?;
+    let line_after = reader.position().line();
+    let ran_to_end = ran_to_end(reader, record, open);
+    Some(QuotedSpan {
+        field,
+        line: first_line(line_after, record, ran_to_end),
+        breaks,
+        ran_to_end,
+    })
 }
 
 /// Where a quoted field holding line breaks starts and ends, for its refusal.
@@ -337,17 +355,7 @@ mod tests {
             let mut record = csv::ByteRecord::new();
             let mut found = Vec::new();
             while reader.read_byte_record(&mut record).unwrap() {
-                let after = reader.position().line();
-                found.push(field_with_line_breaks(&record).map(|(field, breaks)| {
-                    let to_end = ran_to_end(&mut reader, &record, &open);
-                    let line = first_line(after, &record, to_end);
-                    QuotedSpan {
-                        field,
-                        line,
-                        breaks,
-                        ran_to_end: to_end,
-                    }
-                }));
+                found.push(quoted_span(&mut reader, &record, &open));
             }
             found
         };
@@ -377,29 +385,20 @@ mod tests {
         assert!(line_breaks_refusal("d.csv", span, None).contains("is closed only on line 4"));
         // Regression: a closed field whose last character is a line break, as the file's last record (with and
         // without a final line end), was called never closed and placed a line late.
+        let span = QuotedSpan {
+            field: 1,
+            line: 3,
+            breaks: 2,
+            ran_to_end: false,
+        };
         for input in [
             &b"id,notes\na,ok\nb,\"5\nmg\n\"\n"[..],
             b"id,notes\na,ok\nb,\"5\nmg\n\"",
         ] {
-            let mut reader = csv::ReaderBuilder::new()
-                .has_headers(false)
-                .from_reader(LfLineEnds::new(input, b',').0);
-            let records: Vec<_> = reader.byte_records().map(Result::unwrap).collect();
-            assert_eq!(records.len(), 3);
+            // Three records, the last one closed.
+            assert_eq!(spans(input), [None, None, Some(span)]);
         }
         let closed_last = |input: &'static [u8]| spans(input).pop().flatten();
-        for input in [
-            &b"id,notes\na,ok\nb,\"5\nmg\n\"\n"[..],
-            b"id,notes\na,ok\nb,\"5\nmg\n\"",
-        ] {
-            let span = QuotedSpan {
-                field: 1,
-                line: 3,
-                breaks: 2,
-                ran_to_end: false,
-            };
-            assert_eq!(closed_last(input), Some(span));
-        }
         // An escaped quote ("") inside the field leaves it open; a quote after the field's start is literal.
         let open = closed_last(b"id,notes\na,\"5 \"\" mg\nb,ok\n");
         assert!(open.is_some_and(|span| span.ran_to_end), "{open:?}");

@@ -8,8 +8,7 @@ use anyhow::{Context, Result};
 
 use crate::config::{ColumnNames, DataSource};
 use crate::data::lines::{
-    field_with_line_breaks, first_line, line_breaks_refusal, ran_to_end, LfLineEnds, OpenQuote,
-    QuotedSpan,
+    first_line, line_breaks_refusal, quoted_span, LfLineEnds, OpenQuote, QuotedSpan,
 };
 use crate::data::tokenizer::{first_gap, first_invalid_residue, looks_like_nucleotides, normalize};
 use crate::embedded;
@@ -183,14 +182,8 @@ impl RecordReader {
             ))
             .into());
         }
-        if let Some((field, breaks)) = field_with_line_breaks(&header_record) {
-            let ran_to_end = ran_to_end(&mut reader, &header_record, &open_quote);
-            let span = QuotedSpan {
-                field,
-                line: 1,
-                breaks,
-                ran_to_end,
-            };
+        if let Some(span) = quoted_span(&mut reader, &header_record, &open_quote) {
+            let span = QuotedSpan { line: 1, ..span };
             return Err(Failure::input(line_breaks_refusal(&name, span, None)).into());
         }
         if let Some(kind) = not_a_text_csv(&header_record, &name) {
@@ -345,19 +338,11 @@ fix: pass the name of a column in the header, or leave {flag} out",
         }
         let row = self.next_row;
         self.next_row += 1;
-        let line_after = self.reader.position().line();
-        if let Some((field, breaks)) = field_with_line_breaks(&self.record) {
-            let ran_to_end = ran_to_end(&mut self.reader, &self.record, &self.open_quote);
-            let span = QuotedSpan {
-                field,
-                line: first_line(line_after, &self.record, ran_to_end),
-                breaks,
-                ran_to_end,
-            };
-            let column = self.layout.headers.get(field).map(String::as_str);
+        if let Some(span) = quoted_span(&mut self.reader, &self.record, &self.open_quote) {
+            let column = self.layout.headers.get(span.field).map(String::as_str);
             return Err(Failure::input(line_breaks_refusal(&self.name, span, column)).into());
         }
-        let line = first_line(line_after, &self.record, false);
+        let line = first_line(self.reader.position().line(), &self.record, false);
         Ok(Some(match self.check_row(row, line) {
             Ok(record) => RowOutcome::Valid(record),
             Err(problem) => RowOutcome::Invalid(problem),
