@@ -274,6 +274,7 @@ pub fn read_predictions(
         // Counted here, not by the csv crate, whose errors carry the line before any empty lines it skipped.
         let line = first_line(reader.position().line(), &record, false);
         // Only the columns read must be UTF-8: a Latin-1 byte in a notes column is no reason to refuse a row.
+        let text = |i: usize| std::str::from_utf8(&record[i]);
         let used = [Some(label_at), Some(score_at), prediction_at];
         let problem = if record.len() != headers.len() {
             Some(format!(
@@ -283,7 +284,7 @@ pub fn read_predictions(
             ))
         } else {
             used.into_iter().flatten().find_map(|i| {
-                std::str::from_utf8(&record[i]).err().map(|_| {
+                text(i).err().map(|_| {
                     format!(
                         "column {}: bytes that are not UTF-8; fix: save the file as UTF-8",
                         headers[i]
@@ -298,9 +299,9 @@ pub fn read_predictions(
             }
             continue;
         }
-        let record = csv::StringRecord::from_byte_record_lossy(record.clone());
-        let label = parse_label(&record[label_at]);
-        let score = parse_score(&record[score_at]);
+        // The columns read are UTF-8 from here on (checked above).
+        let label = parse_label(text(label_at).unwrap_or_default());
+        let score = parse_score(text(score_at).unwrap_or_default());
         let mut row_ok = true;
         for (column, result) in [
             (&out.label_column, label.as_ref().err()),
@@ -319,7 +320,7 @@ pub fn read_predictions(
         }
         if let (Some(at), Ok(p)) = (prediction_at, &score) {
             // Only to compare: a value that is not 0/1 here is no error, since the column is not used.
-            if let Ok(Some(predicted)) = parse_label(&record[at]) {
+            if let Ok(Some(predicted)) = parse_label(text(at).unwrap_or_default()) {
                 given.push((line, *p, predicted));
             }
         }
