@@ -329,15 +329,14 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Merged> {
     ensure_writable_dir(out, "--out")?;
     // A run still writing there (a shard's --out given by a glob or a typo) would be overwritten mid-run.
     let _output_lock = crate::run::lock::OutputLock::acquire(out)?;
-    if checkpoint::interrupted_run_in(out) {
-        return Err(Failure::usage(format!(
-            "--out {} holds an interrupted run (its checkpoint.json is not complete), which the merge would overwrite\n  \
-fix: pass a new folder, e.g. --out {}",
-            out.display(),
+    checkpoint::refuse_interrupted_run(
+        out,
+        "which the merge would overwrite",
+        &format!(
+            "pass a new folder, e.g. --out {}",
             out.with_file_name("merged").display()
-        ))
-        .into());
-    }
+        ),
+    )?;
     // An earlier merge's or run's files (a skipped.csv this merge has no rows for) would describe other data.
     report::remove_earlier_run(out)?;
     let mut predictions = Vec::new();

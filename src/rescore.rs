@@ -388,14 +388,11 @@ elsewhere to rescore a partial run on purpose",
     }
     if config.out_dir.is_dir() {
         // Its report would say `complete` over the rows the interrupted run had scored so far.
-        if crate::run::checkpoint::interrupted_run_in(&config.out_dir) {
-            return Err(Failure::usage(format!(
-                "--out {} holds an interrupted run (its checkpoint.json is not complete), whose report this would replace\n  \
-fix: pass another --out, or finish that run first (its command with --resume)",
-                config.out_dir.display()
-            ))
-            .into());
-        }
+        crate::run::checkpoint::refuse_interrupted_run(
+            &config.out_dir,
+            "whose report this would replace",
+            "pass another --out, or finish that run first (its command with --resume)",
+        )?;
         report::remove_earlier_reports(&config.out_dir)?;
     }
     let p = read_predictions(

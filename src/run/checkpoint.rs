@@ -129,6 +129,19 @@ pub fn path_in(dir: &Path) -> PathBuf {
     dir.join(CHECKPOINT_FILE)
 }
 
+/// Refuses `out` as a command's --out while it holds an interrupted run: `consequence` says what the command
+/// would do to it, `fix` the way out.
+pub fn refuse_interrupted_run(out: &Path, consequence: &str, fix: &str) -> Result<()> {
+    if !interrupted_run_in(out) {
+        return Ok(());
+    }
+    Err(Failure::usage(format!(
+        "--out {} holds an interrupted run (its checkpoint.json is not complete), {consequence}\n  fix: {fix}",
+        out.display()
+    ))
+    .into())
+}
+
 /// Whether `dir` holds a run `--resume` could go on with: a checkpoint not marked complete (or one this version
 /// cannot read, kept rather than guessed at).
 pub fn interrupted_run_in(dir: &Path) -> bool {

@@ -1432,13 +1432,8 @@ fn regression_embed_wrote_npy_bytes_under_another_extension() {
     let data = write(dir.path(), "d.csv", "sequence\nEVQL\n");
     let out = dir.path().join("E.npz");
     let stderr = stderr_of(
-        &esmbench()
-            .args(["embed", "--mock-backend", "--model"])
-            .arg(fixture("esm2_micro.onnx"))
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(&out)
+        &command_on("embed", &fixture("esm2_micro.onnx"), &data, &out)
+            .arg("--mock-backend")
             .assert()
             .code(2),
     );
@@ -1507,13 +1502,8 @@ fn regression_a_head_fitted_on_another_model_file_was_applied_silently() {
     }
     let data = write(dir.path(), "train.csv", &text);
     let head = dir.path().join("head.json");
-    esmbench()
-        .args(["fit", "--mock-backend", "--folds", "0", "--model"])
-        .arg(fixture("esm2_micro.onnx"))
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(&head)
+    command_on("fit", &fixture("esm2_micro.onnx"), &data, &head)
+        .args(["--mock-backend", "--folds", "0"])
         .assert()
         .success();
     let head_flag = ["--head", head.to_str().unwrap()];
@@ -1523,16 +1513,15 @@ fn regression_a_head_fitted_on_another_model_file_was_applied_silently() {
         "{}",
         stderr_of(&same)
     );
-    let other = esmbench()
-        .args(["test", "--mock-backend", "--model"])
-        .arg(fixture("esm2_micro_with_head.onnx"))
-        .arg("--data")
-        .arg(&data)
-        .args(head_flag)
-        .arg("--out")
-        .arg(dir.path().join("other"))
-        .assert()
-        .success();
+    let other = test_command(
+        &fixture("esm2_micro_with_head.onnx"),
+        &data,
+        &dir.path().join("other"),
+    )
+    .arg("--mock-backend")
+    .args(head_flag)
+    .assert()
+    .success();
     assert!(
         stderr_of(&other).contains("was fitted on another model file")
             && stderr_of(&other).contains("advice: pass the head fitted on this model"),

@@ -645,14 +645,10 @@ fn regression_a_gate_on_unlabeled_data_was_refused_only_after_scoring() {
     let dir = tempdir();
     let data = write(dir.path(), "unlabeled.csv", "sequence\nEVQL\nLAGV\n");
     let baseline = dir.path().join("b.json");
+    let micro = fixture("esm2_micro.onnx");
     let stderr = stderr_of(
-        &esmbench()
-            .args(["test", "--mock-backend", "--model"])
-            .arg(fixture("esm2_micro.onnx"))
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(dir.path().join("o"))
+        &test_command(&micro, &data, &dir.path().join("o"))
+            .arg("--mock-backend")
             .arg("--write-baseline")
             .arg(&baseline)
             .assert()
@@ -666,13 +662,8 @@ fn regression_a_gate_on_unlabeled_data_was_refused_only_after_scoring() {
         !dir.path().join("o/predictions.csv").exists(),
         "scored before refusing"
     );
-    esmbench()
-        .args(["test", "--mock-backend", "--model"])
-        .arg(fixture("esm2_micro.onnx"))
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(dir.path().join("t"))
+    test_command(&micro, &data, &dir.path().join("t"))
+        .arg("--mock-backend")
         .arg("--write-baseline")
         .arg(&baseline)
         .args(["--throughput-tolerance", "0.5"])
